@@ -1,0 +1,12 @@
+"""`vbench` command line: weights registry, datasets, evaluation, leaderboard and Synchformer offsets.
+
+Each subcommand lives in its own module and is imported only when used; register a new one in
+`LAZY_COMMANDS` (name -> "module:attribute").
+"""
+
+from visualsound.utils.cli import make_main
+
+LAZY_COMMANDS: dict[str, str] = {
+}
+
+main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)

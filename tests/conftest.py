@@ -1,0 +1,48 @@
+"""Shared test fixtures.
+
+Parity fixtures live outside the repository, in ``$VAURA_PARITY_DIR`` (default ``../shared/parity`` relative
+to the repository root). A missing fixture skips the test with a reason, except under ``CI=true``, where it
+fails: CI must never pass by skipping parity checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parity_root() -> Path:
+    return Path(os.environ.get("VAURA_PARITY_DIR", REPO_ROOT.parent / "shared" / "parity")).resolve()
+
+
+def require_parity(component: str, *files: str) -> Path:
+    """Return ``<parity root>/<component>``; skip (or fail under CI=true) when it or `files` are missing."""
+    root = parity_root() / component
+    missing = [str(root / f) for f in files if not (root / f).exists()]
+    if not root.is_dir():
+        missing.insert(0, str(root))
+    if missing:
+        msg = f"parity fixture missing: {', '.join(missing)} (set VAURA_PARITY_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_fp32():
+    """Parity needs true fp32 matmuls; keep the tests' thread count small and fixed."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    yield
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    return torch.Generator().manual_seed(0)

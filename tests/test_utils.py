@@ -1,0 +1,135 @@
+"""Tests of the shared helpers: atomic writes, frozen configs, safe checkpoint loading, key maps, CLIs."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from visualsound.errors import CheckpointError, ConfigError
+from visualsound.utils.atomic import atomic_open, atomic_torch_save, atomic_write_json
+from visualsound.utils.checkpoint import (
+    KeyMap,
+    OpaqueObject,
+    load_state_dict_strict,
+    restricted_torch_load,
+    safe_torch_load,
+)
+from visualsound.utils.config import FrozenConfig, register_preset
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner(FrozenConfig):
+    a: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg(FrozenConfig):
+    width: int = 8
+    rate: float = 0.5
+    dims: tuple[int, ...] = (1, 2)
+    inner: _Inner = _Inner()
+
+
+register_preset(_Cfg, "tiny", _Cfg(width=2))
+
+
+def test_config_roundtrip_and_overrides(tmp_path):
+    cfg = _Cfg.preset("tiny").with_overrides(["rate=1", "inner.a=5", "dims=[3, 4]"])
+    assert cfg == _Cfg(width=2, rate=1.0, dims=(3, 4), inner=_Inner(a=5))
+    for name in ("c.json", "c.yaml"):
+        cfg.save(tmp_path / name)
+        assert _Cfg.load(tmp_path / name) == cfg
+    assert _Cfg.resolve(tmp_path / "c.json") == cfg
+    with pytest.raises(ConfigError, match="unknown keys"):
+        _Cfg.from_dict({"width": 1, "bogus": 2})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        _Cfg.preset("huge")
+    with pytest.raises(ConfigError, match="unknown key"):
+        cfg.with_overrides(["nope=1"])
+
+
+def test_atomic_open_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as f:
+        f.write("partial")
+        raise RuntimeError("killed")
+    assert target.read_text().strip().startswith("{")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+class Foreign:  # stands in for omegaconf.DictConfig / Lightning objects pickled into checkpoints
+    def __init__(self, x):
+        self.x = x
+
+    def __reduce__(self):
+        return (subprocess.call, (["false"],))  # would run a process if unpickled unrestricted
+
+
+def test_restricted_load_never_executes_foreign_globals(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "args": Foreign(3)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    obj = safe_torch_load(path)
+    assert torch.equal(obj["model"]["w"], torch.ones(2))
+    assert isinstance(obj["args"], OpaqueObject) and obj["args"]._qualname == "call"
+    assert restricted_torch_load(path)["model"]["w"].dtype == torch.float32
+    atomic_torch_save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
+    assert safe_torch_load(tmp_path / "plain.pt")["w"].shape == (1,)
+
+
+def test_key_map_and_strict_load():
+    km = KeyMap(rules=((r"module\.enc\.(.*)", r"\1"),), ignore=(r"other\..*",))
+    sd = {"module.enc.weight": torch.ones(3, 2), "module.enc.bias": torch.zeros(3), "other.w": torch.ones(1)}
+    mapped = km.apply(sd)
+    assert set(mapped) == {"weight", "bias"}
+    lin = torch.nn.Linear(2, 3)
+    load_state_dict_strict(lin, mapped)
+    assert torch.equal(lin.weight, torch.ones(3, 2))
+    with pytest.raises(CheckpointError, match="match no rule.*stray"):
+        km.apply({**sd, "stray": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="missing keys: bias"):
+        load_state_dict_strict(lin, {"weight": torch.ones(3, 2)})
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_state_dict_strict(lin, {"weight": torch.ones(2, 2), "bias": torch.zeros(3)})
+    with torch.device("meta"):
+        meta = torch.nn.Linear(2, 3)
+    load_state_dict_strict(meta, mapped)
+    assert not meta.weight.is_meta
+
+
+@pytest.mark.parametrize("module", ["visualsound.cli", "vaura.cli", "benchmarks.cli"])
+def test_cli_help_and_version(module):
+    main = __import__(module, fromlist=["main"]).main
+    runner = CliRunner()
+    res = runner.invoke(main, ["--help"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["--version"])
+    assert res.exit_code == 0 and "0." in res.output
+    for name in main.list_commands(None):
+        res = runner.invoke(main, [name, "--help"])
+        assert res.exit_code == 0, f"{name} --help failed: {res.output}"
+
+
+def test_layering_imports_point_down():
+    """visualsound must not import vaura/benchmarks; vaura must not import benchmarks."""
+    code = (
+        "import sys, pkgutil, importlib\n"
+        "import visualsound\n"
+        "for m in pkgutil.walk_packages(visualsound.__path__, 'visualsound.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert not any(k.split('.')[0] in ('vaura', 'benchmarks') for k in sys.modules), "
+        "[k for k in sys.modules if k.split('.')[0] in ('vaura', 'benchmarks')]\n"
+        "import vaura\n"
+        "for m in pkgutil.walk_packages(vaura.__path__, 'vaura.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert not any(k.split('.')[0] == 'benchmarks' for k in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

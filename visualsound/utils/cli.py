@@ -1,0 +1,60 @@
+"""Shared CLI plumbing: a lazily importing click group, logging set-up, and turning `ToolkitError` into a
+clean one-line error (exit code 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from visualsound.errors import ToolkitError
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules and are imported only when needed.
+
+    ``lazy_commands`` maps a command name to ``"package.module:attribute"``.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            module_name, attr = self.lazy_commands[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+
+def setup_logging(verbose: int) -> None:
+    """CLI logging: WARNING by default, INFO with -v, DEBUG with -vv."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def make_main(name: str, help_text: str, lazy_commands: dict[str, str]) -> click.Group:
+    """Build a top-level CLI group with ``--version`` and ``-v/--verbose``."""
+    from visualsound import __version__
+
+    @click.group(name=name, cls=LazyGroup, lazy_commands=lazy_commands, help=help_text,
+                 context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name=name)
+    @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+    def main(verbose: int) -> None:
+        setup_logging(verbose)
+
+    return main
