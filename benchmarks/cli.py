@@ -7,6 +7,7 @@ Each subcommand lives in its own module and is imported only when used; register
 from visualsound.utils.cli import make_main
 
 LAZY_COMMANDS: dict[str, str] = {
+    "weights": "benchmarks.commands.weights:weights",
 }
 
 main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)

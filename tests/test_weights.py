@@ -1,0 +1,272 @@
+"""Weights registry: cache paths, missing-file messages, verified/atomic/resumable downloads from a local HTTP
+server (never the network), safe archive extraction, `vbench weights`, and NOTICE kept in sync."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import REPO_ROOT
+from visualsound import weights as W
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files[path]``; honours Range; ``/cut/...`` announces the full length but stops halfway."""
+
+    files: dict[str, bytes] = {}
+    requests: list[dict] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802
+        cut = self.path.startswith("/cut/")
+        key = self.path[4:] if cut else self.path
+        type(self).requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if key not in self.files:
+            self.send_error(404)
+            return
+        data = self.files[key]
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and not cut:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        self.wfile.flush()
+        if cut:
+            self.close_connection = True
+
+
+@pytest.fixture
+def server():
+    _Handler.files = {}
+    _Handler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _entry(monkeypatch, url: str, **kw) -> W.WeightsEntry:
+    fields = dict(name="test_entry", filename="test.bin", url=url, licence="MIT", source="test",
+                  contents="test payload")
+    fields.update(kw)
+    e = W.WeightsEntry(**fields)
+    monkeypatch.setitem(W.REGISTRY, e.name, e)
+    return e
+
+
+def test_registry_names_and_urls():
+    expected = {"imagebind_huge", "synchformer_audioset", "synchformer_vggsound", "synchformer_lrs3",
+                "avclip_vggsound", "avclip_audioset", "vaura_release", "dac_44khz", "vggish", "passt"}
+    assert set(W.names()) == expected
+    for e in W.REGISTRY.values():
+        assert e.url.startswith("https://"), e
+        assert e.licence and e.source and e.contents
+        assert e.sha256 is None or len(e.sha256) == 64
+    assert W.get("vaura_release").archive
+    assert "24-08-01T08-34-26" in W.get("vaura_release").url
+    assert W.get("imagebind_huge").url == "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+
+
+def test_cache_dir_env_and_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAURA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert W.cache_dir() == tmp_path / "xdg" / "vaura-toolkit"
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "mine"))
+    assert W.cache_path("passt") == tmp_path / "mine" / "weights" / "passt-s-f128-p16-s10-ap.476-swa.pt"
+
+
+def test_missing_file_message_names_url_path_checksum_and_command(cache):
+    with pytest.raises(W.WeightsNotFoundError) as ei:
+        W.resolve("vggish")
+    msg = str(ei.value)
+    e = W.get("vggish")
+    assert e.url in msg and str(W.download_path("vggish")) in msg
+    assert "vbench weights download vggish" in msg and "10086976" in msg
+    with pytest.raises(W.WeightsNotFoundError, match="given explicitly"):
+        W.resolve("vggish", cache / "nope.pth")
+    with pytest.raises(W.UnknownWeightsError, match="imagebind_huge"):
+        W.resolve("no_such_model")
+
+
+def test_resolve_explicit_and_cached(cache, tmp_path):
+    f = tmp_path / "mine.pth"
+    f.write_bytes(b"x")
+    assert W.resolve("passt", f) == f
+    W.download_path("passt").parent.mkdir(parents=True)
+    W.download_path("passt").write_bytes(b"y")
+    assert W.resolve("passt") == W.download_path("passt")
+
+
+def test_download_from_local_server_verifies_sha256(cache, server, monkeypatch):
+    _Handler.files["/w.bin"] = PAYLOAD
+    _entry(monkeypatch, f"{server}/w.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    path = W.download("test_entry", progress=False)
+    assert path == cache / "weights" / "test.bin"
+    assert path.read_bytes() == PAYLOAD
+    assert not path.with_name("test.bin.partial").exists()
+    assert W.verify("test_entry").checked
+    # a second call verifies the cached file instead of downloading again
+    n = len(_Handler.requests)
+    W.download("test_entry", progress=False)
+    assert len(_Handler.requests) == n
+
+
+def test_checksum_mismatch_is_refused_and_not_kept(cache, server, monkeypatch):
+    _Handler.files["/w.bin"] = PAYLOAD
+    _entry(monkeypatch, f"{server}/w.bin", sha256="0" * 64)
+    with pytest.raises(W.ChecksumMismatchError, match="refused"):
+        W.download("test_entry", progress=False)
+    assert list((cache / "weights").iterdir()) == []
+    with pytest.raises(W.WeightsNotFoundError):
+        W.resolve("test_entry")
+
+
+def test_prefix_checks_and_recorded_digest(cache, server, monkeypatch, tmp_path):
+    _Handler.files["/w.bin"] = PAYLOAD
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    _entry(monkeypatch, f"{server}/w.bin", sha256_prefix=sha[:8], md5_prefix=md5[:7])
+    path = W.download("test_entry", progress=False)
+    assert path.with_name("test.bin.sha256").read_text().split()[0] == sha
+    assert "recorded sha256" in W.verify("test_entry").method
+    path.write_bytes(PAYLOAD[:-1] + b"\x00")  # corrupted later
+    with pytest.raises(W.ChecksumMismatchError):
+        W.verify("test_entry")
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"not it")
+    with pytest.raises(W.ChecksumMismatchError, match="md5 prefix|sha256 prefix"):
+        W.verify("test_entry", other)
+
+
+def test_interrupted_download_leaves_no_final_file_then_resumes(cache, server, monkeypatch):
+    _Handler.files["/w.bin"] = PAYLOAD
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    _entry(monkeypatch, f"{server}/cut/w.bin", sha256=sha)
+    with pytest.raises(W.DownloadError, match="resume"):
+        W.download("test_entry", progress=False)
+    final = cache / "weights" / "test.bin"
+    partial = final.with_name("test.bin.partial")
+    assert not final.exists()
+    assert 0 < partial.stat().st_size < len(PAYLOAD)
+    with pytest.raises(W.WeightsNotFoundError):
+        W.resolve("test_entry")
+    # the server works again: the next call resumes with a Range request from the partial size
+    _entry(monkeypatch, f"{server}/w.bin", sha256=sha)
+    size = partial.stat().st_size
+    assert W.download("test_entry", progress=False).read_bytes() == PAYLOAD
+    assert _Handler.requests[-1]["range"] == f"bytes={size}-"
+    assert not partial.exists()
+
+
+def test_file_url_download(cache, tmp_path, monkeypatch):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    _entry(monkeypatch, src.as_uri(), sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    assert W.download("test_entry", progress=False).read_bytes() == PAYLOAD
+
+
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_archive_download_extracts_safely(cache, server, monkeypatch):
+    data = _tar({"exp1/checkpoints/last.ckpt": b"ckpt", "exp1/hparams.yaml": b"a: 1\n"})
+    _Handler.files["/exp1.tar.gz"] = data
+    _entry(monkeypatch, f"{server}/exp1.tar.gz", filename="exp1.tar.gz", archive=True, extract_dir="exp1",
+           sha256=hashlib.sha256(data).hexdigest())
+    out = W.download("test_entry", progress=False)
+    assert out == cache / "weights" / "exp1" and W.resolve("test_entry") == out
+    assert (out / "hparams.yaml").read_text() == "a: 1\n"
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"ckpt"
+
+
+@pytest.mark.parametrize("members,links", [
+    ({"../evil.txt": b"x"}, None),
+    ({"/abs/evil.txt": b"x"}, None),
+    ({"ok/a.txt": b"x"}, {"ok/link": "/etc/passwd"}),
+])
+def test_unsafe_archives_are_refused(tmp_path, members, links):
+    arc = tmp_path / "a.tar.gz"
+    arc.write_bytes(_tar(members, links))
+    with pytest.raises(W.UnsafeArchiveError):
+        W.extract_archive(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tar.gz"]
+
+
+def test_vbench_weights_cli(cache, server, monkeypatch):
+    from benchmarks.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["weights", "list"])
+    assert res.exit_code == 0, res.output
+    for n in W.names():
+        assert n in res.output
+    assert "CC BY-NC-SA 4.0" in res.output and "not published" in res.output
+    res = runner.invoke(main, ["weights", "path", "dac_44khz"])
+    assert res.output.strip() == str(cache / "weights" / "weights_44khz_8kbps_0.0.1.pth")
+    res = runner.invoke(main, ["weights", "verify", "dac_44khz"])
+    assert res.exit_code == 2 and "vbench weights download dac_44khz" in res.output
+    res = runner.invoke(main, ["weights", "path", "bogus"])
+    assert res.exit_code == 2 and "known:" in res.output
+    _Handler.files["/w.bin"] = PAYLOAD
+    _entry(monkeypatch, f"{server}/w.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    res = runner.invoke(main, ["weights", "download", "test_entry", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert str(cache / "weights" / "test.bin") in res.output
+    res = runner.invoke(main, ["weights", "verify", "test_entry"])
+    assert res.exit_code == 0 and res.output.startswith("ok")
+
+
+def test_notice_lists_every_registry_entry():
+    text = (REPO_ROOT / "NOTICE").read_text()
+    lines = [ln for ln in text.splitlines() if ln.split(":")[0] in W.REGISTRY]
+    assert lines == W.notice_lines(), "NOTICE drifted from the registry: regenerate it from notice_lines()"
+
+
+def test_citation_and_licence_files():
+    import yaml
+
+    cff = yaml.safe_load((REPO_ROOT / "CITATION.cff").read_text())
+    pref = cff["preferred-citation"]
+    assert "Temporally Aligned Audio for Video with Autoregression" in pref["title"]
+    assert [a["family-names"] for a in pref["authors"]] == ["Viertola", "Iashin", "Rahtu"]
+    assert "2409.13689" in str(pref)
+    lic = (REPO_ROOT / "LICENSE").read_text()
+    assert lic.startswith("MIT License") and "2026 vaura-toolkit contributors" in lic

@@ -1,0 +1,443 @@
+"""The weights registry: every pretrained checkpoint the toolkit uses, where it lives, and how to get it.
+
+One frozen `WeightsEntry` per checkpoint (name, URL, checksum, size, licence, contents). Loaders call
+`resolve(NAME, checkpoint)`: with an explicit path it must exist; without one the registry's cache path is
+used, and a missing file raises `WeightsNotFoundError` naming the URL, the exact path to place the file at,
+the expected checksum and the command ``vbench weights download NAME``.
+
+Cache directory: ``$VAURA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/vaura-toolkit``, else
+``~/.cache/vaura-toolkit``; checkpoints live in its ``weights/`` sub-folder.
+
+Downloads (`download`) stream with a tqdm progress bar into ``<file>.partial`` next to the final file, resume
+from an existing ``.partial`` with an HTTP Range request (or restart when the server ignores it), verify the
+checksum, and only then `os.replace` the file into place: a killed or failed download never leaves a file that
+looks complete. A checksum mismatch deletes the download. When upstream publishes no full sha256, the digest
+seen at download time is recorded in ``<file>.sha256`` so later `verify` calls detect corruption. Archive
+entries (``vaura_release``, a tar.gz) are extracted with path checks (absolute paths, ``..`` and links are
+refused) into a temporary folder that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from visualsound.errors import ToolkitError
+from visualsound.utils.atomic import atomic_write_text
+from visualsound.utils.config import FrozenConfig
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_SYNC_ROOT = "https://a3s.fi/swift/v1/AUTH_a235c0f452d648828f745589cde1219a"
+
+
+class WeightsError(ToolkitError):
+    """Base class of weights-registry errors."""
+
+
+class UnknownWeightsError(WeightsError, ValueError):
+    """The requested registry name does not exist."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """A checkpoint file is not where it should be."""
+
+
+class ChecksumMismatchError(WeightsError):
+    """A file's checksum differs from the published (or recorded) one."""
+
+
+class DownloadError(WeightsError):
+    """A download failed or was cut short; the final file was not written."""
+
+
+class UnsafeArchiveError(WeightsError):
+    """A tar archive holds a member that would escape the extraction folder (absolute path, ``..``, link)."""
+
+
+@dataclass(frozen=True)
+class WeightsEntry(FrozenConfig):
+    """One checkpoint of the registry.
+
+    ``sha256`` is the full published digest or None ("not published"); ``sha256_prefix`` / ``md5_prefix`` hold
+    the shorter digests some projects publish (torch-hub file-name hashes, README md5 prefixes) and are checked
+    when no full sha256 is known. ``archive`` entries are tar.gz files extracted into ``extract_dir``.
+    """
+
+    name: str
+    filename: str
+    url: str
+    licence: str
+    source: str
+    contents: str
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    md5_prefix: str | None = None
+    approx_size: str | None = None
+    archive: bool = False
+    extract_dir: str | None = None
+    notes: str = ""
+
+    @property
+    def checksum_text(self) -> str:
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        parts = []
+        if self.sha256_prefix:
+            parts.append(f"sha256 prefix {self.sha256_prefix}")
+        if self.md5_prefix:
+            parts.append(f"md5 prefix {self.md5_prefix}")
+        return "sha256 not published" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _sync(exp: str, rel: str) -> str:
+    return f"{_SYNC_ROOT}/sync/sync_models/{exp}/{rel}"
+
+
+_SYNC_LICENCE = ("not stated (no licence file in v-iashin/Synchformer; visual branch initialised from Motionformer, "
+                 "CC BY-NC 4.0)")
+_SYNC_SOURCE = "https://github.com/v-iashin/Synchformer"
+
+_ENTRIES: tuple[WeightsEntry, ...] = (
+    WeightsEntry(
+        name="imagebind_huge", filename="imagebind_huge.pth",
+        url="https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+        licence="CC BY-NC-SA 4.0", source="https://github.com/facebookresearch/ImageBind",
+        contents="ImageBind-Huge state dict (vision, text, audio, depth, thermal, IMU towers); the toolkit uses "
+                 "the vision and audio towers for VisualSound scoring and the IB metric",
+        approx_size="~4.5 GB", notes="URL from the ImageBind README; no checksum published"),
+    WeightsEntry(
+        name="synchformer_audioset", filename="24-01-04T16-39-21.pt", url=_sync("24-01-04T16-39-21",
+                                                                                "24-01-04T16-39-21.pt"),
+        licence=_SYNC_LICENCE, source=_SYNC_SOURCE,
+        contents="Synchformer stage II (AudioSet): Motionformer visual + AST audio feature extractors and the "
+                 "offset-classification transformer (21 classes, +-2 s); used by the Sync metric",
+        md5_prefix="54037d2",
+        notes="URL from Synchformer's README/utils; its config is cfg-24-01-04T16-39-21.yaml in the same folder"),
+    WeightsEntry(
+        name="synchformer_vggsound", filename="24-01-02T10-00-53.pt", url=_sync("24-01-02T10-00-53",
+                                                                                "24-01-02T10-00-53.pt"),
+        licence=_SYNC_LICENCE, source=_SYNC_SOURCE,
+        contents="Synchformer stage II (VGGSound): feature extractors + offset transformer",
+        md5_prefix="19592ed", notes="URL from Synchformer's README/utils"),
+    WeightsEntry(
+        name="synchformer_lrs3", filename="23-12-23T18-33-57.pt", url=_sync("23-12-23T18-33-57",
+                                                                            "23-12-23T18-33-57.pt"),
+        licence=_SYNC_LICENCE, source=_SYNC_SOURCE,
+        contents="Synchformer stage II (LRS3 'Full Scene'): feature extractors + offset transformer",
+        md5_prefix="4415276", notes="URL from Synchformer's README/utils"),
+    WeightsEntry(
+        name="avclip_vggsound", filename="avclip_23-12-22T16-10-50_epoch_best.pt",
+        url=_sync("23-12-22T16-10-50", "checkpoints/epoch_best.pt"),
+        licence=_SYNC_LICENCE, source=_SYNC_SOURCE,
+        contents="Synchformer stage I Segment AVCLIP (VGGSound): audio (AST) and visual (Motionformer) segment "
+                 "encoders; V-AURA's visual feature extractor",
+        md5_prefix="a9979df",
+        notes="URL from the Synchformer and V-AURA READMEs; upstream file name is epoch_best.pt (renamed in the "
+              "cache so the two AVCLIP checkpoints do not collide)"),
+    WeightsEntry(
+        name="avclip_audioset", filename="avclip_23-12-22T16-13-38_epoch_best.pt",
+        url=_sync("23-12-22T16-13-38", "checkpoints/epoch_best.pt"),
+        licence=_SYNC_LICENCE, source=_SYNC_SOURCE,
+        contents="Synchformer stage I Segment AVCLIP (AudioSet): audio and visual segment encoders",
+        md5_prefix="4a566f2", notes="URL from the Synchformer README; upstream file name is epoch_best.pt"),
+    WeightsEntry(
+        name="vaura_release", filename="24-08-01T08-34-26.tar.gz",
+        url=f"{_SYNC_ROOT}/v-aura_public/24-08-01T08-34-26.tar.gz",
+        licence="not stated (the V-AURA code is MIT; the README gives no licence for the weights)",
+        source="https://github.com/ilpoviertola/V-AURA",
+        contents="V-AURA paper checkpoint: tar.gz of the experiment folder 24-08-01T08-34-26 (PyTorch Lightning "
+                 "ckpt + hparams.yaml)",
+        archive=True, extract_dir="24-08-01T08-34-26",
+        notes="URL from the V-AURA README; resolve() returns the extracted experiment folder"),
+    WeightsEntry(
+        name="dac_44khz", filename="weights_44khz_8kbps_0.0.1.pth",
+        url="https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/weights.pth",
+        licence="MIT", source="https://github.com/descriptinc/descript-audio-codec",
+        contents="Descript Audio Codec 44.1 kHz, 8 kbps, tag 0.0.1 (9 codebooks of 1024, 86 Hz frames)",
+        approx_size="~300 MB",
+        notes="URL from dac/utils/__init__.py (__MODEL_URLS__); the dac package caches it under this file name"),
+    WeightsEntry(
+        name="vggish", filename="vggish-10086976.pth",
+        url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        licence="Apache-2.0", source="https://github.com/harritaylor/torchvggish",
+        contents="VGGish (AudioSet) weights ported from TensorFlow; the FAD metric's embedding network",
+        sha256_prefix="10086976", approx_size="~275 MB",
+        notes="URL from torchvggish hubconf.py; the file name carries the torch-hub sha256 prefix"),
+    WeightsEntry(
+        name="passt", filename="passt-s-f128-p16-s10-ap.476-swa.pt",
+        url="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+        licence="Apache-2.0", source="https://github.com/kkoutini/PaSST",
+        contents="PaSST-S (patch 16, stride 10, 128 mel, SWA, AudioSet mAP .476) classifier; the KLD metric",
+        approx_size="~330 MB",
+        notes="URL from hear21passt's default config; licence is the PaSST repository's"),
+)
+
+REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get(name: str) -> WeightsEntry:
+    """The registry entry called `name`; unknown names raise `UnknownWeightsError` listing the known ones."""
+    if name not in REGISTRY:
+        raise UnknownWeightsError(f"unknown weights name {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def cache_dir() -> Path:
+    """``$VAURA_CACHE_DIR``, else ``$XDG_CACHE_HOME/vaura-toolkit``, else ``~/.cache/vaura-toolkit``."""
+    env = os.environ.get("VAURA_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "vaura-toolkit"
+
+
+def download_path(name: str) -> Path:
+    """Where the downloaded file of `name` is stored (the tar.gz itself for archive entries)."""
+    return cache_dir() / "weights" / get(name).filename
+
+
+def cache_path(name: str) -> Path:
+    """The path `resolve(name)` returns: the file, or the extracted folder for archive entries."""
+    entry = get(name)
+    if entry.archive:
+        return cache_dir() / "weights" / (entry.extract_dir or entry.filename.split(".")[0])
+    return download_path(name)
+
+
+def resolve(name: str, path: str | os.PathLike | None = None) -> Path:
+    """The checkpoint of registry entry `name`: `path` when given (must exist), else the cache path.
+
+    Raises `WeightsNotFoundError` (with URL, target path, checksum and download command) when missing.
+    """
+    entry = get(name)
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise WeightsNotFoundError(
+                f"checkpoint for {name!r} not found at {p} (given explicitly); fix the path, or drop it to use "
+                f"the cache ({cache_path(name)}, filled by `vbench weights download {name}`)")
+        return p
+    p = cache_path(name)
+    if p.exists():
+        return p
+    hint = ""
+    if entry.archive and download_path(name).exists():
+        hint = f" The archive {download_path(name)} is present but not extracted; the command extracts it."
+    raise WeightsNotFoundError(
+        f"weights {name!r} are not in the cache: expected {p}. Download them with `vbench weights download {name}`"
+        f", or fetch {entry.url} yourself and place it at {download_path(name)} "
+        f"({entry.checksum_text}; licence: {entry.licence}).{hint} Or pass --checkpoint PATH.")
+
+
+# -- checksums ----------------------------------------------------------------------------------------------
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded_sha_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of `verify`: the file, its sha256, and against what it was checked (``method``)."""
+
+    name: str
+    path: Path
+    sha256: str
+    method: str  # "published sha256" | "published sha256 prefix" | "published md5 prefix" | "recorded sha256"
+    checked: bool  # False: nothing to compare against (no published or recorded digest)
+
+
+def _check_file(entry: WeightsEntry, path: Path, sha: str | None = None) -> VerifyResult:
+    """Compare `path` with every digest known for `entry`; raise `ChecksumMismatchError` on a difference."""
+    sha = sha or file_digest(path)
+    checks: list[tuple[str, str, str]] = []
+    if entry.sha256:
+        checks.append(("published sha256", entry.sha256.lower(), sha))
+    else:
+        if entry.sha256_prefix:
+            checks.append(("published sha256 prefix", entry.sha256_prefix.lower(), sha[: len(entry.sha256_prefix)]))
+        if entry.md5_prefix:
+            md5 = file_digest(path, "md5")
+            checks.append(("published md5 prefix", entry.md5_prefix.lower(), md5[: len(entry.md5_prefix)]))
+        rec = _recorded_sha_path(path)
+        if rec.exists():
+            checks.append(("recorded sha256", rec.read_text().split()[0].lower(), sha))
+    for method, expected, got in checks:
+        if expected != got:
+            raise ChecksumMismatchError(
+                f"{entry.name}: {path} fails the {method} check: expected {expected}, got {got}. "
+                f"Delete it and run `vbench weights download {entry.name}`.")
+    method = " + ".join(m for m, _, _ in checks) or "none"
+    return VerifyResult(entry.name, path, sha, method, checked=bool(checks))
+
+
+def verify(name: str, path: str | os.PathLike | None = None) -> VerifyResult:
+    """Check a downloaded file (the archive for archive entries) against its published or recorded digest."""
+    entry = get(name)
+    p = Path(path).expanduser() if path is not None else download_path(name)
+    if not p.is_file():
+        raise WeightsNotFoundError(f"{name}: no file to verify at {p}; run `vbench weights download {name}`")
+    return _check_file(entry, p)
+
+
+# -- downloads ----------------------------------------------------------------------------------------------
+def _open(url: str, offset: int, timeout: float) -> tuple[object, bool, int | None]:
+    """Open `url` from byte `offset`; returns (response, resumed, total_size_or_None)."""
+    req = urllib.request.Request(url, headers={"User-Agent": "vaura-toolkit"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (registry URLs are fixed https/file URLs)
+    status = getattr(resp, "status", None) or 200
+    length = resp.headers.get("Content-Length")
+    length_i = int(length) if length is not None and length.isdigit() else None
+    resumed = bool(offset) and status == 206
+    total = (length_i + offset if resumed else length_i) if length_i is not None else None
+    return resp, resumed, total
+
+
+def _fetch(entry: WeightsEntry, partial: Path, progress: bool, timeout: float) -> None:
+    from tqdm import tqdm
+
+    offset = partial.stat().st_size if partial.exists() else 0
+    try:
+        resp, resumed, total = _open(entry.url, offset, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # the partial file may already be complete: let the checksum decide
+            log.info("%s: server says range not satisfiable; checking the existing partial file", entry.name)
+            return
+        raise DownloadError(f"{entry.name}: HTTP {e.code} from {entry.url}: {e.reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{entry.name}: cannot open {entry.url}: {e}") from e
+    if offset and not resumed:
+        log.info("%s: server ignored the Range request; restarting from 0", entry.name)
+        offset = 0
+    got = offset
+    try:
+        with resp, open(partial, "ab" if resumed else "wb") as f, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=entry.name, disable=not progress) as bar:
+            while True:
+                chunk = resp.read(_CHUNK)  # type: ignore[attr-defined]
+                if not chunk:
+                    break
+                f.write(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"{entry.name}: download interrupted after {got} bytes ({e}); {partial} is kept, run "
+                            f"`vbench weights download {entry.name}` again to resume") from e
+    if total is not None and got != total:
+        raise DownloadError(f"{entry.name}: download cut short at {got} of {total} bytes; {partial} is kept, run "
+                            f"`vbench weights download {entry.name}` again to resume")
+
+
+def download(name: str, *, force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download registry entry `name` into the cache (verified, atomic, resumable); returns `resolve(name)`.
+
+    An existing file is verified instead of downloaded again unless `force`.
+    """
+    entry = get(name)
+    target = download_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if force:
+        for p in (target, _recorded_sha_path(target)):
+            p.unlink(missing_ok=True)
+        if entry.archive and cache_path(name).exists():
+            shutil.rmtree(cache_path(name))
+    if not target.exists():
+        partial = target.with_name(target.name + ".partial")
+        log.info("downloading %s from %s to %s", name, entry.url, target)
+        _fetch(entry, partial, progress, timeout)
+        sha = file_digest(partial)
+        try:
+            _check_file(entry, partial, sha)
+        except ChecksumMismatchError as e:
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatchError(f"download refused and deleted: {e}") from e
+        if not entry.sha256:
+            log.warning("%s: no full sha256 is published; recording sha256 %s for later checks", name, sha)
+            atomic_write_text(_recorded_sha_path(target), f"{sha}  {target.name}\n")
+        os.replace(partial, target)
+    else:
+        _check_file(entry, target)
+    if entry.archive and not cache_path(name).exists():
+        extract_archive(target, cache_path(name))
+    return resolve(name)
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    p = PurePosixPath(member.name)
+    if member.name.startswith(("/", "\\")) or p.is_absolute() or (p.parts and ":" in p.parts[0]):
+        raise UnsafeArchiveError(f"archive member {member.name!r} has an absolute path")
+    if ".." in p.parts:
+        raise UnsafeArchiveError(f"archive member {member.name!r} contains '..'")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"archive member {member.name!r} is not a regular file or folder (link/device)")
+
+
+def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Safely extract a tar(.gz) into `dest` (which must not exist); returns `dest`.
+
+    Every member is checked first (no absolute paths, no ``..``, no links or devices). Extraction goes to a
+    temporary sibling folder renamed into place; an archive with a single top-level folder has that folder
+    become `dest`.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise WeightsError(f"extraction target {dest} already exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extract", dir=dest.parent))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m)
+            tar.extractall(tmp, members=members, filter="data")
+        tops = list(tmp.iterdir())
+        src = tops[0] if len(tops) == 1 and tops[0].is_dir() else tmp
+        os.replace(src, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest
+
+
+# -- licences -----------------------------------------------------------------------------------------------
+def notice_lines() -> list[str]:
+    """One ``name: licence, source`` line per registry entry (the body of the repository's NOTICE file)."""
+    return [f"{e.name}: {e.licence}, {e.source}" for e in REGISTRY.values()]
+
+
+def entry_dict(name: str) -> dict:
+    """The entry as a plain dict plus its cache path and whether it is present (for JSON listings)."""
+    entry = get(name)
+    out = dataclasses.asdict(entry)
+    out["cache_path"] = str(cache_path(name))
+    out["cached"] = cache_path(name).exists()
+    return out
