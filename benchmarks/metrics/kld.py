@@ -1,0 +1,265 @@
+"""KLD metric of the V-AURA paper: KL(ground truth || generated) between PaSST AudioSet class distributions.
+
+Protocol (GMELab @ d8b53b1 ``calculate_kld`` with ``KLDCfg(duration=2.56)`` and hear21passt 0.0.18):
+
+1. read each file as float32 ``int16 / 32768`` ``[C, N]`` at its own rate; cut the GT at ``int(start_sec * sr)``
+   (metadata, default 0; generated clips are never offset);
+2. zero-pad or truncate each clip to ``int(2.56 * sr)`` samples at its own rate; average the channels;
+3. ``crop="vaura-paper"`` (default, the original's quirk): truncate **both** clips to the generated clip's sample
+   count, which is measured at the *generated* rate -- a 48 kHz GT next to a 44.1 kHz generated clip keeps only
+   2.352 s. ``crop="corrected"`` skips this step, so each clip keeps 2.56 s at its own rate;
+4. julius-resample to 32 kHz, run PaSST on the window at its own length, softmax over 527 classes;
+5. ``KL_i = sum_c p_gt[c] * (log p_gt[c] - log(p_gen[c] + 1e-6))``; the metric is the mean over pairs.
+
+Pairs are given explicitly as ``(id, gt_path, gen_path)``; nothing is matched by file name here.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.metrics.passt import PasstTagger, load_passt, passt_logits_32k, to_passt_input
+from visualsound.errors import ToolkitError
+from visualsound.utils.config import FrozenConfig, register_preset
+
+log = logging.getLogger(__name__)
+
+CROP_MODES = ("vaura-paper", "corrected")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+
+
+class KLDInputError(ToolkitError, ValueError):
+    """Bad KLD input: unreadable or missing audio, duplicate pair ids, mismatched probability tables."""
+
+
+@dataclass(frozen=True)
+class KLDConfig(FrozenConfig):
+    """KLD protocol settings; the ``paper`` preset is GMELab's ``KLDCfg`` as used for V-AURA."""
+
+    duration: float = 2.56
+    crop: str = "vaura-paper"
+    eps: float = 1e-6
+    video_audio_rate: int | None = 24000  # GMELab extracts mp4 audio at 24 kHz before scoring
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROP_MODES:
+            raise KLDInputError(f"unknown crop mode {self.crop!r}; choose one of {CROP_MODES}")
+        if self.duration <= 0:
+            raise KLDInputError(f"duration must be positive, got {self.duration}")
+
+
+register_preset(KLDConfig, "paper", KLDConfig())
+register_preset(KLDConfig, "corrected", KLDConfig(crop="corrected", video_audio_rate=None))
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure math
+# --------------------------------------------------------------------------------------------------
+def _check_tables(p_gt: torch.Tensor, p_gen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    p_gt, p_gen = torch.as_tensor(p_gt), torch.as_tensor(p_gen)
+    p_gt = p_gt[None] if p_gt.dim() == 1 else p_gt
+    p_gen = p_gen[None] if p_gen.dim() == 1 else p_gen
+    if p_gt.shape != p_gen.shape or p_gt.dim() != 2 or p_gt.shape[0] == 0:
+        raise KLDInputError(f"expected two [N, C] probability tables of one shape, got {tuple(p_gt.shape)} and "
+                            f"{tuple(p_gen.shape)}")
+    return p_gt.float(), p_gen.float()
+
+
+def kl_per_pair(p_gt: torch.Tensor, p_gen: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``KL(p_gt || p_gen)`` per row ``[N]`` from probabilities ``[N, C]`` (float32).
+
+    ``sum_c p_gt * (log p_gt - log(p_gen + eps))``; the epsilon sits on the generated side only and classes
+    with ``p_gt == 0`` contribute 0.
+    """
+    p_gt, p_gen = _check_tables(p_gt, p_gen)
+    return (torch.xlogy(p_gt, p_gt) - p_gt * torch.log(p_gen + eps)).sum(dim=-1)
+
+
+def kl_divergence(p_gt: torch.Tensor, p_gen: torch.Tensor, eps: float = 1e-6) -> float:
+    """Mean over pairs of `kl_per_pair` (the KLD metric): float32 sum over rows, divided by ``N``."""
+    per_pair = kl_per_pair(p_gt, p_gen, eps)
+    return float(per_pair.sum()) / per_pair.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Audio reading and cropping
+# --------------------------------------------------------------------------------------------------
+_INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+def _frame_to_float(arr: np.ndarray, fmt: str, channels: int) -> np.ndarray:
+    """A decoded PyAV frame (planar ``[C, n]`` or packed ``[1, n*C]``) -> float32 ``[C, n]``."""
+    planar = fmt.endswith("p")
+    base = fmt[:-1] if planar else fmt
+    if not planar:
+        arr = arr.reshape(-1, channels).T
+    if base in _INT_SCALE:
+        return (arr.astype(np.float64) / _INT_SCALE[base]).astype(np.float32)
+    if base == "u8":
+        return ((arr.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if base in ("flt", "dbl"):
+        return arr.astype(np.float32)
+    raise KLDInputError(f"unsupported decoded sample format {fmt!r}")
+
+
+def read_audio_file(path: str | os.PathLike, resample_to: int | None = None) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream -> (float32 ``[C, N]``, sample rate), ``int16 / 32768`` for 16-bit PCM
+    (what ``torchaudio.load`` returns). `resample_to` converts with libswresample to 16-bit at that rate first,
+    as ``ffmpeg -ar <rate>`` extraction to wav does."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise KLDInputError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise KLDInputError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            channels = stream.codec_context.channels
+            resampler = None
+            if resample_to is not None:
+                resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=int(resample_to))
+            parts, rate = [], stream.rate
+            for frame in container.decode(stream):
+                frames = resampler.resample(frame) if resampler else [frame]
+                for f in frames:
+                    parts.append(_frame_to_float(f.to_ndarray(), f.format.name, channels))
+                    rate = f.sample_rate
+            if resampler is not None:
+                for f in resampler.resample(None):
+                    parts.append(_frame_to_float(f.to_ndarray(), f.format.name, channels))
+    except av.error.FFmpegError as e:
+        raise KLDInputError(f"{path}: cannot decode audio ({e})") from e
+    if not parts:
+        raise KLDInputError(f"{path}: the audio stream holds no samples")
+    return torch.from_numpy(np.concatenate(parts, axis=1)), int(rate)
+
+
+def fit_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Zero-pad at the end or truncate ``[C, N]`` to ``[C, num_samples]``."""
+    if audio.shape[-1] >= num_samples:
+        return audio[..., :num_samples]
+    return torch.nn.functional.pad(audio, (0, num_samples - audio.shape[-1]))
+
+
+def prepare_pair(gt: torch.Tensor, gt_sr: int, gen: torch.Tensor, gen_sr: int, start_sec: float = 0.0,
+                 config: KLDConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GT and generated float32 ``[C, N]`` -> the two mono 32 kHz waveforms PaSST scores ``([T_gt], [T_gen])``.
+
+    Applies the GT start offset, the ``int(duration * sr)`` pad/truncate, the channel average and, with
+    ``crop="vaura-paper"``, the original's cut of both clips to the generated clip's sample count.
+    """
+    cfg = config or KLDConfig()
+    assert gt.dim() == 2 and gen.dim() == 2, f"expected [C, N] audio, got {tuple(gt.shape)} / {tuple(gen.shape)}"
+    gt = gt[:, int(start_sec * gt_sr):]
+    gt = fit_length(gt, int(cfg.duration * gt_sr)).mean(dim=0)
+    gen = fit_length(gen, int(cfg.duration * gen_sr)).mean(dim=0)
+    if cfg.crop == "vaura-paper":
+        size = gen.shape[-1]  # samples at the *generated* rate, applied to both clips
+        if gt_sr != gen_sr:
+            log.debug("vaura-paper crop: GT at %d Hz cut to %d samples (%.3f s)", gt_sr, size, size / gt_sr)
+        gt, gen = gt[..., :size], gen[..., :size]
+    return to_passt_input(gt, gt_sr), to_passt_input(gen, gen_sr)
+
+
+def load_start_secs(csv_path: str | os.PathLike) -> dict[str, float]:
+    """Metadata CSV with columns ``file,start_sec`` -> ``{file stem: start_sec}`` (GMELab's GT offsets)."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"file", "start_sec"} <= set(reader.fieldnames):
+            raise KLDInputError(f"{csv_path}: expected columns file,start_sec, got {reader.fieldnames}")
+        return {Path(row["file"]).stem: float(row["start_sec"]) for row in reader}
+
+
+# --------------------------------------------------------------------------------------------------
+# File-level pipeline
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class KLDResult:
+    """Outcome of `compute_kld`: ``kld`` (= ``kld_pq``, KL(GT || gen) mean) is the reported metric."""
+
+    kld: float
+    kld_qp: float
+    pair_ids: list[str]
+    kl_gt_gen: list[float]
+    kl_gen_gt: list[float]
+    config: KLDConfig
+    debug_weights: bool = False
+    probs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def kld_pq(self) -> float:
+        return self.kld
+
+    @property
+    def kld_both(self) -> float:
+        return self.kld + self.kld_qp
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no probability tables)."""
+        return {"metric": "kld_passt", "kld": self.kld, "kld_pq": self.kld_pq, "kld_qp": self.kld_qp,
+                "kld_both": self.kld_both, "num_pairs": len(self.pair_ids), "pair_order": list(self.pair_ids),
+                "per_pair": {i: {"kl_gt_gen": a, "kl_gen_gt": b}
+                             for i, a, b in zip(self.pair_ids, self.kl_gt_gen, self.kl_gen_gt)},
+                "config": self.config.to_dict(), "debug_weights": self.debug_weights}
+
+
+def _read_for_kld(path: Path, cfg: KLDConfig) -> tuple[torch.Tensor, int]:
+    video = path.suffix.lower() in VIDEO_SUFFIXES
+    return read_audio_file(path, resample_to=cfg.video_audio_rate if video else None)
+
+
+def compute_kld(pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]], model: PasstTagger | None = None,
+                config: KLDConfig | str | None = None, start_secs: Mapping[str, float] | None = None,
+                checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
+                device: str | torch.device = "cpu", keep_probs: bool = False) -> KLDResult:
+    """KLD over explicit ``(id, gt_path, gen_path)`` pairs, in the given order.
+
+    `model` defaults to ``load_passt(checkpoint, debug_weights, device)``. `start_secs` maps a pair id to the GT
+    start offset in seconds (missing ids start at 0). Each clip must give exactly one PaSST chunk (it does for
+    ``duration <= 10``). With `keep_probs` the result holds the ``[2, 527]`` (gt, gen) probabilities per id.
+    """
+    cfg = KLDConfig.resolve(config) if isinstance(config, str) else (config or KLDConfig())
+    if not pairs:
+        raise KLDInputError("no pairs to score")
+    ids = [str(p[0]) for p in pairs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise KLDInputError(f"duplicate pair ids: {dupes[:10]}")
+    if model is None:
+        model = load_passt(checkpoint, debug_weights=debug_weights, device=device)
+    starts = dict(start_secs or {})
+    p_gt_rows, p_gen_rows = [], []
+    kept: dict[str, torch.Tensor] = {}
+    for pair_id, gt_path, gen_path in pairs:
+        gt, gt_sr = _read_for_kld(Path(gt_path), cfg)
+        gen, gen_sr = _read_for_kld(Path(gen_path), cfg)
+        gt32, gen32 = prepare_pair(gt, gt_sr, gen, gen_sr, float(starts.get(str(pair_id), 0.0)), cfg)
+        rows = []
+        for wav in (gt32, gen32):
+            logits = passt_logits_32k(model, wav)
+            if logits.shape[0] != 1:
+                raise KLDInputError(f"pair {pair_id}: a clip gives {logits.shape[0]} PaSST chunks; KLD needs one "
+                                    f"per clip (duration {cfg.duration} s must be at most 10 s)")
+            rows.append(logits[0].softmax(dim=-1))
+        p_gt_rows.append(rows[0])
+        p_gen_rows.append(rows[1])
+        if keep_probs:
+            kept[str(pair_id)] = torch.stack(rows)
+        log.debug("KLD pair %s scored", pair_id)
+    p_gt, p_gen = torch.stack(p_gt_rows), torch.stack(p_gen_rows)
+    pq = kl_per_pair(p_gt, p_gen, cfg.eps)
+    qp = kl_per_pair(p_gen, p_gt, cfg.eps)
+    debug = bool(getattr(model, "debug_weights", False))
+    return KLDResult(kld=float(pq.sum()) / len(ids), kld_qp=float(qp.sum()) / len(ids), pair_ids=ids,
+                     kl_gt_gen=pq.tolist(), kl_gen_gt=qp.tolist(), config=cfg, debug_weights=debug, probs=kept)
