@@ -1,0 +1,183 @@
+"""Windowed audio decoding (PyAV) with torchaudio's sinc resampler, and 16-bit WAV writing.
+
+Timeline: sample ``i`` of a stream plays at ``t0 + i / sr`` where ``t0`` is the stream's start time. Each decoded
+frame is placed by its pts (a gap inserts zeros, an overlap drops the repeated samples), so a window read after a
+seek lines up with the same samples of a full decode.
+
+AAC priming and padding: FFmpeg's mp4 demuxer turns the edit list into "skip samples" on the first packet, so
+the ~1024 encoder-delay (priming) samples are dropped by the decoder and the first frame has pts 0. The padding at
+the end (up to the next 1024-sample frame) is *not* dropped by FFmpeg: a 10 s 44.1 kHz AAC track decodes to
+441,344 samples. ``read_audio(trim_padding=True)`` (default) cuts the decode at the stream's edit-list duration
+(441,000 samples, as `probe` reports in ``num_samples``); ``trim_padding=False`` keeps what FFmpeg decodes.
+
+After a seek the AAC decoder's overlap state is empty, so the reader starts decoding at least
+``_PREROLL`` samples before the window and discards them: the window's samples equal a full decode's.
+
+Resampling uses ``torchaudio.functional.resample`` (``sinc_interp_hann``, width 6, rolloff 0.99). The window is
+decoded with a margin on both sides and its first sample aligned to the resampler's period, so a resampled window
+equals the same slice of the whole file resampled at once (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import wave
+
+import av
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from visualsound.media.errors import MediaWindowError, MediaWriteError, NoAudioStreamError, TruncatedMediaError
+from visualsound.media.info import PathLike, open_media, stream_time
+from visualsound.utils.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+_PREROLL = 4096  # source samples decoded and discarded after a seek (AAC needs 1 frame of 1024, MP3 ~ 1152)
+_INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0}
+
+
+def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
+    """Decoded audio frame -> float32 ``[C, n]`` in [-1, 1] (planar or packed, float or integer samples)."""
+    arr = frame.to_ndarray()
+    fmt = frame.format
+    channels = len(frame.layout.channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, channels).T
+    base = fmt.name.rstrip("p")
+    if base in ("flt", "dbl"):
+        return arr.astype(np.float32, copy=False)
+    if base == "u8":
+        return ((arr.astype(np.float32) - 128.0) / 128.0)
+    if base in _INT_SCALE:
+        return (arr.astype(np.float32) / _INT_SCALE[base])
+    raise TruncatedMediaError(f"unsupported audio sample format {fmt.name}")
+
+
+def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
+               mono: bool = False, trim_padding: bool = True) -> torch.Tensor:
+    """Decode ``[start, start + duration)`` seconds of the first audio stream as float32 ``[C, N]``.
+
+    ``sample_rate=None`` keeps the source rate; otherwise the audio is resampled with torchaudio's sinc
+    resampler. ``mono=True`` averages the channels (``C = 1``), otherwise channels are preserved. ``N`` is
+    ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
+    Raises `NoAudioStreamError`, `MediaWindowError` and `TruncatedMediaError`.
+    """
+    if start < 0:
+        raise MediaWindowError(f"start must be >= 0, got {start}")
+    if duration is not None and duration <= 0:
+        raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
+    if sample_rate is not None and sample_rate <= 0:
+        raise MediaWindowError(f"sample_rate must be > 0, got {sample_rate}")
+    container = open_media(path)
+    try:
+        if not container.streams.audio:
+            raise NoAudioStreamError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        src_sr = int(stream.codec_context.sample_rate)
+        dst_sr = src_sr if sample_rate is None else int(sample_rate)
+        t0 = stream_time(stream, stream.start_time)
+        total = None
+        if trim_padding and stream.duration:
+            total = int(round(stream_time(stream, stream.duration) * src_sr))
+        # output window in destination samples, relative to t0
+        j0 = int(round(start * dst_sr))
+        n_out = None if duration is None else int(round(duration * dst_sr))
+        if dst_sr == src_sr:
+            a, b, margin = j0, (None if n_out is None else j0 + n_out), 0
+        else:
+            period = src_sr // math.gcd(src_sr, dst_sr)  # source samples per resampler phase cycle
+            margin = 16 * int(math.ceil(src_sr / min(src_sr, dst_sr))) + 64
+            first_src = int(math.floor(j0 * src_sr / dst_sr)) - margin
+            a = max(0, first_src // period * period)
+            b = None if n_out is None else int(math.ceil((j0 + n_out) * src_sr / dst_sr)) + margin
+        if total is not None and b is not None:
+            b = min(b, total)
+        elif total is not None:
+            b = total
+        if b is not None and a >= b:
+            raise MediaWindowError(f"{path}: window start {start:.3f} s is at or after the end of the audio")
+        x = _decode_range(container, stream, a, b, t0, src_sr)
+    except av.error.FFmpegError as e:
+        raise TruncatedMediaError(f"{path}: audio decoding failed: {e}") from e
+    finally:
+        container.close()
+    if x.shape[1] == 0:
+        raise MediaWindowError(f"{path}: no audio samples in window start={start} duration={duration}")
+    wav = torch.from_numpy(x)
+    if mono:
+        wav = wav.mean(dim=0, keepdim=True)
+    if dst_sr != src_sr:
+        wav = AF.resample(wav, src_sr, dst_sr)
+        off = j0 - a * dst_sr // src_sr
+        wav = wav[:, off:] if n_out is None else wav[:, off:off + n_out]
+    return wav.contiguous()
+
+
+def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int) -> np.ndarray:
+    """Source samples ``[a, b)`` (relative to `t0`; ``b=None`` = to the end) as float32 ``[C, b - a]``."""
+    seek_sample = a - _PREROLL
+    while True:
+        if seek_sample > 0:
+            container.seek(int(math.floor((t0 + seek_sample / sr) / stream.time_base)), stream=stream, backward=True)
+        else:
+            container.seek(stream.start_time or 0, stream=stream, backward=True)
+        chunks: list[np.ndarray] = []
+        pos = None  # sample index (relative to t0) just after the last kept sample
+        first_idx = None
+        for frame in container.decode(stream):
+            idx = int(round((stream_time(stream, frame.pts) - t0) * sr)) if frame.pts is not None else pos or 0
+            if first_idx is None:
+                first_idx = idx
+                if seek_sample > 0 and idx > a - min(_PREROLL, a) // 2:
+                    break  # landed too late to discard the decoder's warm-up frame: seek further back
+                pos = idx
+            data = frame_to_float(frame)
+            if idx > pos:  # gap in the pts: fill with silence
+                chunks.append(np.zeros((data.shape[0], idx - pos), np.float32))
+                pos = idx
+            elif idx < pos:  # overlap: drop the samples already placed
+                data = data[:, pos - idx:]
+            chunks.append(data)
+            pos += data.shape[1]
+            if b is not None and pos >= b:
+                break
+        else:
+            break
+        if b is not None and pos is not None and pos >= b:
+            break
+        log.debug("audio seek to sample %d landed at %s; seeking further back", seek_sample, first_idx)
+        seek_sample -= max(sr, _PREROLL)
+    if first_idx is None:
+        return np.zeros((stream.codec_context.channels, 0), np.float32)
+    x = np.concatenate(chunks, axis=1) if chunks else np.zeros((stream.codec_context.channels, 0), np.float32)
+    start_idx = pos - x.shape[1]
+    lo = a - start_idx
+    if lo < 0:  # the stream starts after the requested sample: pad with zeros
+        x = np.concatenate([np.zeros((x.shape[0], -lo), np.float32), x], axis=1)
+        lo = 0
+    hi = x.shape[1] if b is None else b - start_idx
+    return np.ascontiguousarray(x[:, lo:hi])
+
+
+def write_wav(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Write float ``[C, N]`` audio in [-1, 1] as a 16-bit PCM WAV file, atomically.
+
+    Values outside [-1, 1] are clipped (with a warning). Raises `MediaWriteError` for a wrong shape.
+    """
+    x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    if x.ndim != 2 or x.shape[0] > 64:
+        raise MediaWriteError(f"audio must be [C, N] with C <= 64, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise MediaWriteError(f"audio for {path} contains NaN or inf")
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > 1.0:
+        log.warning("clipping audio written to %s (peak %.3f)", path, peak)
+    pcm = np.clip(np.round(x.astype(np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    with atomic_open(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(x.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.T.tobytes())

@@ -1,0 +1,39 @@
+"""Typed media errors: every failure to read or write a media file raises one of these (all are `ToolkitError`s,
+so the CLIs print them as a one-line error)."""
+
+from __future__ import annotations
+
+from visualsound.errors import ToolkitError
+
+
+class MediaError(ToolkitError):
+    """A media file cannot be read or written."""
+
+
+class MissingFileError(MediaError, FileNotFoundError):
+    """The path does not exist or is not a regular file."""
+
+
+class NotMediaError(MediaError):
+    """The file is not a media file FFmpeg can open (e.g. a text file renamed ``.mp4``, an empty file)."""
+
+
+class TruncatedMediaError(MediaError):
+    """The file looks like media but is cut short or corrupt (missing ``moov`` box, box sizes past the end of the
+    file, undecodable packets)."""
+
+
+class NoVideoStreamError(MediaError):
+    """Video was required but the file has no video stream."""
+
+
+class NoAudioStreamError(MediaError):
+    """Audio was required but the file has no audio stream."""
+
+
+class MediaWindowError(MediaError, ValueError):
+    """A requested time window is invalid (negative start or duration, or it starts after the stream ends)."""
+
+
+class MediaWriteError(MediaError, ValueError):
+    """Data handed to a writer has the wrong shape, dtype or size (e.g. odd frame size for H.264 yuv420p)."""

@@ -1,0 +1,194 @@
+"""Windowed video decoding at a target frame rate, and the resize / crop helpers (torch).
+
+Frame selection rule (`read_video`): output frame ``k`` shows the time ``t_k = start + k / fps`` and is the
+**last source frame whose presentation time is <= t_k** (with a 1 microsecond tolerance for float rounding). This
+is a sample-and-hold resampler: going 50 -> 25 fps keeps every second frame (0, 2, 4, ...), 24 -> 25 repeats one
+frame per second, 29.97 / 30 -> 25 drops about one frame in six. Times before the first frame use the first
+frame. Output times at or after the end of the video (last frame's time + its duration) are not produced, so a
+window running past the end returns fewer than ``round(duration * fps)`` frames.
+
+Only the window is decoded: the reader seeks to the keyframe at or before ``start`` (re-seeking further back if
+B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
+Pixels are converted to RGB24 by FFmpeg's swscale (``frame.to_ndarray(format="rgb24")``).
+
+Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
+each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from visualsound.media.errors import MediaWindowError, NoVideoStreamError, TruncatedMediaError
+from visualsound.media.info import PathLike, display_rotation, open_media, stream_time
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-6  # seconds; tolerance of the "pts <= t" comparison
+
+
+def _check_window(start: float, duration: float | None) -> None:
+    if start < 0:
+        raise MediaWindowError(f"start must be >= 0, got {start}")
+    if duration is not None and duration <= 0:
+        raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
+
+
+def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
+               apply_rotation: bool = False) -> torch.Tensor:
+    """Decode the frames of ``[start, start + duration)`` resampled to `fps` (see the module docstring rule).
+
+    ``duration=None`` reads to the end of the video; ``fps=None`` returns the native frames whose presentation
+    time lies in the window. Returns uint8 ``[T, H, W, 3]`` RGB with ``T = round(duration * fps)`` (fewer when
+    the window runs past the end). Raises `NoVideoStreamError`, `MediaWindowError` (bad window, or ``start`` at
+    or after the end of the video) and `TruncatedMediaError` (undecodable data).
+    """
+    _check_window(start, duration)
+    if fps is not None and fps <= 0:
+        raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
+    container = open_media(path)
+    try:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = _decode_window(container, stream, start, duration, fps, path)
+    except av.error.FFmpegError as e:
+        raise TruncatedMediaError(f"{path}: video decoding failed: {e}") from e
+    finally:
+        container.close()
+    if apply_rotation and frames:
+        frames = [np.rot90(f, k=rot // 90).copy() if rot else f for f, rot in frames]
+    else:
+        frames = [f for f, _ in frames]
+    if not frames:
+        raise MediaWindowError(f"{path}: no video frames in window start={start} duration={duration}")
+    return torch.from_numpy(np.stack(frames))
+
+
+def _seek_decoder(container, stream, target: float, first_time: float):
+    """Yield ``(time, frame)`` in presentation order from a keyframe at or before `target` seconds."""
+    back = 0.0
+    while True:
+        seek_to = target - back
+        if seek_to > first_time + _EPS:
+            container.seek(int(math.floor(seek_to / stream.time_base)), stream=stream, backward=True)
+        else:
+            container.seek(stream.start_time or 0, stream=stream, backward=True)
+        gen = container.decode(stream)
+        first = next(gen, None)
+        if first is None:
+            return
+        t = float(first.time) if first.time is not None else first_time
+        if t <= target + _EPS or seek_to <= first_time + _EPS:
+            yield t, first
+            for frame in gen:
+                yield (float(frame.time) if frame.time is not None else t), frame
+            return
+        log.debug("seek to %.3f s landed at %.3f s > %.3f s; seeking further back", seek_to, t, target)
+        back = max(1.0, 2 * back)
+
+
+def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[np.ndarray, int]]:
+    first_time = stream_time(stream, stream.start_time)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    default_frame_dur = 1.0 / float(rate) if rate else 0.04
+    end = math.inf if duration is None else start + duration
+    if fps is not None and duration is not None:
+        n_out = int(round(duration * fps))
+        targets = [start + k / fps for k in range(n_out)]
+    else:
+        targets = None  # generated on the fly
+    out: list[tuple[np.ndarray, int]] = []
+    cache: list = [None, None]  # [frame, (rgb, rotation)]: a held frame is converted once however often it repeats
+
+    def take(frame) -> tuple[np.ndarray, int]:
+        if cache[0] is not frame:
+            cache[0], cache[1] = frame, (frame.to_ndarray(format="rgb24"), display_rotation(frame))
+        return cache[1]
+
+    def target(k: int) -> float:
+        return targets[k] if targets is not None else start + k / fps
+
+    def has_target(k: int) -> bool:
+        return k < len(targets) if targets is not None else start + k / fps < end - _EPS
+
+    k = 0
+    prev = None
+    prev_time = None
+    last_dur = default_frame_dur
+    for t, frame in _seek_decoder(container, stream, start, first_time):
+        if frame.duration:
+            last_dur = float(frame.duration * stream.time_base)
+        if fps is None:  # native frames inside the window
+            if t >= end - _EPS:
+                break
+            if t >= start - _EPS:
+                out.append(take(frame))
+            continue
+        while has_target(k) and t > target(k) + _EPS:
+            out.append(take(prev if prev is not None else frame))  # before the first frame: clamp to it
+            k += 1
+        if not has_target(k):
+            break
+        prev, prev_time = frame, t
+    else:
+        if fps is not None and prev is not None:  # end of stream: hold the last frame until it ends
+            video_end = prev_time + last_dur
+            while has_target(k) and target(k) < video_end - _EPS:
+                out.append(take(prev))
+                k += 1
+    if not out and prev_time is not None and start >= prev_time:
+        raise MediaWindowError(f"{path}: start {start:.3f} s is at or after the end of the video")
+    return out
+
+
+def resize_short_side(video: torch.Tensor, size: int, mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+    """Resize so the short side is `size`; the long side becomes ``int(long * size / short)`` (truncated).
+
+    `video` is either uint8 ``[T, H, W, 3]`` (returned as uint8 ``[T, H', W', 3]``, rounded and clamped) or float
+    ``[T, C, H, W]`` / ``[C, H, W]`` (returned as float in the same layout). `mode` is ``"bilinear"`` or
+    ``"bicubic"`` (``align_corners=False``); `antialias` is passed to `torch.nn.functional.interpolate` and only
+    matters when downscaling.
+    """
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
+    is_uint8 = video.dtype == torch.uint8
+    if is_uint8:
+        assert video.ndim == 4 and video.shape[-1] == 3, f"uint8 video must be [T, H, W, 3], got {tuple(video.shape)}"
+        x = video.permute(0, 3, 1, 2).float()
+    else:
+        assert video.ndim in (3, 4), f"float video must be [T, C, H, W] or [C, H, W], got {tuple(video.shape)}"
+        x = video if video.ndim == 4 else video[None]
+    h, w = x.shape[-2:]
+    if h <= w:
+        new_h, new_w = size, int(w * size / h)
+    else:
+        new_h, new_w = int(h * size / w), size
+    y = F.interpolate(x, size=(new_h, new_w), mode=mode, align_corners=False, antialias=antialias)
+    if is_uint8:
+        return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return y if video.ndim == 4 else y[0]
+
+
+def center_crop(video: torch.Tensor, size: int | tuple[int, int], channels_last: bool | None = None) -> torch.Tensor:
+    """Crop the centre ``size`` (int or ``(h, w)``) region; the offset is ``int(round((H - h) / 2))`` per axis.
+
+    Works on ``[..., H, W, 3]`` (uint8 default, `channels_last`) or ``[..., C, H, W]`` (float default).
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    if channels_last is None:
+        channels_last = video.dtype == torch.uint8
+    H, W = (video.shape[-3], video.shape[-2]) if channels_last else (video.shape[-2], video.shape[-1])
+    if h > H or w > W:
+        raise ValueError(f"crop {h}x{w} larger than the frame {H}x{W} (shape {tuple(video.shape)})")
+    top, left = int(round((H - h) / 2.0)), int(round((W - w) / 2.0))
+    if channels_last:
+        return video[..., top:top + h, left:left + w, :]
+    return video[..., top:top + h, left:left + w]
