@@ -259,7 +259,8 @@ def load_vggish(checkpoint: str | os.PathLike | None = None, debug_weights: bool
     ``debug_weights=True``: a seeded random `tiny` model (no file needed; its FAD values mean nothing).
     Otherwise ``checkpoint`` (default: the registry's cache path for ``vggish``, i.e. ``vggish-10086976.pth``)
     is read with `safe_torch_load` and loaded strictly; any missing, unexpected or mis-shaped key raises
-    `CheckpointError`.
+    `CheckpointError`. The paper numbers are CPU numbers: on CUDA, PyTorch lets cuDNN use TF32 convolutions by
+    default, which moves embeddings by roughly 1e-3 relative unless ``torch.backends.cudnn.allow_tf32 = False``.
     """
     if debug_weights:
         log.warning("VGGish with DEBUG WEIGHTS (seeded random tiny model): FAD values are meaningless")
