@@ -134,6 +134,19 @@ def test_manifest_loads_on_meta_device():
         passt_state_dict(raw | {"pos_embed": torch.empty(1, device="meta")}, cfg)
 
 
+def test_missing_checkpoint_names_the_registry_entry(tmp_path, monkeypatch):
+    from visualsound.weights import WeightsNotFoundError
+
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(WeightsNotFoundError, match="passt"):
+        load_passt()
+    with pytest.raises(WeightsNotFoundError, match="nope.pt"):
+        load_passt(tmp_path / "nope.pt")
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 768)}}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_passt(tmp_path / "partial.pt", config="tiny")
+
+
 # ------------------------------------------------------------------------------------------------
 # Parity with the original pipeline
 # ------------------------------------------------------------------------------------------------

@@ -252,13 +252,13 @@ def load_passt(checkpoint: str | os.PathLike | None = None, debug_weights: bool 
                     p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(max(p[0].numel(), 1)))
                 elif name.endswith("weight"):
                     p.fill_(1.0)
-        log.warning("PaSST with DEBUG WEIGHTS (seeded random %s model): scores are meaningless", cfg)
+        log.warning("PaSST with DEBUG WEIGHTS (seeded random model, depth %d, width %d): scores are meaningless",
+                    cfg.depth, cfg.embed_dim)
         return tagger.eval().to(device)
     cfg = config or PasstConfig.preset("paper")
-    if checkpoint is None:
-        from visualsound.weights import resolve
+    from visualsound.weights import resolve
 
-        checkpoint = resolve(WEIGHTS_NAME)
+    checkpoint = resolve(WEIGHTS_NAME, checkpoint)  # raises WeightsNotFoundError with URL / cache path
     raw = _unwrap(safe_torch_load(checkpoint), str(checkpoint))
     tagger = PasstTagger(cfg)
     load_state_dict_strict(tagger.net, passt_state_dict(raw, cfg), what=f"PaSST checkpoint {checkpoint}")
