@@ -7,6 +7,10 @@ Each subcommand lives in its own module and is imported only when used; register
 from visualsound.utils.cli import make_main
 
 LAZY_COMMANDS: dict[str, str] = {
+    "build": "visualsound.commands.build:build",
+    "compare": "visualsound.commands.compare:compare",
+    "merge": "visualsound.commands.merge:merge",
+    "report": "visualsound.commands.report:report",
 }
 
 main = make_main("visualsound", __doc__.splitlines()[0], LAZY_COMMANDS)
