@@ -1,0 +1,307 @@
+"""The exact VisualSound/ImageBind clip preprocessing, on PyAV + torch (no decord, no pytorchvideo).
+
+Reproduces upstream ``load_and_transform_video_data`` / ``load_and_transform_audio_data`` as run with the pinned
+pytorchvideo commit (see the parity fixture README of ``imagebind``):
+
+* **Windows** (`clip_windows`): ``D`` is a Python float; arithmetic is exact on ``Fraction(D)``:
+  ``step = max(D - 2, 0) / max(n - 1, 1)``, window k = ``[k*step, k*step + 2)``. NOT the PyPI
+  pytorchvideo 0.1.5 sampler, which divides by ``n`` and never reaches the end of the clip.
+* **Video**, 5 windows: frames are the demuxed packets in pts order (decord's indexing), ``D = frames /
+  avg_fps``; window ``[s, e)`` covers indices ``ceil(fps*s) .. min(ceil(fps*e), frames)`` (float products) and
+  keeps its first and last frame. RGB24 / 255 -> bilinear resize of the short side to 224 (long side
+  ``floor(long/short*224)``, no antialias) -> CLIP mean/std -> 3 crops of 224 along the long axis at
+  ``0, ceil((L-224)/2), L-224`` -> ``[15, 3, 2, 224, 224]`` ordered ``3*window + crop``.
+* **Audio**, 3 windows: all channels decoded (AAC priming dropped, end padding kept), torchaudio sinc
+  resampling to 16 kHz, ``D = N16 / 16000``, sample bounds ``int(bound * 16000)``; per window subtract one
+  mean over all channels (in place, as upstream), Kaldi fbank of channel 0 (128 mel bins, 25 ms / 10 ms, Hann,
+  no dither), zero-pad to 204 frames, then ``(x + 4.268) / 9.138`` -> ``[3, 1, 128, 204]``.
+
+Decoding reads every packet once (demuxing is cheap) but decodes video only from the keyframe before each
+selected frame up to that frame, skips non-reference frames that are not selected, and converts only the 10
+selected frames to RGB. Display rotation (90/180/270) is applied, as decord does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from visualsound.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+CLIP_DURATION = 2
+VIDEO_CLIPS = 5
+AUDIO_CLIPS = 3
+FRAMES_PER_CLIP = 2
+IMAGE_SIZE = 224
+NUM_CROPS = 3
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+AUDIO_SAMPLE_RATE = 16000
+NUM_MEL_BINS = 128
+TARGET_LEN = 204
+FBANK_MEAN = -4.268
+FBANK_STD = 9.138
+KALDI_WINDOW_SAMPLES = 400  # 25 ms at 16 kHz: shorter audio yields no fbank frame at all
+
+STATUSES = ("missing", "corrupt", "truncated", "no_audio", "no_video", "silent", "too_short")
+
+
+class ClipError(ToolkitError):
+    """A clip cannot be preprocessed. ``status`` is one of `STATUSES` (what the scoring job records)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown clip status {status!r}; known: {STATUSES}")
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------- sampling rules
+def clip_windows(duration: float, num_clips: int,
+                 clip_duration: int = CLIP_DURATION) -> list[tuple[Fraction, Fraction]]:
+    """``[start, end)`` of `num_clips` windows, exact rationals on the float `duration` (pinned pytorchvideo
+    ``ConstantClipsPerVideoSampler``): the first starts at 0, the last ends at `duration` (all are
+    ``[0, clip_duration)`` when ``duration <= clip_duration``)."""
+    d = Fraction(duration)
+    step = max(d - clip_duration, 0) / max(num_clips - 1, 1)
+    return [(step * k, step * k + clip_duration) for k in range(num_clips)]
+
+
+def video_frame_indices(num_frames: int, fps: float) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Decoded index ranges ``[start, end)`` and the kept (first, last) frame of each of the 5 video windows."""
+    if num_frames <= 0 or not fps > 0:
+        raise ValueError(f"video_frame_indices needs frames > 0 and fps > 0, got {num_frames}, {fps}")
+    ranges, kept = [], []
+    for start, end in clip_windows(num_frames / fps, VIDEO_CLIPS):
+        lo = math.ceil(fps * start)  # float * Fraction -> float product, as upstream
+        hi = min(math.ceil(fps * end), num_frames)
+        if hi <= lo:
+            raise ValueError(f"empty frame range [{lo}, {hi}) for window [{start}, {end}) of {num_frames} frames")
+        positions = torch.linspace(0, hi - lo - 1, FRAMES_PER_CLIP).long().tolist()  # UniformTemporalSubsample
+        ranges.append((lo, hi))
+        kept.append(tuple(lo + p for p in positions))
+    return ranges, kept
+
+
+def audio_window_samples(num_samples_16k: int) -> list[tuple[int, int]]:
+    """``[start, end)`` sample bounds of the 3 audio windows in the 16 kHz signal of `num_samples_16k` samples."""
+    return [(int(s * AUDIO_SAMPLE_RATE), int(e * AUDIO_SAMPLE_RATE))
+            for s, e in clip_windows(num_samples_16k / AUDIO_SAMPLE_RATE, AUDIO_CLIPS)]
+
+
+# ---------------------------------------------------------------------------------------------- transforms
+def crop_offsets(height: int, width: int, size: int = IMAGE_SIZE) -> list[tuple[int, int]]:
+    """Top-left ``(y, x)`` of the 3 crops: along the long axis (height if portrait, else width) at
+    ``0, ceil((L - size) / 2), L - size``; the short axis is centred (0 after the short-side resize)."""
+    y_mid, x_mid = math.ceil((height - size) / 2), math.ceil((width - size) / 2)
+    if height > width:
+        return [(0, x_mid), (y_mid, x_mid), (height - size, x_mid)]
+    return [(y_mid, 0), (y_mid, x_mid), (y_mid, width - size)]
+
+
+def resized_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """Short side to `size`, long side ``floor(long / short * size)`` (pytorchvideo ``short_side_scale``)."""
+    if width < height:
+        return int(math.floor(float(height) / width * size)), size
+    return size, int(math.floor(float(width) / height * size))
+
+
+def transform_video(frames: torch.Tensor) -> torch.Tensor:
+    """frames uint8 ``[W, 2, H, W_px, 3]`` (W windows of 2 RGB frames) -> float32 ``[W*3, 3, 2, 224, 224]``."""
+    assert frames.ndim == 5 and frames.shape[1] == FRAMES_PER_CLIP and frames.shape[-1] == 3, \
+        f"transform_video expects uint8 [W, 2, H, W, 3], got {tuple(frames.shape)}"
+    n, _, h, w, _ = frames.shape
+    x = frames.permute(0, 4, 1, 2, 3).to(torch.float32) / 255.0  # [W, 3, 2, H, W]: colour as batch, time as chan
+    x = F.interpolate(x.reshape(n * 3, FRAMES_PER_CLIP, h, w), size=resized_size(h, w), mode="bilinear",
+                      align_corners=False)
+    x = x.reshape(n, 3, FRAMES_PER_CLIP, *x.shape[-2:])
+    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    x = (x - mean) / std
+    crops = [x[..., y:y + IMAGE_SIZE, x0:x0 + IMAGE_SIZE] for y, x0 in crop_offsets(*x.shape[-2:])]
+    return torch.stack(crops, dim=1).flatten(0, 1).contiguous()  # [W*3, 3, 2, 224, 224], index 3*window + crop
+
+
+def resample_to_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """float32 ``[C, N]`` at `sample_rate` -> ``[C, ceil(16000 * N / sample_rate)]`` with torchaudio's default
+    sinc resampler (kernel computed in float32); unchanged if already 16 kHz."""
+    if sample_rate == AUDIO_SAMPLE_RATE:
+        return waveform
+    import torchaudio.functional
+
+    return torchaudio.functional.resample(waveform, orig_freq=sample_rate, new_freq=AUDIO_SAMPLE_RATE)
+
+
+def audio_to_fbanks(waveform_16k: torch.Tensor) -> torch.Tensor:
+    """float32 ``[C, N16]`` -> normalised fbanks ``[3, 1, 128, 204]`` (see the module docstring)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    assert waveform_16k.ndim == 2, f"audio_to_fbanks expects [C, N16], got {tuple(waveform_16k.shape)}"
+    wav = waveform_16k.clone()  # upstream subtracts each window's mean in place on the shared waveform
+    out = []
+    for start, end in audio_window_samples(wav.shape[1]):
+        seg = wav[:, start:end]
+        seg -= seg.mean()
+        fb = kaldi.fbank(seg, htk_compat=True, sample_frequency=AUDIO_SAMPLE_RATE, use_energy=False,
+                         window_type="hanning", num_mel_bins=NUM_MEL_BINS, dither=0.0, frame_length=25,
+                         frame_shift=10).transpose(0, 1)  # [128, frames], channel 0 only
+        fb = F.pad(fb, (0, TARGET_LEN - fb.shape[1])) if fb.shape[1] < TARGET_LEN else fb[:, :TARGET_LEN]
+        out.append(((fb - FBANK_MEAN) / FBANK_STD)[None])
+    return torch.stack(out)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def _audio_frame_to_array(frame: Any) -> np.ndarray:
+    """A decoded PyAV audio frame -> float32 ``[C, n]`` in [-1, 1] (planar or packed, float or integer)."""
+    fmt = frame.format
+    arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, channels).T
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32, copy=False)
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    return (arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))).astype(np.float32)
+
+
+def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation given in degrees counter-clockwise (PyAV ``frame.rotation``)."""
+    k = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=k, axes=(0, 1))) if k else rgb
+
+
+def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) -> dict[int, Any]:
+    """Decode the frames whose pts are in `wanted` from `packets` (decode order) -> {pts: av.VideoFrame}.
+
+    For every wanted frame, decoding starts at the last keyframe at or before its packet (decode order) and
+    stops at its packet, then drains; consecutive targets that share a run are decoded in one pass. Packets
+    that are not wanted are sent with ``skip_frame=NONREF`` so that unneeded non-reference frames are skipped.
+    """
+    cc = stream.codec_context
+    position = {pk.pts: i for i, pk in enumerate(packets)}
+    keyframes = [i for i, pk in enumerate(packets) if pk.is_keyframe] or [0]
+    runs: list[list[int]] = []
+    for d in sorted(position[p] for p in wanted):
+        k = keyframes[max(np.searchsorted(keyframes, d, side="right") - 1, 0)]
+        if runs and k <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], d)
+        else:
+            runs.append([k, d])
+    found: dict[int, Any] = {}
+    for first, last in runs:
+        for pk in packets[first:last + 1]:
+            cc.skip_frame = "DEFAULT" if pk.pts in wanted else "NONREF"
+            found.update((fr.pts, fr) for fr in cc.decode(pk) if fr.pts in wanted)
+        cc.skip_frame = "DEFAULT"
+        found.update((fr.pts, fr) for fr in cc.decode(None) if fr.pts in wanted)
+        cc.flush_buffers()
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise ClipError("corrupt", f"{path}: the decoder returned no frame for pts {missing[:5]}")
+    return found
+
+
+def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Decode what the preprocessing needs: the 10 selected RGB frames uint8 ``[5, 2, H, W, 3]`` (display
+    rotation applied), the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
+
+    Raises `ClipError` (missing / corrupt / truncated / no_video / no_audio).
+    """
+    import av
+
+    from visualsound.media import MediaError, open_media
+    from visualsound.media.errors import (
+        MissingFileError,
+        NoAudioStreamError,
+        NoVideoStreamError,
+        TruncatedMediaError,
+    )
+
+    path = str(path)
+    statuses = ((MissingFileError, "missing"), (TruncatedMediaError, "truncated"),
+                (NoVideoStreamError, "no_video"), (NoAudioStreamError, "no_audio"))
+    try:
+        container = open_media(path)
+    except MediaError as e:
+        status = next((s for cls, s in statuses if isinstance(e, cls)), "corrupt")
+        raise ClipError(status, str(e)) from e
+    try:
+        if not container.streams.video:
+            raise ClipError("no_video", f"{path}: no video stream")
+        if not container.streams.audio:
+            raise ClipError("no_audio", f"{path}: no audio stream")
+        vs, aus = container.streams.video[0], container.streams.audio[0]
+        vs.thread_count = 1
+        packets, chunks = [], []
+        try:
+            for pk in container.demux(vs, aus):  # one pass: decode audio now, keep compressed video packets
+                if pk.stream.index == aus.index:
+                    chunks.extend(_audio_frame_to_array(fr) for fr in pk.decode())
+                elif pk.size:
+                    packets.append(pk)
+            if any(pk.pts is None for pk in packets):
+                raise ClipError("corrupt", f"{path}: video packets without timestamps")
+            if not packets:
+                raise ClipError("no_video", f"{path}: the video stream has no packets")
+            fps = float(vs.average_rate or 0)
+            if not fps > 0:
+                raise ClipError("corrupt", f"{path}: the video stream has no average frame rate")
+            pts_sorted = sorted(pk.pts for pk in packets)
+            _, kept = video_frame_indices(len(packets), fps)
+            wanted = {pts_sorted[i] for pair in kept for i in pair}
+            decoded = _decode_selected(vs, packets, wanted, path)
+            rgb = {p: _rotate(fr.to_ndarray(format="rgb24"), fr.rotation) for p, fr in decoded.items()}
+            rotation = int(next(iter(decoded.values())).rotation) % 360
+        except av.error.FFmpegError as e:
+            raise ClipError("corrupt", f"{path}: decoding failed: {e}") from e
+        sample_rate, channels = int(aus.codec_context.sample_rate), int(aus.codec_context.channels)
+    finally:
+        container.close()
+    if not chunks:
+        raise ClipError("no_audio", f"{path}: the audio stream decoded to no samples")
+    frames = torch.from_numpy(np.stack([np.stack([rgb[pts_sorted[i]] for i in pair]) for pair in kept]))
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
+    facts = {
+        "video_fps": fps, "duration": len(packets) / fps, "num_frames": len(packets),
+        "audio_sample_rate": sample_rate, "audio_channels": channels,
+        "video_frame_indices": [list(p) for p in kept], "video_size_hw": list(frames.shape[2:4]),
+        "video_rotation": rotation, "audio_num_samples": int(waveform.shape[1]),
+        "audio_peak": float(waveform.abs().max()) if waveform.numel() else 0.0,
+    }
+    return frames, waveform, facts
+
+
+def preprocess_clip(path: str | os.PathLike, silence_threshold: float | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Decode and transform one clip exactly as upstream ImageBind did for VisualSound.
+
+    Returns ``video`` float32 ``[15, 3, 2, 224, 224]``, ``audio`` float32 ``[3, 1, 128, 204]`` and ``facts``
+    (``video_fps``, ``duration`` (= frames / fps, what the sampler used), ``audio_sample_rate``,
+    ``audio_channels``, ``num_frames``, plus the sampling details: ``video_frame_indices`` [5][2],
+    ``video_size_hw`` (decoded, rotated), ``video_rotation``, ``audio_num_samples``, ``audio_num_samples_16k``,
+    ``audio_window_samples`` [3][2], ``audio_peak``).
+
+    Raises `ClipError` with ``status`` missing / corrupt / truncated / no_video / no_audio / too_short (fewer
+    than 400 samples at 16 kHz) / silent (only if `silence_threshold` is given and the peak is at or below it).
+    """
+    frames, waveform, facts = read_clip(path)
+    if silence_threshold is not None and facts["audio_peak"] <= silence_threshold:
+        raise ClipError("silent", f"{path}: audio peak {facts['audio_peak']:.3g} <= silence threshold "
+                                  f"{silence_threshold}")
+    wav16 = resample_to_16k(waveform, facts["audio_sample_rate"])
+    if wav16.shape[1] < KALDI_WINDOW_SAMPLES:
+        raise ClipError("too_short", f"{path}: {wav16.shape[1]} audio samples at 16 kHz, need at least "
+                                     f"{KALDI_WINDOW_SAMPLES} for one fbank frame")
+    facts["audio_num_samples_16k"] = int(wav16.shape[1])
+    facts["audio_window_samples"] = [list(w) for w in audio_window_samples(wav16.shape[1])]
+    return transform_video(frames), audio_to_fbanks(wav16), facts
