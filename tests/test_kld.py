@@ -29,6 +29,7 @@ from benchmarks.metrics.passt import (
     load_passt,
     passt_logits_32k,
     passt_probs,
+    passt_probs_batch,
     passt_state_dict,
     to_passt_input,
 )
@@ -207,6 +208,21 @@ def test_reduced_parity_per_clip(fixture_root, reduced_model):
         assert (probs - exp["probs"]).abs().max() < 2e-5, name
 
 
+def test_parity_tolerances_catch_known_mistakes(fixture_root, reduced_model, monkeypatch):
+    """The tolerances above are tight enough to see the smallest documented mistakes (fixture README, 8.3)."""
+    torch.set_num_threads(1)
+    exp = torch.load(fixture_root / "expected.pt", weights_only=True)["clips"]["gt/pair_b.wav"]
+    wav = exp["wav_32k"][None]
+    periodic = PasstMel()
+    periodic.window = torch.hann_window(800, periodic=True)
+    assert (periodic(wav).unsqueeze(1) - exp["mel"]).abs().max() > 2e-3
+    gelu = torch.nn.functional.gelu
+    monkeypatch.setattr(torch.nn.functional, "gelu", lambda x: gelu(x, approximate="tanh"))
+    with torch.no_grad():
+        logits = reduced_model(wav)[0]
+    assert (logits - exp["logits"]).abs().max() > 2e-4
+
+
 def fit_clip(audio: torch.Tensor, sr: int) -> torch.Tensor:
     """The dataset's 2.56 s crop of one clip (the fixture clips are exactly that long already)."""
     return audio[:, : int(2.56 * sr)]
@@ -297,6 +313,13 @@ def test_debug_model_scores_and_chunking(tmp_path, rng):
     report = result.to_dict()
     assert report["debug_weights"] is True and report["pair_order"] == ["b", "a"]
     assert report["kld"] == pytest.approx(sum(result.kl_gt_gen) / 2, abs=1e-6)
+    batched = compute_kld(pairs, model=model, batch_size=2)
+    assert batched.kl_gt_gen == pytest.approx(result.kl_gt_gen, abs=1e-5)
+    assert batched.kl_gen_gt == pytest.approx(result.kl_gen_gt, abs=1e-5)
+    with pytest.raises(KLDInputError, match="10 s"):
+        compute_kld(pairs, model=model, config=KLDConfig(duration=12.0))
+    with pytest.raises(PasstInputError, match="one 10 s chunk"):
+        passt_probs_batch(model, [torch.zeros(320001)])
     same = compute_kld([("x", tmp_path / "gt_a.wav", tmp_path / "gt_a.wav")], model=model)
     assert abs(same.kld) <= 527e-6 + 1e-6
     with pytest.raises(KLDInputError, match="duplicate"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -309,3 +310,32 @@ def passt_probs(model: PasstTagger, audio: torch.Tensor, sample_rate: int) -> to
         raise PasstInputError(f"audio of {audio.shape[-1] / sample_rate:.2f} s gives {logits.shape[0]} PaSST "
                               "chunks; passt_probs scores one clip of at most 10 s")
     return logits[0].softmax(dim=-1)
+
+
+@torch.no_grad()
+def passt_probs_batch(model: PasstTagger, wavs_32k: Sequence[torch.Tensor], batch_size: int = 1) -> torch.Tensor:
+    """Softmax probabilities ``[N, 527]`` of N mono 32 kHz clips ``[T_i]``, each one chunk (0.15 s < T_i <= 10 s).
+
+    Consecutive clips of equal length run together, up to `batch_size` at a time. ``batch_size=1`` is the
+    original's execution (one clip per forward pass); larger batches agree to float32 rounding.
+    """
+    if batch_size < 1:
+        raise PasstInputError(f"batch_size must be at least 1, got {batch_size}")
+    for i, w in enumerate(wavs_32k):
+        if w.dim() != 1 or not MIN_CHUNK_SAMPLES < w.numel() <= CHUNK_SAMPLES:
+            raise PasstInputError(f"clip {i}: expected mono [T] with {MIN_CHUNK_SAMPLES} < T <= {CHUNK_SAMPLES} "
+                                  f"(one 10 s chunk at 32 kHz), got {tuple(w.shape)}")
+    device = next(model.parameters()).device
+    rows: list[torch.Tensor] = []
+    start = 0
+    while start < len(wavs_32k):
+        stop = start + 1
+        while (stop < len(wavs_32k) and stop - start < batch_size
+               and wavs_32k[stop].shape == wavs_32k[start].shape):
+            stop += 1
+        batch = torch.stack(list(wavs_32k[start:stop])).to(device)
+        rows.extend(model(batch).float().cpu().softmax(dim=-1))
+        start = stop
+    if not rows:
+        raise PasstInputError("no clips to score")
+    return torch.stack(rows)
