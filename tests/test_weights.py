@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import tarfile
 import threading
 
@@ -111,6 +112,14 @@ def test_missing_file_message_names_url_path_checksum_and_command(cache):
         W.resolve("vggish", cache / "nope.pth")
     with pytest.raises(W.UnknownWeightsError, match="imagebind_huge"):
         W.resolve("no_such_model")
+
+
+def test_archive_resolves_to_extracted_folder(cache):
+    assert W.cache_path("vaura_release") == cache / "weights" / "24-08-01T08-34-26"
+    W.download_path("vaura_release").parent.mkdir(parents=True)
+    W.download_path("vaura_release").write_bytes(b"not extracted yet")
+    with pytest.raises(W.WeightsNotFoundError, match="not extracted"):
+        W.resolve("vaura_release")
 
 
 def test_resolve_explicit_and_cached(cache, tmp_path):
@@ -239,6 +248,11 @@ def test_vbench_weights_cli(cache, server, monkeypatch):
     for n in W.names():
         assert n in res.output
     assert "CC BY-NC-SA 4.0" in res.output and "not published" in res.output
+    res = runner.invoke(main, ["weights", "list", "--json"])
+    listed = json.loads(res.output)
+    assert [d["name"] for d in listed] == W.names() and all(d["cached"] is False for d in listed)
+    res = runner.invoke(main, ["weights", "info", "vaura_release"])
+    assert "v-aura_public/24-08-01T08-34-26.tar.gz" in res.output and "archive: True" in res.output
     res = runner.invoke(main, ["weights", "path", "dac_44khz"])
     assert res.output.strip() == str(cache / "weights" / "weights_44khz_8kbps_0.0.1.pth")
     res = runner.invoke(main, ["weights", "verify", "dac_44khz"])
