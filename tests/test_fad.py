@@ -13,7 +13,9 @@ from scipy.io import wavfile
 
 from benchmarks.metrics import fad as fad_mod
 from benchmarks.metrics.fad import (
+    AudioDecodeError,
     ClipsTooShortError,
+    FADError,
     FrechetDistanceError,
     embed_files,
     fad_from_dirs,
@@ -137,19 +139,26 @@ def test_statistics_and_fad_from_stored_embeddings_match_package(parity):
     assert fad_from_embeddings(ref, listdir_gen) == pytest.approx(exp["fad_package_score"], rel=1e-6, abs=1e-3)
 
 
-def test_end_to_end_fad_from_wavs_matches_package(parity, recipe_model):
+def test_end_to_end_fad_from_wavs_matches_package(parity, recipe_model, monkeypatch):
     root, exp = parity
-    ref_paths = [root / "audio" / rel for rel in exp["reference_files"]]
-    gen_paths = [root / "audio" / rel for rel in exp["generated_files"]]
-    for path, rel, emb in zip(ref_paths + gen_paths, exp["reference_files"] + exp["generated_files"],
-                              embed_files(ref_paths, recipe_model) + embed_files(gen_paths, recipe_model)):
-        assert _rel(emb, exp["files"][rel]["embeddings"].numpy()) <= 2e-4, path
+    seen: list[np.ndarray] = []
+
+    def recording_embed(model, examples):
+        seen.append(embed_examples(model, examples))
+        return seen[-1]
+
+    monkeypatch.setattr(fad_mod, "embed_examples", recording_embed)
     result = fad_from_dirs(root / "audio" / "reference", root / "audio" / "generated", recipe_model)
+    names = exp["reference_files"] + exp["generated_files"]  # sorted per set, as fad_from_dirs reads them
+    assert len(seen) == len(names)
+    for emb, rel in zip(seen, names):
+        assert _rel(emb, exp["files"][rel]["embeddings"].numpy()) <= 2e-4, rel
     assert result.fad == pytest.approx(exp["fad_package_score"], rel=1e-4, abs=1e-3)
     assert (result.num_reference_frames, result.num_generated_frames) == (6, 6)
     assert not result.debug_weights
 
 
+@pytest.mark.slow
 def test_end_to_end_tolerance_catches_a_different_resampler(parity, recipe_model, monkeypatch):
     """Guard that the end-to-end tolerance has teeth: torchaudio's sinc resampler must fail it."""
     import torchaudio.functional as AF
@@ -242,7 +251,7 @@ def test_too_short_clips_raise_naming_every_id(tmp_path):
     with pytest.raises(ClipsTooShortError) as info:
         fad_from_files(ref, gen, model)
     assert info.value.clip_ids == ["ref_short", "gen_tiny"]
-    assert "ref_short" in str(info.value) and "gen_tiny" in str(info.value)
+    assert "reference clip ref_short" in str(info.value) and "generated clip gen_tiny" in str(info.value)
     assert isinstance(info.value, ToolkitError)
     with pytest.raises(ClipsTooShortError, match="ref_short"):
         embed_files(ref, model)
@@ -251,6 +260,17 @@ def test_too_short_clips_raise_naming_every_id(tmp_path):
     result = fad_from_files([ref[0], ref[2]], gen[1:], model)  # without the short clips it works
     assert result.debug_weights and (result.num_reference_frames, result.num_generated_frames) == (3, 2)
     assert np.isfinite(result.fad)
+
+
+def test_unreadable_and_missing_inputs_raise(tmp_path):
+    (tmp_path / "notes.txt").write_text("not audio")
+    with pytest.raises(AudioDecodeError, match="notes.txt"):
+        read_audio_soundfile_style(tmp_path / "notes.txt")
+    with pytest.raises(AudioDecodeError, match="no such file"):
+        read_audio_soundfile_style(tmp_path / "gone.wav")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FADError, match="no files"):
+        fad_from_dirs(tmp_path / "empty", tmp_path / "empty", load_vggish(debug_weights=True))
 
 
 # ------------------------------------------------------------------------------------------------ API

@@ -213,15 +213,16 @@ def clip_id(path: str | os.PathLike) -> str:
     return Path(path).stem
 
 
-def _embed_checked(paths: Sequence[str | os.PathLike], model: VGGish, short: list[tuple[str, str]]) -> list[np.ndarray]:
+def _embed_checked(paths: Sequence[str | os.PathLike], model: VGGish, short: list[tuple[str, str]],
+                   what: str = "") -> list[np.ndarray]:
     """Embed `paths` in order; append ``(clip id, detail)`` of each too-short clip to `short` (no model runs
-    once `short` is non-empty, since the caller will raise)."""
+    once `short` is non-empty, since the caller will raise). `what` names the set in the details."""
     out: list[np.ndarray] = []
     for i, path in enumerate(paths):
         wave = load_wave_16k(path)
         if num_examples(wave.shape[0], model.cfg) == 0:
             seconds = wave.shape[0] / model.cfg.sample_rate
-            short.append((clip_id(path), f"{clip_id(path)} ({path}: {seconds:.3f} s at 16 kHz)"))
+            short.append((clip_id(path), f"{what}{clip_id(path)} ({path}: {seconds:.3f} s at 16 kHz)"))
         elif not short:
             out.append(embed_examples(model, log_mel_examples(wave, model.cfg)))
         if (i + 1) % 100 == 0:
@@ -268,8 +269,8 @@ def fad_from_files(reference_paths: Sequence[str | os.PathLike], generated_paths
                        f"{len(generated_paths)} generated")
     model = load_vggish() if model is None else model
     short: list[tuple[str, str]] = []
-    ref = _embed_checked(reference_paths, model, short)
-    gen = _embed_checked(generated_paths, model, short)
+    ref = _embed_checked(reference_paths, model, short, "reference clip ")
+    gen = _embed_checked(generated_paths, model, short, "generated clip ")
     if short:
         raise ClipsTooShortError(short)
     return FADResult(
