@@ -114,6 +114,8 @@ def plot_class_keep_rates(rates: pd.DataFrame, path: str | os.PathLike, *, debug
     ax.set_xlim(0, 1)
     ax.set_xlabel("keep rate (kept / scored)")
     note = "" if len(shown) == len(r) else f" (lowest and highest {max_each_side} of {len(r)})"
+    if note:
+        ax.axhline(max_each_side - 0.5, color="grey", linestyle=":")
     ax.set_title((f"[{DEBUG_LABEL}] " if debug else "") + "Per-class keep rate" + note)
     _debug_mark(fig, debug)
     fig.tight_layout()
