@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.metrics.passt import PasstTagger, load_passt, passt_probs_batch, to_passt_input
-from visualsound.errors import ToolkitError
+from visualsound.errors import ConfigError, ToolkitError
 from visualsound.utils.config import FrozenConfig, register_preset
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,24 @@ class KLDInputError(ToolkitError, ValueError):
 
 @dataclass(frozen=True)
 class KLDConfig(FrozenConfig):
-    """KLD protocol settings; the ``paper`` preset is GMELab's ``KLDCfg`` as used for V-AURA."""
+    """KLD protocol settings; the ``paper`` preset is GMELab's ``KLDCfg`` as used for V-AURA.
+
+    ``duration``: window length in seconds (at most PaSST's 10 s). ``crop``: ``"vaura-paper"`` (the original's
+    GT-to-generated sample-count cut) or ``"corrected"``. ``eps``: added to the generated probabilities inside
+    the log. ``video_audio_rate``: audio of video files (.mp4 ...) is first converted to 16-bit at this rate, as
+    GMELab's ffmpeg extraction does (24 kHz); ``None`` reads it at its own rate. Wav files are always read as is.
+    """
 
     duration: float = 2.56
     crop: str = "vaura-paper"
     eps: float = 1e-6
-    video_audio_rate: int | None = 24000  # GMELab extracts mp4 audio at 24 kHz before scoring
+    video_audio_rate: int | None = 24000
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_MODES:
-            raise KLDInputError(f"unknown crop mode {self.crop!r}; choose one of {CROP_MODES}")
-        if self.duration <= 0:
-            raise KLDInputError(f"duration must be positive, got {self.duration}")
+            raise ConfigError(f"KLDConfig: unknown crop mode {self.crop!r}; choose one of {CROP_MODES}")
+        if not 0 < self.duration <= 10.0:
+            raise ConfigError(f"KLDConfig: duration must be in (0, 10] s (one PaSST window), got {self.duration}")
 
 
 register_preset(KLDConfig, "paper", KLDConfig())
@@ -239,8 +245,6 @@ def compute_kld(pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise KLDInputError(f"duplicate pair ids: {dupes[:10]}")
-    if cfg.duration > 10.0:
-        raise KLDInputError(f"KLD duration {cfg.duration} s exceeds PaSST's 10 s window (one chunk per clip)")
     if model is None:
         model = load_passt(checkpoint, debug_weights=debug_weights, device=device)
     starts = dict(start_secs or {})

@@ -253,6 +253,8 @@ def load_passt(checkpoint: str | os.PathLike | None = None, debug_weights: bool 
                     p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(max(p[0].numel(), 1)))
                 elif name.endswith("weight"):
                     p.fill_(1.0)
+                else:
+                    p.zero_()  # biases: deterministic, independent of the global RNG
         log.warning("PaSST with DEBUG WEIGHTS (seeded random model, depth %d, width %d): scores are meaningless",
                     cfg.depth, cfg.embed_dim)
         return tagger.eval().to(device)
