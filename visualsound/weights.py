@@ -105,8 +105,8 @@ def _sync(exp: str, rel: str) -> str:
     return f"{_SYNC_ROOT}/sync/sync_models/{exp}/{rel}"
 
 
-_SYNC_LICENCE = ("not stated (no licence file in v-iashin/Synchformer; visual branch initialised from Motionformer, "
-                 "CC BY-NC 4.0)")
+_SYNC_LICENCE = ("MIT (the v-iashin/Synchformer repository licence; no separate weights licence; the visual branch "
+                 "is initialised from Motionformer, CC BY-NC 4.0)")
 _SYNC_SOURCE = "https://github.com/v-iashin/Synchformer"
 
 _ENTRIES: tuple[WeightsEntry, ...] = (
@@ -116,7 +116,9 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         licence="CC BY-NC-SA 4.0", source="https://github.com/facebookresearch/ImageBind",
         contents="ImageBind-Huge state dict (vision, text, audio, depth, thermal, IMU towers); the toolkit uses "
                  "the vision and audio towers for VisualSound scoring and the IB metric",
-        approx_size="~4.5 GB", notes="URL from the ImageBind README; no checksum published"),
+        approx_size="~4.5 GB",
+        notes="URL from the ImageBind README; no checksum published. The repository LICENSE file is CC BY-NC-SA 4.0 "
+              "(its README says CC-BY-NC 4.0); non-commercial use only"),
     WeightsEntry(
         name="synchformer_audioset", filename="24-01-04T16-39-21.pt", url=_sync("24-01-04T16-39-21",
                                                                                 "24-01-04T16-39-21.pt"),

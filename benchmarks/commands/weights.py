@@ -29,11 +29,11 @@ def list_cmd(as_json: bool) -> None:
                     f"sha256 {e.sha256_prefix}..." if e.sha256_prefix else
                     f"md5 {e.md5_prefix}..." if e.md5_prefix else "not published")
         rows.append((n, "yes" if W.cache_path(n).exists() else "no", e.approx_size or "unknown",
-                     e.licence.split(" (")[0], checksum, e.filename))
+                     e.licence.split(" (")[0] + ("*" if " (" in e.licence else ""), checksum, e.filename))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    click.echo("full licences, URLs and notes: `vbench weights info NAME`")
+    click.echo("* licence has caveats; full licences, URLs and notes: `vbench weights info NAME`")
 
 
 @weights.command("path")
