@@ -107,7 +107,9 @@ def test_missing_file_message_names_url_path_checksum_and_command(cache):
     msg = str(ei.value)
     e = W.get("vggish")
     assert e.url in msg and str(W.download_path("vggish")) in msg
-    assert "vbench weights download vggish" in msg and "10086976" in msg
+    assert "vbench weights download vggish" in msg and "sha256 not published" in msg
+    with pytest.raises(W.WeightsNotFoundError, match="md5 prefix 54037d2"):
+        W.resolve("synchformer_audioset")
     with pytest.raises(W.WeightsNotFoundError, match="given explicitly"):
         W.resolve("vggish", cache / "nope.pth")
     with pytest.raises(W.UnknownWeightsError, match="imagebind_huge"):

@@ -175,8 +175,9 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
         licence="Apache-2.0", source="https://github.com/harritaylor/torchvggish",
         contents="VGGish (AudioSet) weights ported from TensorFlow; the FAD metric's embedding network",
-        sha256_prefix="10086976", approx_size="~275 MB",
-        notes="URL from torchvggish hubconf.py; the file name carries the torch-hub sha256 prefix"),
+        approx_size="~275 MB",
+        notes="URL from torchvggish hubconf.py; the file name looks like a torch-hub sha256 prefix (10086976), but "
+              "torchvggish never checks it (check_hash off), so it is not enforced here"),
     WeightsEntry(
         name="passt", filename="passt-s-f128-p16-s10-ap.476-swa.pt",
         url="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
