@@ -21,6 +21,7 @@ from benchmarks.metrics.kld import (
     load_start_secs,
     prepare_pair,
     read_audio_file,
+    read_kld_clip,
 )
 from benchmarks.metrics.passt import (
     PaSST,
@@ -337,3 +338,24 @@ def test_load_start_secs(tmp_path):
     (tmp_path / "bad.csv").write_text("name,offset\nx,1\n")
     with pytest.raises(KLDInputError, match="columns"):
         load_start_secs(tmp_path / "bad.csv")
+
+
+def test_video_audio_is_extracted_at_24k_in_paper_mode(tmp_path, rng):
+    import av
+
+    audio = (torch.randn(2, 44100, generator=rng) * 0.1).numpy()
+    with av.open(str(tmp_path / "clip.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        stream.layout = "stereo"
+        for i in range(0, audio.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(audio[:, i:i + 1024].copy(), format="fltp", layout="stereo")
+            frame.sample_rate = 44100
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    paper, sr_paper = read_kld_clip(tmp_path / "clip.mp4", KLDConfig.preset("paper"))
+    native, sr_native = read_kld_clip(tmp_path / "clip.mp4", KLDConfig.preset("corrected"))
+    assert (sr_paper, sr_native) == (24000, 44100)
+    assert paper.shape[0] == native.shape[0] == 2
+    assert abs(paper.shape[1] - native.shape[1] * 24000 / 44100) <= 64
+    # 16-bit quantisation, as the extracted wav holds it
+    assert torch.equal(torch.round(paper * 32768), paper * 32768)

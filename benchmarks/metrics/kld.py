@@ -221,8 +221,9 @@ class KLDResult:
                 "config": self.config.to_dict(), "debug_weights": self.debug_weights}
 
 
-def _read_for_kld(path: Path, cfg: KLDConfig) -> tuple[torch.Tensor, int]:
-    video = path.suffix.lower() in VIDEO_SUFFIXES
+def read_kld_clip(path: str | os.PathLike, cfg: KLDConfig) -> tuple[torch.Tensor, int]:
+    """One KLD input file -> (float32 ``[C, N]``, rate); video files go through the 24 kHz extraction rule."""
+    video = Path(path).suffix.lower() in VIDEO_SUFFIXES
     return read_audio_file(path, resample_to=cfg.video_audio_rate if video else None)
 
 
@@ -254,8 +255,8 @@ def compute_kld(pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]
         group = pairs[first:first + max(1, batch_size)]
         wavs: list[torch.Tensor] = []
         for pair_id, gt_path, gen_path in group:
-            gt, gt_sr = _read_for_kld(Path(gt_path), cfg)
-            gen, gen_sr = _read_for_kld(Path(gen_path), cfg)
+            gt, gt_sr = read_kld_clip(Path(gt_path), cfg)
+            gen, gen_sr = read_kld_clip(Path(gen_path), cfg)
             wavs.extend(prepare_pair(gt, gt_sr, gen, gen_sr, float(starts.get(str(pair_id), 0.0)), cfg))
         # wavs alternate gt, gen; each side is scored on its own so that its equal-length clips batch together
         p_gt_rows.extend(passt_probs_batch(model, wavs[0::2], batch_size))
