@@ -293,9 +293,14 @@ def test_vggish_embeddings_api_mixes_down_and_resamples(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_load_vggish_rejects_bad_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
+def test_load_vggish_rejects_bad_checkpoints(tmp_path, monkeypatch):
+    from visualsound.weights import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match="missing.pth"):
         load_vggish(checkpoint=tmp_path / "missing.pth")
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(WeightsNotFoundError, match="vggish-10086976.pth"):
+        load_vggish()
     tiny_state = load_vggish(debug_weights=True).state_dict()
     torch.save(tiny_state, tmp_path / "tiny.pth")
     with pytest.raises(CheckpointError, match="shape mismatches"):

@@ -257,24 +257,21 @@ def load_vggish(checkpoint: str | os.PathLike | None = None, debug_weights: bool
     """The VGGish embedder in eval mode on `device`.
 
     ``debug_weights=True``: a seeded random `tiny` model (no file needed; its FAD values mean nothing).
-    Otherwise ``checkpoint`` (default: the registry's cache path for ``vggish``, i.e. ``vggish-10086976.pth``)
-    is read with `safe_torch_load` and loaded strictly; any missing, unexpected or mis-shaped key raises
-    `CheckpointError`. The paper numbers are CPU numbers: on CUDA, PyTorch lets cuDNN use TF32 convolutions by
-    default, which moves embeddings by roughly 1e-3 relative unless ``torch.backends.cudnn.allow_tf32 = False``.
+    Otherwise ``checkpoint`` (default: the registry's cache path for ``vggish``, i.e. ``vggish-10086976.pth``;
+    a missing file raises ``WeightsNotFoundError``) is read with `safe_torch_load` and loaded strictly; any
+    missing, unexpected or mis-shaped key raises `CheckpointError`.
+
+    The paper numbers are CPU numbers: on CUDA, PyTorch lets cuDNN use TF32 convolutions by default, which
+    moves embeddings by roughly 1e-3 relative unless ``torch.backends.cudnn.allow_tf32 = False``.
     """
     if debug_weights:
         log.warning("VGGish with DEBUG WEIGHTS (seeded random tiny model): FAD values are meaningless")
         model = init_random_(VGGish(VGGishConfig.preset("tiny")), DEBUG_SEED)
         model.debug_weights = True
         return model.eval().to(device)
-    if checkpoint is None:
-        from visualsound.weights import resolve
+    from visualsound.weights import resolve  # raises WeightsNotFoundError naming the URL, path and checksum
 
-        path = Path(resolve(WEIGHTS_NAME))
-    else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise CheckpointError(f"VGGish checkpoint {path} does not exist (expected vggish-10086976.pth)")
+    path = Path(resolve(WEIGHTS_NAME, checkpoint))
     state = safe_torch_load(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a VGGish state dict (a mapping of tensors); got {type(state).__name__}")
