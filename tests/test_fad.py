@@ -41,7 +41,7 @@ from benchmarks.metrics.vggish import (
     vggish_embeddings,
 )
 from tests.conftest import require_parity
-from visualsound.errors import CheckpointError, ToolkitError
+from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 from visualsound.utils.checkpoint import load_state_dict_strict
 
 PAPER = VGGishConfig.preset("paper")
@@ -310,5 +310,5 @@ def test_load_vggish_rejects_bad_checkpoints(tmp_path, monkeypatch):
 def test_config_presets():
     assert PAPER.flat_dim == 12288 and PAPER.num_bins == 257
     assert VGGishConfig.preset("tiny").flat_dim == 16 * 6 * 4
-    with pytest.raises(ValueError, match="6 conv widths"):
+    with pytest.raises(ConfigError, match="6 conv widths"):
         VGGishConfig(channels=(4, 8))

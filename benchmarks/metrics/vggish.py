@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from visualsound.errors import CheckpointError, ToolkitError
+from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 from visualsound.utils.checkpoint import load_state_dict_strict, safe_torch_load
 from visualsound.utils.config import FrozenConfig, register_preset
 
@@ -70,9 +70,9 @@ class VGGishConfig(FrozenConfig):
 
     def __post_init__(self) -> None:
         if len(self.channels) != 6:
-            raise ValueError(f"VGGishConfig.channels needs 6 conv widths, got {self.channels}")
+            raise ConfigError(f"VGGishConfig.channels needs 6 conv widths, got {self.channels}")
         if self.example_frames % 16 or self.num_mels % 16:
-            raise ValueError(f"example_frames ({self.example_frames}) and num_mels ({self.num_mels}) must be "
+            raise ConfigError(f"example_frames ({self.example_frames}) and num_mels ({self.num_mels}) must be "
                              "multiples of 16 (four 2x2 poolings)")
 
     @property
@@ -138,7 +138,7 @@ def mel_filterbank(cfg: VGGishConfig) -> np.ndarray:
     """
     nyquist = cfg.sample_rate / 2.0
     if not 0.0 <= cfg.fmin < cfg.fmax <= nyquist:
-        raise ValueError(f"need 0 <= fmin < fmax <= {nyquist}, got fmin={cfg.fmin} fmax={cfg.fmax}")
+        raise ConfigError(f"need 0 <= fmin < fmax <= {nyquist}, got fmin={cfg.fmin} fmax={cfg.fmax}")
     bins_mel = hz_to_mel(np.linspace(0.0, nyquist, cfg.num_bins))
     edges = np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(cfg.fmax), cfg.num_mels + 2)
     weights = np.empty((cfg.num_bins, cfg.num_mels), dtype=np.float64)
