@@ -1,0 +1,134 @@
+"""KV-cached classifier-free-guided generation over the delayed pattern (the release's ``VAURAModel.generate``).
+
+The loop fills a pattern sequence ``[B, K, N + K]`` step by step: step ``s`` is predicted from the prefix
+``[..., :s]``. The original recomputes the whole prefix at every step; here each step feeds only the new
+positions through a `KVCache` (``use_kv_cache=False`` gives the original full recomputation, for checks and
+benchmarks). The conditional and null branches run as one batch ``[cond (B); null (B)]`` and are combined on raw
+logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, top-p or top-k, or greedily.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from vaura.delay import pattern_index, revert_pattern
+from vaura.model import KVCache, Transformer
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling knobs; defaults are the release's (``scripts/generate.py`` with the released config)."""
+
+    cfg_scale: float = 6.0
+    top_k: int = 128
+    top_p: float = 0.0
+    temperature: float = 1.0
+    use_sampling: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"invalid sampling parameters {self}")
+
+
+@dataclass
+class GenerationOutput:
+    """``codes [B, K, N]`` (reverted) and the filled pattern ``sequence [B, K, N + K]``."""
+
+    codes: torch.Tensor
+    sequence: torch.Tensor
+
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+    """Pick one token per row of logits ``[..., V]`` -> ``[...]`` (int64)."""
+    if not params.use_sampling or params.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    if params.top_p > 0:
+        sorted_p, order = flat.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        sorted_p = sorted_p * ((cum - sorted_p) <= params.top_p)
+        sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
+        pick = torch.multinomial(sorted_p, 1, generator=generator)
+        tokens = order.gather(-1, pick)
+    else:
+        if params.top_k > 0:
+            kth = flat.topk(min(params.top_k, flat.shape[-1]), dim=-1).values[:, -1:]
+            flat = flat * (flat >= kth)
+            flat = flat / flat.sum(-1, keepdim=True)
+        tokens = torch.multinomial(flat, 1, generator=generator)
+    return tokens.reshape(logits.shape[:-1])
+
+
+@torch.no_grad()
+def generate(model: Transformer, features: torch.Tensor, n_frames: int,
+             params: SamplingParams = SamplingParams(), prompt: torch.Tensor | None = None,
+             generator: torch.Generator | None = None, use_kv_cache: bool = True,
+             on_step: StepCallback | None = None) -> GenerationOutput:
+    """Generate ``n_frames`` DAC frames for each clip.
+
+    features: visual features ``[B, N, 768]``; prompt: optional known codes ``[B, K, P]`` (P < n_frames) that
+    are kept and continued (chunked generation of long videos). ``on_step(step, cond, null, guided)`` receives
+    the last-position logits ``[B, K, V]`` of every loop step (``null`` is None without CFG).
+    Returns codes ``[B, K, n_frames]`` and the filled pattern ``[B, K, n_frames + K]``.
+    """
+    cfg = model.cfg
+    assert features.dim() == 3, f"features must be [B, N, {cfg.visual_dim}], got {tuple(features.shape)}"
+    if model.training:
+        raise RuntimeError("generate() needs the model in eval mode")
+    b, k, device = features.shape[0], cfg.n_codebooks, features.device
+    if n_frames < 1 or n_frames + k > cfg.rope_len:
+        raise ValueError(f"n_frames must be in [1, {cfg.rope_len - k}], got {n_frames}")
+    frame, valid = pattern_index(k, n_frames, device)
+    seq = torch.where(valid, UNKNOWN, cfg.special_token).expand(b, k, n_frames + k).clone()
+    if prompt is not None and prompt.shape[-1] > 0:
+        assert prompt.shape[:2] == (b, k) and prompt.shape[2] < n_frames, (
+            f"prompt {tuple(prompt.shape)} must be [B={b}, K={k}, P < {n_frames}]")
+        in_prompt = valid & (frame < prompt.shape[2])
+        known = torch.gather(prompt.to(device), 2, frame.clamp(0, prompt.shape[2] - 1).expand(b, k, -1))
+        seq = torch.where(in_prompt, known, seq)
+
+    use_cfg = params.cfg_scale > 1.0
+    rows = 2 * b if use_cfg else b
+    if use_cfg:
+        null = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(device)
+        vis = model.embed_visual(torch.cat([features, features]), null)
+    else:
+        vis = model.embed_visual(features)
+    dtype = next(model.parameters()).dtype
+    cache = KVCache(cfg, rows, n_frames + k, device, dtype) if use_kv_cache else None
+
+    for step in range(1, n_frames + k):
+        todo = seq[:, :, step] == UNKNOWN  # [B, K]
+        if not todo.any():
+            continue
+        prefix = seq[:, :, :step]
+        if cache is not None:
+            prefix = prefix[:, :, cache.length:]
+        if use_cfg:
+            prefix = torch.cat([prefix, prefix])
+        last = model.forward_tokens(prefix, vis, cache)[:, :, -1].float()  # [rows, K, V]
+        if use_cfg:
+            cond, unc = last[:b], last[b:]
+            guided = unc + (cond - unc) * params.cfg_scale
+        else:
+            cond, unc, guided = last, None, last
+        if on_step is not None:
+            on_step(step, cond, unc, guided)
+        nxt = sample_next(guided, params, generator)
+        nxt = torch.where(valid[None, :, step], nxt, cfg.special_token)
+        seq[:, :, step] = torch.where(todo, nxt, seq[:, :, step])
+    assert not (seq == UNKNOWN).any(), "generation left unknown cells"
+    return GenerationOutput(codes=revert_pattern(seq), sequence=seq)
