@@ -1,0 +1,353 @@
+"""The feature cache: DAC codes and Segment AVCLIP features precomputed once (`vaura extract`), with a manifest
+that training checks.
+
+Layout of a cache directory::
+
+    manifest.json            format, version, encoder/codec identities (checksums), window grid, source, totals
+    clips.txt                the planned clip ids (one per line, shard order)
+    shards/000000/           one directory per `shard_size` clips, written atomically (tmp dir + rename)
+        codes.npy            uint16 [W, K, T]   DAC codes of every window
+        visual.npy           float16|float32 [W, 32, 768]  visual features of every window
+        windows.json         [{"clip": id, "start": seconds}] per row, plus "bad": [[id, reason]]
+
+Approximation (documented in the manifest as ``"starts": "grid"``): training draws a random start per step, but
+a cache cannot hold every start, so a training cache holds the windows starting at every multiple of
+``start_grid`` (0.64 s = 16 frames by default) and training picks one of them at random; the frames are centre
+cropped without flips (the random crop and flip of on-the-fly training are not reproduced). Evaluation caches
+(``"starts": "fixed"``) hold exactly the one window per clip at its fixed start, so validation is exact.
+
+Extraction is resumable: finished shards are kept, the manifest of a rerun must equal the stored one (same
+encoder, codec, grid and clip list), and bad clips are recorded per shard and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaura.train.config import DataConfig
+from vaura.train.data import (
+    BadClipError,
+    ClipRef,
+    clip_duration,
+    decode_window,
+    grid_starts,
+    normalize_video,
+    spatial_transform,
+)
+from visualsound.errors import ToolkitError
+from visualsound.utils.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "vaura-train-cache"
+CACHE_VERSION = 1
+
+
+class CacheError(ToolkitError):
+    """A cache is missing, incomplete, stale, or does not match the models / window settings of this run."""
+
+
+def module_checksum(module: torch.nn.Module) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a module's state dict (parameters and buffers)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class FrozenModels:
+    """The frozen visual encoder and audio codec with their identities (name, checksum, debug flag).
+
+    ``visual_fn(video float [B, 64, 3, 224, 224]) -> [B, 32, 768]`` and ``codes_fn(audio [B, 1, N]) -> int64
+    [B, K, T]`` run without gradients on the models' device.
+    """
+
+    visual_fn: Callable[[torch.Tensor], torch.Tensor]
+    codes_fn: Callable[[torch.Tensor], torch.Tensor]
+    encoder_id: dict[str, Any]
+    codec_id: dict[str, Any]
+    device: torch.device
+
+    @torch.no_grad()
+    def visual(self, video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+        """uint8 ``[B, 64, 3, 224, 224]`` -> float32 features ``[B, 32, 768]``."""
+        return self.visual_fn(normalize_video(video.to(self.device), cfg)).float()
+
+    @torch.no_grad()
+    def codes(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, N]`` -> int64 codes ``[B, K, T]``."""
+        return self.codes_fn(audio.to(self.device)).long()
+
+
+def window_grid(cfg: DataConfig) -> dict[str, Any]:
+    """The frame/sample grid a cache was built for; training refuses a cache with a different one."""
+    return {"clip_seconds": cfg.clip_seconds, "fps": cfg.fps, "num_frames": cfg.num_frames,
+            "sample_rate": cfg.sample_rate, "num_samples": cfg.num_samples, "resize": cfg.resize, "crop": cfg.crop,
+            "norm_mean": list(cfg.norm_mean), "norm_std": list(cfg.norm_std), "start_margin": cfg.start_margin}
+
+
+def _manifest_core(models: FrozenModels, cfg: DataConfig, clips: Sequence[ClipRef], starts: str,
+                   shard_size: int, feature_dtype: str, source: dict[str, Any]) -> dict[str, Any]:
+    ids = "\n".join(c.clip_id for c in clips)
+    return {
+        "format": CACHE_FORMAT, "version": CACHE_VERSION,
+        "encoder": models.encoder_id, "codec": models.codec_id,
+        "debug_weights": bool(models.encoder_id.get("debug_weights") or models.codec_id.get("debug_weights")),
+        "grid": window_grid(cfg),
+        "starts": starts, "start_grid": cfg.start_grid if starts == "grid" else None,
+        "num_clips": len(clips), "clips_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+        "fixed_starts_sha256": hashlib.sha256(json.dumps([c.start for c in clips]).encode()).hexdigest(),
+        "shard_size": shard_size, "feature_dtype": feature_dtype, "source": source,
+    }
+
+
+# -- extraction --------------------------------------------------------------------------------------------------
+class _SpanDataset(torch.utils.data.Dataset):
+    """Worker-side decoding of every window of one clip: one decode of the span the windows cover, centre crop.
+
+    Item: ``{"clip_id", "video": uint8 [F, 3, crop, crop], "audio": [1, N], "starts": [...]}`` or a bad marker.
+    """
+
+    def __init__(self, clips: Sequence[ClipRef], cfg: DataConfig, grid: bool) -> None:
+        self.clips, self.cfg, self.grid = list(clips), cfg, grid
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        clip = self.clips[i]
+        try:
+            if self.grid:
+                starts = grid_starts(clip_duration(clip.path), self.cfg)
+                first = starts[0]
+            else:
+                starts = [clip.start if clip.start is not None else 0.0]
+                first = starts[0]
+            last_frame = round((starts[-1] - first) * self.cfg.fps) + self.cfg.num_frames
+            frames, audio = decode_window(clip.path, first, self.cfg, frame_count=last_frame)
+            video = spatial_transform(frames, self.cfg, train=False)
+        except BadClipError as e:
+            log.warning("skipping clip %s: %s", clip.clip_id, e)
+            return {"index": i, "clip_id": clip.clip_id, "bad": str(e)}
+        return {"index": i, "clip_id": clip.clip_id, "video": video, "audio": audio, "starts": starts}
+
+
+def _identity(item: dict[str, Any]) -> dict[str, Any]:
+    return item
+
+
+def _windows(item: dict[str, Any], cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slice a decoded span into windows: (uint8 ``[W, 64, 3, crop, crop]``, ``[W, 1, N]``)."""
+    first = item["starts"][0]
+    vids, auds = [], []
+    for s in item["starts"]:
+        f0 = round((s - first) * cfg.fps)
+        a0 = round((s - first) * cfg.sample_rate)
+        vids.append(item["video"][f0:f0 + cfg.num_frames])
+        auds.append(item["audio"][:, a0:a0 + cfg.num_samples])
+    assert all(v.shape[0] == cfg.num_frames for v in vids), f"short video window in {item['clip_id']}"
+    assert all(a.shape[-1] == cfg.num_samples for a in auds), f"short audio window in {item['clip_id']}"
+    return torch.stack(vids), torch.stack(auds)
+
+
+def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenModels, cfg: DataConfig, *,
+            grid: bool, source: dict[str, Any] | None = None, shard_size: int = 256, window_batch: int = 16,
+            num_workers: int = 0, feature_dtype: str = "float16",
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Precompute codes and visual features of every window of `clips` into the cache directory `out`.
+
+    ``grid=True`` (training) stores every ``start_grid`` multiple; ``grid=False`` (evaluation) the clip's fixed
+    start. Resumes an interrupted run (finished shards are kept); refuses a directory holding a different cache.
+    Returns the final manifest (with ``windows``, ``bad`` counts and ``complete: true``).
+    """
+    if feature_dtype not in ("float16", "float32"):
+        raise CacheError(f"feature_dtype must be float16 or float32, got {feature_dtype!r}")
+    out = Path(out)
+    core = _manifest_core(models, cfg, clips, "grid" if grid else "fixed", shard_size, feature_dtype,
+                          source or {})
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        diff = sorted(k for k in core if old.get(k) != core[k])
+        if diff:
+            raise CacheError(f"{out} holds a different cache (differs in {diff}); use a new --out directory")
+        log.info("resuming extraction into %s", out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "clips.txt", "\n".join(c.clip_id for c in clips) + "\n")
+        atomic_write_json(mpath, {**core, "complete": False})
+    (out / "shards").mkdir(exist_ok=True)
+    n_shards = math.ceil(len(clips) / shard_size)
+    todo = [s for s in range(n_shards) if not (out / "shards" / f"{s:06d}").is_dir()]
+    log.info("%d of %d shards to extract", len(todo), n_shards)
+    pending = [i for s in todo for i in range(s * shard_size, min((s + 1) * shard_size, len(clips)))]
+    loader = torch.utils.data.DataLoader(_SpanDataset([clips[i] for i in pending], cfg, grid), batch_size=None,
+                                         num_workers=num_workers, collate_fn=_identity)
+    it = iter(loader)
+    done = 0
+    for s in todo:
+        lo, hi = s * shard_size, min((s + 1) * shard_size, len(clips))
+        codes, feats, rows, bad = [], [], [], []
+        for _ in range(lo, hi):
+            item = next(it)
+            if "bad" in item:
+                bad.append([item["clip_id"], item["bad"]])
+                continue
+            video, audio = _windows(item, cfg)
+            for j in range(0, video.shape[0], window_batch):
+                feats.append(models.visual(video[j:j + window_batch], cfg).cpu())
+                codes.append(models.codes(audio[j:j + window_batch]).cpu())
+            rows += [{"clip": item["clip_id"], "start": st} for st in item["starts"]]
+            done += 1
+            if progress is not None:
+                progress(done, len(pending))
+        _write_shard(out / "shards" / f"{s:06d}", codes, feats, rows, bad, feature_dtype)
+    return finalize(out)
+
+
+def _write_shard(path: Path, codes: list[torch.Tensor], feats: list[torch.Tensor], rows: list[dict[str, Any]],
+                 bad: list[list[str]], feature_dtype: str) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        c = torch.cat(codes).numpy() if codes else np.zeros((0, 0, 0), dtype=np.int64)
+        if c.size and (c.min() < 0 or c.max() > np.iinfo(np.uint16).max):
+            raise CacheError(f"codes out of uint16 range [{c.min()}, {c.max()}]")
+        f = torch.cat(feats).numpy() if feats else np.zeros((0, 0, 0), dtype=np.float32)
+        np.save(tmp / "codes.npy", c.astype(np.uint16))
+        np.save(tmp / "visual.npy", f.astype(feature_dtype))
+        (tmp / "windows.json").write_text(json.dumps({"rows": rows, "bad": bad}))
+        for p in tmp.iterdir():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def finalize(out: str | os.PathLike) -> dict[str, Any]:
+    """Mark a cache complete once every shard exists; record totals and per-shard row counts and sizes."""
+    out = Path(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    n_shards = math.ceil(manifest["num_clips"] / manifest["shard_size"])
+    shards, windows, bad = [], 0, []
+    for s in range(n_shards):
+        d = out / "shards" / f"{s:06d}"
+        if not d.is_dir():
+            raise CacheError(f"{out}: shard {s} is missing; rerun `vaura extract` to finish")
+        meta = json.loads((d / "windows.json").read_text())
+        windows += len(meta["rows"])
+        bad += meta["bad"]
+        shards.append({"rows": len(meta["rows"]), "codes_bytes": (d / "codes.npy").stat().st_size,
+                       "visual_bytes": (d / "visual.npy").stat().st_size})
+    manifest.update(complete=True, windows=windows, bad_clips=len(bad), shards=shards)
+    atomic_write_json(out / "manifest.json", manifest)
+    if bad:
+        log.warning("%s: %d of %d clips were skipped as unusable (see shards/*/windows.json)", out, len(bad),
+                    manifest["num_clips"])
+    return manifest
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+def is_cache(path: str | os.PathLike) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def check_manifest(manifest: dict[str, Any], cfg: DataConfig, encoder_id: dict[str, Any] | None = None,
+                   codec_id: dict[str, Any] | None = None, where: str = "cache") -> None:
+    """Refuse a cache that is incomplete, of another format/version, another window grid, or another encoder or
+    codec (compared by checksum) than this run uses."""
+    if manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION:
+        raise CacheError(f"{where}: format {manifest.get('format')!r} v{manifest.get('version')} is not "
+                         f"{CACHE_FORMAT!r} v{CACHE_VERSION}; re-extract it")
+    if not manifest.get("complete"):
+        raise CacheError(f"{where}: extraction is not finished; rerun `vaura extract` with the same arguments")
+    grid = window_grid(cfg)
+    diff = {k: (manifest["grid"].get(k), v) for k, v in grid.items() if manifest["grid"].get(k) != v}
+    if diff:
+        raise CacheError(f"{where}: built for another window grid (cache vs run): {diff}")
+    for what, expected in (("encoder", encoder_id), ("codec", codec_id)):
+        if expected is not None and manifest[what].get("checksum") != expected.get("checksum"):
+            raise CacheError(f"{where}: stale cache, its {what} checksum {manifest[what].get('checksum', '')[:12]} "
+                             f"differs from this run's {expected.get('checksum', '')[:12]} "
+                             f"({manifest[what].get('name')} vs {expected.get('name')}); re-extract it")
+
+
+class CachedWindows(torch.utils.data.Dataset):
+    """Cached windows, one item per clip: training picks one of the clip's grid windows with a generator seeded by
+    ``(seed, epoch, index)``; evaluation caches hold one window per clip.
+
+    Item: ``{"index", "clip_id", "start", "codes": int64 [K, T], "visual": float32 [32, 768]}``.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg: DataConfig, train: bool, seed: int = 0,
+                 encoder_id: dict[str, Any] | None = None, codec_id: dict[str, Any] | None = None) -> None:
+        self.root = Path(root)
+        if not is_cache(self.root):
+            raise CacheError(f"{self.root} is not a feature cache (no manifest.json); run `vaura extract`")
+        self.manifest = json.loads((self.root / "manifest.json").read_text())
+        check_manifest(self.manifest, cfg, encoder_id, codec_id, where=str(self.root))
+        if not train and self.manifest["starts"] != "fixed":
+            log.warning("%s: a grid cache used for evaluation; every clip's first grid window is used", self.root)
+        self.train, self.seed, self.epoch = train, seed, 0
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.clip_ids: list[str] = []
+        self.windows: list[list[tuple[int, int, float]]] = []  # per clip: (shard, row, start)
+        for s, info in enumerate(self.manifest["shards"]):
+            d = self.root / "shards" / f"{s:06d}"
+            if (d / "codes.npy").stat().st_size != info["codes_bytes"] or \
+                    (d / "visual.npy").stat().st_size != info["visual_bytes"]:
+                raise CacheError(f"{d}: files changed since extraction; re-extract the cache")
+            rows = json.loads((d / "windows.json").read_text())["rows"]
+            for r, row in enumerate(rows):
+                if not self.clip_ids or self.clip_ids[-1] != row["clip"] or self.windows[-1][0][0] != s:
+                    self.clip_ids.append(row["clip"])
+                    self.windows.append([])
+                self.windows[-1].append((s, r, float(row["start"])))
+        if not self.clip_ids:
+            raise CacheError(f"{self.root}: the cache holds no windows")
+        self.debug_weights = bool(self.manifest.get("debug_weights"))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def _shard(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        if s not in self._arrays:  # opened lazily per worker process
+            d = self.root / "shards" / f"{s:06d}"
+            self._arrays[s] = (np.load(d / "codes.npy", mmap_mode="r"), np.load(d / "visual.npy", mmap_mode="r"))
+        return self._arrays[s]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        wins = self.windows[index]
+        if self.train and len(wins) > 1:
+            k = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, len(wins)))
+        else:
+            k = 0
+        s, r, start = wins[k]
+        codes, visual = self._shard(s)
+        return {"index": index, "clip_id": self.clip_ids[index], "start": start,
+                "codes": torch.from_numpy(codes[r].astype(np.int64)),
+                "visual": torch.from_numpy(visual[r].astype(np.float32))}
+
+
+__all__ = ["CacheError", "CachedWindows", "FrozenModels", "check_manifest", "extract",
+           "finalize", "is_cache", "module_checksum", "window_grid"]

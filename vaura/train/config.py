@@ -1,0 +1,121 @@
+"""Training configuration: one frozen dataclass (`TrainConfig`) with nested optimiser and data parts.
+
+Presets: ``paper`` (the released V-AURA recipe: AdamW betas (0.9, 0.95), lr 1.08e-4, weight decay 1.08e-5 on
+weights with >= 2 dims, cosine schedule with 1,000 warm-up steps to 200,000 steps and a floor at 0.1 x lr,
+gradient clipping by value 1.0, fp16 autocast, batch 12 per GPU on 4 GPUs) and ``tiny`` (a CPU-sized run for
+tests and the demo). Override anything with ``--set optim.lr=3e-4`` or a YAML file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from visualsound.errors import ConfigError
+from visualsound.utils.config import FrozenConfig, register_preset
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class OptimConfig(FrozenConfig):
+    """AdamW + warm-up/cosine schedule + clipping (the released ``CosineLRScheduler`` semantics)."""
+
+    lr: float = 1.08e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 1.08e-5          # applied only to parameters with >= 2 dims
+    warmup_steps: int = 1000               # lr rises linearly from 0 to `lr`
+    total_steps: int = 200_000             # cosine reaches `min_lr_ratio * lr` here and stays there
+    min_lr_ratio: float = 0.1
+    grad_clip_value: float = 1.0           # clip by value (0 disables)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.warmup_steps < 0 or self.total_steps <= self.warmup_steps:
+            raise ConfigError(f"optim: need lr > 0 and 0 <= warmup_steps < total_steps, got lr={self.lr} "
+                              f"warmup_steps={self.warmup_steps} total_steps={self.total_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(frozen=True)
+class DataConfig(FrozenConfig):
+    """Clip windows, video transforms and loader settings (per process)."""
+
+    batch_size: int = 12                   # per process (the release: 12 per GPU x 4 GPUs)
+    num_workers: int = 16
+    clip_seconds: float = 2.56
+    fps: float = 25.0
+    sample_rate: int = 44100
+    resize: int = 256                      # short side before the crop
+    crop: int = 224
+    flip_prob: float = 0.5                 # training only
+    norm_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)   # Segment AVCLIP input normalisation
+    norm_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    start_margin: float = 0.01             # random starts stay this far from the clip end (the release's EPS)
+    start_grid: float = 0.64               # cached mode: window starts are multiples of this (16 frames)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(f"data: batch_size >= 1 and num_workers >= 0 needed, got {self.batch_size}, "
+                              f"{self.num_workers}")
+        if self.start_grid <= 0:
+            raise ConfigError(f"data.start_grid must be > 0, got {self.start_grid}")
+
+    @property
+    def num_frames(self) -> int:
+        """Video frames per window (64 for 2.56 s at 25 fps)."""
+        return int(round(self.clip_seconds * self.fps))
+
+    @property
+    def num_samples(self) -> int:
+        """Audio samples per window (112,896 for 2.56 s at 44.1 kHz, ceil as in the release)."""
+        return int(math.ceil(round(self.clip_seconds * self.sample_rate, 6)))
+
+
+@dataclass(frozen=True)
+class TrainConfig(FrozenConfig):
+    """Everything `vaura train` needs besides the data paths."""
+
+    model: str = "paper"                   # a `VAuraConfig` preset name or a JSON/YAML file
+    model_overrides: tuple[str, ...] = ()  # e.g. ("dropout=0.0",)
+    optim: OptimConfig = OptimConfig()
+    data: DataConfig = DataConfig()
+    precision: str = "fp16"                # autocast dtype on CUDA: fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+    grad_accum: int = 1                    # micro-batches per optimiser step
+    max_steps: int = 200_000               # optimiser steps of this run
+    seed: int = 666
+    log_every: int = 50
+    val_every: int = 2000                  # 0 disables periodic validation
+    val_batches: int = 0                   # 0 = the whole validation set
+    ckpt_every: int = 2000
+    keep_best: int = 3                     # best-k checkpoints by validation loss (plus last.pt)
+    max_nonfinite: int = 20                # stop after this many skipped non-finite steps
+    encoder_checkpoint: str | None = None  # Segment AVCLIP weights (None = the registry's cache path)
+    codec_checkpoint: str | None = None    # DAC 44 kHz weights (None = the registry's cache path)
+    debug_weights: bool = False            # seeded random tiny encoder/codec instead of pretrained weights
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.grad_accum < 1 or self.max_steps < 1:
+            raise ConfigError(f"grad_accum and max_steps must be >= 1, got {self.grad_accum}, {self.max_steps}")
+        if self.log_every < 1 or self.ckpt_every < 1 or self.val_every < 0 or self.keep_best < 0:
+            raise ConfigError("log_every, ckpt_every >= 1 and val_every, keep_best >= 0 needed")
+
+
+PAPER = register_preset(TrainConfig, "paper", TrainConfig())
+TINY = register_preset(TrainConfig, "tiny", TrainConfig(
+    model="tiny",
+    optim=OptimConfig(lr=3e-3, warmup_steps=10, total_steps=400),
+    data=DataConfig(batch_size=4, num_workers=0),
+    precision="fp32",
+    max_steps=200,
+    seed=0,
+    log_every=10,
+    val_every=50,
+    val_batches=2,
+    ckpt_every=50,
+    keep_best=2,
+    debug_weights=True,
+))

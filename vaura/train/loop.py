@@ -1,0 +1,469 @@
+"""The V-AURA trainer: AdamW + warm-up/cosine schedule, autocast, gradient accumulation and clipping by value,
+non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoints and exact resume, DDP.
+
+One optimiser step: ``grad_accum`` micro-batches (codes ``[B, K, T]``, visual features ``[B, 32, 768]``, either
+read from a feature cache or computed from decoded clips by the frozen encoder and codec) -> teacher-forced
+logits ``[B, K, T, card]`` -> mean of per-codebook cross-entropies -> backward (DDP averages gradients) ->
+unscale, grad norm, clip by value, step, schedule.
+
+Exact resume: a sample is a pure function of ``(seed, epoch, index)`` and the batch order of ``(seed, epoch)``,
+so the checkpoint stores, next to the model/optimiser/scheduler/scaler states, every rank's RNG states and data
+position ``(epoch, batches consumed)``; a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from vaura.train.cache import FrozenModels
+from vaura.train.config import TrainConfig
+from vaura.train.data import GlobalBatchSampler, collate_clips
+from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from visualsound.errors import CheckpointError, ConfigError, ToolkitError
+from visualsound.utils.atomic import atomic_torch_save, atomic_write_text
+from visualsound.utils.checkpoint import safe_torch_load
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "vaura-train-checkpoint"
+CHECKPOINT_VERSION = 1
+# config fields a resumed run may change (they do not alter the computation)
+RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_best",
+                     "max_nonfinite", "data.num_workers"}
+
+
+class NonFiniteLossError(ToolkitError):
+    """Too many optimiser steps had a non-finite loss or gradient."""
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """The release's ``CosineLRScheduler``: ``step / warmup`` during warm-up, then cosine from 1 to `min_ratio`
+    at `total_steps`, and `min_ratio` after that. `step` counts optimiser steps taken so far."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if step <= total_steps:
+        s = (step - warmup_steps) / (total_steps - warmup_steps)
+        return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * s))
+    return min_ratio
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay only on parameters with >= 2 dims (matrices, embeddings)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    o = cfg.optim
+    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=o.betas, eps=o.eps)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    key, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains `model` (a `vaura.model.Transformer`) on `train_set` (`CachedWindows` or, with `frozen`, a
+    `ClipDataset`); writes ``metrics.csv``, ``last.pt``, ``best-*.pt`` and ``loss_curve.png`` under `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, model: torch.nn.Module,
+                 train_set: torch.utils.data.Dataset, val_set: torch.utils.data.Dataset | None = None,
+                 frozen: FrozenModels | None = None, dist_info: DistInfo | None = None,
+                 debug_weights: bool = False, record_history: bool = False,
+                 find_unused_parameters: bool = False) -> None:
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.info = dist_info or DistInfo()
+        self.device = self.info.device
+        self.frozen, self.train_set, self.val_set = frozen, train_set, val_set
+        self.debug_weights = debug_weights
+        seed_everything(cfg.seed + self.info.rank)
+        self.model = model.to(self.device)
+        self.ddp_model: torch.nn.Module = self.model
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # `find_unused_parameters` only for windows shorter than the visual span (``empty_video_emb`` unused)
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids,
+                                                     find_unused_parameters=find_unused_parameters)
+        self.opt = build_optimizer(self.model, cfg)
+        o = cfg.optim
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, o.warmup_steps, o.total_steps, o.min_lr_ratio))
+        self.amp_dtype = autocast_dtype(cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.nonfinite = self.scaler_skips = self.bad_clips = 0
+        self.best: list[tuple[float, int, str]] = []  # (val loss, step, file name), best first
+        self.history: list[dict[str, Any]] | None = [] if record_history else None
+        self._iter: Any = None
+        self._window = self._new_window()
+        self.k = self.model.cfg.n_codebooks
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: GlobalBatchSampler
+                ) -> torch.utils.data.DataLoader:
+        # an own generator: creating a loader iterator draws a worker base seed, which must not consume the
+        # global RNG (a resumed run creates its iterators at other steps than the original run)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + sampler.epoch * 101 + self.info.rank)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
+                                           collate_fn=collate_clips, pin_memory=self.device.type == "cuda",
+                                           generator=gen)
+
+    def _next_batch(self) -> dict[str, Any]:
+        """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips."""
+        while True:
+            if self._iter is None:
+                self.train_set.set_epoch(self.epoch)
+                sampler = GlobalBatchSampler(len(self.train_set), self.cfg.data.batch_size, True, self.cfg.seed,
+                                             self.epoch, self.info.rank, self.info.world, self.batch_in_epoch)
+                self._iter = iter(self._loader(self.train_set, sampler))
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                self.epoch, self.batch_in_epoch, self._iter = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            if batch["bad"]:
+                self.bad_clips += len(batch["bad"])
+                for clip_id, reason in batch["bad"]:
+                    log.warning("skipped bad clip %s (%d so far): %s", clip_id, self.bad_clips, reason)
+            if batch["size"]:
+                return batch
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device."""
+        if "codes" in batch:
+            return batch["codes"].to(self.device, non_blocking=True), batch["visual"].to(self.device)
+        if self.frozen is None:
+            raise ConfigError("decoded clips need the frozen encoder and codec (on-the-fly mode)")
+        return self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"], self.cfg.data)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- one optimiser step --------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, Any]:
+        """Run ``grad_accum`` micro-batches and one optimiser step (or a counted skip on a non-finite loss)."""
+        self.ddp_model.train()
+        self.opt.zero_grad(set_to_none=True)
+        accum = self.cfg.grad_accum
+        per_cb = torch.zeros(self.k, device=self.device)
+        samples = 0
+        for micro in range(accum):
+            codes, visual = self._inputs(self._next_batch())
+            sync = self.ddp_model.no_sync() if self.info.distributed and micro < accum - 1 else \
+                contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    logits = self.ddp_model(codes, visual)
+                out = self.model.loss(logits.float(), codes)
+                self.scaler.scale(out.loss / accum).backward()
+            per_cb += out.per_codebook.detach() / accum
+            samples += codes.shape[0]
+        red = all_reduce_sum(torch.cat([per_cb, torch.tensor([float(samples)], device=self.device)]), self.info)
+        per_cb, samples = red[: self.k] / self.info.world, int(red[self.k].item())
+        loss = per_cb.mean()
+        self.scaler.unscale_(self.opt)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float())
+                                                          for p in params])) if params else torch.zeros(())
+        record = {"step": self.step + 1, "loss": loss.item(), "per_codebook": per_cb.tolist(),
+                  "lr": self.opt.param_groups[0]["lr"], "grad_norm": grad_norm.item(), "samples": samples,
+                  "skipped": False}
+        bad_grad = not math.isfinite(record["grad_norm"]) and not self.scaler.is_enabled()
+        if not math.isfinite(record["loss"]) or bad_grad:
+            self.nonfinite += 1
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.update()
+            record["skipped"] = True
+            log.warning("step %d: non-finite %s (loss %s, grad norm %s); skipped (%d of at most %d)",
+                        self.step + 1, "loss" if not math.isfinite(record["loss"]) else "gradient",
+                        record["loss"], record["grad_norm"], self.nonfinite, self.cfg.max_nonfinite)
+            if self.nonfinite > self.cfg.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"stopping: {self.nonfinite} steps had a non-finite loss or gradient (limit max_nonfinite="
+                    f"{self.cfg.max_nonfinite}); lower optim.lr, use precision=bf16/fp32, or check the data. "
+                    f"The last good checkpoint is {self.out / 'last.pt'}")
+            return record
+        if self.cfg.optim.grad_clip_value > 0:
+            torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            self.scaler_skips += 1  # fp16 overflow: the scaler skipped the update and lowered its scale
+        self.sched.step()
+        self.step += 1
+        return record
+
+    # -- validation ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Mean loss and per-codebook losses over the validation set (or ``val_batches`` batches per rank)."""
+        if self.val_set is None:
+            raise ConfigError("no validation data")
+        was_training = self.model.training
+        self.model.eval()
+        sums = torch.zeros(self.k + 1, device=self.device)
+        sampler = GlobalBatchSampler(len(self.val_set), self.cfg.data.batch_size, False,
+                                     rank=self.info.rank, world=self.info.world)
+        for i, batch in enumerate(self._loader(self.val_set, sampler)):
+            if self.cfg.val_batches and i >= self.cfg.val_batches:
+                break
+            if not batch["size"]:
+                continue
+            codes, visual = self._inputs(batch)
+            with self._autocast():
+                logits = self.model(codes, visual)
+            out = self.model.loss(logits.float(), codes)
+            sums[: self.k] += out.per_codebook * codes.shape[0]
+            sums[self.k] += codes.shape[0]
+        self.model.train(was_training)
+        tot = all_reduce_sum(sums, self.info)
+        if tot[self.k] == 0:
+            raise ToolkitError("validation set yielded no usable clips")
+        per = tot[: self.k] / tot[self.k]
+        return {"step": self.step, "loss": per.mean().item(), "per_codebook": per.tolist(),
+                "samples": int(tot[self.k].item())}
+
+    # -- logging -------------------------------------------------------------------------------------------------
+    def _new_window(self) -> dict[str, Any]:
+        return {"t0": time.perf_counter(), "n": 0, "loss": 0.0, "per_cb": None, "samples": 0, "grad_norm": 0.0}
+
+    def _csv_row(self, kind: str, loss: float, per_cb: list[float], lr: float, grad_norm: float,
+                 throughput: float) -> None:
+        if not self.info.is_main:
+            return
+        path = self.out / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["kind", "step", "epoch", "loss", *[f"loss_cb{i}" for i in range(self.k)], "lr",
+                            "grad_norm", "samples_per_s", "nonfinite_skips", "scaler_skips", "bad_clips",
+                            "debug_weights"])
+            w.writerow([kind, self.step, self.epoch, f"{loss:.6f}", *[f"{x:.6f}" for x in per_cb], f"{lr:.6e}",
+                        f"{grad_norm:.6f}", f"{throughput:.2f}", self.nonfinite, self.scaler_skips,
+                        self.bad_clips, self.debug_weights])
+
+    def _log_train(self, rec: dict[str, Any]) -> None:
+        w = self._window
+        w["samples"] += rec["samples"]
+        if not rec["skipped"]:
+            w["n"] += 1
+            w["loss"] += rec["loss"]
+            w["grad_norm"] += rec["grad_norm"]
+            pc = torch.tensor(rec["per_codebook"])
+            w["per_cb"] = pc if w["per_cb"] is None else w["per_cb"] + pc
+        if self.step % self.cfg.log_every or w["n"] == 0:
+            return
+        rate = w["samples"] / max(time.perf_counter() - w["t0"], 1e-9)
+        n = w["n"]
+        self._csv_row("train", w["loss"] / n, (w["per_cb"] / n).tolist(), rec["lr"], w["grad_norm"] / n, rate)
+        log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.1f samples/s", self.step, w["loss"] / n, rec["lr"],
+                 w["grad_norm"] / n, rate)
+        self._window = self._new_window()
+
+    def plot(self) -> Path:
+        """Write ``loss_curve.png`` (train and validation loss vs step) from ``metrics.csv``."""
+        return plot_loss_curve(self.out)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def state(self, rng: list[Any], positions: list[Any]) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(), "model_config": self.model.cfg.to_dict(),
+            "train_config": self.cfg.to_dict(), "debug_weights": self.debug_weights,
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(), "step": self.step, "world_size": self.info.world,
+            "positions": positions, "rng": rng, "best": self.best,
+            "counters": {"nonfinite": self.nonfinite, "scaler_skips": self.scaler_skips,
+                         "bad_clips": self.bad_clips},
+        }
+
+    def save(self, names: list[str]) -> None:
+        """Write the full training state to each of `names` under the run directory (rank 0, atomically)."""
+        rng = all_gather_objects(_rng_state(self.device), self.info)
+        positions = all_gather_objects([self.epoch, self.batch_in_epoch], self.info)
+        if self.info.is_main:
+            state = self.state(rng, positions)
+            for name in names:
+                atomic_torch_save(state, self.out / name)
+        barrier(self.info)
+
+    def resume(self, path: str | os.PathLike) -> None:
+        """Restore everything `save` wrote; the run then continues exactly where it stopped."""
+        ck = load_checkpoint(path)
+        if ck["world_size"] != self.info.world:
+            raise CheckpointError(f"{path} was written by {ck['world_size']} processes, this run has "
+                                  f"{self.info.world}; exact resume needs the same number")
+        old = TrainConfig.from_dict(ck["train_config"])
+        diff = _config_diff(old.to_dict(), self.cfg.to_dict())
+        if set(diff) - RESUMABLE_CHANGES:
+            raise ConfigError(f"cannot resume {path}: the config changed in {sorted(set(diff) - RESUMABLE_CHANGES)}"
+                              f" (only {sorted(RESUMABLE_CHANGES)} may change)")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.step = ck["step"]
+        self.epoch, self.batch_in_epoch = ck["positions"][self.info.rank]
+        self.best = [tuple(b) for b in ck["best"]]
+        c = ck["counters"]
+        self.nonfinite, self.scaler_skips, self.bad_clips = c["nonfinite"], c["scaler_skips"], c["bad_clips"]
+        _set_rng_state(ck["rng"][self.info.rank], self.device)
+        self._iter = None
+        if self.info.is_main:
+            _truncate_metrics(self.out / "metrics.csv", self.step)
+        log.info("resumed %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+
+    def _update_best(self, val_loss: float) -> None:
+        if self.cfg.keep_best == 0 or not math.isfinite(val_loss):
+            return
+        if len(self.best) >= self.cfg.keep_best and val_loss >= self.best[-1][0]:
+            return
+        name = f"best-step{self.step:08d}.pt"
+        self.best = sorted([*self.best, (val_loss, self.step, name)])
+        dropped = self.best[self.cfg.keep_best:]
+        self.best = self.best[: self.cfg.keep_best]
+        self.save([name])
+        if self.info.is_main:
+            for _, _, old in dropped:
+                (self.out / old).unlink(missing_ok=True)
+
+    # -- the run -------------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``max_steps``; returns the last train record and validation result."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.info.is_main:
+            self.cfg.save(self.out / "train_config.yaml")
+        last, val = None, None
+        self._window = self._new_window()
+        while self.step < self.cfg.max_steps:
+            rec = self.train_step()
+            last = rec
+            if self.history is not None:
+                self.history.append(rec)
+            if rec["skipped"]:
+                continue
+            self._log_train(rec)
+            if self.val_set is not None and self.cfg.val_every and self.step % self.cfg.val_every == 0:
+                val = self.validate()
+                self._csv_row("val", val["loss"], val["per_codebook"], rec["lr"], float("nan"), float("nan"))
+                log.info("step %d validation loss %.4f", self.step, val["loss"])
+                self._update_best(val["loss"])
+                if self.info.is_main:
+                    self.plot()
+            if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
+                self.save(["last.pt"])
+        if self.info.is_main and (self.out / "metrics.csv").exists():
+            self.plot()
+        return {"train": last, "val": val, "step": self.step, "nonfinite_skips": self.nonfinite,
+                "bad_clips": self.bad_clips}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint (weights-only unpickling) and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    ck = safe_torch_load(path, map_location="cpu")
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a vaura training checkpoint")
+    if ck.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ck.get('version')} != {CHECKPOINT_VERSION}")
+    return ck
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows written after `step` (by a run that died after its last checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if int(r[1]) <= step]
+    if len(kept) != len(rows):
+        lines = [",".join(r) for r in kept]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def plot_loss_curve(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/loss_curve.png`` from ``metrics.csv`` (matplotlib Agg); labelled DEBUG WEIGHTS if so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        raise ToolkitError(f"{path} does not exist; nothing to plot")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, style in (("train", "-"), ("val", "o-")):
+        pts = [(int(r["step"]), float(r["loss"])) for r in rows if r["kind"] == kind]
+        if pts:
+            ax.plot(*zip(*pts), style, label=kind, markersize=3)
+    debug = any(r.get("debug_weights") == "True" for r in rows)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (mean over codebooks)")
+    ax.set_title(f"{run_dir.name}{'  [DEBUG WEIGHTS]' if debug else ''}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / "loss_curve.png"
+    tmp = run_dir / ".loss_curve.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
