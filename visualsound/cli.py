@@ -10,7 +10,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "visualsound.commands.build:build",
     "compare": "visualsound.commands.compare:compare",
     "merge": "visualsound.commands.merge:merge",
+    "probe": "visualsound.commands.probe:probe",
     "report": "visualsound.commands.report:report",
+    "synth": "visualsound.commands.synth:synth",
 }
 
 main = make_main("visualsound", __doc__.splitlines()[0], LAZY_COMMANDS)

@@ -127,6 +127,18 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
             container.close()
 
 
+def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int, *,
+                bit_rate: int | None = None) -> None:
+    """Write float ``[C, N]`` audio (C = 1 or 2) as AAC in an audio-only mp4 container (``.m4a``), atomically."""
+    a = _check_audio(audio, sample_rate)
+    with _atomic_media_path(path) as tmp:
+        container = av.open(tmp, mode="w", format="mp4")
+        try:
+            _encode_audio(container, _add_aac(container, sample_rate, a.shape[0], bit_rate), a, sample_rate)
+        finally:
+            container.close()
+
+
 def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int, out_path: PathLike, *,
               trim_audio: bool = True, crf: int = 18, preset: str = "veryfast") -> None:
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
