@@ -8,6 +8,7 @@ from visualsound.utils.cli import make_main
 
 LAZY_COMMANDS: dict[str, str] = {
     "weights": "benchmarks.commands.weights:weights",
+    "sync": "benchmarks.commands.sync:sync",
 }
 
 main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)

@@ -103,8 +103,9 @@ def video_for_sync(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     frames = center_crop(_check_frames(frames))
     if frames.shape[1] != WINDOW_FRAMES:
         raise PreprocessError(f"a sync window needs {WINDOW_FRAMES} frames, got {frames.shape[1]}")
-    values = video_norm_lut().to(frames.device)[frames[:, segment_frame_index()].long()]  # [B,S,16,H,W,3]
-    return values.permute(0, 1, 2, 5, 3, 4).to(dtype).contiguous()
+    lut = video_norm_lut().to(device=frames.device, dtype=dtype)  # exact in float16 and float32
+    values = lut[frames.permute(0, 1, 4, 2, 3).int()]  # [B, 120, 3, H, W]
+    return values[:, segment_frame_index().to(frames.device)].contiguous()  # [B, 14, 16, 3, H, W]
 
 
 def preprocess_video_for_vaura(frames: torch.Tensor) -> torch.Tensor:
@@ -119,8 +120,8 @@ def preprocess_video_for_vaura(frames: torch.Tensor) -> torch.Tensor:
     if frames.shape[2:4] != (CROP, CROP):
         frames = center_crop(resize_short_side(frames, 256, mode="bilinear"))
     idx = segment_frame_index(VAURA_SEGMENTS, stride=SEGMENT_FRAMES)
-    values = vaura_norm_lut().to(frames.device)[frames[:, idx].long()]  # [B, 4, 16, H, W, 3]
-    return values.permute(0, 1, 5, 2, 3, 4).contiguous()
+    values = vaura_norm_lut().to(frames.device)[frames.permute(0, 4, 1, 2, 3).int()]  # [B, 3, 64, H, W]
+    return values[:, :, idx].transpose(1, 2).contiguous()  # [B, 4, 3, 16, H, W]
 
 
 # -- audio -------------------------------------------------------------------------------------------------

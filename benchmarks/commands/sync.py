@@ -1,0 +1,50 @@
+"""`vbench sync VIDEO`: Synchformer's audio-visual offset of one clip (21 classes from -2.0 s to +2.0 s)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("sync")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--audio", "audio_path", type=click.Path(dir_okay=False), default=None,
+              help="Take the audio from this file instead of VIDEO's audio stream.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Synchformer <ID>.pt or bare state dict (default: the registry's synchformer_audioset).")
+@click.option("--debug-weights", is_flag=True, help="Seeded random tiny model (tests/demo; results are meaningless).")
+@click.option("--protocol", type=click.Choice(["paper", "av-benchmark"]), default="paper", show_default=True,
+              help="paper: one 4.8 s window of the first 5 s (short clips are looped); av-benchmark: mean of the "
+                   "first and last 4.8 s windows.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weights: bool, protocol: str,
+         device: str, as_json: bool) -> None:
+    """Predict the audio-visual offset of VIDEO and show the three most likely offsets."""
+    from vaura.synchformer.api import CLIP_SECONDS, load_sync_model, predict_offset
+    from vaura.synchformer.preprocess import FPS, SAMPLE_RATE
+    from visualsound.media import read_audio, read_video
+
+    model = load_sync_model(checkpoint=checkpoint, debug_weights=debug_weights, device=device)
+    duration = CLIP_SECONDS if protocol == "paper" else None  # the paper protocol never reads past 5 s
+    frames = read_video(video, duration=duration, fps=FPS)
+    wave = read_audio(audio_path or video, duration=duration, sample_rate=SAMPLE_RATE, mono=True)
+    pred = predict_offset(model, frames, wave, protocol=protocol)
+    top = pred.top(3)
+    if as_json:
+        click.echo(json.dumps({
+            "video": video, "audio": audio_path or video, "protocol": protocol, "debug_weights": debug_weights,
+            "offset_sec": round(pred.offset_sec, 4),
+            "window_starts_sec": [round(s, 4) for s in pred.window_starts_sec],
+            "window_offsets_sec": [round(s, 4) for s in pred.window_offsets_sec],
+            "top3": [{"offset_sec": round(o, 4), "prob": round(p, 6)} for o, p in top]}))
+        return
+    if debug_weights:
+        click.echo("DEBUG WEIGHTS: seeded random tiny model, the offsets below are meaningless")
+    windows = ", ".join(f"{s:.2f} s -> {o:+.1f} s" for s, o in zip(pred.window_starts_sec, pred.window_offsets_sec))
+    click.echo(f"{video} ({protocol} protocol; windows: {windows})")
+    click.echo(f"predicted offset: {pred.offset_sec:+.2f} s (audio relative to video)")
+    click.echo("top 3:")
+    for offset, prob in top:
+        click.echo(f"  {offset:+.1f} s  p={prob:.4f}")
