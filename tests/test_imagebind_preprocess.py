@@ -192,3 +192,35 @@ def test_error_statuses(tmp_path: Path):
     assert _status(good, silence_threshold=1.0) == "silent"
     with pytest.raises(ValueError):
         ClipError("bogus", "x")
+
+
+def _set_display_rotation_cw90(path: Path, width: int, height: int) -> None:
+    """Patch the video track's tkhd matrix to a 90° clockwise display rotation (the ``rotate=90`` tag)."""
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"tkhd")
+    while pos >= 0:
+        body = pos + 4
+        version = data[body]
+        matrix = body + 4 + (32 if version == 1 else 20) + 16  # times/ids/duration, reserved, layer..volume
+        w, h = (int.from_bytes(data[matrix + 36 + 4 * i: matrix + 40 + 4 * i], "big") >> 16 for i in range(2))
+        if (w, h) == (width, height):
+            values = [0, 0x10000, 0, -0x10000 & 0xFFFFFFFF, 0, 0, 0, 0, 0x40000000]
+            data[matrix:matrix + 36] = b"".join(v.to_bytes(4, "big") for v in values)
+            path.write_bytes(bytes(data))
+            return
+        pos = data.find(b"tkhd", pos + 4)
+    raise AssertionError("no video tkhd found")
+
+
+def test_display_rotation_is_applied(tmp_path: Path):
+    plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
+    _write_clip(plain, 2.0, 25, (48, 64), 10, 0)
+    rotated.write_bytes(plain.read_bytes())
+    _set_display_rotation_cw90(rotated, 64, 48)
+    frames, _, facts = read_clip(plain)
+    rframes, _, rfacts = read_clip(rotated)
+    assert facts["video_rotation"] == 0 and rfacts["video_rotation"] == 270  # counter-clockwise degrees
+    assert rframes.shape == (5, 2, 64, 48, 3)
+    assert np.array_equal(rframes.numpy(), np.rot90(frames.numpy(), k=-1, axes=(2, 3)))  # shown 90° clockwise
+    video, _, _ = preprocess_clip(rotated)
+    assert video.shape == (15, 3, 2, 224, 224)
