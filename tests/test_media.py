@@ -113,6 +113,17 @@ def test_window_decode_equals_full_decode(clips, src_fps):
         assert torch.equal(win, full[k0:k0 + 32]), f"start {start}"
 
 
+def test_window_decodes_only_the_window(clips, caplog):
+    p, n = clips[25]  # 100 frames, keyframe every 12 frames
+    with caplog.at_level("DEBUG", logger="visualsound.media.video"):
+        read_video(p, start=2.0, duration=0.4)
+    (rec,) = [r for r in caplog.records if r.getMessage().startswith("decoded")]
+    decoded, first_time, n_out = rec.args[:3]
+    assert n_out == 10
+    assert 1.5 <= first_time <= 2.0  # started at the keyframe before the window (frame 48 = 1.92 s)
+    assert decoded < 30  # 2.0 s .. 2.4 s plus the keyframe lead-in and B-frame look-ahead, not 100
+
+
 def test_window_past_end_and_bad_windows(clips):
     p, _ = clips[25]
     assert read_video(p, start=3.5, duration=2.0).shape[0] == 13  # 3.50 .. 3.98 -> frames 87..99
@@ -240,6 +251,8 @@ def test_write_video_rejects_bad_input(tmp_path):
 def test_resize_and_crop():
     v = torch.arange(2 * 40 * 80 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(2, 40, 80, 3)
     r = resize_short_side(v, 20, mode="bilinear", antialias=True)
+    with pytest.raises(ValueError):
+        resize_short_side(v, 20, mode="nearest", antialias=False)
     assert r.shape == (2, 20, 40, 3) and r.dtype == torch.uint8
     f = v.permute(0, 3, 1, 2).float()
     for mode in ("bilinear", "bicubic"):
@@ -247,8 +260,8 @@ def test_resize_and_crop():
             rf = resize_short_side(f, 24, mode=mode, antialias=aa)
             ref = torch.nn.functional.interpolate(f, size=(24, 48), mode=mode, align_corners=False, antialias=aa)
             assert torch.equal(rf, ref)
-    assert resize_short_side(torch.zeros(3, 100, 30), 15).shape == (3, 50, 15)
-    assert resize_short_side(torch.zeros(3, 30, 100), 15).shape == (3, 15, 50)  # int(100 * 15 / 30) = 50
+    assert resize_short_side(torch.zeros(3, 100, 30), 15, mode="bicubic", antialias=False).shape == (3, 50, 15)
+    assert resize_short_side(torch.zeros(3, 30, 100), 16, mode="bilinear", antialias=False).shape == (3, 16, 53)
     c = center_crop(v, 16)
     assert torch.equal(c, v[:, 12:28, 32:48, :])
     assert torch.equal(center_crop(f, (10, 21)), f[..., 15:25, 30:51])  # round(59 / 2) = 30 (banker's)

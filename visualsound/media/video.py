@@ -123,7 +123,11 @@ def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[
     prev = None
     prev_time = None
     last_dur = default_frame_dur
+    decoded, first_decoded = 0, None
     for t, frame in _seek_decoder(container, stream, start, first_time):
+        decoded += 1
+        if first_decoded is None:
+            first_decoded = t
         if frame.duration:
             last_dur = float(frame.duration * stream.time_base)
         if fps is None:  # native frames inside the window
@@ -144,13 +148,18 @@ def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[
             while has_target(k) and target(k) < video_end - _EPS:
                 out.append(take(prev))
                 k += 1
+    log.debug("decoded %d frames from %s s for %d output frames (window start %.3f s)", decoded, first_decoded,
+              len(out), start)
     if not out and prev_time is not None and start >= prev_time:
         raise MediaWindowError(f"{path}: start {start:.3f} s is at or after the end of the video")
     return out
 
 
-def resize_short_side(video: torch.Tensor, size: int, mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+def resize_short_side(video: torch.Tensor, size: int, *, mode: str, antialias: bool) -> torch.Tensor:
     """Resize so the short side is `size`; the long side becomes ``int(long * size / short)`` (truncated).
+
+    `mode` and `antialias` have no defaults on purpose: libraries disagree (torchvision's tensor resize
+    antialiases, pytorchvideo / OpenCV-style pipelines do not), and the choice changes pixels.
 
     `video` is either uint8 ``[T, H, W, 3]`` (returned as uint8 ``[T, H', W', 3]``, rounded and clamped) or float
     ``[T, C, H, W]`` / ``[C, H, W]`` (returned as float in the same layout). `mode` is ``"bilinear"`` or
