@@ -325,3 +325,50 @@ def test_missing_streams(clips, tmp_path):
         probe(p_audio_only, require_video=True)
     with pytest.raises(NoVideoStreamError):
         mux_audio(p_audio_only, tones(0.5), SR, tmp_path / "o.mp4")
+
+
+def _encode_frames(path, codec, frames, fps=25):
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=fps)
+    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts = i
+        for pkt in s.encode(vf):
+            c.mux(pkt)
+    for pkt in s.encode(None):
+        c.mux(pkt)
+    c.close()
+
+
+def test_mux_audio_reencodes_other_codecs(tmp_path):
+    src = tmp_path / "mpeg4.mp4"
+    _encode_frames(src, "mpeg4", np.stack([barcode_frame(i) for i in range(30)]))
+    assert probe(src).video_codec == "mpeg4"
+    out = tmp_path / "out.mp4"
+    mux_audio(src, tones(1.2), SR, out)
+    info = probe(out)
+    assert (info.video_codec, info.fps, info.num_frames, info.channels) == ("h264", 25.0, 30, 2)
+    assert read_barcode(read_video(out, fps=None)) == list(range(30))
+
+
+def test_audio_pts_gap_is_filled_with_silence(tmp_path):
+    """Frames are placed by pts: a 0.3 s hole in a Matroska PCM track becomes zeros, in full and windowed reads."""
+    p = tmp_path / "gap.mkv"
+    sr = 8000
+    c = av.open(str(p), "w")
+    s = c.add_stream("pcm_s16le", rate=sr)
+    s.layout = "mono"
+    for pts in (0, 800, 1600, 4000, 4800):  # samples 2400..4000 missing
+        f = av.AudioFrame.from_ndarray(np.full((1, 800), 16384, np.int16), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = sr, pts, Fraction(1, sr)
+        for pkt in s.encode(f):
+            c.mux(pkt)
+    for pkt in s.encode(None):
+        c.mux(pkt)
+    c.close()
+    full = read_audio(p)
+    expected = torch.full((1, 5600), 0.5)
+    expected[:, 2400:4000] = 0
+    assert torch.equal(full, expected)
+    assert torch.equal(read_audio(p, start=0.25, duration=0.3), expected[:, 2000:4400])

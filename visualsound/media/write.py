@@ -144,8 +144,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
     An H.264 video stream is copied packet by packet (no quality loss); any other codec is re-encoded to H.264
-    yuv420p. The source's own audio is dropped. With `trim_audio`, audio longer than the video is cut to the
-    video's duration. Raises `NoVideoStreamError` when `video_path` has no video.
+    yuv420p at its average frame rate (frame ``i`` at ``i / fps``). The source's own audio is dropped. With
+    `trim_audio`, audio longer than the video is cut to the video's duration. Raises `NoVideoStreamError` when
+    `video_path` has no video.
     """
     a = _check_audio(audio, sample_rate)
     if Path(video_path).resolve() == Path(out_path).resolve():
@@ -175,7 +176,7 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     As = _add_aac(out, sample_rate, a.shape[0], None)
                     for i, frame in enumerate(src.decode(vin)):
                         f = frame.reformat(format="yuv420p")
-                        f.pts = i
+                        f.pts, f.time_base = i, 1 / rate  # frame-index timestamps
                         for pkt in vout.encode(f):
                             out.mux(pkt)
                     for pkt in vout.encode(None):
