@@ -105,7 +105,7 @@ def test_kv_cache_equals_full_recompute() -> None:
         model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=seed).eval()
         gen = torch.Generator().manual_seed(100 + seed)
         seq = torch.randint(0, 1025, (2, 9, 40), generator=gen)
-        vis = model.embed_visual(torch.randn(2, 32, 768, generator=gen))
+        vis = model.embed_visual(torch.randn(2, 32, model.cfg.visual_dim, generator=gen))
         with torch.no_grad():
             full = model.forward_tokens(seq, vis)
             cache = KVCache(model.cfg, 2, 64, "cpu", torch.float32)

@@ -64,7 +64,7 @@ def test_argmax_equals_top_k_1(fixture) -> None:
 def test_kv_cache_generation_equals_full_recompute(seed: int) -> None:
     cfg = VAuraConfig.preset("tiny")
     model = build_model(cfg, debug_weights=True, seed=seed).eval()
-    feats = torch.randn(2, 32, 768, generator=torch.Generator().manual_seed(seed))
+    feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed))
     params = SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9)
     logits: dict[str, list] = {"cache": [], "full": []}
     outs = {}
@@ -78,7 +78,7 @@ def test_kv_cache_generation_equals_full_recompute(seed: int) -> None:
 
 def test_prompt_is_kept_and_continued() -> None:
     model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
-    feats = torch.randn(1, 32, 768, generator=torch.Generator().manual_seed(3))
+    feats = torch.randn(1, 32, model.cfg.visual_dim, generator=torch.Generator().manual_seed(3))
     params = SamplingParams(cfg_scale=2.0, use_sampling=False)
     full = generate(model, feats, 24, params)
     prompt = torch.randint(0, 1024, (1, 9, 10), generator=torch.Generator().manual_seed(4))
@@ -92,7 +92,7 @@ def test_prompt_is_kept_and_continued() -> None:
 
 def test_no_cfg_uses_one_branch() -> None:
     model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
-    feats = torch.randn(1, 32, 768)
+    feats = torch.randn(1, 32, model.cfg.visual_dim)
     nulls = []
     generate(model, feats, 5, SamplingParams(cfg_scale=1.0, use_sampling=False),
              on_step=lambda s, c, n, g: nulls.append(n))

@@ -101,6 +101,7 @@ class VAuraConfig(FrozenConfig):
 
 PAPER = register_preset(VAuraConfig, "paper", VAuraConfig())
 REDUCED = register_preset(VAuraConfig, "reduced", VAuraConfig(n_layer=2, d_model=96, n_head=4, dropout=0.0))
-TINY = register_preset(VAuraConfig, "tiny", VAuraConfig(n_layer=2, d_model=48, n_head=4, dropout=0.0))
+# tiny: pairs with the tiny Synchformer MotionFormer (vis_dim 32) and the tiny debug DAC (latent 32)
+TINY = register_preset(VAuraConfig, "tiny", VAuraConfig(n_layer=2, d_model=48, n_head=4, dropout=0.0, visual_dim=32))
 # mid size for the sampler benchmark (about 1/3 of the paper width, 8 layers)
 MID = register_preset(VAuraConfig, "mid", VAuraConfig(n_layer=8, d_model=768, n_head=8, dropout=0.0))

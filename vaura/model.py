@@ -242,6 +242,11 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.register_buffer("rope", rope_table(cfg.rope_len, cfg.head_dim, cfg.rope_base), persistent=False)
 
+    def reset_rope(self) -> None:
+        """Recompute the (non-persistent) RoPE table on the CPU, e.g. after building on the meta device."""
+        cfg = self.cfg
+        self.rope = rope_table(cfg.rope_len, cfg.head_dim, cfg.rope_base)
+
     # -- initialisation ------------------------------------------------------------------------------
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None, std: float = 0.02) -> None:
