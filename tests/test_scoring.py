@@ -1,0 +1,258 @@
+"""The `visualsound score` job on synthetic clips with the debug (tiny, seeded random) ImageBind.
+
+The clip set: 4 good synthetic clips, the bad-input zoo of `visualsound.synth.make_bad_clips` (not media, empty,
+truncated, video only, audio only, silent, 0.5 s, 29.97 fps, 50 fps) and one clip listed but absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from visualsound.cli import main
+from visualsound.scores_io import read_scores
+from visualsound.scoring import (
+    DEBUG_CHECKPOINT_TAG,
+    SCORE_VERSION,
+    ScoringConfig,
+    ScoringError,
+    parse_shard,
+    score_clips,
+    select_shard,
+    shard_of,
+)
+from visualsound.vggsound import index_clips
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {  # clip id -> status with silence_threshold=1e-4, min_duration=1.0
+    "synth0000_0_10000": "ok", "synth0001_0_10000": "ok", "synth0002_0_10000": "ok", "synth0003_0_10000": "ok",
+    "badnot_media_0_10000": "corrupt", "badempty_0_10000": "corrupt", "badtruncated_0_10000": "truncated",
+    "badvideo_only_0_10000": "no_audio", "badaudio_only_0_10000": "no_video", "badsilent_0_10000": "silent",
+    "badshort_0_10000": "too_short", "badfps_29_97_0_10000": "ok", "badfps_50_0_10000": "ok",
+    "gone_0_10000": "missing",
+}
+CFG = ScoringConfig(batch_size=3, workers=0, silence_threshold=1e-4, min_duration=1.0)
+CLI_FILTERS = ["--silence-threshold", "1e-4", "--min-duration", "1.0", "--debug-weights", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"csv": ..., "videos": ...}``: the clip set in VGGSound naming (``{ytid}_{start:06d}.mp4``)."""
+    from visualsound.synth import SynthConfig, make_bad_clips, synthesize
+
+    root = tmp_path_factory.mktemp("clips")
+    videos = root / "videos"
+    videos.mkdir()
+    records = synthesize(root / "synth", SynthConfig(count=4, duration=2.0))
+    rows = []
+    for r in records:
+        shutil.copy(root / "synth" / r["file"], videos / f"{r['ytid']}_000000.mp4")
+        rows.append([r["ytid"], 0, r["label"], r["split"]])
+    for name, bad in make_bad_clips(root / "bad").items():
+        shutil.copy(bad.path, videos / f"bad{name}_000000.mp4")
+        rows.append([f"bad{name}", 0, "bad, odd or broken", "test" if name.startswith("fps") else "train"])
+    rows.append(["gone", 0, "never downloaded", "test"])
+    with open(root / "vggsound.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return {"csv": root / "vggsound.csv", "videos": videos}
+
+
+@pytest.fixture(scope="module")
+def reference(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """One uninterrupted in-process run (workers=0): the rows every other run must reproduce."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference")
+    index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    s = score_clips(index, out, CFG, debug_weights=True, progress=False)
+    assert s.scored == len(EXPECTED) and s.skipped == 0 and not s.stopped_early
+    assert len(list(out.glob("*.parquet"))) == 1, "the run's shards were not compacted into one"
+    print(f"workers=0 scoring: {s.clips_per_second:.2f} clips/s over {s.scored} clips (debug model, CPU)")
+    return read_scores(out)
+
+
+def test_parse_shard_and_hash_partition() -> None:
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2", "0/0", "1/2/3"):
+        with pytest.raises(ScoringError):
+            parse_shard(bad)
+    ids = [f"yt{i:04d}_{i % 7 * 1000}_{i % 7 * 1000 + 10000}" for i in range(400)]
+    index = pd.DataFrame({"clip_id": ids})
+    parts = [set(select_shard(index, (i, 3))["clip_id"]) for i in range(3)]
+    assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)  # disjoint cover
+    assert all(len(p) > 80 for p in parts), [len(p) for p in parts]  # roughly balanced
+    # depends on the id only: the same ids in another order land in the same shards
+    shuffled = index.sample(frac=1.0, random_state=0)
+    assert set(select_shard(shuffled, (2, 3))["clip_id"]) == parts[2]
+    assert all(shard_of(c, 3) == 2 for c in parts[2])
+
+
+def test_every_clip_gets_one_row_with_status_and_facts(reference: pd.DataFrame, clips: dict[str, Path]) -> None:
+    df = reference.set_index("clip_id")
+    assert dict(df["status"]) == EXPECTED
+    assert df.attrs["duplicates"] == 0
+    assert df["debug_weights"].all() and (df["score_version"] == SCORE_VERSION).all()
+    assert df.attrs["meta"]["checkpoint_sha256"] == DEBUG_CHECKPOINT_TAG
+    assert df.attrs["meta"]["debug_weights"] == "true"
+    ok = df["status"] == "ok"
+    assert df.loc[ok, "score"].between(-1, 1).all() and df.loc[~ok, "score"].isna().all()
+    assert (df.loc[ok, "reason"] == "").all() and (df.loc[~ok, "reason"].str.len() > 0).all()
+    assert df.loc["badfps_29_97_0_10000", "video_fps"] == pytest.approx(30000 / 1001)
+    assert df.loc["badfps_50_0_10000", "num_frames"] == 100
+    assert df.loc["synth0000_0_10000", "audio_sample_rate"] == 16000
+    assert df.loc["synth0000_0_10000", "duration"] == pytest.approx(2.0)
+    # failures keep whatever decode facts a probe still gives
+    assert df.loc["badvideo_only_0_10000", "video_fps"] == pytest.approx(25.0)
+    assert pd.isna(df.loc["badvideo_only_0_10000", "audio_sample_rate"])
+    assert df.loc["badaudio_only_0_10000", "audio_channels"] == 1
+    assert df.loc["badshort_0_10000", "duration"] < 1.0
+    assert pd.isna(df.loc["gone_0_10000", "duration"])
+    assert "file not found" in df.loc["gone_0_10000", "reason"]
+    assert df.loc["gone_0_10000", "split"] == "test" and df.loc["synth0002_0_10000", "label"] == "playing drum"
+
+
+def test_batched_scores_equal_single_clip_scores(reference: pd.DataFrame, clips: dict[str, Path]) -> None:
+    from visualsound.imagebind import load_imagebind, preprocess_clip
+
+    model = load_imagebind(debug_weights=True)
+    df = reference.set_index("clip_id")
+    for cid in ("synth0001_0_10000", "badfps_29_97_0_10000"):
+        video, audio, _ = preprocess_clip(df.loc[cid, "path"])
+        with torch.inference_mode():
+            single = float(model.score(video[None], audio[None])[0])
+        assert df.loc[cid, "score"] == pytest.approx(single, abs=1e-5), cid
+    assert df.loc[df["status"] == "ok", "score"].nunique() == 6  # content-dependent scores
+
+
+def test_worker_exception_becomes_error_row_then_retried(clips: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         reference: pd.DataFrame) -> None:
+    import visualsound.imagebind as ib
+
+    real = ib.preprocess_clip
+
+    def flaky(path: str, silence_threshold: float | None = None):
+        if "synth0003" in str(path):
+            raise RuntimeError("decoder exploded")
+        return real(path, silence_threshold=silence_threshold)
+
+    index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    monkeypatch.setattr(ib, "preprocess_clip", flaky)
+    s = score_clips(index, tmp_path, CFG, debug_weights=True, progress=False)
+    assert s.statuses["error"] == 1 and s.scored == len(EXPECTED)
+    row = read_scores(tmp_path).set_index("clip_id").loc["synth0003_0_10000"]
+    assert row["status"] == "error" and row["reason"] == "RuntimeError: decoder exploded"
+    assert row["duration"] == pytest.approx(2.0)  # facts from a probe
+    monkeypatch.setattr(ib, "preprocess_clip", real)
+    s2 = score_clips(index, tmp_path, CFG, debug_weights=True, progress=False)
+    assert (s2.skipped, s2.scored, s2.statuses) == (len(EXPECTED) - 1, 1, {"ok": 1})
+    df = read_scores(tmp_path)
+    assert len(df) == len(EXPECTED) and df.attrs["duplicates"] == 1  # the old error row is superseded
+    pd.testing.assert_frame_equal(df.drop(columns="path"), reference.drop(columns="path"), check_like=True,
+                                  check_exact=False, atol=1e-6)
+
+
+def test_resume_refuses_another_recipe(clips: dict[str, Path], tmp_path: Path) -> None:
+    index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    s = score_clips(index, tmp_path, CFG, debug_weights=True, max_batches=1, progress=False)
+    assert s.stopped_early and s.scored == CFG.batch_size and s.remaining == len(EXPECTED) - CFG.batch_size
+    with pytest.raises(ScoringError, match="dtype"):
+        score_clips(index, tmp_path, CFG.replace(dtype="bf16"), debug_weights=True, progress=False)
+    assert len(read_scores(tmp_path)) == CFG.batch_size  # nothing was written by the refused run
+
+
+def _run_cli(*args: str) -> str:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def test_cli_shards_interrupt_resume_merge_build_report(clips: dict[str, Path], tmp_path: Path,
+                                                         reference: pd.DataFrame) -> None:
+    common = ["score", "--csv", str(clips["csv"]), "--videos", str(clips["videos"]), "--workers", "0",
+              "--batch-size", "2", *CLI_FILTERS]
+    a, b = tmp_path / "s0", tmp_path / "s1"
+    first = json.loads(_run_cli(*common, "--out", str(a), "--shard", "0/2", "--max-batches", "1", "--json"))
+    assert first["stopped_early"] and first["scored"] == 2 and first["remaining"] > 0
+    resumed = json.loads(_run_cli(*common, "--out", str(a), "--shard", "0/2", "--json"))
+    assert resumed["skipped"] == 2 and resumed["remaining"] == 0 and not resumed["stopped_early"]
+    out = _run_cli(*common, "--out", str(b), "--shard", "1/2")
+    assert out.startswith("DEBUG WEIGHTS") and "clips/s" in out
+    again = json.loads(_run_cli(*common, "--out", str(b), "--shard", "1/2", "--json"))
+    assert again["scored"] == 0 and again["skipped"] == again["in_shard"]
+    for folder, i in ((a, 0), (b, 1)):
+        raw = pd.concat([pq.read_table(p).to_pandas() for p in folder.glob("*.parquet")])
+        assert not raw["clip_id"].duplicated().any()
+        assert {shard_of(c, 2) for c in raw["clip_id"]} == {i}
+    assert first["in_shard"] + json.loads(_run_cli(*common, "--out", str(b), "--shard", "1/2", "--json")
+                                          )["in_shard"] == len(EXPECTED)
+
+    merged = tmp_path / "merged"
+    assert "14 clips" in _run_cli("merge", str(a), str(b), "--out", str(merged))
+    df = read_scores(merged)
+    assert len(df) == len(EXPECTED) and not df["clip_id"].duplicated().any()
+    pd.testing.assert_frame_equal(df, reference, check_exact=False, atol=1e-6)
+
+    vs = tmp_path / "vs"
+    _run_cli("build", "--scores", str(merged), "--threshold", "-1", "--out", str(vs))
+    summary = json.loads((vs / "summary.json").read_text())
+    assert summary["debug_weights"] is True and summary["checkpoint_sha256"] == DEBUG_CHECKPOINT_TAG
+    assert summary["scored_total"] == len(EXPECTED) and summary["total_kept"] == 6
+    assert summary["rejected"]["missing"] == 1 and summary["rejected"]["corrupt"] == 2
+    kept = set().union(*((vs / f"visualsound_{s}.txt").read_text().split() for s in ("train", "validation", "test")))
+    assert kept == {c for c, s in EXPECTED.items() if s == "ok"}
+    assert set((vs / "visualsound_test.txt").read_text().split()) == set(
+        reference.loc[(reference["status"] == "ok") & (reference["split"] == "test"), "clip_id"])
+    rep = tmp_path / "report"
+    assert "DEBUG WEIGHTS" in _run_cli("report", "--scores", str(merged), "--out", str(rep))
+    assert (rep / "report.md").is_file()
+
+
+def _spawn_score(clips: dict[str, Path], out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from visualsound.cli import main; main()", "score", "--csv", str(clips["csv"]),
+           "--videos", str(clips["videos"]), "--out", str(out), "--workers", "2", "--batch-size", "1",
+           *CLI_FILTERS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def test_sigkill_mid_run_then_resume_with_workers(clips: dict[str, Path], tmp_path: Path,
+                                                  reference: pd.DataFrame) -> None:
+    out = tmp_path / "scores"
+    proc = _spawn_score(clips, out)
+    deadline = time.monotonic() + 90
+    while not list(out.glob("*.parquet")):
+        if proc.poll() is not None:
+            pytest.fail(f"score exited ({proc.returncode}) before writing a shard: {proc.stderr.read().decode()}")
+        assert time.monotonic() < deadline, "no shard after 90 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its DataLoader workers, at an arbitrary moment
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    partial = read_scores(out)
+    assert 0 < len(partial) < len(EXPECTED), "the kill did not land mid-run"
+    assert all(p.stat().st_size > 0 for p in out.glob("*.parquet"))
+
+    proc = _spawn_score(clips, out)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    assert f"{len(partial)} already done" in stdout.decode()
+    raw = pd.concat([pq.read_table(p).to_pandas() for p in out.glob("*.parquet")])
+    assert len(raw) == len(EXPECTED) and not raw["clip_id"].duplicated().any()  # nothing lost, nothing twice
+    df = read_scores(out)
+    pd.testing.assert_frame_equal(df, reference, check_exact=False, atol=1e-6)
+    assert all(math.isfinite(s) for s in df.loc[df["status"] == "ok", "score"])

@@ -1,0 +1,69 @@
+"""`visualsound score`: ImageBind audio-visual scores of VGGSound clips, as resumable Parquet shards."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from visualsound.scoring import DTYPES, ScoringConfig, parse_shard, score_clips
+from visualsound.vggsound import PATTERN_PRESETS, index_clips
+
+
+@click.command("score")
+@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="VGGSound csv (no header: youtube_id, start_seconds, label, split).")
+@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder holding the clips.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Scores folder; shards are added to it and a re-run skips clips already scored there.")
+@click.option("--pattern", default="vggsound", show_default=True,
+              help=f"File-name pattern: a preset ({', '.join(sorted(PATTERN_PRESETS))}) or a format string over "
+                   "ytid, start, start_ms, end_ms, label, split, clip_id.")
+@click.option("--preset", default="default", show_default=True,
+              help=f"Scoring config preset ({', '.join(ScoringConfig.preset_names())}); the options below override "
+                   "it.")
+@click.option("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
+              help="Model precision (fp32 reproduces VisualSound; bf16 / fp16 are faster).")
+@click.option("--batch-size", type=int, default=None, help="Clips per model batch.")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes decoding clips (0: inline).")
+@click.option("--batches-per-shard", type=int, default=None,
+              help="Write a shard every N batches (a killed run loses at most N batches).")
+@click.option("--shard", "shard_spec", default="0/1", show_default=True,
+              help="Score only partition i of n (by clip-id hash); merge the n folders with `visualsound merge`.")
+@click.option("--silence-threshold", type=float, default=None,
+              help="Mark clips whose audio peak is <= this value 'silent' instead of scoring them.")
+@click.option("--min-duration", type=float, default=None,
+              help="Mark clips whose video or audio is shorter than this (seconds) 'too_short'.")
+@click.option("--max-batches", type=int, default=None, help="Stop after N batches (smoke runs; resume later).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="imagebind_huge.pth (default: the weights registry's cache).")
+@click.option("--debug-weights", is_flag=True, help="Seeded random tiny ImageBind (scores are meaningless).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def score(csv_path: str, videos: str, out_dir: str, pattern: str, preset: str, device: str | None,
+          dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
+          shard_spec: str, silence_threshold: float | None, min_duration: float | None, max_batches: int | None,
+          checkpoint: str | None, debug_weights: bool, no_progress: bool, as_json: bool) -> None:
+    """Score every clip of CSV found under VIDEOS with ImageBind; one row per clip (failures included) in OUT."""
+    overrides = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": workers,
+                 "batches_per_shard": batches_per_shard, "silence_threshold": silence_threshold,
+                 "min_duration": min_duration}
+    cfg = ScoringConfig.preset(preset).replace(**{k: v for k, v in overrides.items() if v is not None})
+    if max_batches is not None and max_batches < 1:
+        raise click.BadParameter("--max-batches must be >= 1", param_hint="--max-batches")
+    shard = parse_shard(shard_spec)
+    index = index_clips(csv_path, videos, pattern)
+    s = score_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights, shard=shard,
+                    max_batches=max_batches, progress=not no_progress)
+    info = {"shard": f"{shard[0]}/{shard[1]}", "in_shard": s.in_shard, "skipped": s.skipped, "scored": s.scored,
+            "remaining": s.remaining, "statuses": s.statuses, "clips_per_second": round(s.clips_per_second, 3),
+            "seconds": round(s.seconds, 3), "stopped_early": s.stopped_early, "shards": [str(p) for p in s.shards],
+            "debug_weights": s.debug_weights, "out": out_dir}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    tag = "DEBUG WEIGHTS: " if debug_weights else ""
+    click.echo(f"{tag}shard {info['shard']}: {s.scored} clips scored ({s.clips_per_second:.2f} clips/s), "
+               f"{s.skipped} already done, {s.remaining} remaining; status {s.statuses} -> {out_dir}")

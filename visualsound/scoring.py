@@ -1,0 +1,392 @@
+"""The VisualSound scoring job: ImageBind audio-visual scores for every clip of a VGGSound index.
+
+Pipeline (one process per GPU or machine; ``--shard i/n`` splits the work)::
+
+    index (csv rows + expected paths)  --shard i/n (hash of clip id)-->  minus clips already scored in OUT
+      -> ClipDataset: DataLoader workers decode + preprocess one clip each (`preprocess_clip`) and return either
+         tensors (video [15, 3, 2, 224, 224], audio [3, 1, 128, 204]) or a failure row (status + reason)
+      -> collate: ok clips stacked to video [B, 15, 3, 2, 224, 224], audio [B, 3, 1, 128, 204]; failures ride along
+      -> ImageBindAV.score on the device (fp32 by default, bf16 / fp16 optional)  -> scores [B]
+      -> a Parquet shard (`visualsound.scores_io.write_shard`: atomic, unique name) every `batches_per_shard`
+         batches; at the end of a run its shards are compacted into one.
+
+Guarantees:
+
+- every clip of the shard gets exactly one row (score, decode facts, status, reason); a bad file never stops the
+  job: a `ClipError` becomes its status (missing, corrupt, truncated, no_audio, no_video, silent, too_short),
+  any other worker exception becomes status ``error`` with the exception text as reason;
+- resumable: a re-run skips clip ids already in OUT (``error`` rows are retried); a job killed at any moment
+  (even SIGKILL) loses at most the batches not yet written (one batch with the default `batches_per_shard=1`)
+  and never leaves a partial shard. Duplicates that a retry or a killed compaction may leave in the raw shards
+  are resolved by `visualsound.scores_io.read_scores` (ok first, then the newest shard);
+- a scores folder never mixes recipes: a run refuses an OUT whose shards name another ``score_version``,
+  ``checkpoint_sha256``, ``debug_weights`` or ``dtype``;
+- the partition of ``--shard i/n`` depends only on the clip id (`shard_of`), so any set of machines computes
+  the same split and `visualsound merge` recombines their folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from visualsound.errors import ConfigError, ToolkitError
+from visualsound.scores_io import STATUSES, done_clip_ids, list_shards, write_shard
+from visualsound.utils.config import FrozenConfig, register_preset
+
+log = logging.getLogger(__name__)
+
+# Tag of the scoring recipe (exact VisualSound preprocessing + ImageBind-huge cosine score); bump it whenever a
+# change could move a score, so that old and new scores are never mixed in one folder.
+SCORE_VERSION = "imagebind-visualsound-v1"
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEBUG_CHECKPOINT_TAG = "debug-weights"
+# Shard metadata keys that must agree between a run and the shards already in its output folder.
+RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype")
+FACT_COLUMNS = ("video_fps", "duration", "audio_sample_rate", "audio_channels", "num_frames")
+INDEX_COLUMNS = ("clip_id", "youtube_id", "start_seconds", "label", "split", "path")
+
+
+class ScoringError(ToolkitError):
+    """The scoring job cannot run: a bad ``--shard``, an index without the needed columns, or an output folder
+    holding scores of another recipe."""
+
+
+@dataclass(frozen=True)
+class ScoringConfig(FrozenConfig):
+    """Knobs of one scoring run (the model and preprocessing are fixed by `SCORE_VERSION`).
+
+    ``silence_threshold``: mark clips whose audio peak is at or below it ``silent`` (None: score them, as
+    VisualSound did). ``min_duration``: mark clips whose video or audio is shorter (seconds) ``too_short``
+    (0: score every decodable clip, as VisualSound did). ``retry_statuses``: statuses a resumed run scores again.
+    """
+
+    batch_size: int = 16
+    workers: int = 4
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batches_per_shard: int = 1
+    prefetch_factor: int = 2
+    silence_threshold: float | None = None
+    min_duration: float = 0.0
+    retry_statuses: tuple[str, ...] = ("error",)
+    compact: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batches_per_shard < 1 or self.prefetch_factor < 1:
+            raise ConfigError(f"ScoringConfig: batch_size ({self.batch_size}), batches_per_shard "
+                              f"({self.batches_per_shard}) and prefetch_factor ({self.prefetch_factor}) must be >= 1")
+        if self.workers < 0:
+            raise ConfigError(f"ScoringConfig: workers must be >= 0, got {self.workers}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"ScoringConfig: dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
+        if self.min_duration < 0:
+            raise ConfigError(f"ScoringConfig: min_duration must be >= 0, got {self.min_duration}")
+        unknown = [s for s in self.retry_statuses if s not in STATUSES]
+        if unknown:
+            raise ConfigError(f"ScoringConfig: unknown retry statuses {unknown}; known {STATUSES}")
+
+
+DEFAULT = register_preset(ScoringConfig, "default", ScoringConfig())
+GPU = register_preset(ScoringConfig, "gpu", ScoringConfig(batch_size=32, workers=12, device="cuda"))
+TINY = register_preset(ScoringConfig, "tiny", ScoringConfig(batch_size=2, workers=0))
+
+
+# ------------------------------------------------------------------------------------------------ partition
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ScoringError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}")
+    i, n = int(parts[0]), int(parts[1])
+    if n < 1 or not 0 <= i < n:
+        raise ScoringError(f"--shard {spec!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_of(clip_id: str, num_shards: int) -> int:
+    """The shard (0 .. num_shards-1) of a clip: first 8 bytes of sha1(clip id) mod `num_shards` (stable across
+    machines, Python versions and csv orders)."""
+    return int.from_bytes(hashlib.sha1(clip_id.encode("utf-8")).digest()[:8], "big") % num_shards
+
+
+def select_shard(index: pd.DataFrame, shard: tuple[int, int]) -> pd.DataFrame:
+    """The rows of `index` (with a ``clip_id`` column) that belong to ``shard = (i, n)``, in index order."""
+    i, n = shard
+    if n == 1:
+        return index.reset_index(drop=True)
+    keep = [shard_of(c, n) == i for c in index["clip_id"]]
+    return index.loc[keep].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def _empty_facts() -> dict[str, Any]:
+    return {c: None for c in FACT_COLUMNS}
+
+
+def _probe_facts(path: str) -> dict[str, Any]:
+    """Decode facts of a clip that failed preprocessing, from `media.probe` (nulls where probing fails too)."""
+    from visualsound.media import MediaError, probe
+
+    try:
+        info = probe(path)
+    except MediaError as e:  # the clip's status is already recorded; only the facts stay unknown
+        log.debug("no decode facts for %s: %s", path, e)
+        return _empty_facts()
+    return {"video_fps": info.fps, "duration": info.duration, "audio_sample_rate": info.sample_rate,
+            "audio_channels": info.channels, "num_frames": info.num_frames}
+
+
+def load_item(record: Mapping[str, Any], silence_threshold: float | None = None,
+              min_duration: float = 0.0) -> dict[str, Any]:
+    """Decode + preprocess one clip (runs in a DataLoader worker).
+
+    Returns ``{"row": dict, "video": [15, 3, 2, 224, 224] | None, "audio": [3, 1, 128, 204] | None}``; the row
+    holds the index fields, the decode facts, ``status`` ("ok" until scored, else the failure) and ``reason``.
+    Never raises for a bad clip: every exception becomes a failure row.
+    """
+    from visualsound.imagebind import ClipError, preprocess_clip
+
+    row: dict[str, Any] = {c: record[c] for c in INDEX_COLUMNS}
+    row.update(_empty_facts(), score=math.nan, status="ok", reason="")
+    path = str(record["path"])
+    if not record.get("exists", True):
+        row.update(status="missing", reason=f"{path}: file not found")
+        return {"row": row, "video": None, "audio": None}
+    try:
+        video, audio, facts = preprocess_clip(path, silence_threshold=silence_threshold)
+    except ClipError as e:
+        row.update(status=e.status, reason=str(e))
+        if e.status != "missing":
+            row.update(_probe_facts(path))
+        return {"row": row, "video": None, "audio": None}
+    except Exception as e:  # noqa: BLE001 - a bad file must never stop the job: it becomes an "error" row
+        log.warning("unexpected failure on %s: %s: %s", path, type(e).__name__, e)
+        row.update(status="error", reason=f"{type(e).__name__}: {e}")
+        row.update(_probe_facts(path))
+        return {"row": row, "video": None, "audio": None}
+    row.update({c: facts[c] for c in FACT_COLUMNS})
+    audio_seconds = facts["audio_num_samples"] / facts["audio_sample_rate"]
+    if min(facts["duration"], audio_seconds) < min_duration:
+        row.update(status="too_short", reason=f"{path}: video {facts['duration']:.3f} s, audio {audio_seconds:.3f} s;"
+                                              f" minimum {min_duration:g} s")
+        return {"row": row, "video": None, "audio": None}
+    return {"row": row, "video": video, "audio": audio}
+
+
+class ClipDataset(Dataset):
+    """Index records -> `load_item` outputs (decoding happens in whichever process calls ``__getitem__``)."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], silence_threshold: float | None = None,
+                 min_duration: float = 0.0) -> None:
+        self.records = list(records)
+        self.silence_threshold = silence_threshold
+        self.min_duration = min_duration
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return load_item(self.records[i], self.silence_threshold, self.min_duration)
+
+
+def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`load_item` outputs -> ``{"rows": [B] dicts, "ok": indices of rows with tensors, "video": [B_ok, 15, 3, 2,
+    224, 224] | None, "audio": [B_ok, 3, 1, 128, 204] | None}``."""
+    ok = [i for i, it in enumerate(items) if it["video"] is not None]
+    return {"rows": [it["row"] for it in items], "ok": ok,
+            "video": torch.stack([items[i]["video"] for i in ok]) if ok else None,
+            "audio": torch.stack([items[i]["audio"] for i in ok]) if ok else None}
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # parallelism comes from the workers; avoid N workers x M threads oversubscription
+
+
+# ------------------------------------------------------------------------------------------------ the job
+@dataclass
+class ScoringSummary:
+    """What a run did: clips in its shard, skipped as already done, scored now, status counts, shard files."""
+
+    shard: tuple[int, int]
+    in_shard: int
+    skipped: int
+    scored: int
+    statuses: dict[str, int] = field(default_factory=dict)
+    shards: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    loop_seconds: float = 0.0
+    stopped_early: bool = False
+    debug_weights: bool = False
+
+    @property
+    def clips_per_second(self) -> float:
+        """Throughput of the decode + score loop (model loading and checkpoint hashing excluded)."""
+        return self.scored / self.loop_seconds if self.loop_seconds > 0 else 0.0
+
+    @property
+    def remaining(self) -> int:
+        return self.in_shard - self.skipped - self.scored
+
+
+def _existing_recipes(out_dir: Path) -> dict[str, set[str]]:
+    """Recipe metadata (`RECIPE_KEYS`) of the shards already in `out_dir`, read from their Parquet footers."""
+    found: dict[str, set[str]] = {}
+    if not out_dir.is_dir():
+        return found
+    for p in list_shards(out_dir):
+        meta = pq.read_schema(p).metadata or {}
+        for k in RECIPE_KEYS:
+            v = meta.get(k.encode())
+            if v is not None:
+                found.setdefault(k, set()).add(v.decode())
+    return found
+
+
+def check_recipe(out_dir: str | os.PathLike, meta: Mapping[str, str]) -> None:
+    """Raise `ScoringError` if shards in `out_dir` were scored with another recipe than `meta`."""
+    for k, values in _existing_recipes(Path(out_dir)).items():
+        if values != {str(meta[k])}:
+            raise ScoringError(f"{out_dir} holds scores with {k}={sorted(values)}, this run has {k}={meta[k]}; "
+                               "use another --out folder (scores of different recipes must not be mixed)")
+
+
+def _checkpoint_digest(checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[Path | None, str]:
+    if debug_weights:
+        if checkpoint is not None:
+            raise ConfigError("pass either a checkpoint or debug weights, not both")
+        return None, DEBUG_CHECKPOINT_TAG
+    from visualsound.imagebind.checkpoint import WEIGHTS_NAME
+    from visualsound.weights import file_digest, resolve
+
+    path = resolve(WEIGHTS_NAME, checkpoint)
+    log.info("hashing %s", path)
+    return path, file_digest(path)
+
+
+def _compact(paths: list[Path], out_dir: Path, meta: Mapping[str, str]) -> Path:
+    """Rewrite this run's shards as one shard (atomic), then delete them. A kill in between leaves identical
+    duplicate rows, which `read_scores` resolves."""
+    tables = [pq.read_table(p) for p in paths]
+    frame = pa.concat_tables(tables).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    combined = write_shard(frame, out_dir, meta=meta)
+    for p in paths:
+        p.unlink()
+    log.info("compacted %d shards (%d rows) into %s", len(paths), len(frame), combined)
+    return combined
+
+
+def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: ScoringConfig | None = None, *,
+                checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
+                shard: tuple[int, int] = (0, 1), max_batches: int | None = None,
+                progress: bool = True) -> ScoringSummary:
+    """Score the clips of `index` that belong to `shard` and are not yet in `out_dir`; write shards there.
+
+    `index`: one row per clip with columns ``clip_id, youtube_id, start_seconds, label, split, path`` and
+    optionally ``exists`` (`visualsound.vggsound.index_clips`). `max_batches` stops after that many batches
+    (an interrupted run, for tests and smoke runs). Returns a `ScoringSummary`.
+    """
+    cfg = config or DEFAULT
+    t0 = time.perf_counter()
+    missing_cols = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing_cols:
+        raise ScoringError(f"clip index lacks columns {missing_cols}; build it with vggsound.index_clips")
+    out = Path(out_dir)
+    part = select_shard(index, shard)
+    done = done_clip_ids(out, retry_statuses=cfg.retry_statuses)
+    todo = part.loc[~part["clip_id"].isin(done)]
+    summary = ScoringSummary(shard=shard, in_shard=len(part), skipped=len(part) - len(todo), scored=0,
+                             debug_weights=debug_weights)
+    log.info("shard %d/%d: %d clips, %d already scored, %d to do", shard[0], shard[1], len(part), summary.skipped,
+             len(todo))
+    if todo.empty:
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
+    meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
+            "dtype": cfg.dtype}
+    check_recipe(out, meta)
+    from visualsound import __version__
+    from visualsound.imagebind import load_imagebind
+
+    meta["software_version"] = __version__
+    device = torch.device(cfg.device)
+    dtype = DTYPES[cfg.dtype]
+    model = load_imagebind(ckpt_path, debug_weights=debug_weights, device=device, dtype=dtype)
+
+    cols = [c for c in (*INDEX_COLUMNS, "exists") if c in todo.columns]
+    records = todo.loc[:, cols].to_dict("records")
+    dataset = ClipDataset(records, cfg.silence_threshold, cfg.min_duration)
+    loader_kw: dict[str, Any] = {"batch_size": cfg.batch_size, "shuffle": False, "num_workers": cfg.workers,
+                                 "collate_fn": collate_items, "pin_memory": device.type == "cuda"}
+    if cfg.workers > 0:  # out of order: a slow file delays only its own batch, never the ones behind it
+        loader_kw.update(prefetch_factor=cfg.prefetch_factor, in_order=False, worker_init_fn=_worker_init)
+    loader = DataLoader(dataset, **loader_kw)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(records), unit="clip", disable=not progress, dynamic_ncols=True, smoothing=0.05,
+               desc=f"score {shard[0]}/{shard[1]}")
+    pending: list[dict[str, Any]] = []
+    t_loop = time.perf_counter()
+    run_shards: list[Path] = []
+    counts: Counter[str] = Counter()
+
+    def flush() -> None:
+        if pending:
+            run_shards.append(write_shard(pending, out, meta=meta))
+            pending.clear()
+
+    try:
+        with torch.inference_mode():
+            for b, batch in enumerate(loader):
+                rows = batch["rows"]
+                if batch["ok"]:
+                    video = batch["video"].to(device=device, dtype=dtype, non_blocking=True)
+                    audio = batch["audio"].to(device=device, dtype=dtype, non_blocking=True)
+                    scores = model.score(video, audio).float().cpu().tolist()
+                    for i, s in zip(batch["ok"], scores):
+                        if math.isfinite(s):
+                            rows[i]["score"] = s
+                        else:
+                            rows[i].update(status="error", reason=f"non-finite score {s} (dtype {cfg.dtype})")
+                for r in rows:
+                    r.update(score_version=SCORE_VERSION, debug_weights=debug_weights)
+                    counts[r["status"]] += 1
+                pending.extend(rows)
+                summary.scored += len(rows)
+                if (b + 1) % cfg.batches_per_shard == 0:
+                    flush()
+                bar.set_postfix(ok=counts["ok"], failed=sum(counts.values()) - counts["ok"], refresh=False)
+                bar.update(len(rows))
+                if max_batches is not None and b + 1 >= max_batches and summary.scored < len(records):
+                    summary.stopped_early = True
+                    log.info("stopping after %d batches (max_batches)", b + 1)
+                    break
+    finally:
+        flush()  # rows of completed batches are whole: keep them even when interrupted
+        bar.close()
+        summary.loop_seconds = time.perf_counter() - t_loop
+    if cfg.compact and len(run_shards) > 1:
+        run_shards = [_compact(run_shards, out, meta)]
+    summary.statuses = dict(sorted(counts.items()))
+    summary.shards = run_shards
+    summary.seconds = time.perf_counter() - t0
+    log.info("shard %d/%d: scored %d clips in %.1f s (%.2f clips/s), statuses %s", shard[0], shard[1],
+             summary.scored, summary.seconds, summary.clips_per_second, summary.statuses)
+    return summary
