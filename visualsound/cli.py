@@ -12,6 +12,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "merge": "visualsound.commands.merge:merge",
     "probe": "visualsound.commands.probe:probe",
     "report": "visualsound.commands.report:report",
+    "score": "visualsound.commands.score:score",
     "synth": "visualsound.commands.synth:synth",
 }
 
