@@ -7,6 +7,7 @@ Each subcommand lives in its own module and is imported only when used; register
 from visualsound.utils.cli import make_main
 
 LAZY_COMMANDS: dict[str, str] = {
+    "generate": "vaura.commands.generate:generate",
 }
 
 main = make_main("vaura", __doc__.splitlines()[0], LAZY_COMMANDS)
