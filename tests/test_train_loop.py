@@ -28,7 +28,7 @@ class PatternWindows(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(seed)
         table = torch.randint(0, 1024, (n, 9, period), generator=g)
         self.codes = table[:, :, torch.arange(frames) % period]
-        self.visual = torch.randn(n, 32, 768, generator=g)
+        self.visual = torch.randn(n, 32, 32, generator=g)  # the tiny preset's 32-d visual features
         self.epochs: list[int] = []
 
     def set_epoch(self, epoch: int) -> None:
@@ -42,7 +42,7 @@ class PatternWindows(torch.utils.data.Dataset):
 
 
 def tiny_cfg(*overrides: str) -> TrainConfig:
-    base = ["model_overrides=[cond_drop=0.0]", "data.batch_size=2", "log_every=1", "val_every=0",
+    base = ["model_overrides=[visual_dim=32, cond_drop=0.0]", "data.batch_size=2", "log_every=1", "val_every=0",
             "ckpt_every=1000"]
     return TrainConfig.preset("tiny").with_overrides([*base, *overrides])
 
@@ -83,7 +83,7 @@ def _run(cfg: TrainConfig, out, data, resume: bool = False) -> Trainer:
 
 def test_resume_is_bit_identical(tmp_path):
     data = PatternWindows(5)  # 5 clips, batch 2: epochs roll over mid-run (2 batches per epoch)
-    cfg = tiny_cfg("max_steps=6", "grad_accum=1", "model_overrides=[cond_drop=0.5]")
+    cfg = tiny_cfg("max_steps=6", "grad_accum=1", "model_overrides=[visual_dim=32, cond_drop=0.5]")
     straight = _run(cfg, tmp_path / "a", data)
     half = _run(cfg.replace(max_steps=3), tmp_path / "b", data)
     assert (tmp_path / "b" / "last.pt").exists()
@@ -100,7 +100,12 @@ def test_resume_is_bit_identical(tmp_path):
     assert [int(r["step"]) for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "b" / "loss_curve.png").stat().st_size > 0
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
-    assert ck["step"] == 6 and ck["model_config"]["n_layer"] == 2 and ck["train_config"]["max_steps"] == 6
+    assert ck["training"]["step"] == 6 and ck["config"]["n_layer"] == 2
+    assert ck["training"]["train_config"]["max_steps"] == 6
+    from vaura.checkpoint import load_checkpoint as load_for_generation
+
+    model, meta = load_for_generation(tmp_path / "b" / "last.pt")  # what `vaura generate` reads
+    assert meta["step"] == 6 and all(torch.equal(v, sb[k]) for k, v in model.state_dict().items())
     # changing the recipe on resume is refused
     bad = Trainer(cfg.with_overrides(["optim.lr=1.0"]), tmp_path / "b", make_model(cfg), data)
     with pytest.raises(ConfigError, match="optim.lr"):
@@ -174,7 +179,8 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     ss = single.model.state_dict()
     assert max((ss[k] - r0["state"][k]).abs().max().item() for k in ss) < 1e-4
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
-    assert ck["world_size"] == 2 and len(ck["rng"]) == 2 and len(ck["positions"]) == 2
+    tr = ck["training"]
+    assert tr["world_size"] == 2 and len(tr["rng"]) == 2 and len(tr["positions"]) == 2
 
 
 def test_dist_info_defaults():

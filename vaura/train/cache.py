@@ -44,7 +44,6 @@ from vaura.train.data import (
     clip_duration,
     decode_window,
     grid_starts,
-    normalize_video,
     spatial_transform,
 )
 from visualsound.errors import ToolkitError
@@ -74,8 +73,8 @@ def module_checksum(module: torch.nn.Module) -> str:
 class FrozenModels:
     """The frozen visual encoder and audio codec with their identities (name, checksum, debug flag).
 
-    ``visual_fn(video float [B, 64, 3, 224, 224]) -> [B, 32, 768]`` and ``codes_fn(audio [B, 1, N]) -> int64
-    [B, K, T]`` run without gradients on the models' device.
+    ``visual_fn(video uint8 [B, 64, 3, 224, 224]) -> [B, 32, 768]`` (normalising as the encoder expects) and
+    ``codes_fn(audio [B, 1, N]) -> int64 [B, K, T]`` run without gradients on the models' device.
     """
 
     visual_fn: Callable[[torch.Tensor], torch.Tensor]
@@ -83,11 +82,13 @@ class FrozenModels:
     encoder_id: dict[str, Any]
     codec_id: dict[str, Any]
     device: torch.device
+    visual_dim: int = 768
 
     @torch.no_grad()
-    def visual(self, video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    def visual(self, video: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, 64, 3, 224, 224]`` -> float32 features ``[B, 32, 768]``."""
-        return self.visual_fn(normalize_video(video.to(self.device), cfg)).float()
+        assert video.dtype == torch.uint8 and video.dim() == 5, f"video must be uint8 [B, T, 3, H, W]: {video.shape}"
+        return self.visual_fn(video.to(self.device)).float()
 
     @torch.no_grad()
     def codes(self, audio: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ def window_grid(cfg: DataConfig) -> dict[str, Any]:
     """The frame/sample grid a cache was built for; training refuses a cache with a different one."""
     return {"clip_seconds": cfg.clip_seconds, "fps": cfg.fps, "num_frames": cfg.num_frames,
             "sample_rate": cfg.sample_rate, "num_samples": cfg.num_samples, "resize": cfg.resize, "crop": cfg.crop,
-            "norm_mean": list(cfg.norm_mean), "norm_std": list(cfg.norm_std), "start_margin": cfg.start_margin}
+            "start_margin": cfg.start_margin}
 
 
 def _manifest_core(models: FrozenModels, cfg: DataConfig, clips: Sequence[ClipRef], starts: str,
@@ -211,7 +212,7 @@ def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenMode
                 continue
             video, audio = _windows(item, cfg)
             for j in range(0, video.shape[0], window_batch):
-                feats.append(models.visual(video[j:j + window_batch], cfg).cpu())
+                feats.append(models.visual(video[j:j + window_batch]).cpu())
                 codes.append(models.codes(audio[j:j + window_batch]).cpu())
             rows += [{"clip": item["clip_id"], "start": st} for st in item["starts"]]
             done += 1

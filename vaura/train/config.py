@@ -40,7 +40,11 @@ class OptimConfig(FrozenConfig):
 
 @dataclass(frozen=True)
 class DataConfig(FrozenConfig):
-    """Clip windows, video transforms and loader settings (per process)."""
+    """Clip windows, video transforms and loader settings (per process).
+
+    Frames are normalised as Segment AVCLIP expects, ``(x / 255 - 0.5) / 0.5``, by the visual encoder's own
+    preprocessing (`vaura.synchformer.preprocess_video_for_vaura`), so cached and generated features agree.
+    """
 
     batch_size: int = 12                   # per process (the release: 12 per GPU x 4 GPUs)
     num_workers: int = 16
@@ -50,8 +54,6 @@ class DataConfig(FrozenConfig):
     resize: int = 256                      # short side before the crop
     crop: int = 224
     flip_prob: float = 0.5                 # training only
-    norm_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)   # Segment AVCLIP input normalisation
-    norm_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     start_margin: float = 0.01             # random starts stay this far from the clip end (the release's EPS)
     start_grid: float = 0.64               # cached mode: window starts are multiples of this (16 frames)
 
@@ -107,6 +109,7 @@ class TrainConfig(FrozenConfig):
 PAPER = register_preset(TrainConfig, "paper", TrainConfig())
 TINY = register_preset(TrainConfig, "tiny", TrainConfig(
     model="tiny",
+    model_overrides=("visual_dim=32",),    # the debug Segment AVCLIP encoder gives 32-d features
     optim=OptimConfig(lr=3e-3, warmup_steps=10, total_steps=400),
     data=DataConfig(batch_size=4, num_workers=0),
     precision="fp32",

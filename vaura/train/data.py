@@ -318,7 +318,7 @@ def spatial_transform(frames: torch.Tensor, cfg: DataConfig, train: bool,
                       rng: np.random.Generator | None = None) -> torch.Tensor:
     """Resize the short side to ``cfg.resize`` then random crop + flip (train) or centre crop (eval).
 
-    frames uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, crop, crop]`` (normalise later with `normalize_video`).
+    frames uint8 ``[T, H, W, 3]`` -> uint8 ``[T, 3, crop, crop]`` (the encoder's preprocessing normalises).
     """
     x = resize_short_side(frames, cfg.resize)
     _, _, h, w = x.shape
@@ -330,13 +330,6 @@ def spatial_transform(frames: torch.Tensor, cfg: DataConfig, train: bool,
     else:
         top, left, flip = (h - cfg.crop) // 2, (w - cfg.crop) // 2, False
     return crop_frames(x, cfg.crop, top, left, flip)
-
-
-def normalize_video(video: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` -> float32 ``(x / 255 - mean) / std`` (Segment AVCLIP: mean = std = 0.5)."""
-    mean = torch.tensor(cfg.norm_mean, device=video.device).view(3, 1, 1)
-    std = torch.tensor(cfg.norm_std, device=video.device).view(3, 1, 1)
-    return (video.float() / 255.0 - mean) / std
 
 
 def fit_length(x: torch.Tensor, n: int, what: str, tolerance: int) -> torch.Tensor:

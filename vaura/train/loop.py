@@ -37,7 +37,9 @@ from visualsound.utils.checkpoint import safe_torch_load
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "vaura-train-checkpoint"
+# the model engineer's self-describing format (`vaura.checkpoint`): `vaura generate --checkpoint runs/X/last.pt`
+# reads format/version/config/state_dict/metadata; the extra "training" entry holds the resumable state
+CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
 RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_best",
@@ -107,12 +109,13 @@ class Trainer:
                  train_set: torch.utils.data.Dataset, val_set: torch.utils.data.Dataset | None = None,
                  frozen: FrozenModels | None = None, dist_info: DistInfo | None = None,
                  debug_weights: bool = False, record_history: bool = False,
-                 find_unused_parameters: bool = False) -> None:
+                 find_unused_parameters: bool = False, metadata: dict[str, Any] | None = None) -> None:
         self.cfg, self.out = cfg, Path(out_dir)
         self.info = dist_info or DistInfo()
         self.device = self.info.device
         self.frozen, self.train_set, self.val_set = frozen, train_set, val_set
         self.debug_weights = debug_weights
+        self.metadata = dict(metadata or {})  # stored in checkpoints (e.g. encoder/codec identities)
         seed_everything(cfg.seed + self.info.rank)
         self.model = model.to(self.device)
         self.ddp_model: torch.nn.Module = self.model
@@ -172,7 +175,7 @@ class Trainer:
             return batch["codes"].to(self.device, non_blocking=True), batch["visual"].to(self.device)
         if self.frozen is None:
             raise ConfigError("decoded clips need the frozen encoder and codec (on-the-fly mode)")
-        return self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"], self.cfg.data)
+        return self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"])
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -308,15 +311,18 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state(self, rng: list[Any], positions: list[Any]) -> dict[str, Any]:
+        """The checkpoint blob: `vaura.checkpoint`'s fields plus ``training`` (everything resume needs)."""
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "model": self.model.state_dict(), "model_config": self.model.cfg.to_dict(),
-            "train_config": self.cfg.to_dict(), "debug_weights": self.debug_weights,
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(), "step": self.step, "world_size": self.info.world,
-            "positions": positions, "rng": rng, "best": self.best,
-            "counters": {"nonfinite": self.nonfinite, "scaler_skips": self.scaler_skips,
-                         "bad_clips": self.bad_clips},
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.model.cfg.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "metadata": {"debug_weights": self.debug_weights, "step": self.step, **self.metadata},
+            "training": {
+                "train_config": self.cfg.to_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                "world_size": self.info.world, "positions": positions, "rng": rng, "best": self.best,
+                "counters": {"nonfinite": self.nonfinite, "scaler_skips": self.scaler_skips,
+                             "bad_clips": self.bad_clips},
+            },
         }
 
     def save(self, names: list[str]) -> None:
@@ -331,7 +337,8 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike) -> None:
         """Restore everything `save` wrote; the run then continues exactly where it stopped."""
-        ck = load_checkpoint(path)
+        blob = load_checkpoint(path)
+        ck = blob["training"]
         if ck["world_size"] != self.info.world:
             raise CheckpointError(f"{path} was written by {ck['world_size']} processes, this run has "
                                   f"{self.info.world}; exact resume needs the same number")
@@ -340,7 +347,7 @@ class Trainer:
         if set(diff) - RESUMABLE_CHANGES:
             raise ConfigError(f"cannot resume {path}: the config changed in {sorted(set(diff) - RESUMABLE_CHANGES)}"
                               f" (only {sorted(RESUMABLE_CHANGES)} may change)")
-        self.model.load_state_dict(ck["model"])
+        self.model.load_state_dict(blob["state_dict"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
@@ -406,8 +413,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     ck = safe_torch_load(path, map_location="cpu")
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a vaura training checkpoint")
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or "training" not in ck:
+        raise CheckpointError(f"{path} is not a vaura training checkpoint (written by `vaura train`)")
     if ck.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {ck.get('version')} != {CHECKPOINT_VERSION}")
     return ck
