@@ -119,3 +119,22 @@ def test_shape_asserts_name_the_shape():
         model.vision(torch.zeros(2, 3, 2, 112, 112))
     with pytest.raises(AssertionError, match="B, S"):
         model.embed_audio(torch.zeros(3, 1, 128, 204))
+
+
+@torch.no_grad()
+def test_low_precision_model_takes_fp32_inputs():
+    model = load_imagebind(debug_weights=True, dtype=torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(1, 15, 3, 2, 224, 224, generator=gen)
+    audio = torch.randn(1, 3, 1, 128, 204, generator=gen)
+    ref = load_imagebind(debug_weights=True).score(video, audio)
+    out = model.score(video, audio)
+    assert out.dtype == torch.float32 and abs(out.item() - ref.item()) < 0.05
+
+
+def test_default_checkpoint_comes_from_the_registry(tmp_path, monkeypatch):
+    from visualsound.weights import WeightsNotFoundError
+
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match="imagebind_huge"):
+        load_imagebind()

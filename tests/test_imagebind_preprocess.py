@@ -117,13 +117,16 @@ def test_tiny_model_score_from_own_preprocessing(clip: str, processed: dict):
 
 # ------------------------------------------------------------------------------------------- selective decode
 def _write_clip(path: Path, seconds: float, fps: int, size: tuple[int, int], gop: int, bframes: int,
-                audio: bool = True, video: bool = True, sample_rate: int = 22050) -> None:
+                audio: bool = True, video: bool = True, sample_rate: int = 22050, x264_params: str = "") -> None:
     """A small H.264 (+ AAC) clip whose frames all differ (moving gradient + frame-number bars)."""
     h, w = size
     with av.open(str(path), "w") as out:
         if video:
-            vs = out.add_stream("libx264", rate=fps, options={"g": str(gop), "bf": str(bframes), "crf": "30",
-                                                              "preset": "ultrafast" if bframes == 0 else "fast"})
+            options = {"g": str(gop), "bf": str(bframes), "crf": "30",
+                       "preset": "ultrafast" if bframes == 0 else "fast"}
+            if x264_params:
+                options["x264-params"] = x264_params
+            vs = out.add_stream("libx264", rate=fps, options=options)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         if audio:
             aus = out.add_stream("aac", rate=sample_rate, layout="stereo")
@@ -153,10 +156,11 @@ def _decode_all_rgb(path: Path) -> list[np.ndarray]:
     return [f for _, f in frames]
 
 
-@pytest.mark.parametrize("seconds,fps,gop,bframes", [(7.3, 24, 12, 2), (3.0, 30, 250, 3), (1.5, 25, 5, 0)])
-def test_selective_decode_equals_whole_file_decode(tmp_path: Path, seconds, fps, gop, bframes):
+@pytest.mark.parametrize("seconds,fps,gop,bframes,x264_params", [
+    (7.3, 24, 12, 2, ""), (3.0, 30, 250, 3, ""), (1.5, 25, 5, 0, ""), (6.0, 25, 12, 3, "open-gop=1")])
+def test_selective_decode_equals_whole_file_decode(tmp_path: Path, seconds, fps, gop, bframes, x264_params):
     path = tmp_path / "clip.mp4"
-    _write_clip(path, seconds, fps, (48, 64), gop, bframes)
+    _write_clip(path, seconds, fps, (48, 64), gop, bframes, x264_params=x264_params)
     frames, waveform, facts = read_clip(path)
     full = _decode_all_rgb(path)
     assert facts["num_frames"] == len(full)

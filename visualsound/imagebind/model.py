@@ -159,17 +159,20 @@ class ImageBindAV(nn.Module):
         self.audio = AudioTower(cfg)
 
     def embed_vision(self, video: torch.Tensor) -> torch.Tensor:
-        """video: [B, S, 3, 2, 224, 224] (S = 15 views: 5 windows x 3 crops) -> [B, E], the mean of S unit
-        vectors."""
+        """video: [B, S, 3, 2, 224, 224] (S = 15 views: 5 windows x 3 crops) -> float32 [B, E], the mean of S unit
+        vectors. Inputs are cast to the model's dtype."""
         assert video.ndim == 6, f"embed_vision expects [B, S, 3, 2, H, W], got {tuple(video.shape)}"
         b, s = video.shape[:2]
-        return self.vision(video.flatten(0, 1)).reshape(b, s, -1).mean(dim=1)
+        x = video.flatten(0, 1).to(self.vision.cls_token.dtype)
+        return self.vision(x).reshape(b, s, -1).float().mean(dim=1)
 
     def embed_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio: [B, S, 1, 128, 204] (S = 3 windows) -> [B, E], the mean of S vectors of norm 20."""
+        """audio: [B, S, 1, 128, 204] (S = 3 windows) -> float32 [B, E], the mean of S vectors of norm 20. Inputs
+        are cast to the model's dtype."""
         assert audio.ndim == 5, f"embed_audio expects [B, S, 1, 128, 204], got {tuple(audio.shape)}"
         b, s = audio.shape[:2]
-        return self.audio(audio.flatten(0, 1)).reshape(b, s, -1).mean(dim=1)
+        x = audio.flatten(0, 1).to(self.audio.cls_token.dtype)
+        return self.audio(x).reshape(b, s, -1).float().mean(dim=1)
 
     def score(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of the averaged embeddings: video [B, 15, 3, 2, 224, 224], audio [B, 3, 1, 128, 204]

@@ -189,10 +189,12 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) ->
     """
     cc = stream.codec_context
     position = {pk.pts: i for i, pk in enumerate(packets)}
-    keyframes = [i for i, pk in enumerate(packets) if pk.is_keyframe] or [0]
+    keyframes = [(i, pk.pts) for i, pk in enumerate(packets) if pk.is_keyframe]
     runs: list[list[int]] = []
     for d in sorted(position[p] for p in wanted):
-        k = keyframes[max(np.searchsorted(keyframes, d, side="right") - 1, 0)]
+        # the last keyframe before the target in decode order that is not displayed after it (an open-GOP
+        # leading frame needs the previous GOP); the stream start if there is none
+        k = max((i for i, pts in keyframes if i <= d and pts <= packets[d].pts), default=0)
         if runs and k <= runs[-1][1]:
             runs[-1][1] = max(runs[-1][1], d)
         else:
