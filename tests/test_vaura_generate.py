@@ -1,0 +1,164 @@
+"""Whole-video generation: window schedule, short / long / odd-fps videos, the CLI and resumable batch mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vaura.generate import (
+    CODE_RATE,
+    GenerationError,
+    generate_codes_for_frames,
+    list_videos,
+    load_pipeline,
+    plan_windows,
+    total_frames,
+    window_frames,
+)
+from vaura.sampler import SamplingParams
+
+torch.set_num_threads(1)
+
+
+def make_clip(path: Path, seconds: float, fps: float, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+    from visualsound.media import write_video
+
+    n = int(round(seconds * fps))
+    frames = np.random.default_rng(seed).integers(0, 255, (n, *size, 3)).astype(np.uint8)
+    write_video(path, frames, fps)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline(debug_weights=True)
+
+
+@pytest.mark.parametrize("duration", [0.3, 1.0, 2.56, 2.6, 3.1, 5.0, 10.0, 17.3])
+def test_plan_covers_every_frame(duration: float) -> None:
+    plan = plan_windows(duration)
+    total = total_frames(duration)
+    assert plan[0].start == 0.0 and plan[0].prompt == 0
+    assert sum(w.n_frames - w.prompt for w in plan) >= total
+    assert sum(w.n_frames - w.prompt for w in plan[:-1]) < total
+    for w in plan:
+        assert w.prompt < w.n_frames <= 221
+    if duration <= 2.56:
+        assert len(plan) == 1 and plan[0].n_frames == total
+    else:
+        assert all(b.start - a.start == pytest.approx(55 / CODE_RATE) for a, b in zip(plan, plan[1:]))
+        assert all(w.prompt == 221 - 55 for w in plan[1:])
+
+
+def test_plan_rejects_bad_stride_and_duration() -> None:
+    with pytest.raises(GenerationError):
+        plan_windows(5.0, stride=3.0)
+    with pytest.raises(GenerationError):
+        plan_windows(5.0, stride=0.0)
+    with pytest.raises(GenerationError):
+        plan_windows(0.0)
+    assert total_frames(2.56) == 220
+
+
+def test_window_frames_pads_with_last_frame() -> None:
+    frames = torch.arange(10).view(10, 1, 1, 1).expand(10, 2, 2, 3).to(torch.uint8)
+    w = window_frames(frames, 0.2)  # frame 5 onwards
+    assert w.shape == (64, 2, 2, 3)
+    assert w[0, 0, 0, 0] == 5 and w[4, 0, 0, 0] == 9 and (w[5:, 0, 0, 0] == 9).all()
+
+
+def test_long_video_windows_continue_the_prompt(pipe) -> None:
+    """Chunked generation: each window's prompt is the previous window's codes after the stride."""
+    frames = torch.randint(0, 255, (80, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    calls = []
+    import vaura.generate as G
+
+    real = G.generate
+
+    def spy(model, feats, n, params, prompt=None, generator=None):
+        out = real(model, feats, n, params, prompt=prompt, generator=generator)
+        calls.append((n, None if prompt is None else prompt.clone(), out.codes.clone()))
+        return out
+
+    G.generate = spy
+    try:
+        codes, plan = generate_codes_for_frames(pipe, frames, 3.1, SamplingParams(cfg_scale=3.0, top_k=4),
+                                                num_samples=2, generator=torch.Generator().manual_seed(1))
+    finally:
+        G.generate = real
+    assert codes.shape == (2, 9, total_frames(3.1)) and len(plan) == len(calls) == 2
+    assert torch.equal(calls[1][1], calls[0][2][..., 55:])
+    assert torch.equal(calls[1][2][..., :166], calls[0][2][..., 55:])
+    assert torch.equal(codes[..., :221], calls[0][2])
+    assert torch.equal(codes[..., 221:], calls[1][2][..., 166:166 + total_frames(3.1) - 221])
+
+
+def test_cli_single_short_video_and_seed(tmp_path: Path) -> None:
+    from vaura.cli import main
+    from visualsound.media import probe
+
+    clip = make_clip(tmp_path / "short.mp4", 0.8, 30.0)
+    outs = []
+    for name in ("a", "b"):
+        res = CliRunner().invoke(main, ["generate", "--video", str(clip), "--out", str(tmp_path / f"{name}.mp4"),
+                                        "--debug-weights", "--seed", "3", "--top-k", "16"])
+        assert res.exit_code == 0, res.output
+        assert "DEBUG WEIGHTS" in res.output
+        outs.append(tmp_path / f"{name}.wav")
+    info = probe(tmp_path / "a.mp4")
+    assert info.has_audio and info.sample_rate == 44100
+    assert abs(info.num_samples / 44100 - 0.8) < 0.03
+    from visualsound.media import read_audio
+
+    assert torch.equal(read_audio(outs[0]), read_audio(outs[1]))
+    meta = json.loads((tmp_path / "a.json").read_text())
+    assert meta["debug_weights"] is True and meta["sampling"]["top_k"] == 16
+
+
+def test_cli_batch_resumable_with_failures(tmp_path: Path) -> None:
+    from vaura.cli import main
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    make_clip(src / "one.mp4", 0.5, 25.0)
+    (src / "broken.mp4").write_bytes(b"not a video at all")
+    out = tmp_path / "out"
+    args = ["generate", "--video", str(src), "--out", str(out), "--debug-weights", "--no-mux", "--greedy"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "generation.json").read_text())
+    status = {Path(i["video"]).name: i["status"] for i in summary["items"]}
+    assert status == {"one.mp4": "done", "broken.mp4": "failed"}
+    assert summary["debug_weights"] is True and (out / "one.wav").exists()
+    res = CliRunner().invoke(main, args)
+    summary = json.loads((out / "generation.json").read_text())
+    status = {Path(i["video"]).name: i["status"] for i in summary["items"]}
+    assert status == {"one.mp4": "skipped", "broken.mp4": "failed"}
+
+
+def test_list_videos_split_file(tmp_path: Path) -> None:
+    (tmp_path / "split.txt").write_text("a\n# comment\n\nsub/b.mkv\n")
+    assert list_videos(tmp_path / "split.txt") == [tmp_path / "a.mp4", tmp_path / "sub/b.mkv"]
+    assert list_videos(tmp_path / "split.txt", root="/data") == [Path("/data/a.mp4"), Path("/data/sub/b.mkv")]
+    with pytest.raises(GenerationError):
+        list_videos(tmp_path / "missing.mp4")
+
+
+def test_end_to_end_3_1_s_at_30_fps(tmp_path: Path, pipe) -> None:
+    from vaura.generate import generate_for_video, output_paths, write_outputs
+    from visualsound.media import probe
+
+    clip = make_clip(tmp_path / "clip.mp4", 3.1, 30.0)
+    res = generate_for_video(clip, pipe, seed=0)
+    assert res.audio.shape == (1, 1, round(3.1 * 44100)) and len(res.windows) == 2
+    paths = output_paths(tmp_path / "gen.mp4", tmp_path, 1)
+    write_outputs(clip, res, paths)
+    video, audio = probe(paths[0][1]), probe(paths[0][0])
+    assert video.has_video and video.has_audio and video.num_frames == 93
+    assert abs(video.num_samples / video.sample_rate - video.duration) < 0.05
+    assert audio.num_samples == round(3.1 * 44100)

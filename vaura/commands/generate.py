@@ -1,0 +1,89 @@
+"""`vaura generate`: audio for a video (wav + mp4 with the audio muxed on), or for a directory / split file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from vaura.sampler import SamplingParams
+
+
+@click.command("generate")
+@click.option("--video", "video", required=True, type=click.Path(exists=True),
+              help="Input video, a directory of videos, or a .txt split file (one path or id per line).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Output .mp4 for one video (the .wav is written next to it); an output folder otherwise.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="Released Lightning .ckpt / experiment folder, or our own checkpoint "
+                   "(default: the registry's vaura_release).")
+@click.option("--visual-checkpoint", type=click.Path(exists=True), default=None,
+              help="Segment AVCLIP checkpoint, only with our own checkpoints (default: registry avclip_vggsound).")
+@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
+              help="DAC 44 kHz weights, only with our own checkpoints (default: registry dac_44khz).")
+@click.option("--cfg-scale", type=float, default=6.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--top-k", type=int, default=128, show_default=True, help="Top-k sampling (0: off).")
+@click.option("--top-p", type=float, default=0.0, show_default=True, help="Top-p sampling (0: off; wins over top-k).")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Softmax temperature (0: greedy).")
+@click.option("--greedy", is_flag=True, help="Argmax decoding instead of sampling.")
+@click.option("--seed", type=int, default=None, help="Sampling seed (batch mode: seed + item index).")
+@click.option("--num-samples", type=int, default=1, show_default=True, help="Soundtracks per video.")
+@click.option("--stride", type=float, default=0.64, show_default=True,
+              help="Window stride in seconds for videos longer than 2.56 s.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Folder that relative entries of a split file are resolved against (default: its folder).")
+@click.option("--no-mux", is_flag=True, help="Write only the wav files.")
+@click.option("--overwrite", is_flag=True, help="Regenerate outputs that already exist (batch mode).")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--debug-weights", is_flag=True, help="Seeded random tiny models instead of the checkpoints.")
+def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
+             codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
+             greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
+             overwrite: bool, device: str, debug_weights: bool) -> None:
+    """Generate 44.1 kHz audio for VIDEO with V-AURA."""
+    from tqdm import tqdm
+
+    from vaura.generate import generate_batch, list_videos, load_pipeline
+    from visualsound.utils.atomic import atomic_write_json
+
+    if num_samples < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--num-samples")
+    params = SamplingParams(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, temperature=temperature,
+                            use_sampling=not greedy)
+    src = Path(video)
+    single = src.is_file() and src.suffix.lower() != ".txt"
+    if single and Path(out).suffix.lower() != ".mp4":
+        raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
+    pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
+                         visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
+    tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
+    settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
+                "checkpoint": pipe.source, "debug_weights": pipe.debug_weights, "device": device}
+    t0 = time.perf_counter()
+    if single:
+        from vaura.generate import generate_for_video, output_paths, write_outputs
+
+        out_path = Path(out)
+        paths = output_paths(out_path, out_path.parent, num_samples)
+        res = generate_for_video(src, pipe, params, num_samples, seed, stride)
+        write_outputs(src, res, paths, mux=not no_mux)
+        atomic_write_json(out_path.with_suffix(".json"), {
+            **settings, "video": str(src), "duration": res.duration, "windows": len(res.windows),
+            "outputs": [str(p) for pair in paths for p in (pair if not no_mux else pair[:1])]})
+        for wav, mp4 in paths:
+            click.echo(f"V-AURA{tag}: {wav}" + ("" if no_mux else f" and {mp4}") +
+                       f" ({res.duration:.2f} s, {len(res.windows)} windows, {time.perf_counter() - t0:.1f} s)")
+        return
+    videos = list_videos(src, root)
+    results = generate_batch(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
+                             skip_existing=not overwrite,
+                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"))
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    atomic_write_json(Path(out) / "generation.json", {**settings, "source": str(src), "counts": counts,
+                                                      "items": [r.to_dict() for r in results]})
+    click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed "
+               f"-> {out} ({time.perf_counter() - t0:.1f} s)")
+    for r in results:
+        if r.status == "failed":
+            click.echo(f"  failed {r.video}: {r.reason}", err=True)

@@ -1,0 +1,294 @@
+"""Video-to-audio generation for whole videos: loading the pipeline, windows over long / short / odd videos, and
+resumable batch mode.
+
+A video of any fps is read at 25 fps. Its audio length is ``int(duration * 86)`` DAC frames (the release's
+``scripts/generate.py`` rule; 220 frames for 2.56 s). Videos up to 2.56 s are one window. Longer ones are
+generated as the original's chunked generation: windows of 2.56 s every `stride` seconds (default 0.64 s); each
+window continues the previous window's codes after the first ``int(86 * stride)`` frames as its prompt and adds
+the rest (``ceil(86 * window) - prompt`` new frames). Every window's visual tokens come from its own 2.56 s of
+frames; frames past the end of the video repeat the last frame (short videos are padded the same way, and the
+audio is trimmed to the video's duration).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaura.codec import Codec
+from vaura.config import VAuraConfig
+from vaura.model import Transformer
+from vaura.sampler import SamplingParams, generate
+from visualsound.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+CODE_RATE = 86  # the release's COMPRESSION_MODEL_FRAME_RATE (44100 / 512 = 86.13)
+VIDEO_FPS = 25.0
+WINDOW_SECONDS = 2.56
+WINDOW_FRAMES = 64  # 2.56 s at 25 fps
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+
+
+class GenerationError(ToolkitError):
+    """A video cannot be turned into audio (bad stride, empty video, ...)."""
+
+
+@dataclass
+class VAuraPipeline:
+    """Everything generation needs: the transformer, the visual encoder (``.features(frames)``) and the codec."""
+
+    transformer: Transformer
+    visual: torch.nn.Module
+    codec: Codec
+    debug_weights: bool
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+
+def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
+                  device: torch.device | str = "cpu", visual_checkpoint: str | os.PathLike | None = None,
+                  codec_checkpoint: str | os.PathLike | None = None, seed: int = 0) -> VAuraPipeline:
+    """Load V-AURA for generation.
+
+    * ``debug_weights``: seeded random tiny transformer, tiny MotionFormer and tiny DAC (no files read);
+    * `checkpoint` = a released Lightning ``.ckpt`` or its experiment folder (None = the registry's
+      ``vaura_release``): all three parts come from it;
+    * `checkpoint` = our own `vaura.checkpoint.save_checkpoint` file: the transformer from it, the visual
+      encoder from `visual_checkpoint` (None = registry ``avclip_vggsound``), the codec from `codec_checkpoint`
+      (None = registry ``dac_44khz``).
+    """
+    from vaura.checkpoint import is_own_checkpoint, load_checkpoint, load_transformer_state, read_release
+    from vaura.codec import codec_from_state_dict, load_codec
+    from vaura.model import build_model
+    from vaura.synchformer import MotionFormer, SynchformerConfig, load_visual_encoder
+    from visualsound.utils.checkpoint import load_state_dict_strict
+
+    if debug_weights:
+        cfg = VAuraConfig.preset("tiny")
+        codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
+        transformer = build_model(cfg, debug_weights=True, seed=seed)
+        transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(seed))
+        visual = load_visual_encoder(debug_weights=True)
+        log.warning("V-AURA with DEBUG WEIGHTS (seeded random tiny models)")
+        return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
+                             "debug weights")
+    if checkpoint is not None and is_own_checkpoint(checkpoint):
+        transformer, meta = load_checkpoint(checkpoint, device)
+        visual = load_visual_encoder(visual_checkpoint, device=device)
+        codec = load_codec(codec_checkpoint, device=device)
+        return VAuraPipeline(transformer, visual, codec, bool(meta.get("debug_weights", False)), str(checkpoint))
+    from visualsound.weights import resolve
+
+    path = resolve("vaura_release", checkpoint)
+    parts = read_release(path)
+    with torch.device("meta"):
+        transformer = Transformer(parts.config)
+        visual = MotionFormer(SynchformerConfig.preset("paper"))
+    load_transformer_state(transformer, parts.transformer)
+    transformer.reset_rope()
+    load_state_dict_strict(visual, {k: v.float() for k, v in parts.visual.items()}, what="visual_feature_extractor")
+    codec = codec_from_state_dict(parts.codec, device)
+    return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec, False, str(path))
+
+
+# -- windows -------------------------------------------------------------------------------------------------
+def total_frames(duration: float) -> int:
+    """DAC frames generated for `duration` seconds: ``int(duration * 86)`` (at least 1)."""
+    return max(int(duration * CODE_RATE), 1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One generation window: visual frames from ``start`` seconds, ``n_frames`` codes of which the first
+    ``prompt`` continue the previous window."""
+
+    start: float
+    n_frames: int
+    prompt: int
+
+
+def plan_windows(duration: float, stride: float = 0.64, window: float = WINDOW_SECONDS) -> list[Window]:
+    """The original's chunked-generation schedule for a clip of `duration` seconds."""
+    if duration <= 0:
+        raise GenerationError(f"duration must be > 0, got {duration}")
+    total = total_frames(duration)
+    if duration <= window:
+        return [Window(0.0, total, 0)]
+    stride_codes = int(CODE_RATE * stride)
+    window_codes = math.ceil(window * CODE_RATE)
+    if not 0 < stride_codes < window_codes:
+        raise GenerationError(f"stride {stride} s must be > 0 and shorter than the {window} s window")
+    plan, offset, prompt = [], 0, 0
+    while offset + prompt < total:
+        start = offset / CODE_RATE
+        n = math.ceil(min(duration - start, window) * CODE_RATE)
+        if n <= prompt:
+            break
+        plan.append(Window(start, n, prompt))
+        prompt = n - stride_codes
+        offset += stride_codes
+    return plan
+
+
+def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
+    """The 64 frames (2.56 s at 25 fps) from `start` seconds of frames ``[T, H, W, 3]``; frames past the end
+    repeat the last frame. Returns ``[64, H, W, 3]``."""
+    if frames.shape[0] == 0:
+        raise GenerationError("the video has no frames")
+    first = int(round(start * VIDEO_FPS))
+    idx = torch.arange(first, first + WINDOW_FRAMES).clamp(max=frames.shape[0] - 1)
+    return frames[idx]
+
+
+# -- one video -----------------------------------------------------------------------------------------------
+@dataclass
+class GeneratedAudio:
+    """``audio [S, 1, N]`` float32 in [-1, 1] at ``sample_rate``, trimmed to ``duration``; ``codes [S, K, T]``."""
+
+    audio: torch.Tensor
+    codes: torch.Tensor
+    sample_rate: int
+    duration: float
+    windows: list[Window]
+    debug_weights: bool
+
+
+@torch.no_grad()
+def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duration: float,
+                              params: SamplingParams = SamplingParams(), num_samples: int = 1,
+                              stride: float = 0.64, generator: torch.Generator | None = None
+                              ) -> tuple[torch.Tensor, list[Window]]:
+    """Codes ``[S, K, int(duration * 86)]`` for 25 fps frames ``[T, H, W, 3]`` uint8 of a clip."""
+    plan = plan_windows(duration, stride)
+    total = total_frames(duration)
+    device = pipe.device
+    chunks: list[torch.Tensor] = []
+    prompt: torch.Tensor | None = None
+    for w in plan:
+        clip = window_frames(frames, w.start).to(device)[None]  # [1, 64, H, W, 3]
+        feats = pipe.visual.features(clip).flatten(1, 2).float()  # [1, 32, D]
+        feats = feats.expand(num_samples, -1, -1).contiguous()
+        out = generate(pipe.transformer, feats, w.n_frames, params, prompt=prompt, generator=generator)
+        chunks.append(out.codes[..., w.prompt:])
+        stride_codes = int(CODE_RATE * stride)
+        prompt = out.codes[..., stride_codes:]
+        log.debug("window at %.2f s: %d frames (%d prompt)", w.start, w.n_frames, w.prompt)
+    codes = torch.cat(chunks, dim=-1)[..., :total]
+    assert codes.shape[-1] == total, f"generated {codes.shape[-1]} frames, expected {total}"
+    return codes, plan
+
+
+def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
+                       num_samples: int = 1, seed: int | None = None, stride: float = 0.64,
+                       start: float = 0.0, duration: float | None = None) -> GeneratedAudio:
+    """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``,
+    default the whole video). The Python API that benchmarks call."""
+    from visualsound.media import probe, read_video
+
+    info = probe(video, require_video=True)
+    avail = info.duration - start
+    dur = avail if duration is None else min(duration, avail)
+    if dur <= 0:
+        raise GenerationError(f"{video}: nothing to generate from {start} s (video lasts {info.duration:.2f} s)")
+    frames = read_video(video, start=start, duration=dur, fps=VIDEO_FPS)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    codes, plan = generate_codes_for_frames(pipe, frames, dur, params, num_samples, stride, generator)
+    audio = pipe.codec.decode(codes).clamp(-1.0, 1.0)  # [S, 1, T * 512]
+    n = int(round(dur * pipe.codec.sample_rate))
+    if audio.shape[-1] < n:
+        audio = torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
+    return GeneratedAudio(audio[..., :n].cpu(), codes.cpu(), pipe.codec.sample_rate, dur, plan, pipe.debug_weights)
+
+
+# -- batch mode ----------------------------------------------------------------------------------------------
+def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
+    """Videos of `source`: one video file, a directory (its video files, sorted), or a split file (``.txt``, one
+    path or id per line; relative entries resolved against `root`, default the split file's folder; entries
+    without a suffix get ``.mp4``)."""
+    src = Path(source)
+    if src.is_dir():
+        return sorted(p for p in src.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if src.suffix.lower() == ".txt":
+        base = Path(root) if root is not None else src.parent
+        out = []
+        for line in src.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line)
+            p = p if p.suffix else p.with_suffix(".mp4")
+            out.append(p if p.is_absolute() else base / p)
+        return out
+    if src.is_file():
+        return [src]
+    raise GenerationError(f"{src} is neither a video, a directory nor a .txt split file")
+
+
+def output_paths(video: Path, out_dir: Path, num_samples: int) -> list[tuple[Path, Path]]:
+    """``(wav, mp4)`` output paths of each sample of `video` in `out_dir`."""
+    if num_samples == 1:
+        return [(out_dir / f"{video.stem}.wav", out_dir / f"{video.stem}.mp4")]
+    return [(out_dir / f"{video.stem}_{i}.wav", out_dir / f"{video.stem}_{i}.mp4") for i in range(num_samples)]
+
+
+@dataclass
+class ItemResult:
+    video: str
+    status: str  # "done" | "skipped" | "failed"
+    reason: str
+    outputs: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"video": self.video, "status": self.status, "reason": self.reason, "outputs": self.outputs}
+
+
+def write_outputs(video: Path, result: GeneratedAudio, paths: list[tuple[Path, Path]], mux: bool = True) -> None:
+    """Write each sample as a 44.1 kHz wav and (with `mux`) an mp4 of the input video with that audio."""
+    from visualsound.media import mux_audio, write_wav
+
+    for (wav, mp4), audio in zip(paths, result.audio):
+        write_wav(wav, audio, result.sample_rate)
+        if mux:
+            mux_audio(video, audio, result.sample_rate, mp4)
+
+
+def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAuraPipeline,
+                   params: SamplingParams = SamplingParams(), num_samples: int = 1, seed: int | None = None,
+                   stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
+                   progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[ItemResult]:
+    """Generate for every video into `out_dir`; resumable (outputs that exist are skipped); a failing video is
+    recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = list(videos)
+    results = []
+    for i, video in enumerate(progress(videos) if progress is not None else videos):
+        paths = output_paths(video, out, num_samples)
+        wanted = [p for pair in paths for p in (pair if mux else pair[:1])]
+        if skip_existing and all(p.exists() for p in wanted):
+            results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted]))
+            continue
+        try:
+            res = generate_for_video(video, pipe, params, num_samples,
+                                     None if seed is None else seed + i, stride)
+            write_outputs(video, res, paths, mux)
+        except ToolkitError as e:
+            log.error("%s: %s", video, e)
+            results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", []))
+            continue
+        results.append(ItemResult(str(video), "done", f"{len(res.windows)} windows, {res.duration:.2f} s",
+                                  [str(p) for p in wanted]))
+    return results
