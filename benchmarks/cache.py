@@ -1,0 +1,154 @@
+"""Feature caches with manifests: extract once per (clip, extractor), score many times.
+
+A cache is one folder per (audio set, extractor), e.g. ``<cache>/vas/ground-truth/vggish/``, holding
+
+* ``manifest.json``: what the features depend on -- ``extractor``, ``weights_sha256``, ``sample_rate``,
+  ``window_sec``, ``params`` (everything else the extractor's output depends on), ``code_version`` -- plus the
+  ``clip_ids`` stored so far;
+* ``features/<key>.pt``: one file per clip with the clip's ``source`` fingerprint (the input file's path, size
+  and mtime, and any per-clip setting) and its feature tensor(s).
+
+Opening a cache whose manifest differs from the requested one (other weights, window, rate, parameters or code
+version) logs the differing fields and **wipes it**: the features are recomputed, never reused silently. A clip
+whose stored source fingerprint differs (the input file was rewritten) is recomputed too. Writes are atomic, so a
+killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from visualsound.errors import ToolkitError
+from visualsound.utils.atomic import atomic_torch_save, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CACHE_CODE_VERSION = 1
+MANIFEST_KEYS = ("extractor", "weights_sha256", "sample_rate", "window_sec", "params", "code_version")
+
+
+class CacheError(ToolkitError):
+    """A cache folder or entry is unusable (unreadable manifest, corrupt feature file)."""
+
+
+def file_fingerprint(path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """Identity of an input file for cache validity: resolved path, size, mtime (ns), plus `extra` settings."""
+    p = Path(path)
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **extra}
+
+
+def _key(clip_id: str) -> str:
+    """A file name for `clip_id`: readable when safe, with a short hash against collisions."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in clip_id)[:80]
+    return f"{safe}-{hashlib.sha1(clip_id.encode()).hexdigest()[:10]}"
+
+
+class FeatureCache:
+    """Per-clip features of one audio set for one extractor (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike, *, extractor: str, weights_sha256: str,
+                 sample_rate: int | None, window_sec: float | None, params: Mapping[str, Any] | None = None,
+                 code_version: int = CACHE_CODE_VERSION) -> None:
+        self.directory = Path(directory)
+        self.manifest: dict[str, Any] = {
+            "extractor": extractor, "weights_sha256": weights_sha256, "sample_rate": sample_rate,
+            "window_sec": window_sec, "params": json.loads(json.dumps(dict(params or {}), default=str)),
+            "code_version": code_version}
+        self.hits = 0
+        self.computed = 0
+        self.invalidated: list[str] = []  # manifest fields that differed when the cache was opened
+        self._ids: set[str] = set()
+        self._open()
+
+    # -- manifest ----------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    def _open(self) -> None:
+        if self.manifest_path.is_file():
+            try:
+                stored = json.loads(self.manifest_path.read_text())
+            except json.JSONDecodeError as e:
+                log.warning("cache %s: unreadable manifest (%s); recomputing", self.directory, e)
+                stored = {}
+            diff = [k for k in MANIFEST_KEYS if stored.get(k) != self.manifest[k]]
+            if diff:
+                self.invalidated = diff
+                log.warning("cache %s: manifest differs in %s (stored %s, wanted %s); recomputing every clip",
+                            self.directory, ", ".join(diff), {k: stored.get(k) for k in diff},
+                            {k: self.manifest[k] for k in diff})
+                shutil.rmtree(self.directory)
+            else:
+                self._ids = set(stored.get("clip_ids", []))
+        elif self.directory.exists() and any(self.directory.iterdir()):
+            self.invalidated = ["manifest.json missing"]
+            log.warning("cache %s has files but no manifest; recomputing", self.directory)
+            shutil.rmtree(self.directory)
+        (self.directory / "features").mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.manifest_path, {**self.manifest, "clip_ids": sorted(self._ids)})
+
+    # -- entries -----------------------------------------------------------------------------------
+    def _path(self, clip_id: str) -> Path:
+        return self.directory / "features" / f"{_key(clip_id)}.pt"
+
+    def lookup(self, clip_id: str, source: Mapping[str, Any]) -> tuple[bool, Any]:
+        """``(True, value)`` when a stored entry for `clip_id` has this `source` fingerprint, else
+        ``(False, None)``."""
+        path = self._path(clip_id)
+        if clip_id not in self._ids or not path.is_file():
+            return False, None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 -- any unreadable file is recomputed, and said so
+            log.warning("cache %s: entry of %s is unreadable (%s); recomputing it", self.directory, clip_id, e)
+            return False, None
+        if entry.get("clip_id") != clip_id or entry.get("source") != json.loads(json.dumps(dict(source))):
+            log.info("cache %s: %s changed since it was cached; recomputing", self.directory, clip_id)
+            return False, None
+        self.hits += 1
+        return True, entry["value"]
+
+    def store(self, clip_id: str, source: Mapping[str, Any], value: Any) -> None:
+        atomic_torch_save({"clip_id": clip_id, "source": json.loads(json.dumps(dict(source))), "value": value},
+                          self._path(clip_id))
+        self._ids.add(clip_id)
+        self.computed += 1
+        if self.computed % 50 == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite the manifest with the stored clip ids (done every 50 new entries and by `get_or_compute`)."""
+        self._write_manifest()
+
+    def get_or_compute(self, items: Sequence[tuple[str, Mapping[str, Any]]], compute: Callable[[str], Any],
+                       desc: str = "features", progress: bool = False) -> dict[str, Any]:
+        """Features of ``[(clip id, source fingerprint)]``: stored ones are read, the others computed with
+        ``compute(clip_id)`` and stored; the manifest is flushed at the end."""
+        out: dict[str, Any] = {}
+        for clip_id, source in tqdm(items, desc=desc, unit="clip", disable=not progress):
+            found, value = self.lookup(clip_id, source)
+            if not found:
+                value = compute(clip_id)
+                self.store(clip_id, source, value)
+            out[clip_id] = value
+        self.flush()
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "hits": self.hits, "computed": self.computed,
+                "invalidated": list(self.invalidated)}

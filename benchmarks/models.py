@@ -1,0 +1,257 @@
+"""Model adapters for ``vbench evaluate``: where each clip's generated audio comes from.
+
+* ``ground-truth``: the clip's own audio in its evaluation window (the upper bound; one sample per clip).
+* ``dir:PATH``: another model's precomputed outputs, matched to clip ids exactly: ``PATH/<clip id>.<ext>`` (one
+  sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac or mp4
+  (the audio stream is used). Nothing is matched by partial names.
+* ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (model, checkpoint, clip, seed).
+
+Every adapter returns `ModelOutputs`: the samples per clip id, and the ids with no usable output with the
+reason (missing file, unreadable file, failed generation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.datasets import Dataset
+from visualsound.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp4", ".m4a")
+
+
+class ModelError(ToolkitError):
+    """A model spec is unknown or its outputs cannot be produced."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated sample of a clip: the audio file and the part of it that is the sample.
+
+    ``start_sec`` / ``duration_sec`` select the audio window (``duration_sec=None``: to the end of the file).
+    """
+
+    clip_id: str
+    index: int
+    path: str
+    start_sec: float = 0.0
+    duration_sec: float | None = None
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Cache key of the sample: ``<clip id>#<index>``."""
+        return f"{self.clip_id}#{self.index}"
+
+
+@dataclass
+class ModelOutputs:
+    """Samples per clip id (dataset order) and ``missing``: clip id -> reason."""
+
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    generate_seconds: float = 0.0
+
+    def all_samples(self) -> list[Sample]:
+        return [s for group in self.samples.values() for s in group]
+
+
+def _check_readable(path: Path) -> str:
+    """'' when `path` has a decodable audio stream, else the reason."""
+    from visualsound.media import MediaError, probe
+
+    try:
+        info = probe(path)
+    except MediaError as e:
+        return f"unreadable: {e}"
+    if not info.has_audio or not info.num_samples:
+        return f"unreadable: {path} has no audio samples"
+    return ""
+
+
+class GroundTruthModel:
+    """The real audio of each clip's evaluation window."""
+
+    name = "ground-truth"
+    kind = "ground-truth"
+    samples_per_clip = 1
+    cache_key = "ground-truth"
+    debug_weights = False
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "checkpoint": None, "checkpoint_sha256": None,
+                "samples_per_clip": 1, "seeds": []}
+
+    def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
+        out = ModelOutputs()
+        for clip in dataset.clips:
+            reason = _check_readable(Path(clip.video))
+            if reason:
+                out.missing[clip.id] = reason
+                continue
+            out.samples[clip.id] = [Sample(clip.id, 0, clip.video, clip.start_sec, clip.window_sec)]
+        return out
+
+
+class DirModel:
+    """Precomputed outputs in a folder, matched to clip ids exactly (see the module docstring)."""
+
+    kind = "dir"
+    debug_weights = False
+
+    def __init__(self, directory: str | os.PathLike, samples_per_clip: int | None = None) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise ModelError(f"dir model: {self.directory} is not a folder")
+        self.name = f"dir:{self.directory.name}"
+        self.samples_per_clip = samples_per_clip or 0  # 0 = whatever each clip has (set after `outputs`)
+        digest = hashlib.sha1(str(self.directory.resolve()).encode()).hexdigest()[:10]
+        self.cache_key = f"dir-{self.directory.name}-{digest}"
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "path": str(self.directory.resolve()), "checkpoint": None,
+                "checkpoint_sha256": None, "samples_per_clip": max(self.samples_per_clip, 1), "seeds": []}
+
+    def _files(self, clip_id: str) -> list[Path]:
+        single = [self.directory / f"{clip_id}{ext}" for ext in AUDIO_SUFFIXES]
+        single = [p for p in single if p.is_file()]
+        folder = self.directory / clip_id
+        many = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES) \
+            if folder.is_dir() else []
+        if single and many:
+            raise ModelError(f"dir model: clip {clip_id} has both {single[0].name} and a folder of samples")
+        if len(single) > 1:
+            raise ModelError(f"dir model: clip {clip_id} has several outputs: {[p.name for p in single]}")
+        return single or many
+
+    def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
+        out = ModelOutputs()
+        counts = set()
+        for clip in dataset.clips:
+            files = self._files(clip.id)
+            if not files:
+                out.missing[clip.id] = f"missing: no {clip.id}.wav/.flac/.mp4 or {clip.id}/ in {self.directory}"
+                continue
+            if self.samples_per_clip and len(files) < self.samples_per_clip:
+                out.missing[clip.id] = f"missing: {len(files)} of {self.samples_per_clip} samples"
+                continue
+            files = files[:self.samples_per_clip] if self.samples_per_clip else files
+            reasons = [r for r in (_check_readable(p) for p in files) if r]
+            if reasons:
+                out.missing[clip.id] = reasons[0]
+                continue
+            out.samples[clip.id] = [Sample(clip.id, k, str(p)) for k, p in enumerate(files)]
+            counts.add(len(files))
+        if not self.samples_per_clip and counts:
+            if len(counts) > 1:
+                log.warning("dir model %s: clips have different sample counts %s", self.directory, sorted(counts))
+            self.samples_per_clip = max(counts)
+        return out
+
+
+class VAuraModel:
+    """V-AURA generation through `vaura.generate`, one file per (checkpoint, clip, seed), resumable.
+
+    Sample ``k`` of every clip uses seed ``seed + k`` and is written to
+    ``<out_dir>/<dataset>/vaura-<weights id>-<sampling id>/<clip id>/seed<seed>.wav`` (44.1 kHz); existing files
+    are reused, so an interrupted run resumes and a second evaluation generates nothing. The generation window
+    is the clip's evaluation window of the conditioning video.
+    """
+
+    kind = "vaura"
+    name = "vaura"
+
+    def __init__(self, checkpoint: str | None = None, debug_weights: bool = False, samples_per_clip: int = 1,
+                 seed: int = 0, device: str = "cpu", out_dir: str | os.PathLike = "results/generated",
+                 sampling: dict[str, Any] | None = None) -> None:
+        from vaura.sampler import SamplingParams
+
+        if samples_per_clip < 1:
+            raise ModelError(f"samples per clip must be >= 1, got {samples_per_clip}")
+        self.checkpoint = checkpoint
+        self.debug_weights = debug_weights
+        self.samples_per_clip = samples_per_clip
+        self.seed = seed
+        self.device = device
+        self.out_dir = Path(out_dir)
+        self.params = SamplingParams(**(sampling or {}))
+        if debug_weights:
+            self.checkpoint_path, self.checkpoint_sha = None, "debug:vaura"
+        else:
+            from benchmarks.evaluate import weights_checksum
+
+            self.checkpoint_path, self.checkpoint_sha = weights_checksum("vaura_release", checkpoint, False)
+        weights_id = "debug" if debug_weights else self.checkpoint_sha[:12]
+        params_id = hashlib.sha1(repr(sorted(vars(self.params).items())).encode()).hexdigest()[:8]
+        self.cache_key = f"vaura-{weights_id}-{params_id}"
+        self._pipe = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.samples_per_clip)]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "checkpoint": self.checkpoint_path,
+                "checkpoint_sha256": self.checkpoint_sha, "samples_per_clip": self.samples_per_clip,
+                "seeds": self.seeds, "sampling": dict(vars(self.params))}
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            from vaura.generate import load_pipeline
+
+            self._pipe = load_pipeline(self.checkpoint, debug_weights=self.debug_weights, device=self.device)
+        return self._pipe
+
+    def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
+        import time
+
+        from tqdm.auto import tqdm
+
+        from visualsound.media import write_wav
+
+        folder = self.out_dir / dataset.name / self.cache_key
+        out = ModelOutputs()
+        t0 = time.perf_counter()
+        for clip in tqdm(dataset.clips, desc="V-AURA generation", unit="clip", disable=not progress):
+            samples = []
+            try:
+                for k, seed in enumerate(self.seeds):
+                    path = folder / clip.id / f"seed{seed}.wav"
+                    if not path.is_file():
+                        from vaura.generate import generate_for_video
+
+                        res = generate_for_video(clip.video, self._pipeline(), self.params, num_samples=1,
+                                                 seed=seed, start=clip.start_sec, duration=clip.window_sec)
+                        write_wav(path, res.audio[0], res.sample_rate)
+                    samples.append(Sample(clip.id, k, str(path), seed=seed))
+            except ToolkitError as e:
+                log.error("V-AURA generation failed for %s: %s", clip.id, e)
+                out.missing[clip.id] = f"generation failed: {type(e).__name__}: {e}"
+                continue
+            out.samples[clip.id] = samples
+        out.generate_seconds = time.perf_counter() - t0
+        return out
+
+
+def make_model(spec: str, *, checkpoint: str | None = None, debug_weights: bool = False,
+               samples_per_clip: int | None = None, seed: int = 0, device: str = "cpu",
+               out_dir: str | os.PathLike = "results") -> Any:
+    """``ground-truth``, ``dir:PATH`` or ``vaura`` -> an adapter with ``outputs(dataset)`` and ``info()``."""
+    if spec == "ground-truth":
+        if samples_per_clip not in (None, 1):
+            raise ModelError("the ground-truth model has exactly one sample per clip")
+        return GroundTruthModel()
+    if spec.startswith("dir:"):
+        return DirModel(spec[4:], samples_per_clip)
+    if spec == "vaura":
+        return VAuraModel(checkpoint=checkpoint, debug_weights=debug_weights,
+                          samples_per_clip=samples_per_clip or 1, seed=seed, device=device,
+                          out_dir=Path(out_dir) / "generated")
+    raise ModelError(f"unknown model {spec!r}; use vaura, ground-truth or dir:PATH")

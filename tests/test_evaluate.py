@@ -1,0 +1,182 @@
+"""`vbench evaluate` end to end on synthetic clips with debug weights: known answers, caches, missing outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmarks.cache import FeatureCache
+from benchmarks.datasets import Dataset, build_dataset
+from benchmarks.evaluate import EvalOptions, MissingOutputsError, evaluate
+from benchmarks.metrics.sync import SyncMetricError, sync_score_ms
+from benchmarks.models import ModelError, make_model
+from benchmarks.results import load_result, validate_result
+
+EPS_KLD_FLOOR = 527 * 1e-6  # identical distributions: KL = sum p log(p / (p + 1e-6)) lies in [-527e-6, 0]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> tuple[Path, Dataset]:
+    from visualsound.synth import SynthConfig, synthesize
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, SynthConfig.preset("tiny").replace(count=4, duration=2.8, test_fraction=0.75))
+    ds = build_dataset("synthetic", root)
+    assert len(ds.clips) == 3 and all(c.window_sec == 2.56 for c in ds.clips)
+    return root, ds
+
+
+def _write_outputs(ds: Dataset, folder: Path, ids: list[str], shift: int = 4410) -> None:
+    from visualsound.media import read_audio, write_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for clip in ds.clips:
+        if clip.id in ids:
+            audio = read_audio(clip.video, start=clip.start_sec, duration=clip.window_sec, sample_rate=44100)
+            write_wav(folder / f"{clip.id}.wav", torch.roll(audio, shift, dims=1) * 0.5, 44100)
+
+
+def test_ground_truth_identical_sets_known_answers(synth, tmp_path: Path) -> None:
+    _, ds = synth
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["fad", "kld", "ib"])
+    result = evaluate(ds, make_model("ground-truth"), opts)
+    assert abs(result["metrics"]["fad"]) < 1e-3  # identical sets: FAD 0 up to the sqrtm floor
+    assert -EPS_KLD_FLOOR <= result["metrics"]["kld"] <= 0.0  # KL(p || p) with the 1e-6 eps
+    assert -100.0 <= result["metrics"]["ib"] <= 100.0
+    on_disk = load_result(result["_path"])
+    assert on_disk["debug_weights"] is True and on_disk["counts"] == {**result["counts"]}
+    assert on_disk["dataset"]["num_clips"] == 3 and on_disk["model"]["samples_per_clip"] == 1
+    assert on_disk["protocol"] == {"name": "vaura-paper", "version": 1, "description": on_disk["protocol"]
+                                   ["description"]}
+    assert on_disk["extractors"]["kld"]["sha256"] == "debug:passt"
+    # a second run reads every feature from the caches
+    again = evaluate(ds, make_model("ground-truth"), opts)
+    assert again["metrics"] == result["metrics"]
+    assert again["metric_details"]["fad"]["caches"]["gt"]["computed"] == 0
+    assert again["metric_details"]["ib"]["caches"]["audio"]["hits"] == 3
+
+
+def test_dir_model_missing_and_unreadable_outputs(synth, tmp_path: Path) -> None:
+    _, ds = synth
+    out = tmp_path / "other_model"
+    _write_outputs(ds, out, ds.ids[:1])
+    (out / f"{ds.ids[1]}.wav").write_bytes(b"RIFF not really a wav")
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["kld"])
+    with pytest.raises(MissingOutputsError) as err:
+        evaluate(ds, make_model(f"dir:{out}"), opts)
+    assert set(err.value.missing) == set(ds.ids[1:])
+    assert "unreadable" in err.value.missing[ds.ids[1]] and "missing" in err.value.missing[ds.ids[2]]
+    opts.allow_missing = True
+    result = evaluate(ds, make_model(f"dir:{out}"), opts)
+    assert result["counts"]["missing"] == 2 and result["counts"]["missing_ids"] == sorted(ds.ids[1:])
+    assert result["counts"]["clips"] == 1 and result["metrics"]["kld"] > EPS_KLD_FLOOR  # not the GT itself
+
+
+def test_dir_model_shifted_copy_differs_from_ground_truth(synth, tmp_path: Path) -> None:
+    _, ds = synth
+    out = tmp_path / "shifted"
+    _write_outputs(ds, out, ds.ids)
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["fad"])
+    result = evaluate(ds, make_model(f"dir:{out}"), opts)
+    assert result["metrics"]["fad"] > 1e-2
+    assert result["model"]["name"] == "dir:shifted"
+    with pytest.raises(ModelError, match="not a folder"):
+        make_model(f"dir:{tmp_path / 'nope'}")
+
+
+def test_cache_invalidated_when_window_changes(synth, tmp_path: Path) -> None:
+    root, ds = synth
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["fad"])
+    first = evaluate(ds, make_model("ground-truth"), opts)["metric_details"]["fad"]["caches"]["gt"]
+    assert first["computed"] == 3 and first["invalidated"] == []
+    shorter = build_dataset("synthetic", root, window_sec=2.0)
+    second = evaluate(shorter, make_model("ground-truth"), opts)["metric_details"]["fad"]["caches"]["gt"]
+    assert second["invalidated"] == ["window_sec"] and second["computed"] == 3 and second["hits"] == 0
+
+
+def test_feature_cache_manifest_and_sources(tmp_path: Path) -> None:
+    src = tmp_path / "a.wav"
+    src.write_bytes(b"x")
+    calls = []
+
+    def compute(key: str) -> torch.Tensor:
+        calls.append(key)
+        return torch.ones(2)
+
+    def open_cache(sha: str) -> FeatureCache:
+        return FeatureCache(tmp_path / "c", extractor="e", weights_sha256=sha, sample_rate=16000, window_sec=2.56)
+
+    from benchmarks.cache import file_fingerprint
+
+    open_cache("w1").get_or_compute([("a", file_fingerprint(src))], compute)
+    open_cache("w1").get_or_compute([("a", file_fingerprint(src))], compute)
+    assert calls == ["a"]
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["clip_ids"] == ["a"] and manifest["weights_sha256"] == "w1"
+    other = open_cache("w2")  # other weights: wiped and recomputed
+    assert other.invalidated == ["weights_sha256"]
+    other.get_or_compute([("a", file_fingerprint(src))], compute)
+    src.write_bytes(b"yy")  # the input changed: that clip is recomputed
+    open_cache("w2").get_or_compute([("a", file_fingerprint(src))], compute)
+    assert calls == ["a", "a", "a"]
+
+
+def test_sync_score_is_mean_absolute_offset_in_ms() -> None:
+    assert sync_score_ms([0.2, -0.4, 0.0]) == pytest.approx(200.0)
+    with pytest.raises(SyncMetricError):
+        sync_score_ms([])
+
+
+def test_sync_metric_reports_abs_offset_of_predict_offset(synth, tmp_path: Path) -> None:
+    from benchmarks.metrics.sync import load_sync_metric_model, read_sync_inputs
+    from vaura.synchformer import predict_offset
+
+    _, ds = synth
+    one = Dataset(name="one", window_sec=ds.window_sec, clips=ds.clips[:1])
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["sync_ms"])
+    result = evaluate(one, make_model("ground-truth"), opts)
+    clip = one.clips[0]
+    frames, wave = read_sync_inputs(clip.video, clip.start_sec, clip.window_sec, clip.video, clip.start_sec,
+                                    clip.window_sec)
+    pred = predict_offset(load_sync_metric_model(debug_weights=True), frames, wave, protocol="paper")
+    assert result["metrics"]["sync_ms"] == pytest.approx(1000 * abs(pred.offset_sec), abs=1e-3)
+    assert result["metric_details"]["sync_ms"]["offsets_sec"][f"{clip.id}#0"] == pytest.approx(pred.offset_sec)
+
+
+def test_cli_evaluate_writes_result(synth, tmp_path: Path) -> None:
+    from benchmarks.cli import main
+
+    _, ds = synth
+    manifest = ds.save(tmp_path / "synthetic.json")
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", str(manifest),
+                                    "--debug-weights", "--metrics", "kld", "--out", str(tmp_path / "res"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "DEBUG WEIGHTS" in res.output
+    files = list((tmp_path / "res").glob("*.json"))
+    assert len(files) == 1 and validate_result(json.loads(files[0].read_text()))["metrics"].keys() == {"kld"}
+
+
+@pytest.mark.slow
+def test_end_to_end_all_models_all_metrics(synth, tmp_path: Path) -> None:
+    """vaura (debug weights, generated and cached), ground-truth and dir: models with the four metrics."""
+    _, ds = synth
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True)
+    vaura = make_model("vaura", debug_weights=True, samples_per_clip=1, out_dir=tmp_path / "res")
+    r_vaura = evaluate(ds, vaura, opts)
+    assert set(r_vaura["metrics"]) == {"fad", "kld", "ib", "sync_ms"} and r_vaura["counts"]["samples"] == 3
+    wavs = sorted((tmp_path / "res" / "generated").rglob("*.wav"))
+    assert len(wavs) == 3 and all(p.name == "seed0.wav" for p in wavs)
+    mtimes = [p.stat().st_mtime_ns for p in wavs]
+    again = evaluate(ds, make_model("vaura", debug_weights=True, out_dir=tmp_path / "res"), opts)
+    assert [p.stat().st_mtime_ns for p in wavs] == mtimes and again["metrics"] == r_vaura["metrics"]
+    r_gt = evaluate(ds, make_model("ground-truth"), opts)
+    _write_outputs(ds, tmp_path / "dir", ds.ids)
+    r_dir = evaluate(ds, make_model(f"dir:{tmp_path / 'dir'}"), opts)
+    assert abs(r_gt["metrics"]["fad"]) < 1e-3 and r_dir["metrics"]["fad"] > 1e-2
+    assert len(list((tmp_path / "res").glob("*.json"))) == 3
