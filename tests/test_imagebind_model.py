@@ -138,3 +138,13 @@ def test_default_checkpoint_comes_from_the_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path))
     with pytest.raises(WeightsNotFoundError, match="imagebind_huge"):
         load_imagebind()
+
+
+def test_config_presets_and_validation(tmp_path):
+    huge = ImageBindConfig.preset("huge")
+    assert huge.vision_num_tokens == 257 and huge.audio_grid == (12, 19) and huge.audio_num_tokens == 229
+    assert ImageBindConfig.preset("debug") == ImageBindConfig.preset("tiny")
+    huge.save(tmp_path / "ib.json")
+    assert ImageBindConfig.load(tmp_path / "ib.json") == huge
+    with pytest.raises(ConfigError, match="divisible"):
+        huge.replace(vision_num_heads=7)
