@@ -149,3 +149,13 @@ def test_codec_round_trip_shapes_and_embedding_init() -> None:
     books, bias = codec.quantizer_tensors()
     model.init_audio_embeddings_from_dac(books, bias)
     assert torch.equal(model.tok_embeddings[3].emb.weight[:1024], codec.model.quantizer.quantizers[3].codebook.weight)
+
+
+def test_codec_encodes_2_56_s_to_221_frames() -> None:
+    from vaura.codec import load_codec
+
+    codec = load_codec(debug_weights=True, latent_dim=32)
+    t = torch.arange(112896) / 44100
+    codes = codec.encode(torch.sin(2 * torch.pi * 440 * t)[None] * 0.5)
+    assert codes.shape == (1, 9, 221)
+    assert int(codes.min()) >= 0 and int(codes.max()) < 1024

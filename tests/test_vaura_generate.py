@@ -162,3 +162,20 @@ def test_end_to_end_3_1_s_at_30_fps(tmp_path: Path, pipe) -> None:
     assert video.has_video and video.has_audio and video.num_frames == 93
     assert abs(video.num_samples / video.sample_rate - video.duration) < 0.05
     assert audio.num_samples == round(3.1 * 44100)
+
+
+def test_own_checkpoint_trained_on_debug_features(tmp_path: Path) -> None:
+    """A checkpoint saved by training with debug weights generates with the matching debug encoder and codec."""
+    from vaura.checkpoint import save_checkpoint
+    from vaura.config import VAuraConfig
+    from vaura.generate import generate_for_video
+    from vaura.model import build_model
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=4)
+    ck = save_checkpoint(tmp_path / "last.pt", model, {"debug_weights": True, "step": 1})
+    pipe = load_pipeline(ck)
+    assert pipe.debug_weights and pipe.source == str(ck)
+    assert torch.equal(pipe.transformer.lm_heads[0].weight, model.lm_heads[0].weight)
+    clip = make_clip(tmp_path / "c.mp4", 0.4, 25.0)
+    res = generate_for_video(clip, pipe, SamplingParams(use_sampling=False))
+    assert res.codes.shape == (1, 9, total_frames(0.4)) and res.debug_weights

@@ -26,7 +26,7 @@ from vaura.codec import Codec
 from vaura.config import VAuraConfig
 from vaura.model import Transformer
 from vaura.sampler import SamplingParams, generate
-from visualsound.errors import ToolkitError
+from visualsound.errors import CheckpointError, ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,17 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
                              "debug weights")
     if checkpoint is not None and is_own_checkpoint(checkpoint):
         transformer, meta = load_checkpoint(checkpoint, device)
-        visual = load_visual_encoder(visual_checkpoint, device=device)
-        codec = load_codec(codec_checkpoint, device=device)
-        return VAuraPipeline(transformer, visual, codec, bool(meta.get("debug_weights", False)), str(checkpoint))
+        trained_on_debug = bool(meta.get("debug_weights", False))
+        if trained_on_debug:  # trained on debug features / codes: pair it with the same debug encoder and codec
+            log.warning("%s was trained with DEBUG WEIGHTS; using the debug visual encoder and codec", checkpoint)
+        visual = load_visual_encoder(visual_checkpoint, debug_weights=trained_on_debug, device=device)
+        codec = load_codec(codec_checkpoint, debug_weights=trained_on_debug, device=device,
+                           latent_dim=transformer.cfg.audio_width)
+        width = int(visual.cls_token.shape[-1])
+        if width != transformer.cfg.visual_dim:
+            raise CheckpointError(f"{checkpoint}: the model expects {transformer.cfg.visual_dim}-d visual features, "
+                                  f"the visual encoder gives {width}-d")
+        return VAuraPipeline(transformer, visual, codec, trained_on_debug, str(checkpoint))
     from visualsound.weights import resolve
 
     path = resolve("vaura_release", checkpoint)
