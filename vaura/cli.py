@@ -7,6 +7,8 @@ Each subcommand lives in its own module and is imported only when used; register
 from visualsound.utils.cli import make_main
 
 LAZY_COMMANDS: dict[str, str] = {
+    "extract": "vaura.commands.extract:extract",
+    "train": "vaura.commands.train:train",
     "generate": "vaura.commands.generate:generate",
 }
 

@@ -159,7 +159,11 @@ class DataSource(FrozenConfig):
 
 
 def _default_video_dir(path: Path) -> Path:
-    return path if path.is_dir() else path.parent
+    """A directory itself; for an index file its folder, or that folder's ``video/`` (the `visualsound synth`
+    layout) when it has one."""
+    if path.is_dir():
+        return path
+    return path.parent / "video" if (path.parent / "video").is_dir() else path.parent
 
 
 def _find_media(video_dir: Path, name: str) -> Path:

@@ -287,16 +287,18 @@ class Trainer:
                         f"{grad_norm:.6f}", f"{throughput:.2f}", self.nonfinite, self.scaler_skips,
                         self.bad_clips, self.debug_weights])
 
-    def _log_train(self, rec: dict[str, Any]) -> None:
+    def _log_train(self, rec: dict[str, Any], flush: bool = False) -> None:
+        """Accumulate `rec`; every ``log_every`` steps (or on `flush`) write the window's means to the CSV."""
         w = self._window
-        w["samples"] += rec["samples"]
-        if not rec["skipped"]:
+        if not flush:
+            w["samples"] += rec["samples"]
+        if not rec["skipped"] and not flush:
             w["n"] += 1
             w["loss"] += rec["loss"]
             w["grad_norm"] += rec["grad_norm"]
             pc = torch.tensor(rec["per_codebook"])
             w["per_cb"] = pc if w["per_cb"] is None else w["per_cb"] + pc
-        if self.step % self.cfg.log_every or w["n"] == 0:
+        if (self.step % self.cfg.log_every and not flush) or w["n"] == 0:
             return
         rate = w["samples"] / max(time.perf_counter() - w["t0"], 1e-9)
         n = w["n"]
@@ -401,6 +403,8 @@ class Trainer:
                     self.plot()
             if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
                 self.save(["last.pt"])
+        if last is not None and not last["skipped"]:
+            self._log_train(last, flush=True)  # the steps since the last full logging window
         if self.info.is_main and (self.out / "metrics.csv").exists():
             self.plot()
         return {"train": last, "val": val, "step": self.step, "nonfinite_skips": self.nonfinite,

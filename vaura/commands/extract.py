@@ -1,0 +1,62 @@
+"""`vaura extract`: precompute DAC codes and Segment AVCLIP features of 2.56 s windows into a feature cache."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("extract")
+@click.option("--data", required=True,
+              help="Clips: a visualsound build .parquet, a VGGSound-style .csv, a V-AURA split dir / id list, a "
+                   "directory of clips, a YAML/JSON data spec, or key=value,... (kind, path, video_dir, split, meta, "
+                   "fixed_starts, limit).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache directory (resumable).")
+@click.option("--split", default="train", show_default=True, help="train | validation | test.")
+@click.option("--fixed-starts", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Evaluation splits: csv 'file,start_sec' of window starts (default 0.0).")
+@click.option("--grid/--fixed", "grid", default=None,
+              help="Windows at every --set data.start_grid multiple (default for train) or one fixed window per clip.")
+@click.option("--config", "config", default="paper", show_default=True, help="TrainConfig preset or YAML/JSON file.")
+@click.option("--set", "overrides", multiple=True, help="Config override key=value (repeatable).")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="Segment AVCLIP visual encoder weights (default: the registry's avclip_vggsound).")
+@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
+              help="DAC 44 kHz weights (default: the registry's dac_44khz).")
+@click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
+@click.option("--shard-size", type=int, default=256, show_default=True, help="Clips per shard.")
+@click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--workers", type=int, default=None, help="Decoding workers (default: data.num_workers).")
+@click.option("--device", default=None, help="torch device (default: cuda if available).")
+def extract(data: str, out: str, split: str, fixed_starts: str | None, grid: bool | None, config: str,
+            overrides: tuple[str, ...], checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool,
+            shard_size: int, feature_dtype: str, workers: int | None, device: str | None) -> None:
+    """Cache codes (uint16) and visual features of the clips in DATA under OUT, with a manifest."""
+    from tqdm import tqdm
+
+    from vaura.train.config import TrainConfig
+    from vaura.train.run import run_extract
+
+    cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
+    changes = {"encoder_checkpoint": checkpoint or cfg.encoder_checkpoint,
+               "codec_checkpoint": codec_checkpoint or cfg.codec_checkpoint,
+               "debug_weights": debug_weights or cfg.debug_weights}
+    if workers is not None:
+        changes["data"] = cfg.data.replace(num_workers=workers)
+    cfg = cfg.replace(**changes)
+    bar = tqdm(desc="extract", unit="clip")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    manifest = run_extract(cfg, data, out, split=split, fixed_starts=fixed_starts, grid=grid, shard_size=shard_size,
+                           feature_dtype=feature_dtype, device=device, progress=progress)
+    bar.close()
+    summary = {k: manifest[k] for k in ("num_clips", "windows", "bad_clips", "starts", "start_grid",
+                                        "debug_weights")}
+    summary["out"] = out
+    click.echo(json.dumps(summary))
+    if manifest["debug_weights"]:
+        click.echo("DEBUG WEIGHTS: features and codes come from random models", err=True)

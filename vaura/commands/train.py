@@ -1,0 +1,56 @@
+"""`vaura train`: train V-AURA on cached features or on clips decoded on the fly (single process or torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+@click.command("train")
+@click.option("--config", "config", default="paper", show_default=True,
+              help="TrainConfig preset (paper | tiny) or a YAML/JSON file.")
+@click.option("--data", required=True,
+              help="Training data: a `vaura extract` cache directory, or clips decoded on the fly (a .parquet, a "
+                   "VGGSound-style .csv, a V-AURA split dir / id list, a clip directory, a YAML/JSON spec, or "
+                   "key=value,...).")
+@click.option("--val-data", default=None, help="Validation data (same forms; split defaults to validation).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
+@click.option("--set", "overrides", multiple=True, help="Config override key=value, e.g. optim.lr=3e-4 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
+@click.option("--checkpoint", type=click.Path(exists=True), default=None,
+              help="Segment AVCLIP visual encoder weights (default: the registry's avclip_vggsound).")
+@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
+              help="DAC 44 kHz weights (default: the registry's dac_44khz).")
+@click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
+@click.option("--device", default=None, help="cpu | cuda (default: cuda if available; torchrun picks LOCAL_RANK).")
+@click.option("--plot-only", is_flag=True, help="Only (re)write OUT/loss_curve.png from OUT/metrics.csv.")
+def train(config: str, data: str, val_data: str | None, out: str, overrides: tuple[str, ...], resume: bool,
+          checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool, device: str | None,
+          plot_only: bool) -> None:
+    """Train V-AURA; writes OUT/metrics.csv, OUT/last.pt, OUT/best-*.pt and OUT/loss_curve.png.
+
+    Multi-GPU: torchrun --nproc-per-node 4 "$(which vaura)" train ...
+    """
+    from vaura.train.config import TrainConfig
+    from vaura.train.loop import plot_loss_curve
+    from vaura.train.run import run_training
+
+    if plot_only:
+        click.echo(str(plot_loss_curve(out)))
+        return
+    cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
+    cfg = cfg.replace(encoder_checkpoint=checkpoint or cfg.encoder_checkpoint,
+                      codec_checkpoint=codec_checkpoint or cfg.codec_checkpoint,
+                      debug_weights=debug_weights or cfg.debug_weights)
+    result = run_training(cfg, data, out, val_data=val_data, resume=resume, device=device)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 reports
+        return
+    summary = {"out": result["out"], "step": result["step"], "debug_weights": result["debug_weights"],
+               "train_loss": result["train"]["loss"] if result["train"] else None,
+               "val_loss": result["val"]["loss"] if result["val"] else None,
+               "nonfinite_skips": result["nonfinite_skips"], "bad_clips": result["bad_clips"]}
+    click.echo(json.dumps(summary))
+    if result["debug_weights"]:
+        click.echo("DEBUG WEIGHTS: the encoder and codec were random models", err=True)

@@ -1,0 +1,86 @@
+"""Entry points behind `vaura extract` and `vaura train`: resolve data specs, load the frozen models, build the
+model and run the trainer (single process or one rank of a torchrun job)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaura.train.cache import CachedWindows, FrozenModels, extract, is_cache
+from vaura.train.config import TrainConfig
+from vaura.train.data import ClipDataset, DataSource
+from vaura.train.ddp import init_distributed, shutdown
+from vaura.train.frozen import build_training_model, load_frozen_models
+from vaura.train.loop import Trainer
+from visualsound.errors import CheckpointError, ToolkitError
+
+log = logging.getLogger(__name__)
+
+
+def make_dataset(spec: str, cfg: TrainConfig, train: bool, frozen: FrozenModels,
+                 split: str | None = None) -> torch.utils.data.Dataset:
+    """A `CachedWindows` for a cache directory (checked against `frozen`'s identities and the window grid), else
+    an on-the-fly `ClipDataset` of the clips `spec` names (split `split`, default train / validation)."""
+    if is_cache(spec):
+        return CachedWindows(spec, cfg.data, train=train, seed=cfg.seed, encoder_id=frozen.encoder_id,
+                             codec_id=frozen.codec_id)
+    source = DataSource.parse(spec, split=split or ("train" if train else "validation"))
+    clips = source.clips()
+    log.info("%s: %d %s clips (%s layout), decoded on the fly", source.path, len(clips), source.split,
+             source.resolved_kind())
+    return ClipDataset(clips, cfg.data, train=train, seed=cfg.seed)
+
+
+def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str = "train",
+                fixed_starts: str | None = None, grid: bool | None = None, shard_size: int = 256,
+                feature_dtype: str = "float16",
+                device: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """`vaura extract`: cache the windows of the clips `spec` names. ``grid`` defaults to ``split == "train"``."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    source = DataSource.parse(spec, split=split)
+    if fixed_starts:
+        source = source.replace(fixed_starts=str(fixed_starts))
+    clips = source.clips()
+    frozen, _ = load_frozen_models(cfg, dev)
+    use_grid = source.is_train if grid is None else grid
+    return extract(clips, out, frozen, cfg.data, grid=use_grid, source=source.to_dict(), shard_size=shard_size,
+                   num_workers=cfg.data.num_workers, feature_dtype=feature_dtype, progress=progress)
+
+
+def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_data: str | None = None,
+                 resume: bool = False, device: str | None = None) -> dict[str, Any]:
+    """`vaura train`: one process, or this rank of a torchrun job (NCCL on CUDA, gloo on CPU)."""
+    out = Path(out)
+    last = out / "last.pt"
+    if resume and not last.exists():
+        raise CheckpointError(f"--resume: {last} does not exist")
+    if not resume and last.exists():
+        raise ToolkitError(f"{out} already holds a run ({last}); pass --resume to continue it or pick another --out")
+    info = init_distributed(device)
+    try:
+        cached = is_cache(data) and (val_data is None or is_cache(val_data))
+        # the frozen models only compute features on the fly; for caches they are loaded (on CPU) to check identities
+        frozen, codec = load_frozen_models(cfg, "cpu" if cached else info.device)
+        train_set = make_dataset(data, cfg, True, frozen)
+        val_set = make_dataset(val_data, cfg, False, frozen) if val_data else None
+        if val_set is None:
+            log.warning("no --val-data: no validation loss and no best-k checkpoints")
+        model = build_training_model(cfg, codec, frozen.visual_dim)
+        trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen, dist_info=info,
+                          debug_weights=cfg.debug_weights,
+                          metadata={"encoder": frozen.encoder_id, "codec": frozen.codec_id,
+                                    "data": str(data), "val_data": str(val_data) if val_data else None})
+        if resume:
+            trainer.resume(last)
+        result = trainer.fit()
+        result["out"] = str(out)
+        result["debug_weights"] = cfg.debug_weights
+        result["world_size"] = info.world
+        return result
+    finally:
+        shutdown()
