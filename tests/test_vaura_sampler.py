@@ -118,3 +118,20 @@ def test_sample_next_rules() -> None:
     assert tok.unique().numel() > 1
     with pytest.raises(ValueError):
         SamplingParams(top_p=1.5)
+
+
+def test_invalid_requests_raise_clear_errors() -> None:
+    from vaura.model import KVCache, SequenceTooLongError
+    from vaura.sampler import SamplingError
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
+    feats = torch.randn(1, 32, model.cfg.visual_dim)
+    with pytest.raises(SamplingError, match="n_frames"):
+        generate(model, feats, 300)
+    with pytest.raises(SamplingError, match="temperature"):
+        SamplingParams(temperature=-1.0)
+    with pytest.raises(SequenceTooLongError):
+        KVCache(model.cfg, 1, 300, "cpu", torch.float32)
+    model.train()
+    with pytest.raises(SamplingError, match="eval"):
+        generate(model, feats, 4)

@@ -28,8 +28,13 @@ from torch import nn
 
 from vaura.config import VAuraConfig
 from vaura.delay import build_pattern
+from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
+
+
+class SequenceTooLongError(ToolkitError, ValueError):
+    """A pattern sequence (or KV cache) longer than the RoPE table (256 steps = one 2.56 s window)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,7 +81,7 @@ class KVCache:
     def __init__(self, cfg: VAuraConfig, batch: int, max_len: int, device: torch.device | str,
                  dtype: torch.dtype) -> None:
         if max_len > cfg.rope_len:
-            raise ValueError(f"KV cache of {max_len} positions exceeds the RoPE table ({cfg.rope_len})")
+            raise SequenceTooLongError(f"KV cache of {max_len} positions exceeds the RoPE table ({cfg.rope_len})")
         shape = (batch, cfg.n_head, max_len, cfg.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
@@ -343,7 +348,8 @@ class Transformer(nn.Module):
         start = 0 if cache is None else cache.length
         length = seq.shape[-1]
         if start + length > self.cfg.rope_len:
-            raise ValueError(f"sequence of {start + length} steps exceeds the RoPE table ({self.cfg.rope_len})")
+            raise SequenceTooLongError(f"sequence of {start + length} steps exceeds the RoPE table "
+                                       f"({self.cfg.rope_len})")
         x = self.drop(self.fuse(seq, vis, start))
         rope = self.rope[start:start + length]
         for i, layer in enumerate(self.layers):

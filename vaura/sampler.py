@@ -17,8 +17,13 @@ import torch
 
 from vaura.delay import pattern_index, revert_pattern
 from vaura.model import KVCache, Transformer
+from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
+
+
+class SamplingError(ToolkitError, ValueError):
+    """Invalid sampling parameters or generation request."""
 
 UNKNOWN = -1
 
@@ -35,7 +40,8 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"invalid sampling parameters {self}")
+            raise SamplingError(f"invalid sampling parameters {self}: temperature and top_k must be >= 0, "
+                                f"top_p in [0, 1]")
 
 
 @dataclass
@@ -87,10 +93,10 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     cfg = model.cfg
     assert features.dim() == 3, f"features must be [B, N, {cfg.visual_dim}], got {tuple(features.shape)}"
     if model.training:
-        raise RuntimeError("generate() needs the model in eval mode")
+        raise SamplingError("generate() needs the model in eval mode (call model.eval())")
     b, k, device = features.shape[0], cfg.n_codebooks, features.device
     if n_frames < 1 or n_frames + k > cfg.rope_len:
-        raise ValueError(f"n_frames must be in [1, {cfg.rope_len - k}], got {n_frames}")
+        raise SamplingError(f"n_frames must be in [1, {cfg.rope_len - k}] (one 2.56 s window), got {n_frames}")
     frame, valid = pattern_index(k, n_frames, device)
     seq = torch.where(valid, UNKNOWN, cfg.special_token).expand(b, k, n_frames + k).clone()
     if prompt is not None and prompt.shape[-1] > 0:
