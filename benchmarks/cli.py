@@ -9,6 +9,10 @@ from visualsound.utils.cli import make_main
 LAZY_COMMANDS: dict[str, str] = {
     "weights": "benchmarks.commands.weights:weights",
     "sync": "benchmarks.commands.sync:sync",
+    "datasets": "benchmarks.commands.datasets:datasets",
+    "evaluate": "benchmarks.commands.evaluate:evaluate",
+    "leaderboard": "benchmarks.commands.leaderboard:leaderboard",
+    "plot": "benchmarks.commands.plot:plot",
 }
 
 main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)

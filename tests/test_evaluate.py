@@ -180,3 +180,26 @@ def test_end_to_end_all_models_all_metrics(synth, tmp_path: Path) -> None:
     r_dir = evaluate(ds, make_model(f"dir:{tmp_path / 'dir'}"), opts)
     assert abs(r_gt["metrics"]["fad"]) < 1e-3 and r_dir["metrics"]["fad"] > 1e-2
     assert len(list((tmp_path / "res").glob("*.json"))) == 3
+
+
+def test_plot_figure_with_events(synth, tmp_path: Path) -> None:
+    from benchmarks.cli import main
+    from benchmarks.datasets import DatasetClip
+    from benchmarks.plot import events_from_json, window_events
+
+    root, ds = synth
+    clip = DatasetClip(id="c", video="v.mp4", start_sec=1.0, window_sec=2.56, events=(0.5, 1.2, 3.5, 3.6))
+    assert window_events(clip) == pytest.approx([0.2, 2.5])  # relative to the window, outside ones dropped
+    first = ds.clips[0]
+    assert events_from_json(root / "events.json", first.id) == list(first.events)
+    _write_outputs(ds, tmp_path / "gen", ds.ids[:1])
+    manifest = ds.save(tmp_path / "synthetic.json")
+    out = tmp_path / "fig.png"
+    res = CliRunner().invoke(main, ["plot", "--dataset", str(manifest), "--clip", first.id, "--model",
+                                    f"dir:{tmp_path / 'gen'}", "--events", str(root / "events.json"),
+                                    "--frames", "4", "--debug-weights", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = CliRunner().invoke(main, ["plot", "--dataset", str(manifest), "--clip", ds.ids[1], "--model",
+                                    f"dir:{tmp_path / 'gen'}", "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "missing" in res.output

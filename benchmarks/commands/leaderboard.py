@@ -1,0 +1,29 @@
+"""`vbench leaderboard`: all results of a folder, one table per dataset and protocol, plus reported rows."""
+
+from __future__ import annotations
+
+import click
+
+from benchmarks.leaderboard import FORMATS
+
+
+@click.command("leaderboard")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--reported", "reported_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON file of reported rows (see benchmarks/reported.py); repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
+def leaderboard(results_dir: str, dataset: str | None, fmt: str, reported_files: tuple[str, ...],
+                out: str | None) -> None:
+    """Render the leaderboard of every result under --results."""
+    from benchmarks.leaderboard import leaderboard as render
+    from benchmarks.reported import reported_rows
+    from visualsound.utils.atomic import atomic_write_text
+
+    text = render(results_dir, fmt, dataset, reported_rows(list(reported_files)))
+    if out:
+        atomic_write_text(out, text if text.endswith("\n") else text + "\n")
+        click.echo(f"leaderboard ({fmt}) -> {out}")
+    else:
+        click.echo(text)
