@@ -6,7 +6,7 @@ Pipeline (one process per GPU or machine; ``--shard i/n`` splits the work)::
       -> ClipDataset: DataLoader workers decode + preprocess one clip each (`preprocess_clip`) and return either
          tensors (video [15, 3, 2, 224, 224], audio [3, 1, 128, 204]) or a failure row (status + reason)
       -> collate: ok clips stacked to video [B, 15, 3, 2, 224, 224], audio [B, 3, 1, 128, 204]; failures ride along
-      -> ImageBindAV.score on the device (fp32 by default, bf16 / fp16 optional)  -> scores [B]
+      -> ImageBindAV.score on the device (fp32 by default; bf16 / fp16 under autocast)  -> scores [B]
       -> a Parquet shard (`visualsound.scores_io.write_shard`: atomic, unique name) every `batches_per_shard`
          batches; at the end of a run its shards are compacted into one.
 
@@ -213,11 +213,40 @@ def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
             "audio": torch.stack([items[i]["audio"] for i in ok]) if ok else None}
 
 
+def _preload_decoders() -> None:
+    """Import the decoding stack (PyAV, torchaudio's Kaldi fbank, media) in the parent, so that forked DataLoader
+    workers inherit it instead of each paying the imports on its first clip."""
+    import av  # noqa: F401
+    import torchaudio.compliance.kaldi  # noqa: F401
+    import torchaudio.functional  # noqa: F401
+
+    import visualsound.media  # noqa: F401
+
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # parallelism comes from the workers; avoid N workers x M threads oversubscription
 
 
 # ------------------------------------------------------------------------------------------------ the job
+def score_batch(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, device: torch.device,
+                dtype: str = "fp32") -> torch.Tensor:
+    """ImageBind scores of a batch: video [B, 15, 3, 2, 224, 224], audio [B, 3, 1, 128, 204] -> float32 [B] on
+    the CPU.
+
+    fp32 is exactly `ImageBindAV.score`. bf16 / fp16 run the towers under `torch.autocast` (fp32 weights;
+    matmuls in half precision, normalisations and softmax in fp32) and take the cosine of the fp32-cast
+    embeddings.
+    """
+    assert video.shape[0] == audio.shape[0], f"batch sizes differ: {tuple(video.shape)} vs {tuple(audio.shape)}"
+    video = video.to(device, non_blocking=True)
+    audio = audio.to(device, non_blocking=True)
+    if dtype == "fp32":
+        return model.score(video, audio).cpu()
+    with torch.autocast(device.type, dtype=DTYPES[dtype]):
+        v, a = model.embed_vision(video), model.embed_audio(audio)
+    return torch.nn.functional.cosine_similarity(v.float(), a.float(), dim=-1).cpu()
+
+
 @dataclass
 class ScoringSummary:
     """What a run did: clips in its shard, skipped as already done, scored now, status counts, shard files."""
@@ -326,8 +355,7 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
 
     meta["software_version"] = __version__
     device = torch.device(cfg.device)
-    dtype = DTYPES[cfg.dtype]
-    model = load_imagebind(ckpt_path, debug_weights=debug_weights, device=device, dtype=dtype)
+    model = load_imagebind(ckpt_path, debug_weights=debug_weights, device=device)
 
     cols = [c for c in (*INDEX_COLUMNS, "exists") if c in todo.columns]
     records = todo.loc[:, cols].to_dict("records")
@@ -336,6 +364,7 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
                                  "collate_fn": collate_items, "pin_memory": device.type == "cuda"}
     if cfg.workers > 0:  # out of order: a slow file delays only its own batch, never the ones behind it
         loader_kw.update(prefetch_factor=cfg.prefetch_factor, in_order=False, worker_init_fn=_worker_init)
+    _preload_decoders()
     loader = DataLoader(dataset, **loader_kw)
 
     from tqdm import tqdm
@@ -357,9 +386,7 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
             for b, batch in enumerate(loader):
                 rows = batch["rows"]
                 if batch["ok"]:
-                    video = batch["video"].to(device=device, dtype=dtype, non_blocking=True)
-                    audio = batch["audio"].to(device=device, dtype=dtype, non_blocking=True)
-                    scores = model.score(video, audio).float().cpu().tolist()
+                    scores = score_batch(model, batch["video"], batch["audio"], device, cfg.dtype).tolist()
                     for i, s in zip(batch["ok"], scores):
                         if math.isfinite(s):
                             rows[i]["score"] = s
