@@ -74,6 +74,15 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+PAPER_SAMPLES_PER_CLIP = 10
+PAPER_SAMPLES_PER_CLIP_BY_DATASET = {"vas": 3}
+
+
+def paper_samples_per_clip(dataset_name: str) -> int:
+    """Samples per clip the V-AURA paper generated: 3 on VAS, 10 on the other sets."""
+    return PAPER_SAMPLES_PER_CLIP_BY_DATASET.get(dataset_name, PAPER_SAMPLES_PER_CLIP)
+
+
 @dataclass
 class EvalOptions:
     """Everything `evaluate` needs besides the dataset and the model adapter."""
@@ -330,7 +339,8 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
         "debug_weights": debug,
     }
     validate_result(result, "new result")
-    path = Path(options.out_dir) / result_filename(info["name"], dataset.name, protocol.name, debug)
+    run_name = f"{model.cache_key}-n{info['samples_per_clip']}"  # checkpoint and sampling make distinct files
+    path = Path(options.out_dir) / result_filename(run_name, dataset.name, protocol.name, debug)
     atomic_write_json(path, result)
     result["_path"] = str(path)
     return result

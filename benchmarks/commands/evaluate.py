@@ -26,7 +26,8 @@ METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
 @click.option("--imagebind-checkpoint", default=None)
 @click.option("--sync-checkpoint", default=None, help="Synchformer AudioSet checkpoint.")
 @click.option("--samples-per-clip", type=int, default=None,
-              help="V-AURA samples per clip (the paper: 10, and 3 on VAS); dir: models use what they have.")
+              help="V-AURA samples per clip (default as in the paper: 3 on vas, 10 elsewhere); dir: models use "
+                   "what they have.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample k of a clip uses seed + k.")
 @click.option("--metrics", "metrics", multiple=True, type=click.Choice(METRIC_CHOICES),
               help="Only these metrics (repeatable; default: all of the protocol's).")
@@ -39,11 +40,14 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
              allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
-    from benchmarks.evaluate import EvalOptions
+    from benchmarks.evaluate import EvalOptions, paper_samples_per_clip
     from benchmarks.evaluate import evaluate as run
     from benchmarks.models import make_model
 
     ds = resolve_dataset(dataset, datasets_dir)
+    if model_spec == "vaura" and samples_per_clip is None:
+        samples_per_clip = paper_samples_per_clip(ds.name)
+        click.echo(f"V-AURA: {samples_per_clip} samples per clip (the paper's setting for {ds.name})")
     model = make_model(model_spec, checkpoint=checkpoint, debug_weights=debug_weights,
                        samples_per_clip=samples_per_clip, seed=seed, device=device, out_dir=out_dir)
     ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
