@@ -190,6 +190,34 @@ def test_worker_exception_becomes_error_row_then_retried(clips: dict[str, Path],
                                   check_exact=False, atol=1e-6)
 
 
+def test_crashed_worker_blames_its_clip_and_the_job_goes_on(clips: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            reference: pd.DataFrame) -> None:
+    import visualsound.imagebind as ib
+
+    real = ib.preprocess_clip
+
+    def segfaulting(path: str, silence_threshold: float | None = None):
+        if "synth0001" in str(path) and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug does to a worker
+        return real(path, silence_threshold=silence_threshold)
+
+    monkeypatch.setattr(ib, "preprocess_clip", segfaulting)  # inherited by the forked workers
+    index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    s = score_clips(index, tmp_path, CFG.replace(workers=2, batch_size=2), debug_weights=True, progress=False)
+    assert s.scored == len(EXPECTED) and s.statuses["error"] == 1 and not s.stopped_early
+    df = read_scores(tmp_path).set_index("clip_id")
+    assert df.attrs["duplicates"] == 0 and len(df) == len(EXPECTED)
+    crashed = df.loc["synth0001_0_10000"]
+    assert crashed["status"] == "error" and "worker crashed" in crashed["reason"]
+    others = df.drop(index="synth0001_0_10000")
+    ref = reference.set_index("clip_id").drop(index="synth0001_0_10000")
+    pd.testing.assert_frame_equal(others, ref, check_exact=False, atol=1e-6)
+    with pytest.raises(ScoringError, match="crashed 1 times"):  # a systematic crash stops the job
+        score_clips(index, tmp_path / "again", CFG.replace(workers=1, max_worker_crashes=0), debug_weights=True,
+                    progress=False)
+
+
 def test_resume_refuses_another_recipe(clips: dict[str, Path], tmp_path: Path) -> None:
     index = index_clips(clips["csv"], clips["videos"], "vggsound")
     s = score_clips(index, tmp_path, CFG, debug_weights=True, max_batches=1, progress=False)
@@ -255,6 +283,7 @@ def _spawn_score(clips: dict[str, Path], out: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+@pytest.mark.slow  # a fresh interpreter (torch import) + worker processes: ~10-20 s on a shared CPU
 def test_sigkill_mid_run_then_resume_with_workers(clips: dict[str, Path], tmp_path: Path,
                                                   reference: pd.DataFrame) -> None:
     out = tmp_path / "scores"

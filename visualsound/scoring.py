@@ -30,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import multiprocessing as mp
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -58,6 +60,9 @@ DEBUG_CHECKPOINT_TAG = "debug-weights"
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
 RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype")
 FACT_COLUMNS = ("video_fps", "duration", "audio_sample_rate", "audio_channels", "num_frames")
+# torch's messages for a dead DataLoader worker: "DataLoader worker (pid 12) is killed by signal: ..." and
+# "DataLoader worker (pid(s) 12, 34) exited unexpectedly".
+_CRASH_PIDS = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\)")
 INDEX_COLUMNS = ("clip_id", "youtube_id", "start_seconds", "label", "split", "path")
 
 
@@ -85,13 +90,15 @@ class ScoringConfig(FrozenConfig):
     min_duration: float = 0.0
     retry_statuses: tuple[str, ...] = ("error",)
     compact: bool = True
+    max_worker_crashes: int = 50
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batches_per_shard < 1 or self.prefetch_factor < 1:
             raise ConfigError(f"ScoringConfig: batch_size ({self.batch_size}), batches_per_shard "
                               f"({self.batches_per_shard}) and prefetch_factor ({self.prefetch_factor}) must be >= 1")
-        if self.workers < 0:
-            raise ConfigError(f"ScoringConfig: workers must be >= 0, got {self.workers}")
+        if self.workers < 0 or self.max_worker_crashes < 0:
+            raise ConfigError(f"ScoringConfig: workers ({self.workers}) and max_worker_crashes "
+                              f"({self.max_worker_crashes}) must be >= 0")
         if self.dtype not in DTYPES:
             raise ConfigError(f"ScoringConfig: dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
         if self.min_duration < 0:
@@ -189,19 +196,46 @@ def load_item(record: Mapping[str, Any], silence_threshold: float | None = None,
 
 
 class ClipDataset(Dataset):
-    """Index records -> `load_item` outputs (decoding happens in whichever process calls ``__getitem__``)."""
+    """Index records -> `load_item` outputs (decoding happens in whichever process calls ``__getitem__``).
+
+    With ``track_workers=W`` each DataLoader worker writes ``(pid, index)`` of the clip it is decoding into a
+    shared array, so that `in_progress` can name the clip a crashed worker died on.
+    """
 
     def __init__(self, records: Sequence[Mapping[str, Any]], silence_threshold: float | None = None,
-                 min_duration: float = 0.0) -> None:
+                 min_duration: float = 0.0, track_workers: int = 0) -> None:
         self.records = list(records)
         self.silence_threshold = silence_threshold
         self.min_duration = min_duration
+        self._slots = mp.Array("q", [-1] * (2 * track_workers), lock=False) if track_workers else None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return load_item(self.records[i], self.silence_threshold, self.min_duration)
+        info = torch.utils.data.get_worker_info()
+        if self._slots is None or info is None:
+            return load_item(self.records[i], self.silence_threshold, self.min_duration)
+        slot = 2 * info.id
+        self._slots[slot], self._slots[slot + 1] = os.getpid(), i
+        item = load_item(self.records[i], self.silence_threshold, self.min_duration)
+        self._slots[slot + 1] = -1
+        return item
+
+    def in_progress(self, pids: set[int]) -> list[dict[str, Any]]:
+        """Records being decoded by the workers with these pids."""
+        if self._slots is None:
+            return []
+        pairs = [(self._slots[k], self._slots[k + 1]) for k in range(0, len(self._slots), 2)]
+        return [self.records[i] for pid, i in pairs if pid in pids and i >= 0]
+
+
+def crashed_item(record: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """The `load_item` output for a clip whose decoding worker died: status ``error`` (retried on resume)."""
+    row: dict[str, Any] = {c: record[c] for c in INDEX_COLUMNS}
+    row.update(_empty_facts(), score=math.nan, status="error",
+               reason=f"the decoding worker crashed on this clip: {message}")
+    return {"row": row, "video": None, "audio": None}
 
 
 def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,6 +262,101 @@ def _worker_init(_worker_id: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the job
+class _Run:
+    """One pass over the clips to score: the model, rows not yet written, shards written, counts, progress.
+
+    Worker crashes (a decoder segfault, a worker killed by the OOM killer) do not stop the pass: every worker
+    records the index of the clip it is decoding (and its pid) in shared memory, so the clip that was being
+    decoded by a dead worker gets an ``error`` row naming the crash, and a new loader resumes with the clips
+    not yet seen.
+    """
+
+    def __init__(self, model: torch.nn.Module, out: Path, meta: Mapping[str, str], cfg: ScoringConfig,
+                 device: torch.device, debug_weights: bool, bar: Any, max_batches: int | None) -> None:
+        self.model, self.out, self.meta, self.cfg, self.device = model, out, dict(meta), cfg, device
+        self.debug_weights, self.bar, self.max_batches = debug_weights, bar, max_batches
+        self.pending: list[dict[str, Any]] = []
+        self.written_ids: set[str] = set()
+        self.shards: list[Path] = []
+        self.counts: Counter[str] = Counter()
+        self.batches = 0
+        self.crashes = 0
+
+    def seen(self) -> set[str]:
+        """Clip ids whose rows are written or pending (the order of `flush` keeps every row in one of them)."""
+        return self.written_ids | {r["clip_id"] for r in self.pending}
+
+    def flush(self) -> None:
+        if self.pending:
+            rows = list(self.pending)
+            self.shards.append(write_shard(rows, self.out, meta=self.meta))
+            self.written_ids.update(r["clip_id"] for r in rows)
+            self.pending.clear()
+
+    def process(self, batch: dict[str, Any]) -> bool:
+        """Score a collated batch and queue its rows; True once `max_batches` batches are done."""
+        rows = batch["rows"]
+        if batch["ok"]:
+            scores = score_batch(self.model, batch["video"], batch["audio"], self.device, self.cfg.dtype).tolist()
+            for i, s in zip(batch["ok"], scores):
+                if math.isfinite(s):
+                    rows[i]["score"] = s
+                else:
+                    rows[i].update(status="error", reason=f"non-finite score {s} (dtype {self.cfg.dtype})")
+        for r in rows:
+            r.update(score_version=SCORE_VERSION, debug_weights=self.debug_weights)
+        self.pending.extend(rows)
+        self.counts.update(r["status"] for r in rows)
+        self.batches += 1
+        if self.batches % self.cfg.batches_per_shard == 0:
+            self.flush()
+        failed = sum(self.counts.values()) - self.counts["ok"]
+        self.bar.set_postfix(ok=self.counts["ok"], failed=failed, refresh=False)
+        self.bar.update(len(rows))
+        return self.max_batches is not None and self.batches >= self.max_batches
+
+    def run(self, records: list[dict[str, Any]]) -> bool:
+        """Score all `records`; returns True when stopped early by `max_batches`."""
+        cfg = self.cfg
+        remaining = records
+        while remaining:
+            dataset = ClipDataset(remaining, cfg.silence_threshold, cfg.min_duration, track_workers=cfg.workers)
+            kw: dict[str, Any] = {"batch_size": cfg.batch_size, "shuffle": False, "num_workers": cfg.workers,
+                                  "collate_fn": collate_items, "pin_memory": self.device.type == "cuda"}
+            if cfg.workers > 0:  # out of order: a slow file delays only its own batch, never the ones behind it
+                kw.update(prefetch_factor=cfg.prefetch_factor, in_order=False, worker_init_fn=_worker_init)
+            try:
+                for batch in DataLoader(dataset, **kw):
+                    if self.process(batch):
+                        return len(self.seen()) < len(records)
+                return False
+            except RuntimeError as e:
+                if cfg.workers == 0 or not str(e).startswith("DataLoader worker"):
+                    raise
+                culprits, message = self._on_crash(e, dataset), str(e)
+            seen = self.seen()
+            blamed = [r for r in culprits if r["clip_id"] not in seen]
+            blamed_ids = {r["clip_id"] for r in blamed}
+            remaining = [r for r in remaining if r["clip_id"] not in seen and r["clip_id"] not in blamed_ids]
+            if blamed and self.process(collate_items([crashed_item(r, message) for r in blamed])):
+                return bool(remaining)
+        return False
+
+    def _on_crash(self, error: RuntimeError, dataset: ClipDataset) -> list[dict[str, Any]]:
+        """Count a worker crash (raise `ScoringError` past ``max_worker_crashes``) and return the records the dead
+        workers were decoding (parsed from torch's message: ``DataLoader worker (pid(s) 12, 34) ...``)."""
+        self.crashes += 1
+        if self.crashes > self.cfg.max_worker_crashes:
+            raise ScoringError(f"decoding workers crashed {self.crashes} times (max_worker_crashes="
+                               f"{self.cfg.max_worker_crashes}); last: {error}") from error
+        m = _CRASH_PIDS.match(str(error))
+        dead = {int(p) for p in re.findall(r"\d+", m.group(1))} if m else set()
+        culprits = dataset.in_progress(dead)
+        log.warning("%s; blaming %s, restarting the loader (crash %d of at most %d)", error,
+                    [r["path"] for r in culprits] or "no clip", self.crashes, self.cfg.max_worker_crashes)
+        return culprits
+
+
 def score_batch(model: torch.nn.Module, video: torch.Tensor, audio: torch.Tensor, device: torch.device,
                 dtype: str = "fp32") -> torch.Tensor:
     """ImageBind scores of a batch: video [B, 15, 3, 2, 224, 224], audio [B, 3, 1, 128, 204] -> float32 [B] on
@@ -359,59 +488,25 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
 
     cols = [c for c in (*INDEX_COLUMNS, "exists") if c in todo.columns]
     records = todo.loc[:, cols].to_dict("records")
-    dataset = ClipDataset(records, cfg.silence_threshold, cfg.min_duration)
-    loader_kw: dict[str, Any] = {"batch_size": cfg.batch_size, "shuffle": False, "num_workers": cfg.workers,
-                                 "collate_fn": collate_items, "pin_memory": device.type == "cuda"}
-    if cfg.workers > 0:  # out of order: a slow file delays only its own batch, never the ones behind it
-        loader_kw.update(prefetch_factor=cfg.prefetch_factor, in_order=False, worker_init_fn=_worker_init)
     _preload_decoders()
-    loader = DataLoader(dataset, **loader_kw)
-
     from tqdm import tqdm
 
     bar = tqdm(total=len(records), unit="clip", disable=not progress, dynamic_ncols=True, smoothing=0.05,
                desc=f"score {shard[0]}/{shard[1]}")
-    pending: list[dict[str, Any]] = []
+    run = _Run(model, out, meta, cfg, device, debug_weights, bar, max_batches)
     t_loop = time.perf_counter()
-    run_shards: list[Path] = []
-    counts: Counter[str] = Counter()
-
-    def flush() -> None:
-        if pending:
-            run_shards.append(write_shard(pending, out, meta=meta))
-            pending.clear()
-
     try:
         with torch.inference_mode():
-            for b, batch in enumerate(loader):
-                rows = batch["rows"]
-                if batch["ok"]:
-                    scores = score_batch(model, batch["video"], batch["audio"], device, cfg.dtype).tolist()
-                    for i, s in zip(batch["ok"], scores):
-                        if math.isfinite(s):
-                            rows[i]["score"] = s
-                        else:
-                            rows[i].update(status="error", reason=f"non-finite score {s} (dtype {cfg.dtype})")
-                for r in rows:
-                    r.update(score_version=SCORE_VERSION, debug_weights=debug_weights)
-                    counts[r["status"]] += 1
-                pending.extend(rows)
-                summary.scored += len(rows)
-                if (b + 1) % cfg.batches_per_shard == 0:
-                    flush()
-                bar.set_postfix(ok=counts["ok"], failed=sum(counts.values()) - counts["ok"], refresh=False)
-                bar.update(len(rows))
-                if max_batches is not None and b + 1 >= max_batches and summary.scored < len(records):
-                    summary.stopped_early = True
-                    log.info("stopping after %d batches (max_batches)", b + 1)
-                    break
+            summary.stopped_early = run.run(records)
     finally:
-        flush()  # rows of completed batches are whole: keep them even when interrupted
+        run.flush()  # rows of completed batches are whole: keep them even when interrupted
         bar.close()
         summary.loop_seconds = time.perf_counter() - t_loop
+    summary.scored = sum(run.counts.values())
+    run_shards = run.shards
     if cfg.compact and len(run_shards) > 1:
         run_shards = [_compact(run_shards, out, meta)]
-    summary.statuses = dict(sorted(counts.items()))
+    summary.statuses = dict(sorted(run.counts.items()))
     summary.shards = run_shards
     summary.seconds = time.perf_counter() - t0
     log.info("shard %d/%d: scored %d clips in %.1f s (%.2f clips/s), statuses %s", shard[0], shard[1],
