@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,29 @@ def file_fingerprint(path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
     p = Path(path)
     st = p.stat()
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **extra}
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def weights_checksum(name: str, checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[str, str]:
+    """``(resolved path or 'debug', sha256 or 'debug:<name>')`` of an extractor's weights (memoised)."""
+    if debug_weights:
+        return "debug", f"debug:{name}"
+    from visualsound.weights import file_digest, resolve
+
+    path = Path(resolve(name, checkpoint))
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digests = []
+    for f in files:
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = file_digest(f)
+        digests.append(_DIGESTS[key])
+    if len(digests) == 1:
+        return str(path), digests[0]
+    return str(path), hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def _key(clip_id: str) -> str:
@@ -114,7 +138,7 @@ class FeatureCache:
             return False, None
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 -- any unreadable file is recomputed, and said so
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # a corrupt entry is recomputed
             log.warning("cache %s: entry of %s is unreadable (%s); recomputing it", self.directory, clip_id, e)
             return False, None
         if entry.get("clip_id") != clip_id or entry.get("source") != json.loads(json.dumps(dict(source))):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.cache import FeatureCache, file_fingerprint
+from benchmarks.cache import FeatureCache, file_fingerprint, weights_checksum
 from benchmarks.datasets import Dataset
 from benchmarks.models import ModelOutputs, Sample
 from benchmarks.results import METRIC_KEYS, RESULT_FORMAT, SCHEMA_VERSION, result_filename, validate_result
@@ -100,32 +100,6 @@ class EvalOptions:
     @property
     def cache_root(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else Path(self.out_dir) / "cache"
-
-
-# ------------------------------------------------------------------------------------------------ weights
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def weights_checksum(name: str, checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[str, str]:
-    """``(resolved path or 'debug', sha256 or 'debug:<name>')`` of an extractor's weights (memoised)."""
-    if debug_weights:
-        return "debug", f"debug:{name}"
-    from visualsound.weights import file_digest, resolve
-
-    path = Path(resolve(name, checkpoint))
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digests = []
-    for f in files:
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _DIGESTS:
-            _DIGESTS[key] = file_digest(f)
-        digests.append(_DIGESTS[key])
-    if len(digests) == 1:
-        return str(path), digests[0]
-    import hashlib
-
-    return str(path), hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ sets

@@ -2,8 +2,9 @@
 
 * ``ground-truth``: the clip's own audio in its evaluation window (the upper bound; one sample per clip).
 * ``dir:PATH``: another model's precomputed outputs, matched to clip ids exactly: ``PATH/<clip id>.<ext>`` (one
-  sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac or mp4
-  (the audio stream is used). Nothing is matched by partial names.
+  sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac, mp4 or
+  m4a (the audio stream is used). Nothing is matched by partial names. Each output is evaluated from its start
+  for the clip's window length (longer outputs are cut, as the ground truth is).
 * ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (model, checkpoint, clip, seed).
 
 Every adapter returns `ModelOutputs`: the samples per clip id, and the ids with no usable output with the
@@ -147,7 +148,7 @@ class DirModel:
             if reasons:
                 out.missing[clip.id] = reasons[0]
                 continue
-            out.samples[clip.id] = [Sample(clip.id, k, str(p)) for k, p in enumerate(files)]
+            out.samples[clip.id] = [Sample(clip.id, k, str(p), 0.0, clip.window_sec) for k, p in enumerate(files)]
             counts.add(len(files))
         if not self.samples_per_clip and counts:
             if len(counts) > 1:
@@ -185,7 +186,7 @@ class VAuraModel:
         if debug_weights:
             self.checkpoint_path, self.checkpoint_sha = None, "debug:vaura"
         else:
-            from benchmarks.evaluate import weights_checksum
+            from benchmarks.cache import weights_checksum
 
             self.checkpoint_path, self.checkpoint_sha = weights_checksum("vaura_release", checkpoint, False)
         weights_id = "debug" if debug_weights else self.checkpoint_sha[:12]
@@ -230,7 +231,7 @@ class VAuraModel:
                         res = generate_for_video(clip.video, self._pipeline(), self.params, num_samples=1,
                                                  seed=seed, start=clip.start_sec, duration=clip.window_sec)
                         write_wav(path, res.audio[0], res.sample_rate)
-                    samples.append(Sample(clip.id, k, str(path), seed=seed))
+                    samples.append(Sample(clip.id, k, str(path), 0.0, clip.window_sec, seed=seed))
             except ToolkitError as e:
                 log.error("V-AURA generation failed for %s: %s", clip.id, e)
                 out.missing[clip.id] = f"generation failed: {type(e).__name__}: {e}"

@@ -124,6 +124,22 @@ def test_feature_cache_manifest_and_sources(tmp_path: Path) -> None:
     src.write_bytes(b"yy")  # the input changed: that clip is recomputed
     open_cache("w2").get_or_compute([("a", file_fingerprint(src))], compute)
     assert calls == ["a", "a", "a"]
+    for entry in (tmp_path / "c" / "features").iterdir():  # a corrupt entry is recomputed, not trusted
+        entry.write_bytes(b"garbage")
+    assert open_cache("w2").get_or_compute([("a", file_fingerprint(src))], compute)["a"].tolist() == [1.0, 1.0]
+    assert calls == ["a", "a", "a", "a"]
+
+
+def test_weights_checksum_of_explicit_checkpoint(tmp_path: Path) -> None:
+    import hashlib
+
+    from benchmarks.cache import weights_checksum
+
+    ckpt = tmp_path / "vggish.pth"
+    ckpt.write_bytes(b"weights")
+    path, sha = weights_checksum("vggish", ckpt, debug_weights=False)
+    assert path == str(ckpt) and sha == hashlib.sha256(b"weights").hexdigest()
+    assert weights_checksum("vggish", None, debug_weights=True) == ("debug", "debug:vggish")
 
 
 def test_sync_score_is_mean_absolute_offset_in_ms() -> None:
