@@ -205,13 +205,24 @@ def _read_id_lines(path: Path) -> list[str]:
 
 def read_vggsound_list(path: str | os.PathLike) -> list[tuple[str, float | None, str]]:
     """VGGSound-based list file -> ``[(clip id, start or None, label)]``. Accepted forms: a ``file,start_sec``
-    csv, the official 4-column ``vggsound.csv`` (its test rows) or a text file of clip ids."""
+    csv, a ``filename,start,desc,split`` csv (V-AURA's ``visualsound.csv``; its test rows), the official
+    4-column ``vggsound.csv`` (its test rows) or a text file of clip ids."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"list file not found: {path}")
     first = path.read_text().split("\n", 1)[0].strip()
     if first.replace(" ", "").startswith("file,start_sec"):
         return [(cid, start, "") for cid, start in read_start_csv(path).items()]
+    if first.replace(" ", "").startswith("filename,start,desc,split"):  # V-AURA's / `visualsound build`'s csv
+        import pandas as pd
+
+        from visualsound.vggsound import clip_id
+
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        test = df[df["split"] == "test"]
+        if test.empty:
+            raise DatasetError(f"{path}: no test rows")
+        return [(clip_id(f, int(st)), None, d) for f, st, d in zip(test["filename"], test["start"], test["desc"])]
     if first.count(",") >= 3:
         from visualsound.vggsound import read_vggsound_csv
 

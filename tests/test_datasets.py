@@ -81,6 +81,9 @@ def test_vggsound_official_csv_and_id_list(synth_root: Path, tmp_path: Path) -> 
     vs = build_dataset("visualsound", tmp_path / "clips", list_file=ids, pattern="{ytid}_{start:06d}.mp4",
                        starts=starts)
     assert vs.clips[0].start_sec == 0.4 and [s["role"] for s in vs.sources] == ["list", "starts"]
+    vs_csv = tmp_path / "visualsound.csv"
+    vs_csv.write_text("filename,start,desc,split\naaa,10,\"dog, barking\",test\nbbb,0,cat,train\n")
+    assert read_vggsound_list(vs_csv) == [("aaa_10000_20000", None, "dog, barking")]
 
 
 def test_vas_drops_fireworks(synth_root: Path, tmp_path: Path) -> None:
