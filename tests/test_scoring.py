@@ -220,10 +220,16 @@ def test_crashed_worker_blames_its_clip_and_the_job_goes_on(clips: dict[str, Pat
 
 def test_resume_refuses_another_recipe(clips: dict[str, Path], tmp_path: Path) -> None:
     index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    old, young = tmp_path / ".scores-a.parquet.x1.tmp", tmp_path / ".scores-b.parquet.x2.tmp"  # killed writes
+    for p in (old, young):
+        p.write_bytes(b"PAR1 partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
     s = score_clips(index, tmp_path, CFG, debug_weights=True, max_batches=1, progress=False)
     assert s.stopped_early and s.scored == CFG.batch_size and s.remaining == len(EXPECTED) - CFG.batch_size
-    with pytest.raises(ScoringError, match="dtype"):
-        score_clips(index, tmp_path, CFG.replace(dtype="bf16"), debug_weights=True, progress=False)
+    assert not old.exists() and young.exists()  # a young one may be a concurrent writer's
+    for change in ({"dtype": "bf16"}, {"min_duration": 0.0}, {"silence_threshold": None}):
+        with pytest.raises(ScoringError, match=next(iter(change))):
+            score_clips(index, tmp_path, CFG.replace(**change), debug_weights=True, progress=False)
     assert len(read_scores(tmp_path)) == CFG.batch_size  # nothing was written by the refused run
 
 

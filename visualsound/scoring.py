@@ -19,14 +19,18 @@ Guarantees:
   (even SIGKILL) loses at most the batches not yet written (one batch with the default `batches_per_shard=1`)
   and never leaves a partial shard. Duplicates that a retry or a killed compaction may leave in the raw shards
   are resolved by `visualsound.scores_io.read_scores` (ok first, then the newest shard);
+- a crashed decoding worker (a decoder segfault, the OOM killer) costs the job one loader restart: the clip that
+  worker was decoding gets an ``error`` row naming the crash (see `_Run`); past ``max_worker_crashes`` the job
+  stops with `ScoringError`;
 - a scores folder never mixes recipes: a run refuses an OUT whose shards name another ``score_version``,
-  ``checkpoint_sha256``, ``debug_weights`` or ``dtype``;
+  ``checkpoint_sha256``, ``debug_weights``, ``dtype``, ``silence_threshold`` or ``min_duration``;
 - the partition of ``--shard i/n`` depends only on the clip id (`shard_of`), so any set of machines computes
   the same split and `visualsound merge` recombines their folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -58,7 +62,8 @@ SCORE_VERSION = "imagebind-visualsound-v1"
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEBUG_CHECKPOINT_TAG = "debug-weights"
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
-RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype")
+RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype", "silence_threshold", "min_duration")
+STALE_TEMP_SECONDS = 3600  # temp files of killed shard writes older than this are removed when a run starts
 FACT_COLUMNS = ("video_fps", "duration", "audio_sample_rate", "audio_channels", "num_frames")
 # torch's messages for a dead DataLoader worker: "DataLoader worker (pid 12) is killed by signal: ..." and
 # "DataLoader worker (pid(s) 12, 34) exited unexpectedly".
@@ -423,6 +428,17 @@ def check_recipe(out_dir: str | os.PathLike, meta: Mapping[str, str]) -> None:
                                "use another --out folder (scores of different recipes must not be mixed)")
 
 
+def _remove_stale_temps(out_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
+    """Delete temp files that killed shard writes left (``.scores-*.parquet.*.tmp``, see `atomic_open`) once they
+    are older than `max_age` seconds (younger ones may belong to a concurrent ``--shard`` run writing now)."""
+    now = time.time()
+    for p in out_dir.glob(".scores-*.parquet.*.tmp") if out_dir.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):  # renamed into place by a concurrent writer meanwhile
+            if now - p.stat().st_mtime > max_age:
+                log.info("removing stale temp file %s", p)
+                p.unlink()
+
+
 def _checkpoint_digest(checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[Path | None, str]:
     if debug_weights:
         if checkpoint is not None:
@@ -477,8 +493,10 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
 
     ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
     meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
-            "dtype": cfg.dtype}
+            "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
+            "min_duration": f"{cfg.min_duration:g}"}
     check_recipe(out, meta)
+    _remove_stale_temps(out)
     from visualsound import __version__
     from visualsound.imagebind import load_imagebind
 
