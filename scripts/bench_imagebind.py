@@ -29,12 +29,12 @@ import torch
 
 from visualsound.imagebind import ImageBindAV, ImageBindConfig, preprocess_clip
 from visualsound.imagebind.preprocess import (
-    _audio_frame_to_array,
     audio_to_fbanks,
     resample_to_16k,
     transform_video,
     video_frame_indices,
 )
+from visualsound.media.audio import frame_to_float
 
 
 def write_clip(path: Path, seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (360, 640),
@@ -74,7 +74,7 @@ def whole_file_preprocess(path: str) -> tuple[torch.Tensor, torch.Tensor]:
             if isinstance(f, av.VideoFrame):
                 frames.append((f.pts, f.to_ndarray(format="rgb24")))
             else:
-                chunks.append(_audio_frame_to_array(f))
+                chunks.append(frame_to_float(f))
         frames.sort(key=lambda x: x[0])
         fps = float(c.streams.video[0].average_rate)
         rate = c.streams.audio[0].codec_context.sample_rate

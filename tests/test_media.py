@@ -372,3 +372,29 @@ def test_audio_pts_gap_is_filled_with_silence(tmp_path):
     expected[:, 2400:4000] = 0
     assert torch.equal(full, expected)
     assert torch.equal(read_audio(p, start=0.25, duration=0.3), expected[:, 2000:4400])
+
+
+@pytest.mark.parametrize("fmt", ["s16", "s16p", "s32", "s32p", "u8", "u8p", "flt", "fltp", "dbl", "dblp"])
+def test_frame_to_float_is_the_libsndfile_scaling(fmt):
+    """The one sample converter behind read_audio and the FAD / KLD / ImageBind readers: integer ``k`` becomes
+    exactly ``k / 2**(bits-1)`` (u8: ``(k - 128) / 128``), packed frames are de-interleaved to ``[C, n]``."""
+    from visualsound.media.audio import frame_to_float
+
+    planar, base = fmt.endswith("p"), fmt.rstrip("p")
+    dtype = {"s16": np.int16, "s32": np.int32, "u8": np.uint8, "flt": np.float32, "dbl": np.float64}[base]
+    rng = np.random.default_rng(0)
+    if base in ("flt", "dbl"):
+        chans = rng.uniform(-1, 1, (2, 777)).astype(dtype)
+        expected = chans.astype(np.float32)
+    else:
+        info = np.iinfo(dtype)
+        chans = rng.integers(info.min, info.max, (2, 777), dtype=dtype, endpoint=True)
+        chans[:, :2] = [[info.min, info.max], [info.max, info.min]]
+        offset, scale = (128.0, 128.0) if base == "u8" else (0.0, float(-int(info.min)))
+        expected = ((chans.astype(np.float64) - offset) / scale).astype(np.float32)  # exact: scale is 2**k
+    arr = chans if planar else np.ascontiguousarray(chans.T).reshape(1, -1)  # packed: interleaved [1, n * C]
+    out = frame_to_float(av.AudioFrame.from_ndarray(arr, format=fmt, layout="stereo"))
+    assert out.dtype == np.float32 and out.shape == (2, 777)
+    assert np.array_equal(out, expected)
+    if base in ("s16", "u8"):  # (s32's largest value rounds to 1.0 in float32, as in libsndfile)
+        assert out.min() == -1.0 and out.max() < 1.0

@@ -69,45 +69,32 @@ class FrechetDistanceError(FADError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def _pcm_to_float32(arr: np.ndarray, fmt: str) -> np.ndarray:
-    """libsndfile's float32 view of decoded samples: ints scaled by 1/2**(bits-1), u8 centred, floats kept."""
-    base = fmt.rstrip("p")
-    if base == "s16":
-        return arr.astype(np.float32) * np.float32(1.0 / 32768.0)
-    if base == "s32":  # 24-bit PCM arrives left-aligned in s32, so this is also k24 / 2**23
-        return arr.astype(np.float32) * np.float32(1.0 / 2147483648.0)
-    if base == "u8":
-        return (arr.astype(np.float32) - np.float32(128.0)) * np.float32(1.0 / 128.0)
-    if base in ("flt", "dbl"):
-        return arr.astype(np.float32)
-    raise AudioDecodeError(f"unsupported decoded sample format {fmt!r}")
-
-
 def read_audio_soundfile_style(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of `path` to float32 ``[C, N]`` and its sample rate, with PyAV.
 
+    Every decoded frame is appended as is (no timestamp placement, no padding trim), as libsndfile reads a file.
     Values equal ``soundfile.read(path, dtype="float32")`` for PCM WAV/FLAC: a 16-bit sample ``k`` becomes
-    exactly ``k / 32768``. Other codecs decode with FFmpeg (libsndfile may differ for lossy formats).
+    exactly ``k / 32768`` (`visualsound.media.audio.frame_to_float`; 24-bit PCM arrives left-aligned in s32, so
+    it is ``k24 / 2**23``). Other codecs decode with FFmpeg (libsndfile may differ for lossy formats).
+    Raises `AudioDecodeError` for a missing, unreadable or audio-less file.
     """
     import av
+
+    from visualsound.media import MediaError, open_media
+    from visualsound.media.audio import frame_to_float
 
     path = Path(path)
     if not path.is_file():
         raise AudioDecodeError(f"{path}: no such file")
     chunks: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
+        with open_media(path) as container:
             if not container.streams.audio:
                 raise AudioDecodeError(f"{path}: no audio stream")
             stream = container.streams.audio[0]
             sample_rate = int(stream.codec_context.sample_rate or stream.rate)
-            for frame in container.decode(stream):
-                arr = frame.to_ndarray()
-                channels = frame.layout.nb_channels
-                if not frame.format.is_planar:  # packed: [1, N * C] interleaved
-                    arr = arr.reshape(-1, channels).T
-                chunks.append(_pcm_to_float32(arr, frame.format.name))
-    except av.FFmpegError as e:
+            chunks.extend(frame_to_float(frame) for frame in container.decode(stream))
+    except (av.FFmpegError, MediaError) as e:
         raise AudioDecodeError(f"{path}: cannot decode audio ({e})") from e
     if not chunks:
         raise AudioDecodeError(f"{path}: the audio stream holds no samples")

@@ -100,39 +100,24 @@ def kl_divergence(p_gt: torch.Tensor, p_gen: torch.Tensor, eps: float = 1e-6) ->
 # --------------------------------------------------------------------------------------------------
 # Audio reading and cropping
 # --------------------------------------------------------------------------------------------------
-_INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
-
-
-def _frame_to_float(arr: np.ndarray, fmt: str, channels: int) -> np.ndarray:
-    """A decoded PyAV frame (planar ``[C, n]`` or packed ``[1, n*C]``) -> float32 ``[C, n]``."""
-    planar = fmt.endswith("p")
-    base = fmt[:-1] if planar else fmt
-    if not planar:
-        arr = arr.reshape(-1, channels).T
-    if base in _INT_SCALE:
-        return (arr.astype(np.float64) / _INT_SCALE[base]).astype(np.float32)
-    if base == "u8":
-        return ((arr.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
-    if base in ("flt", "dbl"):
-        return arr.astype(np.float32)
-    raise KLDInputError(f"unsupported decoded sample format {fmt!r}")
-
-
 def read_audio_file(path: str | os.PathLike, resample_to: int | None = None) -> tuple[torch.Tensor, int]:
     """Decode the first audio stream -> (float32 ``[C, N]``, sample rate), ``int16 / 32768`` for 16-bit PCM
-    (what ``torchaudio.load`` returns). `resample_to` converts with libswresample to 16-bit at that rate first,
-    as ``ffmpeg -ar <rate>`` extraction to wav does."""
+    (what ``torchaudio.load`` returns; `visualsound.media.audio.frame_to_float`). Decoded frames are appended as
+    is. `resample_to` converts with libswresample to 16-bit at that rate first, as ``ffmpeg -ar <rate>``
+    extraction to wav does. Raises `KLDInputError` for a missing, unreadable or audio-less file."""
     import av
+
+    from visualsound.media import MediaError, open_media
+    from visualsound.media.audio import frame_to_float
 
     path = Path(path)
     if not path.is_file():
         raise KLDInputError(f"audio file not found: {path}")
     try:
-        with av.open(str(path)) as container:
+        with open_media(path) as container:
             if not container.streams.audio:
                 raise KLDInputError(f"{path}: no audio stream")
             stream = container.streams.audio[0]
-            channels = stream.codec_context.channels
             resampler = None
             if resample_to is not None:
                 resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=int(resample_to))
@@ -140,12 +125,11 @@ def read_audio_file(path: str | os.PathLike, resample_to: int | None = None) -> 
             for frame in container.decode(stream):
                 frames = resampler.resample(frame) if resampler else [frame]
                 for f in frames:
-                    parts.append(_frame_to_float(f.to_ndarray(), f.format.name, channels))
+                    parts.append(frame_to_float(f))
                     rate = f.sample_rate
             if resampler is not None:
-                for f in resampler.resample(None):
-                    parts.append(_frame_to_float(f.to_ndarray(), f.format.name, channels))
-    except av.error.FFmpegError as e:
+                parts.extend(frame_to_float(f) for f in resampler.resample(None))
+    except (av.error.FFmpegError, MediaError) as e:
         raise KLDInputError(f"{path}: cannot decode audio ({e})") from e
     if not parts:
         raise KLDInputError(f"{path}: the audio stream holds no samples")

@@ -160,23 +160,9 @@ def audio_to_fbanks(waveform_16k: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def _audio_frame_to_array(frame: Any) -> np.ndarray:
-    """A decoded PyAV audio frame -> float32 ``[C, n]`` in [-1, 1] (planar or packed, float or integer)."""
-    fmt = frame.format
-    arr = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if not fmt.is_planar:
-        arr = arr.reshape(-1, channels).T
-    if arr.dtype.kind == "f":
-        return arr.astype(np.float32, copy=False)
-    if arr.dtype == np.uint8:
-        return (arr.astype(np.float32) - 128.0) / 128.0
-    return (arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))).astype(np.float32)
-
-
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display rotation given in degrees counter-clockwise (PyAV ``frame.rotation``)."""
-    k = int(round(rotation / 90.0)) % 4
+    """Apply a display rotation of 0/90/180/270 degrees counter-clockwise (`display_rotation` of the frame)."""
+    k = rotation // 90 % 4
     return np.ascontiguousarray(np.rot90(rgb, k=k, axes=(0, 1))) if k else rgb
 
 
@@ -222,12 +208,14 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
     import av
 
     from visualsound.media import MediaError, open_media
+    from visualsound.media.audio import frame_to_float
     from visualsound.media.errors import (
         MissingFileError,
         NoAudioStreamError,
         NoVideoStreamError,
         TruncatedMediaError,
     )
+    from visualsound.media.info import display_rotation
 
     path = str(path)
     statuses = ((MissingFileError, "missing"), (TruncatedMediaError, "truncated"),
@@ -248,7 +236,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         try:
             for pk in container.demux(vs, aus):  # one pass: decode audio now, keep compressed video packets
                 if pk.stream.index == aus.index:
-                    chunks.extend(_audio_frame_to_array(fr) for fr in pk.decode())
+                    chunks.extend(frame_to_float(fr) for fr in pk.decode())
                 elif pk.size:
                     packets.append(pk)
             if any(pk.pts is None for pk in packets):
@@ -262,9 +250,9 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             _, kept = video_frame_indices(len(packets), fps)
             wanted = {pts_sorted[i] for pair in kept for i in pair}
             decoded = _decode_selected(vs, packets, wanted, path)
-            rgb = {p: _rotate(fr.to_ndarray(format="rgb24"), fr.rotation) for p, fr in decoded.items()}
-            rotation = int(next(iter(decoded.values())).rotation) % 360
-        except av.error.FFmpegError as e:
+            rgb = {p: _rotate(fr.to_ndarray(format="rgb24"), display_rotation(fr)) for p, fr in decoded.items()}
+            rotation = display_rotation(next(iter(decoded.values())))
+        except (av.error.FFmpegError, MediaError) as e:
             raise ClipError("corrupt", f"{path}: decoding failed: {e}") from e
         sample_rate, channels = int(aus.codec_context.sample_rate), int(aus.codec_context.channels)
     finally:

@@ -29,7 +29,13 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from visualsound.media.errors import MediaWindowError, MediaWriteError, NoAudioStreamError, TruncatedMediaError
+from visualsound.media.errors import (
+    MediaError,
+    MediaWindowError,
+    MediaWriteError,
+    NoAudioStreamError,
+    TruncatedMediaError,
+)
 from visualsound.media.info import PathLike, open_media, stream_time
 from visualsound.utils.atomic import atomic_open
 
@@ -40,7 +46,12 @@ _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "u8": 128.0}
 
 
 def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
-    """Decoded audio frame -> float32 ``[C, n]`` in [-1, 1] (planar or packed, float or integer samples)."""
+    """Decoded audio frame -> float32 ``[C, n]`` in [-1, 1] (planar or packed, float or integer samples).
+
+    Integer sample ``k`` becomes ``k / 2**(bits - 1)`` (``u8``: ``(k - 128) / 128``), bit-identical to
+    libsndfile's / ``torchaudio.load``'s float32 view of PCM, so the metric readers that mimic those (FAD, KLD,
+    ImageBind preprocessing) share this conversion. Raises `MediaError` for a sample format PyAV cannot export.
+    """
     arr = frame.to_ndarray()
     fmt = frame.format
     channels = len(frame.layout.channels)
@@ -53,7 +64,7 @@ def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
         return ((arr.astype(np.float32) - 128.0) / 128.0)
     if base in _INT_SCALE:
         return (arr.astype(np.float32) / _INT_SCALE[base])
-    raise TruncatedMediaError(f"unsupported audio sample format {fmt.name}")
+    raise MediaError(f"unsupported audio sample format {fmt.name}")
 
 
 def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
@@ -63,7 +74,7 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     ``sample_rate=None`` keeps the source rate; otherwise the audio is resampled with torchaudio's sinc
     resampler. ``mono=True`` averages the channels (``C = 1``), otherwise channels are preserved. ``N`` is
     ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
-    Raises `NoAudioStreamError`, `MediaWindowError` and `TruncatedMediaError`.
+    Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`.
     """
     if start < 0:
         raise MediaWindowError(f"start must be >= 0, got {start}")
