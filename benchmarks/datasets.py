@@ -22,6 +22,7 @@ shorter window (recorded per clip).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -98,11 +99,14 @@ class Dataset:
     def ids(self) -> list[str]:
         return [c.id for c in self.clips]
 
+    @functools.cached_property
+    def _by_id(self) -> dict[str, DatasetClip]:
+        return {c.id: c for c in self.clips}
+
     def clip(self, clip_id: str) -> DatasetClip:
-        for c in self.clips:
-            if c.id == clip_id:
-                return c
-        raise DatasetError(f"dataset {self.name!r} has no clip {clip_id!r}")
+        if clip_id not in self._by_id:
+            raise DatasetError(f"dataset {self.name!r} has no clip {clip_id!r}")
+        return self._by_id[clip_id]
 
     def fingerprint(self) -> str:
         """sha256 of the clip list (ids, videos, windows): changes whenever the evaluated set changes."""
