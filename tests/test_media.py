@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from visualsound.media import (
+    MediaError,
     MediaWindowError,
     MediaWriteError,
     MissingFileError,
@@ -245,6 +246,8 @@ def test_write_video_rejects_bad_input(tmp_path):
         write_video(tmp_path / "a.mp4", np.zeros((2, 64, 64, 3), np.float32), 25)
     with pytest.raises(MediaWriteError):
         write_video(tmp_path / "a.mp4", np.zeros((2, 64, 64, 3), np.uint8), 25, tones(0.1), None)
+    with pytest.raises(MediaError, match="a.mp4 failed"):  # an encoder failure is a typed error, not av's
+        write_video(tmp_path / "a.mp4", np.zeros((2, 64, 64, 3), np.uint8), 25, preset="no-such-preset")
     assert list(tmp_path.iterdir()) == []  # nothing partial left behind
 
 

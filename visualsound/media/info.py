@@ -63,7 +63,7 @@ class MediaInfo:
         return asdict(self)
 
 
-def _check_iso_boxes(path: Path, head: bytes, size: int) -> None:
+def _check_iso_boxes(path: Path, size: int) -> None:
     """Walk the top-level boxes of an mp4/mov file; a box running past the end of the file means truncation."""
     with open(path, "rb") as f:
         pos = 0
@@ -104,7 +104,7 @@ def open_media(path: PathLike) -> av.container.InputContainer:
         head = f.read(16)
     is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
     if is_iso:
-        _check_iso_boxes(p, head, size)
+        _check_iso_boxes(p, size)
     try:
         container = av.open(str(p), mode="r")
     except av.error.FFmpegError as e:

@@ -51,6 +51,15 @@ def _atomic_media_path(path: PathLike) -> Iterator[str]:
         raise
 
 
+@contextlib.contextmanager
+def _ffmpeg_errors(what: str) -> Iterator[None]:
+    """Turn an FFmpeg failure (encoder, muxer, file system) into a `MediaError` naming `what`."""
+    try:
+        yield
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{what} failed: {e}") from e
+
+
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -102,14 +111,15 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
     """Write uint8 RGB ``[T, H, W, 3]`` frames as an H.264 yuv420p mp4 (``+faststart``), atomically.
 
     Optional `audio` float ``[C, N]`` (C = 1 or 2) at `sample_rate` is encoded as AAC. `gop` is the keyframe
-    interval (default: 2 seconds of frames); `crf` / `preset` go to libx264. Raises `MediaWriteError` on bad input.
+    interval (default: 2 seconds of frames); `crf` / `preset` go to libx264. Raises `MediaWriteError` on bad input
+    and `MediaError` when FFmpeg fails (nothing is left at `path` then).
     """
     v = _to_numpy(frames)
     if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3 or v.shape[0] == 0:
         raise MediaWriteError(f"frames must be uint8 [T, H, W, 3] with T > 0, got {v.dtype} {v.shape}")
     a = _check_audio(audio, sample_rate) if audio is not None else None
     rate = as_rate(fps)
-    with _atomic_media_path(path) as tmp:
+    with _atomic_media_path(path) as tmp, _ffmpeg_errors(f"writing {path}"):
         container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             vs = _add_h264(container, rate, v.shape[2], v.shape[1], crf, preset, gop)
@@ -131,7 +141,7 @@ def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: i
                 bit_rate: int | None = None) -> None:
     """Write float ``[C, N]`` audio (C = 1 or 2) as AAC in an audio-only mp4 container (``.m4a``), atomically."""
     a = _check_audio(audio, sample_rate)
-    with _atomic_media_path(path) as tmp:
+    with _atomic_media_path(path) as tmp, _ffmpeg_errors(f"writing {path}"):
         container = av.open(tmp, mode="w", format="mp4")
         try:
             _encode_audio(container, _add_aac(container, sample_rate, a.shape[0], bit_rate), a, sample_rate)
@@ -144,9 +154,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
     An H.264 video stream is copied packet by packet (no quality loss); any other codec is re-encoded to H.264
-    yuv420p at its average frame rate (frame ``i`` at ``i / fps``). The source's own audio is dropped. With
-    `trim_audio`, audio longer than the video is cut to the video's duration. Raises `NoVideoStreamError` when
-    `video_path` has no video.
+    yuv420p at its average frame rate (frame ``i`` at ``i / fps``; 25 fps, with a warning, when it has none).
+    The source's own audio is dropped. With `trim_audio`, audio longer than the video is cut to the video's
+    duration. Raises `NoVideoStreamError` when `video_path` has no video, `MediaError` when FFmpeg fails.
     """
     a = _check_audio(audio, sample_rate)
     if Path(video_path).resolve() == Path(out_path).resolve():
@@ -171,7 +181,10 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                         pkt.stream = vout
                         out.mux(pkt)
                 else:
-                    rate = as_rate(vin.average_rate or vin.guessed_rate or 25)
+                    src_rate = vin.average_rate or vin.guessed_rate
+                    if not src_rate:
+                        log.warning("%s: the video stream has no frame rate; re-encoding at 25 fps", video_path)
+                    rate = as_rate(src_rate or 25)
                     vout = _add_h264(out, rate, vin.codec_context.width, vin.codec_context.height, crf, preset, None)
                     As = _add_aac(out, sample_rate, a.shape[0], None)
                     for i, frame in enumerate(src.decode(vin)):
