@@ -68,6 +68,7 @@ def tiny_model():
     return load_sync_model(debug_weights=True)
 
 
+@pytest.mark.slow
 def test_predict_offset_paper_and_batching(tiny_model) -> None:
     gen = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (130, 256, 256, 3), dtype=torch.uint8, generator=gen)  # no resize needed
@@ -85,6 +86,7 @@ def test_predict_offset_paper_and_batching(tiny_model) -> None:
         predict_offset(tiny_model, frames, audio, protocol="nope")
 
 
+@pytest.mark.slow
 def test_predict_offset_av_benchmark_means_two_windows(tiny_model) -> None:
     gen = torch.Generator().manual_seed(2)
     frames = torch.randint(0, 256, (200, 224, 224, 3), dtype=torch.uint8, generator=gen)
@@ -92,6 +94,7 @@ def test_predict_offset_av_benchmark_means_two_windows(tiny_model) -> None:
     pred = predict_offset(tiny_model, frames, audio, protocol="av-benchmark")
     assert pred.window_starts_sec == [0.0, 3.2] and len(pred.window_offsets_sec) == 2
     assert pred.offset_sec == pytest.approx(sum(pred.window_offsets_sec) / 2)
+    assert pred.desync_sec == pytest.approx(sum(abs(o) for o in pred.window_offsets_sec) / 2)
     torch.testing.assert_close(pred.probs.sum(), torch.tensor(1.0))
 
 
@@ -106,6 +109,18 @@ def test_vaura_features_shapes() -> None:
     assert preprocess_video_for_vaura(other).shape == (1, 4, 3, 16, 224, 224)
     with pytest.raises(PreprocessError, match="64 frames"):
         preprocess_video_for_vaura(clip[:, :60])
+
+
+def test_video_for_sync_normalisations() -> None:
+    gen = torch.Generator().manual_seed(4)
+    window = torch.randint(0, 256, (1, 120, 224, 224, 3), dtype=torch.uint8, generator=gen)
+    fp16 = P.video_for_sync(window)
+    fp32 = P.video_for_sync(window, normalisation="fp32")
+    ref = (window[:, 8:24].permute(0, 1, 4, 2, 3).float() * (1 / 255) - 0.5) / 0.5  # segment 1: frames 8..23
+    torch.testing.assert_close(fp32[0, 1], ref[0], atol=0, rtol=0)
+    assert torch.equal(fp16.half().float(), fp16) and 0 < (fp16 - fp32).abs().max() < 1e-3
+    with pytest.raises(PreprocessError, match="normalisation"):
+        P.video_for_sync(window, normalisation="int8")
 
 
 def test_video_for_sync_rejects_bad_input() -> None:
@@ -142,7 +157,7 @@ def test_vbench_sync_debug_weights(clip_path: str) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["debug_weights"] is True and len(out["top3"]) == 3 and out["protocol"] == "paper"
-    assert out["window_starts_sec"] == [0.08]
+    assert out["window_starts_sec"] == [0.08] and out["desync_sec"] == abs(out["window_offsets_sec"][0])
 
 
 def test_vbench_sync_errors(clip_path: str, tmp_path) -> None:

@@ -38,6 +38,7 @@ def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weigh
             "offset_sec": round(pred.offset_sec, 4),
             "window_starts_sec": [round(s, 4) for s in pred.window_starts_sec],
             "window_offsets_sec": [round(s, 4) for s in pred.window_offsets_sec],
+            "desync_sec": round(pred.desync_sec, 4),
             "top3": [{"offset_sec": round(o, 4), "prob": round(p, 6)} for o, p in top]}))
         return
     if debug_weights:

@@ -5,10 +5,12 @@ Protocols for a clip (video uint8 ``[T, H, W, 3]`` at 25 fps, audio float ``[N]`
 * ``paper``: frames resized to short side 256 and centre-cropped to 224 (the ffmpeg re-encode of the paper's
   pipeline, here antialiased bicubic), both streams trimmed to the shorter one, looped to 5 s when shorter, and
   the 4.8 s window of the 5 s crop that upstream's test transforms use: frames 2..121, samples 1280..78079.
-* ``av-benchmark``: short side 224 (bicubic) and centre crop; the first and the last 4.8 s windows on the
-  grid of 16-frame segments with stride 8 (the last one is the last 14 segments of that grid); the reported
-  offset is the mean of the two windows' offsets, the probabilities the mean of theirs. No looping: a clip
-  shorter than 4.8 s raises.
+* ``av-benchmark`` (hkchengrex/av-benchmark, as MMAudio evaluates): short side 224 (bicubic) and centre crop,
+  fp32 normalisation (torchvision ``ToDtype(scale=True)`` + ``Normalize(0.5, 0.5)``); the first and the last
+  4.8 s windows on the grid of 16-frame segments with stride 8 (the last window is the last 14 segments of
+  that grid, audio likewise on its 5120-sample grid). The reported offset is the mean of the two windows'
+  offsets, ``desync_sec`` the mean of their absolute values (av-benchmark's DeSync), the probabilities the mean
+  of theirs. No looping: a clip shorter than 4.8 s raises.
 """
 
 from __future__ import annotations
@@ -173,6 +175,11 @@ class OffsetPrediction:
     window_starts_sec: list[float] = field(default_factory=list)
     window_offsets_sec: list[float] = field(default_factory=list)
 
+    @property
+    def desync_sec(self) -> float:
+        """Mean absolute offset over the windows (av-benchmark's DeSync for one clip)."""
+        return sum(abs(o) for o in self.window_offsets_sec) / len(self.window_offsets_sec)
+
     def top(self, k: int = 3) -> list[tuple[float, float]]:
         """The `k` most likely ``(offset_sec, probability)`` pairs, most likely first."""
         p, i = self.probs.topk(min(k, self.probs.numel()))
@@ -180,10 +187,12 @@ class OffsetPrediction:
 
 
 @torch.no_grad()
-def predict_windows(model: Synchformer, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """Windows ``[B, 120, H, W, 3]`` uint8 + ``[B, 76800]`` float -> probabilities ``[B, 21]`` (float32)."""
+def predict_windows(model: Synchformer, video: torch.Tensor, audio: torch.Tensor,
+                    normalisation: str = "fp16") -> torch.Tensor:
+    """Windows ``[B, 120, H, W, 3]`` uint8 + ``[B, 76800]`` float -> probabilities ``[B, 21]`` (float32).
+    `normalisation`: pixel scaling of `vaura.synchformer.preprocess.video_for_sync`."""
     param = next(model.parameters())
-    v = P.video_for_sync(video.to(param.device), dtype=param.dtype)
+    v = P.video_for_sync(video.to(param.device), dtype=param.dtype, normalisation=normalisation)
     a = P.audio_for_sync(audio.to(param.device)).to(param.dtype)
     probs, _ = model.predict(v, a)
     return probs
@@ -198,7 +207,8 @@ def predict_offset(model: Synchformer, video: torch.Tensor, audio: torch.Tensor,
         windows = av_benchmark_windows(video, audio)
     else:
         raise P.PreprocessError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
-    probs = predict_windows(model, torch.cat([w[1] for w in windows]), torch.cat([w[2] for w in windows])).cpu()
+    probs = predict_windows(model, torch.cat([w[1] for w in windows]), torch.cat([w[2] for w in windows]),
+                            normalisation="fp16" if protocol == "paper" else "fp32").cpu()
     offsets = model.offsets()
     window_offsets = [float(offsets[i]) for i in probs.argmax(-1)]
     return OffsetPrediction(protocol=protocol, probs=probs.mean(0), offsets=offsets,

@@ -97,13 +97,20 @@ def segment_frame_index(n_segments: int = N_SEGMENTS, stride: int = SEGMENT_FRAM
     return start + stride * torch.arange(n_segments)[:, None] + torch.arange(SEGMENT_FRAMES)[None]
 
 
-def video_for_sync(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def video_for_sync(frames: torch.Tensor, dtype: torch.dtype = torch.float32, normalisation: str = "fp16"
+                   ) -> torch.Tensor:
     """4.8 s window ``[B, 120, H, W, 3]`` uint8 (already 25 fps, short side resized) -> ``[B, 14, 16, 3, 224,
-    224]`` in `dtype` (float16 holds the values exactly, as upstream; float32 is what the CPU model takes)."""
+    224]`` in `dtype`.
+
+    ``normalisation="fp16"``: upstream Synchformer's half-precision steps (`video_norm_lut`; float16 holds the
+    values exactly). ``"fp32"``: torchvision ``ToDtype(float32, scale=True)`` + ``Normalize(0.5, 0.5)`` as in
+    MMAudio / av-benchmark (`vaura_norm_lut`)."""
     frames = center_crop(_check_frames(frames))
     if frames.shape[1] != WINDOW_FRAMES:
         raise PreprocessError(f"a sync window needs {WINDOW_FRAMES} frames, got {frames.shape[1]}")
-    lut = video_norm_lut().to(device=frames.device, dtype=dtype)  # exact in float16 and float32
+    if normalisation not in ("fp16", "fp32"):
+        raise PreprocessError(f"normalisation must be 'fp16' or 'fp32', got {normalisation!r}")
+    lut = (video_norm_lut() if normalisation == "fp16" else vaura_norm_lut()).to(device=frames.device, dtype=dtype)
     values = lut[frames.permute(0, 1, 4, 2, 3).int()]  # [B, 120, 3, H, W]
     return values[:, segment_frame_index().to(frames.device)].contiguous()  # [B, 14, 16, 3, H, W]
 
