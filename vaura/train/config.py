@@ -8,6 +8,7 @@ tests and the demo). Override anything with ``--set optim.lr=3e-4`` or a YAML fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,17 @@ from visualsound.errors import ConfigError
 from visualsound.utils.config import FrozenConfig, register_preset
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _coerce_numbers(cfg: FrozenConfig) -> None:
+    """YAML reads ``1e-4`` (no dot) as a string; turn such strings into the float / int their field declares."""
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if isinstance(value, str) and f.type in ("float", "int"):
+            try:
+                object.__setattr__(cfg, f.name, float(value) if f.type == "float" else int(value))
+            except ValueError as e:
+                raise ConfigError(f"{type(cfg).__name__}.{f.name}: {value!r} is not a number") from e
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,7 @@ class OptimConfig(FrozenConfig):
     grad_clip_value: float = 1.0           # clip by value (0 disables)
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if self.lr <= 0 or self.warmup_steps < 0 or self.total_steps <= self.warmup_steps:
             raise ConfigError(f"optim: need lr > 0 and 0 <= warmup_steps < total_steps, got lr={self.lr} "
                               f"warmup_steps={self.warmup_steps} total_steps={self.total_steps}")
@@ -58,6 +71,7 @@ class DataConfig(FrozenConfig):
     start_grid: float = 0.64               # cached mode: window starts are multiples of this (16 frames)
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError(f"data: batch_size >= 1 and num_workers >= 0 needed, got {self.batch_size}, "
                               f"{self.num_workers}")
@@ -98,6 +112,7 @@ class TrainConfig(FrozenConfig):
     debug_weights: bool = False            # seeded random tiny encoder/codec instead of pretrained weights
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.grad_accum < 1 or self.max_steps < 1:
@@ -108,8 +123,7 @@ class TrainConfig(FrozenConfig):
 
 PAPER = register_preset(TrainConfig, "paper", TrainConfig())
 TINY = register_preset(TrainConfig, "tiny", TrainConfig(
-    model="tiny",
-    model_overrides=("visual_dim=32",),    # the debug Segment AVCLIP encoder gives 32-d features
+    model="tiny",                          # VAuraConfig tiny: 32-d visual features like the debug encoder
     optim=OptimConfig(lr=3e-3, warmup_steps=10, total_steps=400),
     data=DataConfig(batch_size=4, num_workers=0),
     precision="fp32",
