@@ -212,6 +212,12 @@ def test_report_files_and_debug_label(tmp_path):
     assert "DEBUG WEIGHTS" in md and "| threshold |" in md and "playing tennis" in md
     sweep = pd.read_csv(files["sweep"])
     assert list(sweep["threshold"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
+    # rows without the flag: the label follows the shard metadata, as `visualsound build`'s summary does
+    clean = pd.DataFrame(make_rows(200))
+    assert "DEBUG WEIGHTS" not in write_report(clean, tmp_path / "clean", 0.3)["markdown"].read_text()
+    md = write_report(clean, tmp_path / "meta", 0.3, meta={"debug_weights": "true"})["markdown"].read_text()
+    assert "DEBUG WEIGHTS" in md
+    assert build_visualsound(clean, 0.3, tmp_path / "vs", meta={"debug_weights": "True"})["debug_weights"] is True
 
 
 def test_compare_metrics(tmp_path):

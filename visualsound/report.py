@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from visualsound.errors import ToolkitError
-from visualsound.splits import VS_SPLITS, assign_splits, class_keep_rates, keep_mask, rejection_counts
+from visualsound.splits import (
+    VS_SPLITS,
+    assign_splits,
+    class_keep_rates,
+    keep_mask,
+    rejection_counts,
+    uses_debug_weights,
+)
 from visualsound.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,16 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     return "\n".join([head, sep, *body])
 
 
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (reports are written by headless jobs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _savefig(fig: Any, path: Path) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
@@ -74,11 +91,7 @@ def _debug_mark(fig: Any, debug: bool) -> None:
 def plot_histogram(scores: pd.DataFrame, threshold: float, path: str | os.PathLike, *, debug: bool = False,
                    bins: int = 50) -> Path:
     """Histogram of the scores of ok clips with a vertical line at `threshold` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ok = scores.loc[scores["status"] == "ok", "score"].astype(float).to_numpy()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.hist(ok, bins=bins, color="#4477aa")
@@ -101,11 +114,7 @@ def plot_class_keep_rates(rates: pd.DataFrame, path: str | os.PathLike, *, debug
                           max_each_side: int = 30) -> Path:
     """Horizontal bars of per-class keep rates; with many classes only the lowest and highest
     `max_each_side` are drawn (the full table is in the markdown / summary.json)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     r = rates.sort_values(["keep_rate", "label"], kind="mergesort")
     shown = r if len(r) <= 2 * max_each_side else pd.concat([r.head(max_each_side), r.tail(max_each_side)])
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.18 * len(shown) + 1.2)))
@@ -128,12 +137,16 @@ def plot_class_keep_rates(rates: pd.DataFrame, path: str | os.PathLike, *, debug
 def write_report(scores: pd.DataFrame, out_dir: str | os.PathLike, threshold: float = 0.3, *,
                  val_ids: Iterable[str] | None = None, thresholds: Sequence[float] = SWEEP_THRESHOLDS,
                  meta: Mapping[str, Any] | None = None, duplicates: int = 0) -> dict[str, Path]:
-    """Write ``scores_hist.png``, ``class_keep_rate.png``, ``threshold_sweep.csv`` and ``report.md``."""
+    """Write ``scores_hist.png``, ``class_keep_rate.png``, ``threshold_sweep.csv`` and ``report.md`` into
+    `out_dir`; returns their paths under the keys ``histogram``, ``class_keep_rate``, ``sweep``, ``markdown``.
+
+    Everything carries the "DEBUG WEIGHTS" label when a row or the shard metadata (`meta`) says debug weights.
+    """
     if scores.empty:
         raise ReportError("no scored clips to report on")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    debug = bool(scores["debug_weights"].any())
+    debug = uses_debug_weights(scores, meta)
     vs_split = assign_splits(scores, list(val_ids) if val_ids is not None else None)
     sweep = threshold_sweep(scores, thresholds, vs_split)
     kept = keep_mask(scores, threshold)

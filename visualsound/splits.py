@@ -25,7 +25,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ def carve_validation(train: pd.DataFrame, ratio: float = VAL_RATIO, seed: int = 
     """Deterministic label-stratified validation ids from the rows of `train` (columns clip_id, label).
 
     Input order does not matter (rows are sorted by clip id first). Labels with one clip stay in train; if
-    stratification is impossible (fewer validation slots than labels) it falls back to a plain seeded split.
+    stratification is impossible (fewer validation or remaining train slots than labels) it falls back to a plain
+    seeded split (with a warning). Too few clips for one validation clip give an empty set (with a warning).
     """
     from sklearn.model_selection import train_test_split
 
@@ -78,6 +79,8 @@ def carve_validation(train: pd.DataFrame, ratio: float = VAL_RATIO, seed: int = 
     pool = df[counts >= 2]
     n_val = int(round(ratio * len(df)))
     if n_val == 0 or len(pool) < 2:
+        log.warning("validation carve: %d train clips (%d in labels with >= 2 clips) give no validation clip at "
+                    "ratio %.4f", len(df), len(pool), ratio)
         return set()
     test_size = min(n_val, len(pool) - 1)
     n_labels = pool["label"].nunique()
@@ -129,8 +132,9 @@ def class_keep_rates(scores: pd.DataFrame, kept: pd.Series) -> pd.DataFrame:
     return agg.reset_index()
 
 
-def _meta_field(meta: dict[str, Any], key: str) -> Any:
-    return meta.get(key) if meta else None
+def uses_debug_weights(scores: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> bool:
+    """True when any row, or the shards' metadata (``debug_weights == "true"``), says debug weights were used."""
+    return bool(scores["debug_weights"].any()) or str((meta or {}).get("debug_weights")).lower() == "true"
 
 
 def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.PathLike, *,
@@ -168,7 +172,7 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
     atomic_write_text(out / "visualsound.csv", buf.getvalue())
 
     rates = class_keep_rates(scores, kept)
-    debug = bool(scores["debug_weights"].any()) or str(_meta_field(meta or {}, "debug_weights")).lower() == "true"
+    debug = uses_debug_weights(scores, meta)
     pool = {s: int((vs_split == s).sum()) for s in VS_SPLITS}
     counts = {s: int((table["visualsound_split"] == s).sum()) for s in VS_SPLITS}
     summary: dict[str, Any] = {
@@ -190,7 +194,7 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
                                 "keep_rate": round(float(r.keep_rate), 6)} for r in rates.itertuples()},
         "score_version": sorted(set(scores["score_version"].astype(str))),
         "software_version": __version__,
-        "checkpoint_sha256": _meta_field(meta or {}, "checkpoint_sha256"),
+        "checkpoint_sha256": (meta or {}).get("checkpoint_sha256"),
         "debug_weights": debug,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")

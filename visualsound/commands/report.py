@@ -6,7 +6,7 @@ import click
 
 from visualsound.report import SWEEP_THRESHOLDS, markdown_table, threshold_sweep, write_report
 from visualsound.scores_io import load_scores
-from visualsound.splits import assign_splits, read_id_list
+from visualsound.splits import assign_splits, read_id_list, uses_debug_weights
 
 
 @click.command("report")
@@ -29,7 +29,7 @@ def report(scores_dirs: tuple[str, ...], out_dir: str, threshold: float, val_lis
     files = write_report(s.frame, out_dir, threshold, val_ids=val_ids, thresholds=thresholds, meta=s.meta,
                          duplicates=s.duplicates)
     table = threshold_sweep(s.frame, thresholds, assign_splits(s.frame, val_ids))
-    if bool(s.frame["debug_weights"].any()):
+    if uses_debug_weights(s.frame, s.meta):
         click.echo("DEBUG WEIGHTS: scores from seeded random debug weights")
     click.echo(markdown_table(table))
     click.echo(f"report: {files['markdown']}")
