@@ -279,6 +279,22 @@ def test_cli_shards_interrupt_resume_merge_build_report(clips: dict[str, Path], 
     assert (rep / "report.md").is_file()
 
 
+def test_cli_errors_are_clean(clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "empty_cache"))
+    base = ["score", "--csv", str(clips["csv"]), "--videos", str(clips["videos"]), "--out", str(tmp_path / "o"),
+            "--workers", "0", "--no-progress"]
+    junk = tmp_path / "junk.pth"  # a readable torch file without ImageBind's keys
+    torch.save({"foreign.weight": torch.zeros(2)}, junk)
+    for extra, message in ((["--shard", "2/2", "--debug-weights"], "--shard"),
+                           ([], "imagebind_huge"),  # no weights in the cache: WeightsNotFoundError
+                           (["--checkpoint", str(junk)], "foreign.weight"),
+                           (["--checkpoint", str(junk), "--debug-weights"], "not both")):
+        res = CliRunner().invoke(main, base + extra)
+        assert res.exit_code == 2, (extra, res.output)
+        assert message in res.output and "Traceback" not in res.output, (extra, res.output)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.parquet"))
+
+
 def _spawn_score(clips: dict[str, Path], out: Path) -> subprocess.Popen:
     """`visualsound score` in its own session (process group), so that it can be killed with its workers."""
     cmd = [sys.executable, "-c", "from visualsound.cli import main; main()", "score", "--csv", str(clips["csv"]),
