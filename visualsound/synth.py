@@ -100,6 +100,7 @@ class ClipSpec:
 
     @property
     def filename(self) -> str:
+        """VGGSound-style file name ``{ytid}_000000.mp4`` (every synthetic clip starts at 0 s)."""
         return f"{self.ytid}_{0:06d}.mp4"
 
 

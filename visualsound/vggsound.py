@@ -122,6 +122,7 @@ class IndexSummary:
     per_split: dict[str, dict[str, int]]
 
     def text(self) -> str:
+        """One line: ``found/total clips found, N missing (split: found/total; ...)``."""
         parts = [f"{s}: {c['found']}/{c['total']} found" for s, c in self.per_split.items()]
         return f"{self.found}/{self.total} clips found, {self.missing} missing ({'; '.join(parts)})"
 

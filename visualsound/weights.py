@@ -91,6 +91,7 @@ class WeightsEntry(FrozenConfig):
 
     @property
     def checksum_text(self) -> str:
+        """The digests known for this file, for messages (``sha256 not published (md5 prefix ...)``)."""
         if self.sha256:
             return f"sha256 {self.sha256}"
         parts = []
@@ -191,6 +192,7 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
 
 
 def names() -> list[str]:
+    """Registry names in registry order."""
     return list(REGISTRY)
 
 

@@ -241,6 +241,7 @@ class FADResult:
     debug_weights: bool
 
     def to_dict(self) -> dict:
+        """Every field as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
 

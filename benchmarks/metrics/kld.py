@@ -190,10 +190,12 @@ class KLDResult:
 
     @property
     def kld_pq(self) -> float:
+        """KL(GT || generated), the reported metric (= ``kld``)."""
         return self.kld
 
     @property
     def kld_both(self) -> float:
+        """Symmetric sum ``kld_pq + kld_qp``."""
         return self.kld + self.kld_qp
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,21 +57,26 @@ class PasstConfig(FrozenConfig):
 
     @property
     def freq_patches(self) -> int:
+        """Patch rows over the mel axis: ``(n_mels - 16) // 10 + 1`` (12)."""
         return (self.n_mels - self.patch_size) // self.patch_stride + 1
 
     @property
     def max_time_patches(self) -> int:
+        """Patch columns of the time positional grid (99 for 998 frames, 10 s)."""
         return (self.max_frames - self.patch_size) // self.patch_stride + 1
 
     @property
     def mlp_hidden(self) -> int:
+        """Hidden width of the block MLPs."""
         return int(self.embed_dim * self.mlp_ratio)
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head."""
         return self.embed_dim // self.num_heads
 
     def time_patches(self, frames: int) -> int:
+        """Patch columns of a mel with `frames` frames (25 for 256 frames, a 2.56 s clip)."""
         return (frames - self.patch_size) // self.patch_stride + 1
 
 
@@ -102,6 +107,8 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """``fc2(gelu(fc1(x)))``: ``[B, N, D] -> [B, N, D]``."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -127,6 +134,8 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """Overlapping 16x16 patches, stride 10: mel ``[B, 1, n_mels, F]`` -> grid ``[B, D, F', T']``."""
+
     def __init__(self, cfg: PasstConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(1, cfg.embed_dim, cfg.patch_size, stride=cfg.patch_stride)
@@ -182,6 +191,7 @@ class PaSST(nn.Module):
         return self.norm(x)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel ``[B, 1, n_mels, F]`` -> logits ``[B, num_classes]`` (mean of the cls and dist outputs)."""
         tokens = self.forward_tokens(mel)
         features = (tokens[:, 0] + tokens[:, 1]) / 2  # [B, D]
         return self.head(features)
@@ -198,6 +208,7 @@ class PasstTagger(nn.Module):
         self.debug_weights = debug_weights
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """32 kHz waveform ``[B, T]`` -> logits ``[B, 527]``."""
         return self.net(self.mel(wav).unsqueeze(1))
 
 

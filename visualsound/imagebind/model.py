@@ -63,6 +63,8 @@ class SelfAttention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """``fc2(gelu(fc1(x)))`` with exact-erf GELU: ``[N, L, D] -> [N, L, D]``."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -105,6 +107,7 @@ class VisionTower(nn.Module):
         self.head_proj = nn.Linear(d, cfg.out_embed_dim, bias=False)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video ``[N, 3, 2, 224, 224]`` -> unit embeddings ``[N, E]``."""
         cfg = self.cfg
         expected = (3, cfg.video_frames, cfg.image_size, cfg.image_size)
         assert video.ndim == 5 and tuple(video.shape[1:]) == expected, \
@@ -137,6 +140,7 @@ class AudioTower(nn.Module):
         self.register_buffer("log_logit_scale", torch.tensor(math.log(cfg.audio_logit_scale)))
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        """fbank ``[N, 1, 128, 204]`` -> embeddings ``[N, E]`` of norm 20."""
         cfg = self.cfg
         expected = (1, cfg.audio_num_mel_bins, cfg.audio_target_len)
         assert fbank.ndim == 4 and tuple(fbank.shape[1:]) == expected, \
@@ -182,6 +186,7 @@ class ImageBindAV(nn.Module):
         return F.cosine_similarity(self.embed_vision(video), self.embed_audio(audio), dim=-1)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Same as `score`: ``[B, 15, 3, 2, 224, 224]``, ``[B, 3, 1, 128, 204]`` -> ``[B]``."""
         return self.score(video, audio)
 
     @torch.no_grad()

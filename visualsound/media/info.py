@@ -60,6 +60,7 @@ class MediaInfo:
     audio_start: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as a JSON-ready dict."""
         return asdict(self)
 
 
