@@ -288,7 +288,9 @@ def test_cli_errors_are_clean(clips: dict[str, Path], tmp_path: Path, monkeypatc
     for extra, message in ((["--shard", "2/2", "--debug-weights"], "--shard"),
                            ([], "imagebind_huge"),  # no weights in the cache: WeightsNotFoundError
                            (["--checkpoint", str(junk)], "foreign.weight"),
-                           (["--checkpoint", str(junk), "--debug-weights"], "not both")):
+                           (["--checkpoint", str(junk), "--debug-weights"], "not both"),
+                           *([(["--device", "cuda", "--debug-weights"], "CUDA is not available")]
+                             if not torch.cuda.is_available() else [])):
         res = CliRunner().invoke(main, base + extra)
         assert res.exit_code == 2, (extra, res.output)
         assert message in res.output and "Traceback" not in res.output, (extra, res.output)

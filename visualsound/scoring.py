@@ -39,7 +39,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,21 @@ def check_recipe(out_dir: str | os.PathLike, meta: Mapping[str, str]) -> None:
                                "use another --out folder (scores of different recipes must not be mixed)")
 
 
+@contextlib.contextmanager
+def _no_tf32(enabled: bool) -> Iterator[None]:
+    """fp32 scoring means true fp32 on GPUs too: TF32 off for matmuls and cuDNN convolutions (the patch stems),
+    the previous global settings restored afterwards."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _remove_stale_temps(out_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
     """Delete temp files that killed shard writes left (``.scores-*.parquet.*.tmp``, see `atomic_open`) once they
     are older than `max_age` seconds (younger ones may belong to a concurrent ``--shard`` run writing now)."""
@@ -491,6 +506,9 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
         summary.seconds = time.perf_counter() - t0
         return summary
 
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ScoringError(f"device {cfg.device!r} requested but CUDA is not available here (use --device cpu)")
     ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
     meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
             "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
@@ -501,7 +519,6 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     from visualsound.imagebind import load_imagebind
 
     meta["software_version"] = __version__
-    device = torch.device(cfg.device)
     model = load_imagebind(ckpt_path, debug_weights=debug_weights, device=device)
 
     cols = [c for c in (*INDEX_COLUMNS, "exists") if c in todo.columns]
@@ -514,7 +531,7 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     run = _Run(model, out, meta, cfg, device, debug_weights, bar, max_batches)
     t_loop = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _no_tf32(cfg.dtype == "fp32"):
             summary.stopped_early = run.run(records)
     finally:
         run.flush()  # rows of completed batches are whole: keep them even when interrupted
