@@ -285,7 +285,11 @@ def test_cli_errors_are_clean(clips: dict[str, Path], tmp_path: Path, monkeypatc
             "--workers", "0", "--no-progress"]
     junk = tmp_path / "junk.pth"  # a readable torch file without ImageBind's keys
     torch.save({"foreign.weight": torch.zeros(2)}, junk)
+    cfg_file = tmp_path / "scoring.yaml"
+    cfg_file.write_text("batch_size: 0\n")
     for extra, message in ((["--shard", "2/2", "--debug-weights"], "--shard"),
+                           (["--config", str(cfg_file), "--debug-weights"], "batch_size (0)"),
+                           (["--config", "nope", "--debug-weights"], "neither a preset"),
                            ([], "imagebind_huge"),  # no weights in the cache: WeightsNotFoundError
                            (["--checkpoint", str(junk)], "foreign.weight"),
                            (["--checkpoint", str(junk), "--debug-weights"], "not both"),

@@ -20,9 +20,9 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips
 @click.option("--pattern", default="vggsound", show_default=True,
               help=f"File-name pattern: a preset ({', '.join(sorted(PATTERN_PRESETS))}) or a format string over "
                    "ytid, start, start_ms, end_ms, label, split, clip_id.")
-@click.option("--preset", default="default", show_default=True,
-              help=f"Scoring config preset ({', '.join(ScoringConfig.preset_names())}); the options below override "
-                   "it.")
+@click.option("--config", "config_spec", default="default", show_default=True,
+              help=f"Scoring config: a preset ({', '.join(ScoringConfig.preset_names())}) or a JSON/YAML file; the "
+                   "options below override it.")
 @click.option("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu.")
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
               help="Model precision (fp32 reproduces VisualSound; bf16 / fp16 are faster).")
@@ -42,7 +42,7 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny ImageBind (scores are meaningless).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def score(csv_path: str, videos: str, out_dir: str, pattern: str, preset: str, device: str | None,
+def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
           shard_spec: str, silence_threshold: float | None, min_duration: float | None, max_batches: int | None,
           checkpoint: str | None, debug_weights: bool, no_progress: bool, as_json: bool) -> None:
@@ -50,7 +50,7 @@ def score(csv_path: str, videos: str, out_dir: str, pattern: str, preset: str, d
     overrides = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": workers,
                  "batches_per_shard": batches_per_shard, "silence_threshold": silence_threshold,
                  "min_duration": min_duration}
-    cfg = ScoringConfig.preset(preset).replace(**{k: v for k, v in overrides.items() if v is not None})
+    cfg = ScoringConfig.resolve(config_spec).replace(**{k: v for k, v in overrides.items() if v is not None})
     if max_batches is not None and max_batches < 1:
         raise click.BadParameter("--max-batches must be >= 1", param_hint="--max-batches")
     shard = parse_shard(shard_spec)
