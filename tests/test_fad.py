@@ -305,6 +305,8 @@ def test_load_vggish_rejects_bad_checkpoints(tmp_path, monkeypatch):
     torch.save(tiny_state, tmp_path / "tiny.pth")
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_vggish(checkpoint=tmp_path / "tiny.pth")
+    with pytest.raises(ConfigError, match="not both"):  # never silently ignore a given checkpoint
+        load_vggish(checkpoint=tmp_path / "tiny.pth", debug_weights=True)
 
 
 def test_config_presets():

@@ -147,6 +147,8 @@ def test_missing_checkpoint_names_the_registry_entry(tmp_path, monkeypatch):
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 768)}}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing keys"):
         load_passt(tmp_path / "partial.pt", config="tiny")
+    with pytest.raises(ConfigError, match="not both"):  # never silently ignore a given checkpoint
+        load_passt(tmp_path / "partial.pt", debug_weights=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.metrics.passt_frontend import PASST_SAMPLE_RATE, PasstMel, PasstMelConfig, resample_frac
-from visualsound.errors import CheckpointError, ToolkitError
+from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 from visualsound.utils.checkpoint import KeyMap, load_state_dict_strict, safe_torch_load
 from visualsound.utils.config import FrozenConfig, register_preset
 
@@ -249,12 +249,15 @@ def load_passt(checkpoint: str | os.PathLike | None = None, debug_weights: bool 
     """PaSST tagger in eval mode.
 
     `checkpoint` None -> ``visualsound.weights.resolve("passt")`` (the released AudioSet file). `debug_weights`
-    -> a seeded random ``tiny`` model (no file needed). `config` defaults to ``paper`` (``tiny`` with debug
-    weights); pass ``"reduced"`` for the parity fixture's depth-2 model. Loading is strict.
+    -> a seeded random ``tiny`` model (no file needed; giving a `checkpoint` too raises `ConfigError`). `config`
+    defaults to ``paper`` (``tiny`` with debug weights); pass ``"reduced"`` for the parity fixture's depth-2
+    model. Loading is strict.
     """
     if isinstance(config, str):
         config = PasstConfig.resolve(config)
     if debug_weights:
+        if checkpoint is not None:
+            raise ConfigError(f"load_passt: pass either a checkpoint ({checkpoint}) or debug_weights=True, not both")
         cfg = config or PasstConfig.preset("tiny")
         gen = torch.Generator().manual_seed(0)
         tagger = PasstTagger(cfg, debug_weights=True)

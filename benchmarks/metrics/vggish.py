@@ -256,7 +256,8 @@ def load_vggish(checkpoint: str | os.PathLike | None = None, debug_weights: bool
                 device: str | torch.device = "cpu") -> VGGish:
     """The VGGish embedder in eval mode on `device`.
 
-    ``debug_weights=True``: a seeded random `tiny` model (no file needed; its FAD values mean nothing).
+    ``debug_weights=True``: a seeded random `tiny` model (no file needed; its FAD values mean nothing; giving a
+    `checkpoint` too raises `ConfigError`).
     Otherwise ``checkpoint`` (default: the registry's cache path for ``vggish``, i.e. ``vggish-10086976.pth``;
     a missing file raises ``WeightsNotFoundError``) is read with `safe_torch_load` and loaded strictly; any
     missing, unexpected or mis-shaped key raises `CheckpointError`.
@@ -265,6 +266,8 @@ def load_vggish(checkpoint: str | os.PathLike | None = None, debug_weights: bool
     moves embeddings by roughly 1e-3 relative unless ``torch.backends.cudnn.allow_tf32 = False``.
     """
     if debug_weights:
+        if checkpoint is not None:
+            raise ConfigError(f"load_vggish: pass either a checkpoint ({checkpoint}) or debug_weights=True, not both")
         log.warning("VGGish with DEBUG WEIGHTS (seeded random tiny model): FAD values are meaningless")
         model = init_random_(VGGish(VGGishConfig.preset("tiny")), DEBUG_SEED)
         model.debug_weights = True
