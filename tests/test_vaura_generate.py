@@ -179,3 +179,47 @@ def test_own_checkpoint_trained_on_debug_features(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", 0.4, 25.0)
     res = generate_for_video(clip, pipe, SamplingParams(use_sampling=False))
     assert res.codes.shape == (1, 9, total_frames(0.4)) and res.debug_weights
+
+
+def test_release_checkpoint_pipeline(tmp_path: Path) -> None:
+    """A Lightning-layout release (small widths) loads through the strict release path, including the float16
+    DAC and the MotionFormer, and matches the parts it was made from."""
+    import yaml
+
+    from tests.conftest import require_parity
+    from vaura.checkpoint import config_from_hparams
+    from vaura.codec import build_dac
+    from vaura.model import build_model
+    from vaura.synchformer import MotionFormer, SynchformerConfig
+
+    root = require_parity("vaura", "manifest_full.json")
+    hp = yaml.safe_load(json.loads((root / "manifest_full.json").read_text())[
+        "hparams_yaml_as_lightning_would_write_it"])
+    hp["sampler_config"]["params"].update(num_layers=1, d_model=48, nhead=4, dropout=0.0)
+    cfg = config_from_hparams(hp)
+    model = build_model(cfg, debug_weights=True, seed=2)
+    vcfg = SynchformerConfig.preset("tiny").replace(vis_dim=cfg.visual_dim, vis_heads=12)
+    visual = MotionFormer(vcfg)
+    torch.manual_seed(0)
+    dac = build_dac(latent_dim=cfg.audio_width, tiny=True).half()
+    sd = {f"sampler.{k}": v for k, v in model.state_dict().items()}
+    sd.update({f"visual_feature_extractor.{k}": v for k, v in visual.state_dict().items()})
+    sd.update({f"audio_encoder.model.{k}": v for k, v in dac.state_dict().items()})
+    (tmp_path / "exp" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "exp" / "hparams.yaml").write_text(yaml.safe_dump(hp))
+    torch.save({"state_dict": sd}, tmp_path / "exp" / "checkpoints" / "last.ckpt")
+    pipe = load_pipeline(tmp_path / "exp", visual_config=vcfg)
+    assert not pipe.debug_weights and pipe.transformer.cfg == cfg
+    assert torch.equal(pipe.transformer.lm_heads[0].weight, model.lm_heads[0].weight)
+    assert torch.equal(pipe.visual.cls_token, visual.cls_token)
+    q = pipe.codec.model.quantizer.quantizers[1].codebook.weight
+    assert q.dtype == torch.float32 and torch.equal(q, dac.quantizer.quantizers[1].codebook.weight.float())
+    codes = torch.randint(0, 1024, (1, 9, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.codec.decode(codes), dac.float().eval().decode(
+            dac.quantizer.from_codes(codes)[0]), atol=1e-5, rtol=1e-4)
+    feats = torch.randn(1, 32, cfg.visual_dim)
+    from vaura.sampler import generate
+
+    out = generate(pipe.transformer, feats, 6, SamplingParams(use_sampling=False))
+    assert out.codes.shape == (1, 9, 6)

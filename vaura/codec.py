@@ -118,14 +118,30 @@ def load_codec(checkpoint: str | os.PathLike | None = None, debug_weights: bool 
     return Codec(model).to(device)
 
 
+def dac_kwargs_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``dac.DAC`` constructor arguments of a state dict: widths and codebooks are read from the shapes
+    (``encoder.block.0`` = first conv ``1 -> encoder_dim``, ``decoder.model.0`` = ``latent -> decoder_dim``);
+    the strides are the 44 kHz model's."""
+    try:
+        enc = state_dict["encoder.block.0.weight_v"].shape
+        dec = state_dict["decoder.model.0.weight_v"].shape
+        book = state_dict["quantizer.quantizers.0.codebook.weight"].shape
+    except KeyError as e:
+        raise CheckpointError(f"not a DAC state dict: {e} is missing") from e
+    n_q = sum(1 for k in state_dict if k.startswith("quantizer.quantizers.") and k.endswith(".codebook.weight"))
+    return dict(DAC_44KHZ_KWARGS, encoder_dim=int(enc[0]), decoder_dim=int(dec[0]), latent_dim=int(dec[1]),
+                n_codebooks=n_q, codebook_size=int(book[0]), codebook_dim=int(book[1]))
+
+
 def codec_from_state_dict(state_dict: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> Codec:
-    """The 44 kHz DAC from a state dict such as the V-AURA checkpoint's ``audio_encoder.model.*`` (float16),
-    loaded strictly and kept in float32."""
+    """The DAC of a state dict such as the V-AURA checkpoint's ``audio_encoder.model.*`` (float16), loaded
+    strictly and kept in float32 (the architecture is read from the shapes)."""
+    import dac
+
     from visualsound.utils.checkpoint import load_state_dict_strict
 
-    latent = state_dict["quantizer.quantizers.0.out_proj.bias"].shape[0] if (
-        "quantizer.quantizers.0.out_proj.bias" in state_dict) else None
+    kwargs = dac_kwargs_from_state_dict(state_dict)
     with torch.device("meta"):
-        model = build_dac(latent_dim=latent)
+        model = dac.DAC(**kwargs)
     load_state_dict_strict(model, {k: v.float() for k, v in state_dict.items()}, what="DAC state dict")
     return Codec(model).to(device)

@@ -58,21 +58,22 @@ class VAuraPipeline:
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
                   device: torch.device | str = "cpu", visual_checkpoint: str | os.PathLike | None = None,
-                  codec_checkpoint: str | os.PathLike | None = None, seed: int = 0) -> VAuraPipeline:
+                  codec_checkpoint: str | os.PathLike | None = None, seed: int = 0,
+                  visual_config: Any = "paper") -> VAuraPipeline:
     """Load V-AURA for generation.
 
     * ``debug_weights``: seeded random tiny transformer, tiny MotionFormer and tiny DAC (no files read);
     * `checkpoint` = a released Lightning ``.ckpt`` or its experiment folder (None = the registry's
-      ``vaura_release``): all three parts come from it;
+      ``vaura_release``): all three parts come from it (the MotionFormer built with `visual_config`, a
+      `vaura.synchformer.SynchformerConfig` or its preset name);
     * `checkpoint` = our own `vaura.checkpoint.save_checkpoint` file: the transformer from it, the visual
       encoder from `visual_checkpoint` (None = registry ``avclip_vggsound``), the codec from `codec_checkpoint`
-      (None = registry ``dac_44khz``).
+      (None = registry ``dac_44khz``); a checkpoint trained with debug weights gets the debug encoder and codec.
     """
-    from vaura.checkpoint import is_own_checkpoint, load_checkpoint, load_transformer_state, read_release
-    from vaura.codec import codec_from_state_dict, load_codec
+    from vaura.checkpoint import is_own_checkpoint, load_checkpoint, read_release
+    from vaura.codec import load_codec
     from vaura.model import build_model
-    from vaura.synchformer import MotionFormer, SynchformerConfig, load_visual_encoder
-    from visualsound.utils.checkpoint import load_state_dict_strict
+    from vaura.synchformer import load_visual_encoder
 
     if debug_weights:
         cfg = VAuraConfig.preset("tiny")
@@ -91,23 +92,43 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
         visual = load_visual_encoder(visual_checkpoint, debug_weights=trained_on_debug, device=device)
         codec = load_codec(codec_checkpoint, debug_weights=trained_on_debug, device=device,
                            latent_dim=transformer.cfg.audio_width)
-        width = int(visual.cls_token.shape[-1])
-        if width != transformer.cfg.visual_dim:
-            raise CheckpointError(f"{checkpoint}: the model expects {transformer.cfg.visual_dim}-d visual features, "
-                                  f"the visual encoder gives {width}-d")
-        return VAuraPipeline(transformer, visual, codec, trained_on_debug, str(checkpoint))
+        return _checked(VAuraPipeline(transformer, visual, codec, trained_on_debug, str(checkpoint)))
     from visualsound.weights import resolve
 
     path = resolve("vaura_release", checkpoint)
-    parts = read_release(path)
+    return pipeline_from_release(read_release(path), device, visual_config, str(path))
+
+
+def pipeline_from_release(parts: Any, device: torch.device | str = "cpu", visual_config: Any = "paper",
+                          source: str = "release") -> VAuraPipeline:
+    """Build the pipeline from `vaura.checkpoint.ReleaseParts` (all loads strict; built on the meta device)."""
+    from vaura.checkpoint import load_transformer_state
+    from vaura.codec import codec_from_state_dict
+    from vaura.synchformer import MotionFormer, SynchformerConfig
+    from visualsound.utils.checkpoint import load_state_dict_strict
+
     with torch.device("meta"):
         transformer = Transformer(parts.config)
-        visual = MotionFormer(SynchformerConfig.preset("paper"))
+        visual = MotionFormer(visual_config if isinstance(visual_config, SynchformerConfig)
+                              else SynchformerConfig.preset(visual_config))
     load_transformer_state(transformer, parts.transformer)
     transformer.reset_rope()
     load_state_dict_strict(visual, {k: v.float() for k, v in parts.visual.items()}, what="visual_feature_extractor")
     codec = codec_from_state_dict(parts.codec, device)
-    return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec, False, str(path))
+    return _checked(VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec, False, source))
+
+
+def _checked(pipe: VAuraPipeline) -> VAuraPipeline:
+    cfg = pipe.transformer.cfg
+    width = int(pipe.visual.cls_token.shape[-1])
+    if width != cfg.visual_dim:
+        raise CheckpointError(f"{pipe.source}: the model expects {cfg.visual_dim}-d visual features, the visual "
+                              f"encoder gives {width}-d")
+    if pipe.codec.latent_dim != cfg.audio_width or pipe.codec.n_codebooks != cfg.n_codebooks:
+        raise CheckpointError(f"{pipe.source}: the codec (latent {pipe.codec.latent_dim}, {pipe.codec.n_codebooks} "
+                              f"codebooks) does not fit the model (audio width {cfg.audio_width}, "
+                              f"{cfg.n_codebooks} codebooks)")
+    return pipe
 
 
 # -- windows -------------------------------------------------------------------------------------------------
