@@ -42,7 +42,8 @@ from vaura.train.data import (
     BadClipError,
     ClipRef,
     clip_duration,
-    decode_window,
+    decode_audio,
+    decode_frames,
     grid_starts,
     spatial_transform,
 )
@@ -120,9 +121,10 @@ def _manifest_core(models: FrozenModels, cfg: DataConfig, clips: Sequence[ClipRe
 
 # -- extraction --------------------------------------------------------------------------------------------------
 class _SpanDataset(torch.utils.data.Dataset):
-    """Worker-side decoding of every window of one clip: one decode of the span the windows cover, centre crop.
+    """Worker-side decoding of every window of one clip: one video decode of the span the windows cover (centre
+    crop), and each window's audio decoded at its start exactly as on-the-fly training does.
 
-    Item: ``{"clip_id", "video": uint8 [F, 3, crop, crop], "audio": [1, N], "starts": [...]}`` or a bad marker.
+    Item: ``{"clip_id", "video": uint8 [F, 3, crop, crop], "audio": [W, 1, N], "starts": [...]}`` or a bad marker.
     """
 
     def __init__(self, clips: Sequence[ClipRef], cfg: DataConfig, grid: bool) -> None:
@@ -140,9 +142,10 @@ class _SpanDataset(torch.utils.data.Dataset):
             else:
                 starts = [clip.start if clip.start is not None else 0.0]
                 first = starts[0]
-            last_frame = round((starts[-1] - first) * self.cfg.fps) + self.cfg.num_frames
-            frames, audio = decode_window(clip.path, first, self.cfg, frame_count=last_frame)
-            video = spatial_transform(frames, self.cfg, train=False)
+            span = round((starts[-1] - first) * self.cfg.fps) + self.cfg.num_frames
+            video = spatial_transform(decode_frames(clip.path, first, self.cfg, frame_count=span), self.cfg,
+                                      train=False)
+            audio = torch.stack([decode_audio(clip.path, s, self.cfg) for s in starts])  # as on the fly
         except BadClipError as e:
             log.warning("skipping clip %s: %s", clip.clip_id, e)
             return {"index": i, "clip_id": clip.clip_id, "bad": str(e)}
@@ -156,15 +159,12 @@ def _identity(item: dict[str, Any]) -> dict[str, Any]:
 def _windows(item: dict[str, Any], cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Slice a decoded span into windows: (uint8 ``[W, 64, 3, crop, crop]``, ``[W, 1, N]``)."""
     first = item["starts"][0]
-    vids, auds = [], []
+    vids = []
     for s in item["starts"]:
         f0 = round((s - first) * cfg.fps)
-        a0 = round((s - first) * cfg.sample_rate)
         vids.append(item["video"][f0:f0 + cfg.num_frames])
-        auds.append(item["audio"][:, a0:a0 + cfg.num_samples])
     assert all(v.shape[0] == cfg.num_frames for v in vids), f"short video window in {item['clip_id']}"
-    assert all(a.shape[-1] == cfg.num_samples for a in auds), f"short audio window in {item['clip_id']}"
-    return torch.stack(vids), torch.stack(auds)
+    return torch.stack(vids), item["audio"]
 
 
 def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenModels, cfg: DataConfig, *,

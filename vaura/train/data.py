@@ -3,7 +3,8 @@ on-the-fly dataset whose workers decode clips.
 
 Dataset layouts (`DataSource.kind`):
 
-* ``parquet``  -- a `visualsound build` output table (one row per clip; id, path, optional split/start columns);
+* ``parquet``  -- a `visualsound build` table (one row per clip: ``clip_id``, ``path`` (relative ones against
+  ``video_dir`` or the table's folder), ``visualsound_split`` or ``split``; optional ``start_sec``);
 * ``lists``    -- the V-AURA id lists: ``<split dir>/<prefix>_<split>.txt`` with ids ``<ytid>_<ms>_<ms>`` (or the
   ``.txt`` itself), optionally restricted to the ids of a meta csv (``filename,start,desc,split``);
 * ``vggsound`` -- a VGGSound-style csv (``ytid,start,label,split``, with or without a header), also what
@@ -187,14 +188,16 @@ def _from_parquet(src: DataSource, video_dir: Path) -> list[tuple[str, str, floa
     if id_col is None and path_col is None:
         raise DataError(f"{src.path}: needs a clip id column (clip_id/id/video_id) or a path column; "
                         f"has {list(df.columns)}")
-    if "split" in df.columns:
-        df = df[df["split"] == src.split]
+    split_col = next((c for c in ("visualsound_split", "split") if c in df.columns), None)
+    if split_col is not None:  # `visualsound build` tables: visualsound_split (split = the VGGSound split)
+        df = df[df[split_col] == src.split]
+    base = Path(src.video_dir) if src.video_dir else Path(src.path).parent
     start_col = next((c for c in ("start_sec", "start") if c in df.columns), None)
     out = []
     for row in df.to_dict("records"):
         if path_col is not None:
             p = Path(str(row[path_col]))
-            p = p if p.is_absolute() else video_dir / p
+            p = p if p.is_absolute() else base / p
         else:
             p = _find_media(video_dir, str(row[id_col]))
         clip_id = str(row[id_col]) if id_col is not None else p.stem
@@ -349,27 +352,35 @@ def fit_length(x: torch.Tensor, n: int, what: str, tolerance: int) -> torch.Tens
     return x[:n]
 
 
-def decode_window(path: str, start: float, cfg: DataConfig, frame_count: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode ``frame_count`` frames (default one window) at 25 fps and the matching mono 44.1 kHz audio.
+def decode_audio(path: str, start: float, cfg: DataConfig) -> torch.Tensor:
+    """One window of mono audio at ``cfg.sample_rate``: float32 ``[1, num_samples]`` (`BadClipError` if short)."""
+    from visualsound import media
 
-    Returns (uint8 ``[T, H, W, 3]``, float32 ``[1, N]``); a short or undecodable clip raises `BadClipError`.
-    """
+    try:
+        audio = torch.as_tensor(media.read_audio(path, start=start, duration=cfg.clip_seconds + cfg.start_margin,
+                                                 sample_rate=cfg.sample_rate, mono=True))
+    except media.MediaError as e:
+        raise BadClipError(str(e)) from e
+    return fit_length(audio.reshape(1, -1).float(), cfg.num_samples, "audio", tolerance=cfg.sample_rate // 100)
+
+
+def decode_frames(path: str, start: float, cfg: DataConfig, frame_count: int | None = None) -> torch.Tensor:
+    """``frame_count`` frames (default one window) at ``cfg.fps`` from `start`: uint8 ``[T, H, W, 3]``."""
     from visualsound import media
 
     n_frames = cfg.num_frames if frame_count is None else frame_count
-    seconds = n_frames / cfg.fps
-    n_samples = int(math.ceil(round(seconds * cfg.sample_rate, 6)))
     try:
-        frames = torch.as_tensor(media.read_video(path, start=start, duration=seconds + cfg.start_margin,
+        frames = torch.as_tensor(media.read_video(path, start=start, duration=n_frames / cfg.fps + cfg.start_margin,
                                                   fps=cfg.fps))
-        audio = torch.as_tensor(media.read_audio(path, start=start, duration=seconds + cfg.start_margin,
-                                                 sample_rate=cfg.sample_rate, mono=True))
     except media.MediaError as e:
-        raise BadClipError(f"{path}: {e}") from e
-    frames = fit_length(frames, n_frames, "video", tolerance=1)
-    audio = fit_length(audio.reshape(1, -1).float(), n_samples, "audio", tolerance=cfg.sample_rate // 100)
-    return frames, audio
+        raise BadClipError(str(e)) from e
+    return fit_length(frames, n_frames, "video", tolerance=1)
+
+
+def decode_window(path: str, start: float, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 2.56 s window: (uint8 frames ``[64, H, W, 3]``, float32 mono audio ``[1, 112896]``); a short or
+    undecodable clip raises `BadClipError`."""
+    return decode_frames(path, start, cfg), decode_audio(path, start, cfg)
 
 
 def clip_duration(path: str) -> float:
@@ -379,7 +390,7 @@ def clip_duration(path: str) -> float:
     try:
         info = media.probe(path)
     except media.MediaError as e:
-        raise BadClipError(f"{path}: {e}") from e
+        raise BadClipError(str(e)) from e
     if not (info.has_video and info.has_audio):
         raise BadClipError(f"{path}: needs a video and an audio stream")
     dur = float(info.duration)
