@@ -56,6 +56,7 @@ def test_read_csv_quoted_labels(csv_path):
     ("a,1.5,label,train\n", "whole seconds"),
     ("a,1,label,val\n", "split"),
     ("a,1,x,train\na,1,x,train\n", "duplicated"),
+    ("", "empty"),
 ])
 def test_read_csv_rejects_malformed(tmp_path, text, match):
     p = tmp_path / "bad.csv"

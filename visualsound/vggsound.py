@@ -62,13 +62,16 @@ def parse_clip_id(cid: str) -> tuple[str, int]:
 def read_vggsound_csv(path: str | os.PathLike) -> pd.DataFrame:
     """The official csv as a DataFrame with columns ``clip_id, youtube_id, start_seconds, label, split``.
 
-    Raises `VGGSoundIndexError` on a wrong column count, a non-integer start, an unknown split or duplicates.
+    Raises `VGGSoundIndexError` for a missing or empty file, a wrong column count, a non-integer start, an
+    unknown split or duplicates.
     """
     path = Path(path)
     if not path.is_file():
         raise VGGSoundIndexError(f"VGGSound csv not found: {path}")
     try:
         df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skipinitialspace=False)
+    except pd.errors.EmptyDataError as e:
+        raise VGGSoundIndexError(f"{path}: the csv is empty") from e
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise VGGSoundIndexError(f"{path}: cannot parse as CSV: {e}") from e
     if df.shape[1] != len(CSV_COLUMNS):

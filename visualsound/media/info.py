@@ -37,8 +37,11 @@ class MediaInfo:
 
     `rotation` is the display rotation stored in the container (display matrix), in degrees counter-clockwise,
     one of 0/90/180/270 (FFmpeg/PyAV convention; a phone portrait clip usually reports 270). `duration` is the
-    container duration in seconds. `num_samples` excludes the AAC priming samples and the end padding (it is the
-    edit-list length, ``read_audio(..., trim_padding=True)`` returns exactly this many samples).
+    container duration in seconds (else the video stream's, else the audio stream's). `num_samples` excludes the
+    AAC priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
+    WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
+    WebM, MPEG-TS) it is only estimated from the container duration (it can differ from the decoded count by
+    a codec frame or more), and `read_audio` returns every decoded sample.
     """
 
     path: str
