@@ -103,7 +103,14 @@ def test_read_fake_release_folder(tmp_path, manifest) -> None:
     (tmp_path / "exp" / "checkpoints").mkdir(parents=True)
     (tmp_path / "exp" / "tb").mkdir()
     (tmp_path / "exp" / "tb" / "hparams.yaml").write_text(yaml.safe_dump(hp))
-    torch.save({"state_dict": sd, "epoch": 3, "hyper_parameters": hp}, tmp_path / "exp/checkpoints/epoch=3.ckpt")
+    # a foreign pickled object (as Lightning's AttributeDict) forces the restricted unpickler
+    import argparse
+    import pickle
+
+    torch.save({"state_dict": sd, "epoch": 3, "hyper_parameters": argparse.Namespace(**hp)},
+               tmp_path / "exp/checkpoints/epoch=3.ckpt")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "exp/checkpoints/epoch=3.ckpt", weights_only=True)
     parts = read_release(tmp_path / "exp")
     assert parts.config.d_model == 48
     fresh = Transformer(parts.config)
