@@ -82,6 +82,10 @@ def test_same_seed_same_files(synth_dir, tmp_path):
     for name in ("synth0000_000000.mp4", "synth0004_000000.mp4"):
         assert torch.equal(read_video(tmp_path / "video" / name), read_video(d / "video" / name))
         assert torch.equal(read_audio(tmp_path / "video" / name), read_audio(d / "video" / name))
+    # the docstring's promise: the same config gives the same file content (x264 and FFmpeg's AAC are
+    # deterministic, and nothing time-dependent is written)
+    for p in sorted((d / "video").iterdir()):
+        assert (tmp_path / "video" / p.name).read_bytes() == p.read_bytes(), p.name
     other = synthesize(tmp_path / "other", CFG.replace(seed=4))
     assert other != records
 

@@ -214,7 +214,7 @@ def _arc_height(t: float, bounds: list[tuple[float, float]]) -> float:
 
 
 def render_audio(spec: ClipSpec, cfg: SynthConfig) -> np.ndarray:
-    """float32 ``[C, N]`` audio of `spec` (N = round(duration * sample_rate)), peak below 0.9."""
+    """float32 ``[C, N]`` audio of `spec` (N = round(duration * sample_rate)), clipped to [-0.9, 0.9]."""
     sr, N = cfg.sample_rate, int(round(cfg.duration * cfg.sample_rate))
     if spec.mismatch == "silence":
         return np.zeros((cfg.channels, N), np.float32)
