@@ -218,6 +218,26 @@ def test_crashed_worker_blames_its_clip_and_the_job_goes_on(clips: dict[str, Pat
                     progress=False)
 
 
+def test_a_slow_file_does_not_hold_back_the_other_workers(clips: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import visualsound.imagebind as ib
+
+    real = ib.preprocess_clip
+    index = index_clips(clips["csv"], clips["videos"], "vggsound")
+    first_id, first_path = index["clip_id"].iloc[0], index["path"].iloc[0]
+
+    def slow_first(path: str, silence_threshold: float | None = None):
+        if str(path) == first_path:
+            time.sleep(3.0)
+        return real(path, silence_threshold=silence_threshold)
+
+    monkeypatch.setattr(ib, "preprocess_clip", slow_first)
+    s = score_clips(index, tmp_path, CFG.replace(workers=2, batch_size=1), debug_weights=True, progress=False)
+    assert s.scored == len(EXPECTED) and len(s.shards) == 1
+    order = pq.read_table(s.shards[0]).column("clip_id").to_pylist()  # rows in the order batches were scored
+    assert order.index(first_id) > 1, order
+
+
 def test_resume_refuses_another_recipe(clips: dict[str, Path], tmp_path: Path) -> None:
     index = index_clips(clips["csv"], clips["videos"], "vggsound")
     old, young = tmp_path / ".scores-a.parquet.x1.tmp", tmp_path / ".scores-b.parquet.x2.tmp"  # killed writes
