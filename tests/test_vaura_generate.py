@@ -66,10 +66,13 @@ def test_plan_rejects_bad_stride_and_duration() -> None:
 
 
 def test_window_frames_pads_with_last_frame() -> None:
-    frames = torch.arange(10).view(10, 1, 1, 1).expand(10, 2, 2, 3).to(torch.uint8)
-    w = window_frames(frames, 0.2)  # frame 5 onwards
+    frames = torch.arange(30).view(30, 1, 1, 1).expand(30, 2, 2, 3).to(torch.uint8)
+    w = window_frames(frames, 55 / CODE_RATE)  # 15.99 frames -> segment 1 = frame 16 onwards
     assert w.shape == (64, 2, 2, 3)
-    assert w[0, 0, 0, 0] == 5 and w[4, 0, 0, 0] == 9 and (w[5:, 0, 0, 0] == 9).all()
+    assert w[0, 0, 0, 0] == 16 and w[13, 0, 0, 0] == 29 and (w[14:, 0, 0, 0] == 29).all()
+    assert window_frames(frames, 0.0)[0, 0, 0, 0] == 0
+    for k in range(1, 40):  # stride 0.64 s keeps windows on whole segments
+        assert window_frames(torch.arange(2000).view(-1, 1, 1, 1), k * 55 / CODE_RATE)[0, 0, 0, 0] == 16 * k
 
 
 def test_long_video_windows_continue_the_prompt(pipe) -> None:

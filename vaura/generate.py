@@ -6,7 +6,8 @@ A video of any fps is read at 25 fps. Its audio length is ``int(duration * 86)``
 generated as the original's chunked generation: windows of 2.56 s every `stride` seconds (default 0.64 s); each
 window continues the previous window's codes after the first ``int(86 * stride)`` frames as its prompt and adds
 the rest (``ceil(86 * window) - prompt`` new frames). Every window's visual tokens come from its own 2.56 s of
-frames; frames past the end of the video repeat the last frame (short videos are padded the same way, and the
+frames, starting on the 16-frame segment grid as the original; frames past the end of the video repeat the last
+frame (short videos are padded the same way, and the
 audio is trimmed to the video's duration).
 """
 
@@ -34,6 +35,7 @@ CODE_RATE = 86  # the release's COMPRESSION_MODEL_FRAME_RATE (44100 / 512 = 86.1
 VIDEO_FPS = 25.0
 WINDOW_SECONDS = 2.56
 WINDOW_FRAMES = 64  # 2.56 s at 25 fps
+SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
@@ -171,11 +173,14 @@ def plan_windows(duration: float, stride: float = 0.64, window: float = WINDOW_S
 
 
 def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
-    """The 64 frames (2.56 s at 25 fps) from `start` seconds of frames ``[T, H, W, 3]``; frames past the end
-    repeat the last frame. Returns ``[64, H, W, 3]``."""
+    """The 64 frames (2.56 s at 25 fps) of the window at `start` seconds of frames ``[T, H, W, 3]``; frames past
+    the end repeat the last frame. Returns ``[64, H, W, 3]``.
+
+    As the original, the window starts on the 16-frame segment grid: at segment ``ceil(start * 25) // 16``.
+    """
     if frames.shape[0] == 0:
         raise GenerationError("the video has no frames")
-    first = int(round(start * VIDEO_FPS))
+    first = SEGMENT_FRAMES * (math.ceil(start * VIDEO_FPS - 1e-9) // SEGMENT_FRAMES)
     idx = torch.arange(first, first + WINDOW_FRAMES).clamp(max=frames.shape[0] - 1)
     return frames[idx]
 
