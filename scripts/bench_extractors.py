@@ -2,8 +2,9 @@
 
 Usage::
 
-    .venv/bin/python scripts/bench_extractors.py                       # VGGish, 8 clips of 10 s at 44.1 kHz
+    .venv/bin/python scripts/bench_extractors.py                       # VGGish and PaSST, 8 clips at 44.1 kHz
     .venv/bin/python scripts/bench_extractors.py --extractor vggish --clips 4 --sample-rate 16000 --threads 2
+    .venv/bin/python scripts/bench_extractors.py --extractor passt --clips 9 --threads 1
 
 Each extractor is one function ``bench_<name>(clips, sample_rate, device) -> dict`` registered in
 `EXTRACTORS`; it builds its model with random weights (no download), runs one warm-up clip (JIT, allocator)
@@ -17,13 +18,14 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def time_clips(fn: Callable[[np.ndarray], object], clips: list[np.ndarray]) -> dict:
+def time_clips(fn: Callable[[Any], object], clips: Sequence[Any]) -> dict:
     """Run ``fn`` on ``clips[0]`` (warm-up), then time it on the others; seconds and clips/s."""
     assert len(clips) >= 2, f"need a warm-up clip plus at least one timed clip, got {len(clips)}"
     fn(clips[0])
@@ -68,7 +70,20 @@ def bench_vggish(clips: list[np.ndarray], sample_rate: int, device: str) -> dict
             "network_s_per_clip": round(net / len(examples), 4)}
 
 
+def bench_passt(clips: list[np.ndarray], sample_rate: int, device: str) -> dict:
+    """PaSST-S as KLD scores one file: the first 2.56 s of each clip, mixdown, julius resample to 32 kHz, log-mel
+    ``[128, 256]``, paper-size PaSST (12 blocks, 302 tokens, random weights), softmax over 527 classes."""
+    from benchmarks.metrics.passt import load_passt, passt_probs
+
+    model = load_passt(debug_weights=True, config="paper", device=device)
+    n = int(2.56 * sample_rate)
+    assert all(c.shape[-1] >= n for c in clips), f"PaSST needs clips of >= 2.56 s, got {clips[0].shape}"
+    windows = [torch.from_numpy(c[..., :n]) for c in clips]
+    return {**time_clips(lambda w: passt_probs(model, w, sample_rate), windows), "window_seconds": 2.56}
+
+
 EXTRACTORS: dict[str, Callable[[list[np.ndarray], int, str], dict]] = {
+    "passt": bench_passt,
     "vggish": bench_vggish,
 }
 
