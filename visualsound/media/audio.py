@@ -36,7 +36,7 @@ from visualsound.media.errors import (
     NoAudioStreamError,
     TruncatedMediaError,
 )
-from visualsound.media.info import PathLike, open_media, stream_time
+from visualsound.media.info import PathLike, check_window, open_media, stream_time
 from visualsound.utils.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
     Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`.
     """
-    if start < 0:
-        raise MediaWindowError(f"start must be >= 0, got {start}")
-    if duration is not None and duration <= 0:
-        raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
+    check_window(start, duration)
     if sample_rate is not None and sample_rate <= 0:
         raise MediaWindowError(f"sample_rate must be > 0, got {sample_rate}")
     container = open_media(path)

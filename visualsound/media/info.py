@@ -13,6 +13,7 @@ import av
 
 from visualsound.media.errors import (
     MediaError,
+    MediaWindowError,
     MissingFileError,
     NoAudioStreamError,
     NotMediaError,
@@ -119,6 +120,14 @@ def open_media(path: PathLike) -> av.container.InputContainer:
         container.close()
         raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name})")
     return container
+
+
+def check_window(start: float, duration: float | None) -> None:
+    """Raise `MediaWindowError` unless ``start >= 0`` and `duration` is None or > 0 (seconds)."""
+    if start < 0:
+        raise MediaWindowError(f"start must be >= 0, got {start}")
+    if duration is not None and duration <= 0:
+        raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
 
 
 def stream_time(stream: av.stream.Stream, pts: int | None) -> float:

@@ -26,18 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from visualsound.media.errors import MediaWindowError, NoVideoStreamError, TruncatedMediaError
-from visualsound.media.info import PathLike, display_rotation, open_media, stream_time
+from visualsound.media.info import PathLike, check_window, display_rotation, open_media, stream_time
 
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6  # seconds; tolerance of the "pts <= t" comparison
-
-
-def _check_window(start: float, duration: float | None) -> None:
-    if start < 0:
-        raise MediaWindowError(f"start must be >= 0, got {start}")
-    if duration is not None and duration <= 0:
-        raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
 
 
 def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
@@ -49,7 +42,7 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     the window runs past the end). Raises `NoVideoStreamError`, `MediaWindowError` (bad window, or ``start`` at
     or after the end of the video) and `TruncatedMediaError` (undecodable data).
     """
-    _check_window(start, duration)
+    check_window(start, duration)
     if fps is not None and fps <= 0:
         raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
     container = open_media(path)
