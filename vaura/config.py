@@ -37,7 +37,8 @@ class VAuraConfig(FrozenConfig):
     visual_tokens: int = 32              # visual tokens per 2.56 s window
     steps_per_visual_token: int = 7      # audio_tokens_per_video_frame
     visual_channel_scaler: int = 3       # visual hidden = d_model // this
-    dropout: float = 0.1
+    dropout: float = 0.1                 # token (fused input), residual (after wo) and SwiGLU output dropout
+    attn_dropout: float = 0.0            # attention-probability dropout (0 in the release)
     cond_drop: float = 0.1               # CFG condition drop probability in training
     frames_per_window: int = 221         # DAC 44 kHz frames in 2.56 s (the generation script uses 220)
     sample_rate: int = 44100
@@ -51,7 +52,7 @@ class VAuraConfig(FrozenConfig):
         if self.d_model // self.visual_channel_scaler <= 0:
             raise ConfigError(f"d_model {self.d_model} too small for visual_channel_scaler "
                               f"{self.visual_channel_scaler}")
-        for name in ("dropout", "cond_drop"):
+        for name in ("dropout", "attn_dropout", "cond_drop"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {p}")

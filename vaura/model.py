@@ -97,7 +97,7 @@ class Attention(nn.Module):
         self.n_head, self.head_dim, self.d_model = cfg.n_head, cfg.head_dim, cfg.d_model
         self.wqkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.attn_dropout = cfg.dropout
+        self.attn_dropout = cfg.attn_dropout
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
