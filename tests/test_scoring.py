@@ -298,6 +298,17 @@ def test_cli_shards_interrupt_resume_merge_build_report(clips: dict[str, Path], 
     assert "DEBUG WEIGHTS" in _run_cli("report", "--scores", str(merged), "--out", str(rep))
     assert (rep / "report.md").is_file()
 
+    # the missing clip gets downloaded later: --retry missing scores just that clip again
+    videos = shutil.copytree(clips["videos"], tmp_path / "videos2")
+    shutil.copy(videos / "synth0000_000000.mp4", videos / "gone_000000.mp4")
+    folder, i = (a, 0) if shard_of("gone_0_10000", 2) == 0 else (b, 1)
+    retried = json.loads(_run_cli(*common, "--videos", str(videos), "--out", str(folder), "--shard", f"{i}/2",
+                                  "--retry", "missing", "--json"))
+    assert (retried["scored"], retried["statuses"]) == (1, {"ok": 1})
+    row = read_scores(folder).set_index("clip_id").loc["gone_0_10000"]
+    assert row["status"] == "ok" and row["score"] == pytest.approx(reference.set_index("clip_id").loc[
+        "synth0000_0_10000", "score"], abs=1e-6)
+
 
 def test_cli_errors_are_clean(clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "empty_cache"))

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from visualsound.scores_io import STATUSES
 from visualsound.scoring import DTYPES, ScoringConfig, parse_shard, score_clips
 from visualsound.vggsound import PATTERN_PRESETS, index_clips
 
@@ -36,6 +37,9 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips
               help="Mark clips whose audio peak is <= this value 'silent' instead of scoring them.")
 @click.option("--min-duration", type=float, default=None,
               help="Mark clips whose video or audio is shorter than this (seconds) 'too_short'.")
+@click.option("--retry", "retry", multiple=True, type=click.Choice(STATUSES),
+              help="Statuses a resumed run scores again (repeatable; default: error). E.g. --retry missing after "
+                   "downloading more clips.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (smoke runs; resume later).")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="imagebind_huge.pth (default: the weights registry's cache).")
@@ -44,12 +48,13 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
-          shard_spec: str, silence_threshold: float | None, min_duration: float | None, max_batches: int | None,
-          checkpoint: str | None, debug_weights: bool, no_progress: bool, as_json: bool) -> None:
+          shard_spec: str, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],
+          max_batches: int | None, checkpoint: str | None, debug_weights: bool, no_progress: bool,
+          as_json: bool) -> None:
     """Score every clip of CSV found under VIDEOS with ImageBind; one row per clip (failures included) in OUT."""
     overrides = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": workers,
                  "batches_per_shard": batches_per_shard, "silence_threshold": silence_threshold,
-                 "min_duration": min_duration}
+                 "min_duration": min_duration, "retry_statuses": tuple(retry) or None}
     cfg = ScoringConfig.resolve(config_spec).replace(**{k: v for k, v in overrides.items() if v is not None})
     if max_batches is not None and max_batches < 1:
         raise click.BadParameter("--max-batches must be >= 1", param_hint="--max-batches")
