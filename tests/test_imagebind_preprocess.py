@@ -188,7 +188,7 @@ def test_error_statuses(tmp_path: Path):
     _write_clip(good, 1.0, 25, (48, 64), 10, 0)
     data = good.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
-    assert _status(tmp_path / "cut.mp4") in ("truncated", "corrupt")
+    assert _status(tmp_path / "cut.mp4") == "truncated"  # open_media walks the mp4 boxes: any cut is caught
     _write_clip(tmp_path / "mute.mp4", 1.0, 25, (48, 64), 10, 0, audio=False)
     assert _status(tmp_path / "mute.mp4") == "no_audio"
     _write_clip(tmp_path / "blind.m4a", 1.0, 25, (48, 64), 10, 0, video=False)
