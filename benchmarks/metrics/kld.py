@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,7 @@ def compute_kld(pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]
     if not pairs:
         raise KLDInputError("no pairs to score")
     ids = [str(p[0]) for p in pairs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)  # (ids.count per id was quadratic)
     if dupes:
         raise KLDInputError(f"duplicate pair ids: {dupes[:10]}")
     if model is None:
