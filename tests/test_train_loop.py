@@ -154,6 +154,16 @@ def test_validation_best_k_and_nonfinite_guard(tmp_path):
     assert tr.nonfinite == 3 and tr.step == 0
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps(tmp_path, precision):
+    """Autocast runs (on CPU here, CUDA in real runs); fp16 adds a GradScaler whose state is checkpointed."""
+    cfg = tiny_cfg("max_steps=2", f"precision={precision}")
+    tr = _run(cfg, tmp_path / precision, PatternWindows(4))
+    assert all(math.isfinite(h["loss"]) for h in tr.history) and tr.step == 2
+    assert tr.scaler.is_enabled() == (precision == "fp16")
+    assert load_checkpoint(tmp_path / precision / "last.pt")["training"]["scaler"] == tr.scaler.state_dict()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -135,6 +135,7 @@ class Trainer:
         self.best: list[tuple[float, int, str]] = []  # (val loss, step, file name), best first
         self.history: list[dict[str, Any]] | None = [] if record_history else None
         self._iter: Any = None
+        self._tb: Any = None  # TensorBoard writer, False when unavailable
         self._window = self._new_window()
         self.k = self.model.cfg.n_codebooks
 
@@ -286,6 +287,29 @@ class Trainer:
             w.writerow([kind, self.step, self.epoch, f"{loss:.6f}", *[f"{x:.6f}" for x in per_cb], f"{lr:.6e}",
                         f"{grad_norm:.6f}", f"{throughput:.2f}", self.nonfinite, self.scaler_skips,
                         self.bad_clips, self.debug_weights])
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.add_scalar(f"{kind}/loss", loss, self.step)
+            for i, x in enumerate(per_cb):
+                tb.add_scalar(f"{kind}/loss_cb{i}", x, self.step)
+            if kind == "train":
+                tb.add_scalar("train/lr", lr, self.step)
+                tb.add_scalar("train/grad_norm", grad_norm, self.step)
+                tb.add_scalar("train/samples_per_s", throughput, self.step)
+            tb.flush()
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard writer under ``<out>/tb`` when ``torch.utils.tensorboard`` imports (the CSV is the primary
+        log; TensorBoard is not a dependency)."""
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                log.debug("TensorBoard not available (%s); metrics go to metrics.csv only", e)
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.out / "tb"))
+        return self._tb or None
 
     def _log_train(self, rec: dict[str, Any], flush: bool = False) -> None:
         """Accumulate `rec`; every ``log_every`` steps (or on `flush`) write the window's means to the CSV."""
