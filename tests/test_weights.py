@@ -192,6 +192,10 @@ def test_interrupted_download_leaves_no_final_file_then_resumes(cache, server, m
     assert W.download("test_entry", progress=False).read_bytes() == PAYLOAD
     assert _Handler.requests[-1]["range"] == f"bytes={size}-"
     assert not partial.exists()
+    # --force never resumes: a stale partial is discarded and the file is fetched from byte 0
+    partial.write_bytes(b"stale")
+    assert W.download("test_entry", force=True, progress=False).read_bytes() == PAYLOAD
+    assert _Handler.requests[-1]["range"] is None and not partial.exists()
 
 
 def test_file_url_download(cache, tmp_path, monkeypatch):

@@ -365,18 +365,19 @@ def _fetch(entry: WeightsEntry, partial: Path, progress: bool, timeout: float) -
 def download(name: str, *, force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
     """Download registry entry `name` into the cache (verified, atomic, resumable); returns `resolve(name)`.
 
-    An existing file is verified instead of downloaded again unless `force`.
+    An existing file is verified instead of downloaded again unless `force`, which also discards a ``.partial``
+    left by an interrupted download (no resume) and an extracted archive folder.
     """
     entry = get(name)
     target = download_path(name)
+    partial = target.with_name(target.name + ".partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     if force:
-        for p in (target, _recorded_sha_path(target)):
+        for p in (target, _recorded_sha_path(target), partial):
             p.unlink(missing_ok=True)
         if entry.archive and cache_path(name).exists():
             shutil.rmtree(cache_path(name))
     if not target.exists():
-        partial = target.with_name(target.name + ".partial")
         log.info("downloading %s from %s to %s", name, entry.url, target)
         _fetch(entry, partial, progress, timeout)
         sha = file_digest(partial)
