@@ -46,6 +46,8 @@ def test_teacher_forced_parity(fixture) -> None:
     torch.testing.assert_close(out.loss, e["tf_loss"], atol=1e-5, rtol=0)
     assert torch.equal(logits.argmax(-1), e["tf_logits_probe_argmax"])
     torch.testing.assert_close(logits.logsumexp(-1), e["tf_logits_probe_lse"], atol=1e-4, rtol=1e-4)
+    idx = e["tf_logits_probe_idx"]
+    torch.testing.assert_close(logits[..., idx], e["tf_logits_probe_vals"], atol=1e-4, rtol=1e-4)
 
 
 def test_null_condition_parity(fixture) -> None:

@@ -26,17 +26,36 @@ def fixture():
     return model, inputs, expected
 
 
+def min_margins(n_frames: int):
+    """Callback collecting, per loop step, the smallest top-1 minus top-2 gap of the guided logits over the
+    codebooks that the pattern fills at that step."""
+    from vaura.delay import pattern_index
+
+    _, valid = pattern_index(9, n_frames)
+    margins: list[torch.Tensor] = []
+
+    def on_step(step, cond, null, guided):
+        top2 = guided[0, valid[:, step]].topk(2, dim=-1).values
+        margins.append((top2[:, 0] - top2[:, 1]).min())
+
+    return margins, on_step
+
+
 def test_greedy_cfg_generation_221(fixture) -> None:
     model, inputs, e = fixture
     seen: dict[int, tuple] = {}
+    margins, margin_cb = min_margins(221)
 
     def on_step(step, cond, null, guided):
+        margin_cb(step, cond, null, guided)
         if step <= 3:
             seen[step] = (cond, null, guided)
 
     out = generate(model, inputs["visual_features"], 221, GREEDY_CFG, on_step=on_step)
     assert torch.equal(out.sequence, e["gen_pattern_sequence"])
     assert torch.equal(out.codes, e["gen_codes"])
+    # every step's guided logits, through their closest decision
+    torch.testing.assert_close(torch.stack(margins), e["gen_step_min_margin"], atol=2e-4, rtol=0)
     for i, name in enumerate(["gen_first3_cond_logits", "gen_first3_uncond_logits", "gen_first3_guided_logits"]):
         got = torch.stack([seen[s][i] for s in (1, 2, 3)])
         torch.testing.assert_close(got, e[name], atol=2e-4, rtol=0)
@@ -46,7 +65,9 @@ def test_greedy_cfg_generation_221(fixture) -> None:
 
 def test_greedy_cfg_generation_220(fixture) -> None:
     model, inputs, e = fixture
-    out = generate(model, inputs["visual_features"], 220, GREEDY_CFG)
+    margins, on_step = min_margins(220)
+    out = generate(model, inputs["visual_features"], 220, GREEDY_CFG, on_step=on_step)
+    torch.testing.assert_close(torch.stack(margins), e["gen_step_min_margin_220"], atol=2e-4, rtol=0)
     assert torch.equal(out.sequence, e["gen_pattern_sequence_220"])
     assert torch.equal(out.codes, e["gen_codes_220"])
     diff = (out.codes != e["gen_codes"][..., :220]).nonzero()[:, 1:].tolist()
