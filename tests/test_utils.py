@@ -85,6 +85,16 @@ def test_restricted_load_never_executes_foreign_globals(tmp_path):
     assert safe_torch_load(tmp_path / "plain.pt")["w"].shape == (1,)
 
 
+@pytest.mark.parametrize("content", [b"not a torch file", b"PK\x03\x04garbage", b""])
+def test_safe_load_rejects_non_checkpoints(tmp_path, content):
+    bad = tmp_path / "junk.pth"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        safe_torch_load(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        safe_torch_load(tmp_path / "missing.pth")
+
+
 def test_key_map_and_strict_load():
     km = KeyMap(rules=((r"module\.enc\.(.*)", r"\1"),), ignore=(r"other\..*",))
     sd = {"module.enc.weight": torch.ones(3, 2), "module.enc.bias": torch.zeros(3), "other.w": torch.ones(1)}

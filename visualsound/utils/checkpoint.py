@@ -118,13 +118,19 @@ def restricted_torch_load(path: str | os.PathLike, map_location: Any = "cpu") ->
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``; falls back to `restricted_torch_load` for files that pickle foreign
-    objects (never to an unrestricted unpickler)."""
+    objects (never to an unrestricted unpickler). A missing or unreadable file raises `CheckpointError`."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        log.info("%s is not a plain weights file (%s); reading it with the restricted unpickler", path,
-                 str(e).splitlines()[0])
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            log.info("%s is not a plain weights file (%s); reading it with the restricted unpickler", path,
+                     str(e).splitlines()[0])
         return restricted_torch_load(path, map_location=map_location)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'empty or truncated file'})") from e
 
 
 @dataclass(frozen=True)
