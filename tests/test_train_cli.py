@@ -65,7 +65,8 @@ def test_extract_train_resume_generate(tmp_path):
     assert _summary(out)["step"] == 3
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["step"] for r in rows if r["kind"] == "train"] == ["1", "2", "3"]
-    assert _ok(["train", "--data", "-", "--out", str(run), "--plot-only"]).strip().endswith("loss_curve.png")
+    assert _ok(["train", "--out", str(run), "--plot-only"]).strip().endswith("loss_curve.png")
+    assert CliRunner().invoke(main, ["train", "--out", str(run)]).exit_code == 2  # --data missing
 
     # on the fly: decode + frozen encoder + codec every step
     out = _ok(["train", "--data", csv_path, "--out", str(tmp_path / "runs" / "fly"), *common,

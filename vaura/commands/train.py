@@ -11,10 +11,10 @@ import click
 @click.command("train")
 @click.option("--config", "config", default="paper", show_default=True,
               help="TrainConfig preset (paper | tiny) or a YAML/JSON file.")
-@click.option("--data", required=True,
+@click.option("--data", default=None,
               help="Training data: a `vaura extract` cache directory, or clips decoded on the fly (a .parquet, a "
                    "VGGSound-style .csv, a V-AURA split dir / id list, a clip directory, a YAML/JSON spec, or "
-                   "key=value,...).")
+                   "key=value,...). Required except with --plot-only.")
 @click.option("--val-data", default=None, help="Validation data (same forms; split defaults to validation).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--set", "overrides", multiple=True, help="Config override key=value, e.g. optim.lr=3e-4 (repeatable).")
@@ -26,7 +26,7 @@ import click
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--device", default=None, help="cpu | cuda (default: cuda if available; torchrun picks LOCAL_RANK).")
 @click.option("--plot-only", is_flag=True, help="Only (re)write OUT/loss_curve.png from OUT/metrics.csv.")
-def train(config: str, data: str, val_data: str | None, out: str, overrides: tuple[str, ...], resume: bool,
+def train(config: str, data: str | None, val_data: str | None, out: str, overrides: tuple[str, ...], resume: bool,
           checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool, device: str | None,
           plot_only: bool) -> None:
     """Train V-AURA; writes OUT/metrics.csv, OUT/last.pt, OUT/best-*.pt and OUT/loss_curve.png.
@@ -40,6 +40,8 @@ def train(config: str, data: str, val_data: str | None, out: str, overrides: tup
     if plot_only:
         click.echo(str(plot_loss_curve(out)))
         return
+    if data is None:
+        raise click.UsageError("--data is required (except with --plot-only)")
     cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
     cfg = cfg.replace(encoder_checkpoint=checkpoint or cfg.encoder_checkpoint,
                       codec_checkpoint=codec_checkpoint or cfg.codec_checkpoint,

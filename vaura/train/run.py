@@ -59,8 +59,9 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
     last = out / "last.pt"
     if resume and not last.exists():
         raise CheckpointError(f"--resume: {last} does not exist")
-    if not resume and last.exists():
-        raise ToolkitError(f"{out} already holds a run ({last}); pass --resume to continue it or pick another --out")
+    if not resume and (last.exists() or (out / "metrics.csv").exists()):
+        raise ToolkitError(f"{out} already holds a run ({last if last.exists() else out / 'metrics.csv'}); pass "
+                           f"--resume to continue it, or pick another --out")
     info = init_distributed(device)
     try:
         cached = is_cache(data) and (val_data is None or is_cache(val_data))
