@@ -401,3 +401,23 @@ def test_frame_to_float_is_the_libsndfile_scaling(fmt):
     assert np.array_equal(out, expected)
     if base in ("s16", "u8"):  # (s32's largest value rounds to 1.0 in float32, as in libsndfile)
         assert out.min() == -1.0 and out.max() < 1.0
+
+
+def test_decode_audio_stream_keeps_every_decoded_sample(clips, tmp_path):
+    """The whole-file reader behind FAD / KLD: a plain sequential decode with the AAC end padding kept (as
+    libsndfile / torchaudio.load), PCM equal to `read_audio`; the s16 extraction quantises at the new rate."""
+    from visualsound.media.audio import decode_audio_stream
+
+    p, _ = clips[25]
+    x, sr = decode_audio_stream(p)
+    assert sr == SR and x.dtype == np.float32
+    assert x.shape == tuple(read_audio(p, trim_padding=False).shape) and x.shape[1] > probe(p).num_samples
+    wav = tmp_path / "t.wav"
+    write_wav(wav, x, SR)
+    assert torch.equal(torch.from_numpy(decode_audio_stream(wav)[0]), read_audio(wav))
+    y, sr24 = decode_audio_stream(p, resample_s16_to=24000)
+    assert sr24 == 24000 and abs(y.shape[1] - x.shape[1] * 24000 / SR) <= 64
+    assert np.array_equal(np.round(y * 32768), y * 32768)
+    make_clip(tmp_path / "v.mp4", 25, seconds=0.5, audio=False)
+    with pytest.raises(NoAudioStreamError):
+        decode_audio_stream(tmp_path / "v.mp4")

@@ -72,33 +72,22 @@ class FrechetDistanceError(FADError, ValueError):
 def read_audio_soundfile_style(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of `path` to float32 ``[C, N]`` and its sample rate, with PyAV.
 
-    Every decoded frame is appended as is (no timestamp placement, no padding trim), as libsndfile reads a file.
-    Values equal ``soundfile.read(path, dtype="float32")`` for PCM WAV/FLAC: a 16-bit sample ``k`` becomes
-    exactly ``k / 32768`` (`visualsound.media.audio.frame_to_float`; 24-bit PCM arrives left-aligned in s32, so
+    Every decoded frame is appended as is (no timestamp placement, no padding trim), as libsndfile reads a file
+    (`visualsound.media.audio.decode_audio_stream`). Values equal ``soundfile.read(path, dtype="float32")`` for
+    PCM WAV/FLAC: a 16-bit sample ``k`` becomes exactly ``k / 32768`` (24-bit PCM arrives left-aligned in s32, so
     it is ``k24 / 2**23``). Other codecs decode with FFmpeg (libsndfile may differ for lossy formats).
     Raises `AudioDecodeError` for a missing, unreadable or audio-less file.
     """
-    import av
-
-    from visualsound.media import MediaError, open_media
-    from visualsound.media.audio import frame_to_float
+    from visualsound.media import MediaError
+    from visualsound.media.audio import decode_audio_stream
 
     path = Path(path)
     if not path.is_file():
         raise AudioDecodeError(f"{path}: no such file")
-    chunks: list[np.ndarray] = []
     try:
-        with open_media(path) as container:
-            if not container.streams.audio:
-                raise AudioDecodeError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
-            sample_rate = int(stream.codec_context.sample_rate or stream.rate)
-            chunks.extend(frame_to_float(frame) for frame in container.decode(stream))
-    except (av.FFmpegError, MediaError) as e:
-        raise AudioDecodeError(f"{path}: cannot decode audio ({e})") from e
-    if not chunks:
-        raise AudioDecodeError(f"{path}: the audio stream holds no samples")
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), sample_rate
+        return decode_audio_stream(path)
+    except MediaError as e:
+        raise AudioDecodeError(f"cannot read audio: {e}") from e
 
 
 def load_wave_16k(path: str | os.PathLike) -> np.ndarray:

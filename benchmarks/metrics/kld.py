@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -103,38 +102,20 @@ def kl_divergence(p_gt: torch.Tensor, p_gen: torch.Tensor, eps: float = 1e-6) ->
 # --------------------------------------------------------------------------------------------------
 def read_audio_file(path: str | os.PathLike, resample_to: int | None = None) -> tuple[torch.Tensor, int]:
     """Decode the first audio stream -> (float32 ``[C, N]``, sample rate), ``int16 / 32768`` for 16-bit PCM
-    (what ``torchaudio.load`` returns; `visualsound.media.audio.frame_to_float`). Decoded frames are appended as
-    is. `resample_to` converts with libswresample to 16-bit at that rate first, as ``ffmpeg -ar <rate>``
+    (what ``torchaudio.load`` returns; `visualsound.media.audio.decode_audio_stream` appends every decoded frame
+    as is). `resample_to` converts with libswresample to 16-bit at that rate first, as ``ffmpeg -ar <rate>``
     extraction to wav does. Raises `KLDInputError` for a missing, unreadable or audio-less file."""
-    import av
-
-    from visualsound.media import MediaError, open_media
-    from visualsound.media.audio import frame_to_float
+    from visualsound.media import MediaError
+    from visualsound.media.audio import decode_audio_stream
 
     path = Path(path)
     if not path.is_file():
         raise KLDInputError(f"audio file not found: {path}")
     try:
-        with open_media(path) as container:
-            if not container.streams.audio:
-                raise KLDInputError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
-            resampler = None
-            if resample_to is not None:
-                resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=int(resample_to))
-            parts, rate = [], stream.rate
-            for frame in container.decode(stream):
-                frames = resampler.resample(frame) if resampler else [frame]
-                for f in frames:
-                    parts.append(frame_to_float(f))
-                    rate = f.sample_rate
-            if resampler is not None:
-                parts.extend(frame_to_float(f) for f in resampler.resample(None))
-    except (av.error.FFmpegError, MediaError) as e:
-        raise KLDInputError(f"{path}: cannot decode audio ({e})") from e
-    if not parts:
-        raise KLDInputError(f"{path}: the audio stream holds no samples")
-    return torch.from_numpy(np.concatenate(parts, axis=1)), int(rate)
+        audio, rate = decode_audio_stream(path, resample_s16_to=resample_to)
+    except MediaError as e:
+        raise KLDInputError(f"cannot read audio: {e}") from e
+    return torch.from_numpy(audio), rate
 
 
 def fit_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:

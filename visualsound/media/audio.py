@@ -67,6 +67,37 @@ def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     raise MediaError(f"unsupported audio sample format {fmt.name}")
 
 
+def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None) -> tuple[np.ndarray, int]:
+    """Every decoded frame of the first audio stream, appended as is: float32 ``[C, N]`` and its sample rate.
+
+    No timestamp placement and no padding trim (unlike `read_audio`): what libsndfile (``soundfile.read``) and
+    ``torchaudio.load`` return for a whole file, which the FAD and KLD readers reproduce. `resample_s16_to`
+    first converts with libswresample to 16-bit at that rate, as ``ffmpeg -ar RATE`` extraction to a wav does.
+    Raises `NoAudioStreamError` (no audio stream, or one that decodes to no samples), `TruncatedMediaError`
+    (undecodable data) and the errors of `open_media`.
+    """
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise NoAudioStreamError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate)
+        chunks: list[np.ndarray] = []
+        try:
+            if resample_s16_to is None:
+                chunks.extend(frame_to_float(frame) for frame in container.decode(stream))
+            else:
+                rate = int(resample_s16_to)
+                resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=rate)
+                for frame in container.decode(stream):
+                    chunks.extend(frame_to_float(f) for f in resampler.resample(frame))
+                chunks.extend(frame_to_float(f) for f in resampler.resample(None))
+        except av.error.FFmpegError as e:
+            raise TruncatedMediaError(f"{path}: audio decoding failed: {e}") from e
+    if not chunks:
+        raise NoAudioStreamError(f"{path}: the audio stream decodes to no samples")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), rate
+
+
 def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
                mono: bool = False, trim_padding: bool = True) -> torch.Tensor:
     """Decode ``[start, start + duration)`` seconds of the first audio stream as float32 ``[C, N]``.
