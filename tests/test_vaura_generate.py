@@ -75,6 +75,20 @@ def test_window_frames_pads_with_last_frame() -> None:
         assert window_frames(torch.arange(2000).view(-1, 1, 1, 1), k * 55 / CODE_RATE)[0, 0, 0, 0] == 16 * k
 
 
+def test_chunked_frame_reading_equals_one_read(tmp_path: Path) -> None:
+    from vaura.generate import read_frames
+    from vaura.synchformer.preprocess import center_crop, preprocess_video_for_vaura, resize_short_side
+    from visualsound.media import read_video
+
+    clip = make_clip(tmp_path / "long.mp4", 4.3, 30.0, size=(48, 80))
+    whole = read_video(clip, start=0.3, duration=3.9, fps=25.0)
+    got = read_frames(clip, 0.3, 3.9, chunk_frames=16)
+    assert got.shape == (whole.shape[0], 224, 224, 3)
+    assert torch.equal(got, center_crop(resize_short_side(whole, 256, mode="bilinear"), 224)[0])
+    assert torch.equal(preprocess_video_for_vaura(got[:64]), preprocess_video_for_vaura(whole[:64]))
+    assert read_frames(clip, 0.0, 10.0, chunk_frames=32).shape[0] == read_video(clip, fps=25.0).shape[0]
+
+
 def test_long_video_windows_continue_the_prompt(pipe) -> None:
     """Chunked generation: each window's prompt is the previous window's codes after the stride."""
     frames = torch.randint(0, 255, (80, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

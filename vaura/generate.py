@@ -36,6 +36,7 @@ VIDEO_FPS = 25.0
 WINDOW_SECONDS = 2.56
 WINDOW_FRAMES = 64  # 2.56 s at 25 fps
 SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
+CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
@@ -185,6 +186,42 @@ def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
     return frames[idx]
 
 
+def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_frames: int = 256) -> torch.Tensor:
+    """The 25 fps frames of ``[start, start + duration)`` as the visual encoder sees them: uint8
+    ``[T, 224, 224, 3]``.
+
+    The video is decoded in chunks of `chunk_frames` frames (on the same 25 fps time grid as one read) and each
+    chunk is resized / centre-cropped with the encoder's own rule (short side 256, antialiased bilinear, crop 224,
+    skipped for 224 x 224 input) right away, so long or high-resolution videos never sit in memory at native size;
+    the encoder's preprocessing then leaves the frames unchanged.
+    """
+    from vaura.synchformer.preprocess import center_crop, resize_short_side
+    from visualsound.media import MediaWindowError, read_video
+
+    n_total = round(duration * VIDEO_FPS)
+    parts: list[torch.Tensor] = []
+    have = 0
+    while have < n_total:
+        n = min(chunk_frames, n_total - have)
+        try:
+            chunk = read_video(video, start=start + have / VIDEO_FPS, duration=n / VIDEO_FPS, fps=VIDEO_FPS)
+        except MediaWindowError:
+            if not parts:
+                raise
+            break  # the video stream ended exactly at a chunk boundary (container duration longer than video)
+        if chunk.shape[0] == 0:
+            break
+        if chunk.shape[1:3] != (CROP, CROP):
+            chunk = center_crop(resize_short_side(chunk, 256, mode="bilinear"), CROP)[0]
+        parts.append(chunk)
+        have += chunk.shape[0]
+        if chunk.shape[0] < n:  # the video ended inside this chunk
+            break
+    if not parts:
+        raise GenerationError(f"{video}: no frames in [{start}, {start + duration}) s")
+    return torch.cat(parts)
+
+
 # -- one video -----------------------------------------------------------------------------------------------
 @dataclass
 class GeneratedAudio:
@@ -228,14 +265,14 @@ def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: Sa
                        start: float = 0.0, duration: float | None = None) -> GeneratedAudio:
     """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``,
     default the whole video). The Python API that benchmarks call."""
-    from visualsound.media import probe, read_video
+    from visualsound.media import probe
 
     info = probe(video, require_video=True)
     avail = info.duration - start
     dur = avail if duration is None else min(duration, avail)
     if dur <= 0:
         raise GenerationError(f"{video}: nothing to generate from {start} s (video lasts {info.duration:.2f} s)")
-    frames = read_video(video, start=start, duration=dur, fps=VIDEO_FPS)
+    frames = read_frames(video, start, dur)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=pipe.device).manual_seed(seed)
