@@ -11,7 +11,11 @@ the end (up to the next 1024-sample frame) is *not* dropped by FFmpeg: a 10 s 44
 (441,000 samples, as `probe` reports in ``num_samples``); ``trim_padding=False`` keeps what FFmpeg decodes.
 
 After a seek the AAC decoder's overlap state is empty, so the reader starts decoding at least
-``_PREROLL`` samples before the window and discards them: the window's samples equal a full decode's.
+``_PREROLL`` samples before the window and discards them: the window's samples equal a full decode's (up to
+~1e-5 from AAC's noise substitution). A window starting within ``_PREROLL`` samples of the stream start is
+decoded from the first packet without any seek (a seek to the start skips the AAC priming packet, so the first
+1024 samples would decode cold, with ~450 zeros), so a read from the start equals a plain sequential decode
+(`decode_audio_stream`, the FAD / KLD / ImageBind readers) exactly.
 
 Resampling uses ``torchaudio.functional.resample`` (``sinc_interp_hann``, width 6, rolloff 0.99). The window is
 decoded with a margin on both sides and its first sample aligned to the resampler's period, so a resampled window
@@ -158,11 +162,13 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
 def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int) -> np.ndarray:
     """Source samples ``[a, b)`` (relative to `t0`; ``b=None`` = to the end) as float32 ``[C, b - a]``."""
     seek_sample = a - _PREROLL
+    fresh = True  # nothing read yet: a window near the start is decoded from the first packet, without a seek
     while True:
         if seek_sample > 0:
             container.seek(int(math.floor((t0 + seek_sample / sr) / stream.time_base)), stream=stream, backward=True)
-        else:
+        elif not fresh:
             container.seek(stream.start_time or 0, stream=stream, backward=True)
+        fresh = False
         chunks: list[np.ndarray] = []
         pos = None  # sample index (relative to t0) just after the last kept sample
         first_idx = None
