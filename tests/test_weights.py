@@ -40,6 +40,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng and not cut:
             start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):  # RFC 9110: range not satisfiable, with the full size
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
@@ -192,6 +198,17 @@ def test_interrupted_download_leaves_no_final_file_then_resumes(cache, server, m
     assert W.download("test_entry", progress=False).read_bytes() == PAYLOAD
     assert _Handler.requests[-1]["range"] == f"bytes={size}-"
     assert not partial.exists()
+    # a partial that already holds the whole file (416 with the same size) is verified and kept; a longer one
+    # (the file changed upstream) is deleted with a clear error, never accepted
+    final.unlink()
+    partial.write_bytes(PAYLOAD)
+    assert W.download("test_entry", progress=False).read_bytes() == PAYLOAD
+    assert _Handler.requests[-1]["range"] == f"bytes={len(PAYLOAD)}-"
+    final.unlink()
+    partial.write_bytes(PAYLOAD + b"junk")
+    with pytest.raises(W.DownloadError, match="does not match"):
+        W.download("test_entry", progress=False)
+    assert not partial.exists() and not final.exists()
     # --force never resumes: a stale partial is discarded and the file is fetched from byte 0
     partial.write_bytes(b"stale")
     assert W.download("test_entry", force=True, progress=False).read_bytes() == PAYLOAD

@@ -324,6 +324,14 @@ def _open(url: str, offset: int, timeout: float) -> tuple[object, bool, int | No
     return resp, resumed, total
 
 
+def _range_total(content_range: str | None) -> int | None:
+    """The full size in a ``Content-Range: bytes */SIZE`` (or ``bytes A-B/SIZE``) header; None when absent."""
+    if not content_range or "/" not in content_range:
+        return None
+    size = content_range.rsplit("/", 1)[1].strip()
+    return int(size) if size.isdigit() else None
+
+
 def _fetch(entry: WeightsEntry, partial: Path, progress: bool, timeout: float) -> None:
     from tqdm import tqdm
 
@@ -331,9 +339,16 @@ def _fetch(entry: WeightsEntry, partial: Path, progress: bool, timeout: float) -
     try:
         resp, resumed, total = _open(entry.url, offset, timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # the partial file may already be complete: let the checksum decide
-            log.info("%s: server says range not satisfiable; checking the existing partial file", entry.name)
-            return
+        if e.code == 416 and offset:  # the partial may be complete: only if its size is the server's file size
+            size = _range_total(e.headers.get("Content-Range") if e.headers else None)
+            if size == offset:
+                log.info("%s: the partial download already holds all %d bytes; verifying it", entry.name, size)
+                return
+            partial.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{entry.name}: the partial download ({offset} bytes) does not match the server's file "
+                f"({size if size is not None else 'size not stated'}); deleted {partial}, run "
+                f"`vbench weights download {entry.name}` again") from e
         raise DownloadError(f"{entry.name}: HTTP {e.code} from {entry.url}: {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"{entry.name}: cannot open {entry.url}: {e}") from e
