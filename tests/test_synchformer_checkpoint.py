@@ -188,3 +188,18 @@ def test_debug_weights_are_seeded() -> None:
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert a.patch_embed_3d.proj.weight.abs().sum() > 0
+
+
+def test_paper_size_shapes_on_meta() -> None:
+    """Paper-size forward on the meta device: 14 windows -> 198 tokens -> 21 logits; V-AURA clip -> [B, 4, 8, 768]."""
+    with torch.device("meta"):
+        model = Synchformer(SynchformerConfig.preset("paper")).eval()
+        video, audio = torch.empty(2, 14, 16, 3, 224, 224), torch.empty(2, 14, 1, 128, 66)
+    with torch.no_grad():
+        out = model(video, audio)
+        vaura = model.vfeat_extractor(torch.empty(3, 4, 3, 16, 224, 224, device="meta"))
+    assert out.logits.shape == (2, 21) and out.hidden.shape == (2, 198, 768)
+    assert out.vis_feats.shape == (2, 14, 8, 768) and out.aud_feats.shape == (2, 14, 6, 768)
+    assert vaura.shape == (3, 4, 8, 768)
+    with pytest.raises(AssertionError, match="expected"):
+        model.vfeat_extractor(torch.empty(1, 4, 16, 3, 224, 224, device="meta"))  # frames/channels swapped
