@@ -319,7 +319,8 @@ class Trainer:
         if not rec["skipped"] and not flush:
             w["n"] += 1
             w["loss"] += rec["loss"]
-            w["grad_norm"] += rec["grad_norm"]
+            if math.isfinite(rec["grad_norm"]):  # fp16 overflow steps (skipped by the scaler) are counted apart
+                w["grad_norm"] += rec["grad_norm"]
             pc = torch.tensor(rec["per_codebook"])
             w["per_cb"] = pc if w["per_cb"] is None else w["per_cb"] + pc
         if (self.step % self.cfg.log_every and not flush) or w["n"] == 0:
