@@ -141,3 +141,13 @@ def test_fp32_normalisation_would_be_caught(fx: dict, model: Synchformer, run: d
         feats = model.vfeat_extractor(wrong)
     diff = (feats[:, 0] - fx["expected"]["vis_feats"][:, 0]).abs().max().item()
     assert diff > 1e-4, diff
+
+
+@pytest.mark.slow
+def test_public_api_path(fx: dict, model: Synchformer) -> None:
+    """uint8 window + waveform through `predict_windows` (what `predict_offset` runs) gives upstream's result."""
+    from vaura.synchformer import predict_windows
+
+    probs = predict_windows(model, fx["inputs"]["video_uint8"], fx["inputs"]["audio_f32"])
+    torch.testing.assert_close(probs, fx["expected"]["probs"], **TOL)
+    assert torch.equal(probs.argmax(-1), fx["expected"]["pred_class"])
