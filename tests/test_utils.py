@@ -42,6 +42,7 @@ register_preset(_Cfg, "tiny", _Cfg(width=2))
 def test_config_roundtrip_and_overrides(tmp_path):
     cfg = _Cfg.preset("tiny").with_overrides(["rate=1", "inner.a=5", "dims=[3, 4]"])
     assert cfg == _Cfg(width=2, rate=1.0, dims=(3, 4), inner=_Inner(a=5))
+    assert _Cfg().with_overrides(["rate=3e-4"]).rate == 3e-4  # YAML 1.1 would read this as a string
     for name in ("c.json", "c.yaml"):
         cfg.save(tmp_path / name)
         assert _Cfg.load(tmp_path / name) == cfg

@@ -90,7 +90,7 @@ class FrozenConfig:
                 node = node[p]
             if parts[-1] not in node:
                 raise ConfigError(f"override {item!r}: unknown key {key!r}; known: {sorted(node)}")
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _parse_scalar(yaml.safe_load(raw))
         return type(self).from_dict(data)
 
     # -- files ---------------------------------------------------------------------------------------
@@ -133,6 +133,16 @@ def register_preset(cls: type[C], name: str, config: C) -> C:
         cls._presets = {}
     cls._presets[name] = config
     return config
+
+
+def _parse_scalar(value: Any) -> Any:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; treat any string that parses as a float as a float."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _to_plain(value: Any) -> Any:
