@@ -240,3 +240,27 @@ def test_release_checkpoint_pipeline(tmp_path: Path) -> None:
 
     out = generate(pipe.transformer, feats, 6, SamplingParams(use_sampling=False))
     assert out.codes.shape == (1, 9, 6)
+
+
+def test_debug_weights_with_own_checkpoint_uses_the_checkpoint(tmp_path):
+    """`--debug-weights --checkpoint OWN.pt` loads that transformer (with the debug encoder/codec), it does not
+    silently fall back to a fresh random model; with a release checkpoint the combination is refused."""
+    from vaura.checkpoint import save_checkpoint
+    from vaura.config import VAuraConfig
+    from vaura.generate import load_pipeline
+    from vaura.model import build_model
+    from visualsound.errors import ConfigError
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=123)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    path = tmp_path / "own.pt"
+    save_checkpoint(path, model)
+    pipe = load_pipeline(path, debug_weights=True)
+    assert pipe.debug_weights
+    for (name, a), b in zip(model.state_dict().items(), pipe.transformer.state_dict().values()):
+        assert torch.equal(a, b), name
+    (tmp_path / "release").mkdir()
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        load_pipeline(tmp_path / "release", debug_weights=True)

@@ -27,7 +27,7 @@ from vaura.codec import Codec
 from vaura.config import VAuraConfig
 from vaura.model import Transformer
 from vaura.sampler import SamplingParams, generate
-from visualsound.errors import CheckpointError, ToolkitError
+from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
                   visual_config: Any = "paper") -> VAuraPipeline:
     """Load V-AURA for generation.
 
-    * ``debug_weights``: seeded random tiny transformer, tiny MotionFormer and tiny DAC (no files read);
+    * ``debug_weights`` without `checkpoint`: seeded random tiny transformer, tiny MotionFormer and tiny DAC
+      (no files read); with one of our own checkpoints: that transformer with the debug encoder and codec;
     * `checkpoint` = a released Lightning ``.ckpt`` or its experiment folder (None = the registry's
       ``vaura_release``): all three parts come from it (the MotionFormer built with `visual_config`, a
       `vaura.synchformer.SynchformerConfig` or its preset name);
@@ -78,7 +79,7 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
     from vaura.model import build_model
     from vaura.synchformer import load_visual_encoder
 
-    if debug_weights:
+    if debug_weights and checkpoint is None:
         cfg = VAuraConfig.preset("tiny")
         codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
         transformer = build_model(cfg, debug_weights=True, seed=seed)
@@ -89,13 +90,16 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
                              "debug weights")
     if checkpoint is not None and is_own_checkpoint(checkpoint):
         transformer, meta = load_checkpoint(checkpoint, device)
-        trained_on_debug = bool(meta.get("debug_weights", False))
+        trained_on_debug = debug_weights or bool(meta.get("debug_weights", False))
         if trained_on_debug:  # trained on debug features / codes: pair it with the same debug encoder and codec
             log.warning("%s was trained with DEBUG WEIGHTS; using the debug visual encoder and codec", checkpoint)
         visual = load_visual_encoder(visual_checkpoint, debug_weights=trained_on_debug, device=device)
         codec = load_codec(codec_checkpoint, debug_weights=trained_on_debug, device=device,
                            latent_dim=transformer.cfg.audio_width)
         return _checked(VAuraPipeline(transformer, visual, codec, trained_on_debug, str(checkpoint)))
+    if debug_weights:
+        raise ConfigError(f"--debug-weights cannot be combined with the released V-AURA checkpoint {checkpoint}: "
+                          "give one of our own checkpoints (e.g. runs/NAME/last.pt) or no checkpoint")
     from visualsound.weights import resolve
 
     path = resolve("vaura_release", checkpoint)
