@@ -201,22 +201,28 @@ def test_write_wav_roundtrip(tmp_path):
         write_wav(tmp_path / "b.wav", x[0], SR)
 
 
-def test_rotation_reported_and_applied(tmp_path):
-    p = tmp_path / "rot.mp4"
-    c = av.open(str(p), "w")
-    s = c.add_stream("libx264", rate=25)
-    s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
-    s.set_display_rotation(90)
-    frame = np.zeros((32, 64, 3), np.uint8)
-    frame[:8, :8] = 255  # marker in the stored top-left corner
-    for i in range(3):
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+def _encode_frames(path, codec, frames, fps=25, rotation=None):
+    """Encode uint8 ``[T, H, W, 3]`` frames with `codec` straight through PyAV (frame i at pts i)."""
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=fps)
+    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    if rotation is not None:
+        s.set_display_rotation(rotation)
+    for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
         vf.pts = i
         for pkt in s.encode(vf):
             c.mux(pkt)
     for pkt in s.encode(None):
         c.mux(pkt)
     c.close()
+
+
+def test_rotation_reported_and_applied(tmp_path):
+    p = tmp_path / "rot.mp4"
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:8, :8] = 255  # marker in the stored top-left corner
+    _encode_frames(p, "libx264", np.stack([frame] * 3), rotation=90)
     assert probe(p).rotation == 90
     stored = read_video(p)
     assert stored.shape == (3, 32, 64, 3)
@@ -328,20 +334,6 @@ def test_missing_streams(clips, tmp_path):
         probe(p_audio_only, require_video=True)
     with pytest.raises(NoVideoStreamError):
         mux_audio(p_audio_only, tones(0.5), SR, tmp_path / "o.mp4")
-
-
-def _encode_frames(path, codec, frames, fps=25):
-    c = av.open(str(path), "w")
-    s = c.add_stream(codec, rate=fps)
-    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-    for i, f in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-        vf.pts = i
-        for pkt in s.encode(vf):
-            c.mux(pkt)
-    for pkt in s.encode(None):
-        c.mux(pkt)
-    c.close()
 
 
 def test_mux_audio_reencodes_other_codecs(tmp_path):

@@ -77,15 +77,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def _savefig(fig: Any, path: Path) -> None:
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
-
-
-def _debug_mark(fig: Any, debug: bool) -> None:
+def _finish_figure(fig: Any, path: str | os.PathLike, debug: bool) -> Path:
+    """Watermark a debug-weights figure, lay it out, write it as PNG atomically (no timestamp), close it."""
     if debug:
         fig.text(0.5, 0.5, DEBUG_LABEL, ha="center", va="center", fontsize=40, color="red", alpha=0.25,
                  rotation=20, transform=fig.transFigure)
+    fig.tight_layout()
+    out = Path(path)
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
+    _pyplot().close(fig)
+    return out
 
 
 def plot_histogram(scores: pd.DataFrame, threshold: float, path: str | os.PathLike, *, debug: bool = False,
@@ -102,12 +104,7 @@ def plot_histogram(scores: pd.DataFrame, threshold: float, path: str | os.PathLi
     ax.set_xlabel("ImageBind audio-visual score")
     ax.set_ylabel("clips")
     ax.legend()
-    _debug_mark(fig, debug)
-    fig.tight_layout()
-    out = Path(path)
-    _savefig(fig, out)
-    plt.close(fig)
-    return out
+    return _finish_figure(fig, path, debug)
 
 
 def plot_class_keep_rates(rates: pd.DataFrame, path: str | os.PathLike, *, debug: bool = False,
@@ -126,12 +123,7 @@ def plot_class_keep_rates(rates: pd.DataFrame, path: str | os.PathLike, *, debug
     if note:
         ax.axhline(max_each_side - 0.5, color="grey", linestyle=":")
     ax.set_title((f"[{DEBUG_LABEL}] " if debug else "") + "Per-class keep rate" + note)
-    _debug_mark(fig, debug)
-    fig.tight_layout()
-    out = Path(path)
-    _savefig(fig, out)
-    plt.close(fig)
-    return out
+    return _finish_figure(fig, path, debug)
 
 
 def write_report(scores: pd.DataFrame, out_dir: str | os.PathLike, threshold: float = 0.3, *,
