@@ -77,6 +77,13 @@ def test_write_shard_validates_rows(tmp_path):
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
 
 
+def test_score_statuses_are_the_clip_statuses_plus_ok_and_error():
+    """The shard schema's statuses and ImageBind's ClipError statuses are two lists; keep them in step."""
+    from visualsound.imagebind.preprocess import STATUSES as CLIP_STATUSES
+
+    assert S.STATUSES == ("ok", *CLIP_STATUSES, "error")
+
+
 def test_unique_shard_names(tmp_path):
     rows = make_rows(3)
     paths = {S.write_shard(rows, tmp_path) for _ in range(5)}

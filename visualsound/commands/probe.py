@@ -39,7 +39,8 @@ def probe(ctx: click.Context, paths: tuple[str, ...], as_json: bool, require_vid
             continue
         parts = [f"{info.duration:.3f} s"]
         if info.has_video:
-            parts.append(f"video {info.video_codec} {info.width}x{info.height} {info.fps:.3f} fps "
+            fps = f"{info.fps:.3f} fps" if info.fps is not None else "unknown fps"
+            parts.append(f"video {info.video_codec} {info.width}x{info.height} {fps} "
                          f"{info.num_frames} frames rotation {info.rotation}")
         else:
             parts.append("no video")
