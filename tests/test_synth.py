@@ -69,8 +69,10 @@ def test_plan_shares_and_kinds():
             assert s.audio_events == () and s.visual_events
     assert plan_clips(cfg) == specs
     assert plan_clips(cfg.replace(seed=4)) != specs
-    with pytest.raises(ConfigError):
-        plan_clips(cfg.replace(width=63))
+    with pytest.raises(ConfigError, match="even"):
+        cfg.replace(width=63)  # rejected when built, not only when planned
+    with pytest.raises(ConfigError, match="mismatched_fraction"):
+        SynthConfig(mismatched_fraction=1.5)
 
 
 def test_same_seed_same_files(synth_dir, tmp_path):

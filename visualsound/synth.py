@@ -57,6 +57,9 @@ class SynthConfig(FrozenConfig):
     max_events: int = 3
     prefix: str = "synth"
 
+    def __post_init__(self) -> None:
+        self.validate()  # an invalid config cannot be built (as the other configs of the toolkit)
+
     def validate(self) -> SynthConfig:
         """Return self, or raise `ConfigError` naming the bad field."""
         checks = [
