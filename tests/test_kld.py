@@ -105,6 +105,10 @@ def test_mel_frame_counts(rng):
     assert mel.config.num_frames(320000) == 1000 and mel.config.fmax == 15000.0
     cfg = PasstConfig.preset("paper")
     assert (cfg.freq_patches, cfg.max_time_patches, cfg.time_patches(256)) == (12, 99, 25)
+    with pytest.raises(ConfigError, match="divisible"):
+        cfg.replace(num_heads=5)
+    with pytest.raises(ConfigError, match="do not fit"):
+        cfg.replace(n_mels=8)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -55,6 +55,13 @@ class PasstConfig(FrozenConfig):
     block_eps: float = 1e-6
     head_eps: float = 1e-5
 
+    def __post_init__(self) -> None:
+        if self.num_heads <= 0 or self.embed_dim % self.num_heads:
+            raise ConfigError(f"PasstConfig: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        if min(self.n_mels, self.max_frames) < self.patch_size or self.patch_stride <= 0:
+            raise ConfigError(f"PasstConfig: patches of {self.patch_size} (stride {self.patch_stride}) do not fit "
+                              f"{self.n_mels} mels x {self.max_frames} frames")
+
     @property
     def freq_patches(self) -> int:
         """Patch rows over the mel axis: ``(n_mels - 16) // 10 + 1`` (12)."""
