@@ -241,6 +241,8 @@ def test_compare_metrics(tmp_path):
             (tmp_path / name).mkdir(exist_ok=True)
             (tmp_path / name / f"visualsound_{sp}.txt").write_text("".join(f"{i}\n" for i in sorted(ids)))
     assert read_split_lists(tmp_path / "rel") == rel
+    (tmp_path / "ours" / "visualsound_validation.txt").write_text("\n")  # blank with a newline: still empty
+    assert read_split_lists(tmp_path / "ours")["validation"] == set()
 
 
 # -- commands -------------------------------------------------------------------------------------------------

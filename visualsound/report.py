@@ -179,7 +179,8 @@ def write_report(scores: pd.DataFrame, out_dir: str | os.PathLike, threshold: fl
 
 # -- comparison with released lists ---------------------------------------------------------------------------
 def read_split_lists(directory: str | os.PathLike, splits: Sequence[str] = VS_SPLITS) -> dict[str, set[str]]:
-    """``visualsound_{split}.txt`` id sets from a folder (a build output or V-AURA's data/splits/visualsound)."""
+    """``visualsound_{split}.txt`` id sets from a folder (a build output or V-AURA's data/splits/visualsound); a
+    blank file is an empty split, a missing one raises `ReportError`."""
     from visualsound.splits import read_id_list
 
     d = Path(directory)
@@ -188,7 +189,7 @@ def read_split_lists(directory: str | os.PathLike, splits: Sequence[str] = VS_SP
         p = d / f"visualsound_{s}.txt"
         if not p.is_file():
             raise ReportError(f"{d}: missing {p.name} (expected visualsound_{{{','.join(splits)}}}.txt)")
-        out[s] = set(read_id_list(p)) if p.stat().st_size else set()
+        out[s] = set(read_id_list(p)) if p.read_text().strip() else set()  # an empty split may be "" or "\n"
     return out
 
 
