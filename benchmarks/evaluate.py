@@ -263,7 +263,7 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     if options.protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {options.protocol!r}; known: {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[options.protocol]
-    metrics = tuple(options.metrics or protocol.metrics)
+    metrics = tuple(dict.fromkeys(options.metrics or protocol.metrics))  # repeated names run once
     unknown = [m for m in metrics if m not in protocol.metrics]
     if unknown:
         raise EvaluationError(f"protocol {protocol.name} has no metric(s) {unknown}; it has {protocol.metrics}")
@@ -313,7 +313,13 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
         "debug_weights": debug,
     }
     validate_result(result, "new result")
-    run_name = f"{model.cache_key}-n{info['samples_per_clip']}"  # checkpoint and sampling make distinct files
+    # checkpoint, sampling, seeds and a metric subset make distinct files: a partial or other-seed run never
+    # overwrites another run's result
+    run_name = f"{model.cache_key}-n{info['samples_per_clip']}"
+    if info["seeds"]:
+        run_name += f"-seed{info['seeds'][0]}"
+    if set(metrics) != set(protocol.metrics):
+        run_name += "-" + "+".join(m for m in protocol.metrics if m in metrics)
     path = Path(options.out_dir) / result_filename(run_name, dataset.name, protocol.name, debug)
     atomic_write_json(path, result)
     result["_path"] = str(path)

@@ -5,7 +5,8 @@
   sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac, mp4 or
   m4a (the audio stream is used). Nothing is matched by partial names. Each output is evaluated from its start
   for the clip's window length (longer outputs are cut, as the ground truth is).
-* ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (model, checkpoint, clip, seed).
+* ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (checkpoint checksum,
+  sampling parameters, clip, window, seed).
 
 Every adapter returns `ModelOutputs`: the samples per clip id, and the ids with no usable output with the
 reason (missing file, unreadable file, failed generation).
@@ -158,12 +159,16 @@ class DirModel:
 
 
 class VAuraModel:
-    """V-AURA generation through `vaura.generate`, one file per (checkpoint, clip, seed), resumable.
+    """V-AURA generation through `vaura.generate`, one file per (checkpoint, sampling, clip, window, seed),
+    resumable.
 
     Sample ``k`` of every clip uses seed ``seed + k`` and is written to
-    ``<out_dir>/<dataset>/vaura-<weights id>-<sampling id>/<clip id>/seed<seed>.wav`` (44.1 kHz); existing files
-    are reused, so an interrupted run resumes and a second evaluation generates nothing. The generation window
-    is the clip's evaluation window of the conditioning video.
+    ``<out_dir>/<dataset>/vaura-<weights id>-<sampling id>/<clip id>/seed<seed>_<start>s+<window>s.wav``
+    (44.1 kHz); existing files are reused, so an interrupted run resumes and a second evaluation generates
+    nothing. The generation window is the clip's evaluation window of the conditioning video. The weights id is
+    the checkpoint's sha256 (prefixed ``debug-`` for one of our checkpoints trained on debug weights, which then
+    counts as a debug-weights model), or ``debug`` for the seeded random tiny model (`debug_weights` without a
+    checkpoint). `debug_weights` with a released checkpoint is refused, as `vaura.generate.load_pipeline` does.
     """
 
     kind = "vaura"
@@ -183,13 +188,21 @@ class VAuraModel:
         self.device = device
         self.out_dir = Path(out_dir)
         self.params = SamplingParams(**(sampling or {}))
-        if debug_weights:
+        if debug_weights and checkpoint is None:
             self.checkpoint_path, self.checkpoint_sha = None, "debug:vaura"
+            weights_id = "debug"
         else:
             from benchmarks.cache import weights_checksum
+            from vaura.checkpoint import is_own_checkpoint, own_checkpoint_metadata
 
             self.checkpoint_path, self.checkpoint_sha = weights_checksum("vaura_release", checkpoint, False)
-        weights_id = "debug" if debug_weights else self.checkpoint_sha[:12]
+            own = checkpoint is not None and is_own_checkpoint(checkpoint)
+            if debug_weights and not own:
+                raise ModelError(f"--debug-weights cannot be combined with the released V-AURA checkpoint "
+                                 f"{checkpoint}: give one of our own checkpoints (e.g. runs/NAME/last.pt) or none")
+            if own and own_checkpoint_metadata(checkpoint).get("debug_weights", False):
+                self.debug_weights = True  # load_pipeline pairs it with the debug encoder and codec
+            weights_id = ("debug-" if self.debug_weights else "") + self.checkpoint_sha[:12]
         params_id = hashlib.sha1(repr(sorted(vars(self.params).items())).encode()).hexdigest()[:8]
         self.cache_key = f"vaura-{weights_id}-{params_id}"
         self._pipe = None
@@ -224,7 +237,7 @@ class VAuraModel:
             samples = []
             try:
                 for k, seed in enumerate(self.seeds):
-                    path = folder / clip.id / f"seed{seed}.wav"
+                    path = folder / clip.id / f"seed{seed}_{clip.start_sec:.3f}s+{clip.window_sec:.3f}s.wav"
                     if not path.is_file():
                         from vaura.generate import generate_for_video
 
@@ -242,9 +255,17 @@ class VAuraModel:
 
 
 def make_model(spec: str, *, checkpoint: str | None = None, debug_weights: bool = False,
-               samples_per_clip: int | None = None, seed: int = 0, device: str = "cpu",
+               samples_per_clip: int | None = None, seed: int | None = None, device: str = "cpu",
                out_dir: str | os.PathLike = "results") -> Any:
-    """``ground-truth``, ``dir:PATH`` or ``vaura`` -> an adapter with ``outputs(dataset)`` and ``info()``."""
+    """``ground-truth``, ``dir:PATH`` or ``vaura`` -> an adapter with ``outputs(dataset)`` and ``info()``.
+
+    `checkpoint` and `seed` (default 0) belong to ``vaura``; giving them to another model raises `ModelError`
+    instead of being ignored.
+    """
+    if spec != "vaura":
+        given = [name for name, value in (("checkpoint", checkpoint), ("seed", seed)) if value is not None]
+        if given:
+            raise ModelError(f"{' and '.join(given)} only apply to the vaura model, not to {spec!r}")
     if spec == "ground-truth":
         if samples_per_clip not in (None, 1):
             raise ModelError("the ground-truth model has exactly one sample per clip")
@@ -253,6 +274,6 @@ def make_model(spec: str, *, checkpoint: str | None = None, debug_weights: bool 
         return DirModel(spec[4:], samples_per_clip)
     if spec == "vaura":
         return VAuraModel(checkpoint=checkpoint, debug_weights=debug_weights,
-                          samples_per_clip=samples_per_clip or 1, seed=seed, device=device,
+                          samples_per_clip=samples_per_clip or 1, seed=0 if seed is None else seed, device=device,
                           out_dir=Path(out_dir) / "generated")
     raise ModelError(f"unknown model {spec!r}; use vaura, ground-truth or dir:PATH")

@@ -187,7 +187,7 @@ def test_end_to_end_all_models_all_metrics(synth, tmp_path: Path) -> None:
     r_vaura = evaluate(ds, vaura, opts)
     assert set(r_vaura["metrics"]) == {"fad", "kld", "ib", "sync_ms"} and r_vaura["counts"]["samples"] == 3
     wavs = sorted((tmp_path / "res" / "generated").rglob("*.wav"))
-    assert len(wavs) == 3 and all(p.name == "seed0.wav" for p in wavs)
+    assert len(wavs) == 3 and all(p.name == "seed0_0.000s+2.560s.wav" for p in wavs)
     mtimes = [p.stat().st_mtime_ns for p in wavs]
     again = evaluate(ds, make_model("vaura", debug_weights=True, out_dir=tmp_path / "res"), opts)
     assert [p.stat().st_mtime_ns for p in wavs] == mtimes and again["metrics"] == r_vaura["metrics"]
@@ -219,3 +219,80 @@ def test_plot_figure_with_events(synth, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["plot", "--dataset", str(manifest), "--clip", ds.ids[1], "--model",
                                     f"dir:{tmp_path / 'gen'}", "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and "missing" in res.output
+
+
+def _own_checkpoint(path: Path, seed: int, debug: bool) -> Path:
+    from vaura.checkpoint import save_checkpoint
+    from vaura.config import VAuraConfig
+    from vaura.model import build_model
+
+    return save_checkpoint(path, build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=seed),
+                           {"debug_weights": debug})
+
+
+def test_vaura_cache_key_follows_the_checkpoint_under_debug_weights(tmp_path: Path) -> None:
+    """--debug-weights with our own checkpoint generates with that checkpoint, so its audio must not share a cache
+    folder with the random debug model's or another checkpoint's (it used to be ``vaura-debug-*`` for all)."""
+    a = _own_checkpoint(tmp_path / "a.pt", 1, debug=True)
+    b = _own_checkpoint(tmp_path / "b.pt", 2, debug=True)
+    random_model = make_model("vaura", debug_weights=True, out_dir=tmp_path)
+    with_a = make_model("vaura", checkpoint=str(a), debug_weights=True, out_dir=tmp_path)
+    with_b = make_model("vaura", checkpoint=str(b), debug_weights=True, out_dir=tmp_path)
+    assert len({random_model.cache_key, with_a.cache_key, with_b.cache_key}) == 3
+    assert with_a.info()["checkpoint_sha256"] != with_b.info()["checkpoint_sha256"]
+    # a checkpoint trained on debug weights is a debug-weights model even without the flag
+    assert make_model("vaura", checkpoint=str(a), out_dir=tmp_path).debug_weights is True
+    real = _own_checkpoint(tmp_path / "real.pt", 1, debug=False)
+    assert make_model("vaura", checkpoint=str(real), out_dir=tmp_path).debug_weights is False
+    release = tmp_path / "release.ckpt"
+    release.write_bytes(b"not read")
+    with pytest.raises(ModelError, match="released V-AURA checkpoint"):
+        make_model("vaura", checkpoint=str(release), debug_weights=True, out_dir=tmp_path)
+
+
+def test_options_of_vaura_are_refused_by_other_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="checkpoint only apply to the vaura model"):
+        make_model("ground-truth", checkpoint="x.pt")
+    with pytest.raises(ModelError, match="seed only apply to the vaura model"):
+        make_model(f"dir:{tmp_path}", seed=3)
+    assert make_model("vaura", debug_weights=True, seed=None, out_dir=tmp_path).seeds == [0]
+
+
+def test_vaura_generation_cache_keys_window_and_seed(synth, tmp_path: Path, monkeypatch) -> None:
+    """Generated files are reused only for the same (clip, window, seed); a changed window regenerates."""
+    import vaura.generate
+    from benchmarks.datasets import DatasetClip
+
+    calls = []
+
+    def fake_generate(video, pipe, params, num_samples, seed, start, duration):
+        calls.append((seed, start, duration))
+        audio = torch.full((1, 1, int(duration * 44100)), 0.01 * (seed + 1))
+        return vaura.generate.GeneratedAudio(audio, torch.zeros(1, 9, 1, dtype=torch.long), 44100, duration, [],
+                                             True)
+
+    monkeypatch.setattr(vaura.generate, "generate_for_video", fake_generate)
+    _, ds = synth
+    clip = ds.clips[0]
+    one = Dataset(name="one", window_sec=2.56, clips=(clip,))
+    model = make_model("vaura", debug_weights=True, samples_per_clip=2, seed=5, out_dir=tmp_path)
+    model._pipe = object()  # never loaded: generation is faked
+    first = model.outputs(one)
+    assert [s.seed for s in first.samples[clip.id]] == [5, 6] and len(calls) == 2
+    assert model.outputs(one).samples[clip.id] == first.samples[clip.id] and len(calls) == 2  # all reused
+    moved = DatasetClip(id=clip.id, video=clip.video, start_sec=0.2, window_sec=2.0)
+    shifted = model.outputs(Dataset(name="one", window_sec=2.0, clips=(moved,)))
+    assert calls[2:] == [(5, 0.2, 2.0), (6, 0.2, 2.0)]
+    assert {s.path for s in shifted.samples[clip.id]}.isdisjoint(s.path for s in first.samples[clip.id])
+
+
+def test_metric_subsets_write_separate_results(synth, tmp_path: Path) -> None:
+    """A --metrics subset run must not overwrite another run's result file."""
+    _, ds = synth
+    one = Dataset(name="one", window_sec=ds.window_sec, clips=ds.clips[:1])
+    kld = evaluate(one, make_model("ground-truth"), EvalOptions(out_dir=tmp_path, debug_weights=True,
+                                                                metrics=["kld", "kld"]))
+    fad = evaluate(one, make_model("ground-truth"), EvalOptions(out_dir=tmp_path, debug_weights=True,
+                                                                metrics=["fad"]))
+    assert kld["_path"] != fad["_path"] and list(kld["metrics"]) == ["kld"]
+    assert load_result(kld["_path"])["metrics"].keys() == {"kld"}

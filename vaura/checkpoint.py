@@ -208,6 +208,14 @@ def is_own_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(blob, dict) and blob.get("format") == FORMAT
 
 
+def own_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``metadata`` dict of a `save_checkpoint` file (reads the file); `CheckpointError` for any other file."""
+    blob = safe_torch_load(path)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a V-AURA checkpoint written by this toolkit (format {FORMAT!r})")
+    return dict(blob.get("metadata") or {})
+
+
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu"
                     ) -> tuple[Transformer, dict[str, Any]]:
     """Read a `save_checkpoint` file: ``(model in eval mode, metadata)``."""

@@ -28,7 +28,8 @@ METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
 @click.option("--samples-per-clip", type=int, default=None,
               help="V-AURA samples per clip (default as in the paper: 3 on vas, 10 elsewhere); dir: models use "
                    "what they have.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sample k of a clip uses seed + k.")
+@click.option("--seed", type=int, default=None,
+              help="V-AURA only: sample k of a clip uses seed + k (default 0).")
 @click.option("--metrics", "metrics", multiple=True, type=click.Choice(METRIC_CHOICES),
               help="Only these metrics (repeatable; default: all of the protocol's).")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
@@ -36,7 +37,7 @@ METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
              cache_dir: str | None, device: str, debug_weights: bool, checkpoint: str | None,
              vggish_checkpoint: str | None, passt_checkpoint: str | None, imagebind_checkpoint: str | None,
-             sync_checkpoint: str | None, samples_per_clip: int | None, seed: int, metrics: tuple[str, ...],
+             sync_checkpoint: str | None, samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...],
              allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
