@@ -120,6 +120,23 @@ def test_no_cfg_uses_one_branch() -> None:
     assert nulls and all(n is None for n in nulls)
 
 
+def test_cfg_below_one_is_applied_not_ignored() -> None:
+    """Scales in [0, 1) guide with the null branch too (scale 0 = the unconditional logits); they used to be
+    treated as scale 1 (conditional only)."""
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
+    feats = torch.randn(1, 32, model.cfg.visual_dim, generator=torch.Generator().manual_seed(5))
+    for scale in (0.0, 0.5):
+        steps = []
+        generate(model, feats, 5, SamplingParams(cfg_scale=scale, use_sampling=False),
+                 on_step=lambda s, c, n, g, out=steps: out.append((c, n, g)))
+        assert steps and all(n is not None for _, n, _ in steps)
+        for c, n, g in steps:
+            torch.testing.assert_close(g, n + (c - n) * scale)
+        assert any(not torch.allclose(g, c) for c, _, g in steps)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        SamplingParams(cfg_scale=-1.0)
+
+
 def test_sample_next_rules() -> None:
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 9, 50, generator=gen)

@@ -30,7 +30,11 @@ UNKNOWN = -1
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling knobs; defaults are the release's (``scripts/generate.py`` with the released config)."""
+    """Sampling knobs; defaults are the release's (``scripts/generate.py`` with the released config).
+
+    ``cfg_scale`` s >= 0 combines the logits as ``null + (cond - null) * s``: 1 is plain conditional sampling (one
+    branch), 0 unconditional.
+    """
 
     cfg_scale: float = 6.0
     top_k: int = 128
@@ -39,9 +43,9 @@ class SamplingParams:
     use_sampling: bool = True
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
-            raise SamplingError(f"invalid sampling parameters {self}: temperature and top_k must be >= 0, "
-                                f"top_p in [0, 1]")
+        if self.cfg_scale < 0 or self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
+            raise SamplingError(f"invalid sampling parameters {self}: cfg_scale, temperature and top_k must be "
+                                f">= 0, top_p in [0, 1]")
 
 
 @dataclass
@@ -106,7 +110,9 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
         known = torch.gather(prompt.to(device), 2, frame.clamp(0, prompt.shape[2] - 1).expand(b, k, -1))
         seq = torch.where(in_prompt, known, seq)
 
-    use_cfg = params.cfg_scale > 1.0
+    # the guided logits equal the conditional ones only at scale 1; any other scale (0 = unconditional, (0, 1)
+    # = between the two) needs the null branch
+    use_cfg = params.cfg_scale != 1.0
     rows = 2 * b if use_cfg else b
     if use_cfg:
         null = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(device)
