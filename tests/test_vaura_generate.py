@@ -264,3 +264,30 @@ def test_debug_weights_with_own_checkpoint_uses_the_checkpoint(tmp_path):
     (tmp_path / "release").mkdir()
     with pytest.raises(ConfigError, match="cannot be combined"):
         load_pipeline(tmp_path / "release", debug_weights=True)
+
+
+def test_encoder_and_codec_checkpoints_are_never_ignored(tmp_path):
+    """--visual-checkpoint / --codec-checkpoint used to be dropped silently with the debug model, a release
+    checkpoint, or one of our checkpoints trained on debug weights; every such combination is refused."""
+    from vaura.checkpoint import save_checkpoint
+    from vaura.codec import load_codec
+    from vaura.config import VAuraConfig
+    from vaura.generate import load_pipeline
+    from vaura.model import build_model
+    from vaura.synchformer import load_sync_model, load_visual_encoder
+    from visualsound.errors import ConfigError
+
+    enc = tmp_path / "enc.pt"
+    enc.write_bytes(b"never read")
+    with pytest.raises(ConfigError, match="own V-AURA checkpoints only"):
+        load_pipeline(debug_weights=True, visual_checkpoint=enc)
+    (tmp_path / "release").mkdir()
+    with pytest.raises(ConfigError, match="own V-AURA checkpoints only"):
+        load_pipeline(tmp_path / "release", codec_checkpoint=enc)
+    debug_trained = save_checkpoint(tmp_path / "own.pt", build_model(VAuraConfig.preset("tiny"), debug_weights=True),
+                                    {"debug_weights": True})
+    with pytest.raises(ConfigError, match="debug visual encoder and codec"):
+        load_pipeline(debug_trained, visual_checkpoint=enc)
+    for loader in (load_codec, load_visual_encoder, load_sync_model):
+        with pytest.raises(ConfigError, match="not both"):
+            loader(enc, debug_weights=True)

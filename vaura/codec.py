@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from visualsound.errors import CheckpointError
+from visualsound.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class Codec(nn.Module):
 def load_codec(checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
                device: torch.device | str = "cpu", latent_dim: int = 32, seed: int = 0) -> Codec:
     """The 44 kHz DAC via ``dac.DAC.load`` (None = the registry's ``dac_44khz`` cache path), or with
-    ``debug_weights`` a seeded random tiny DAC with latent width `latent_dim` (no file is read)."""
+    ``debug_weights`` a seeded random tiny DAC with latent width `latent_dim` (no file is read); both a
+    `checkpoint` and `debug_weights` raise `ConfigError`."""
+    if debug_weights and checkpoint is not None:
+        raise ConfigError(f"load_codec: pass either a checkpoint ({checkpoint}) or debug_weights=True, not both")
     if debug_weights:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -73,12 +73,19 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
     * `checkpoint` = our own `vaura.checkpoint.save_checkpoint` file: the transformer from it, the visual
       encoder from `visual_checkpoint` (None = registry ``avclip_vggsound``), the codec from `codec_checkpoint`
       (None = registry ``dac_44khz``); a checkpoint trained with debug weights gets the debug encoder and codec.
+
+    `visual_checkpoint` / `codec_checkpoint` without one of our own checkpoints, or with one trained on debug
+    weights, raise `ConfigError` (they would be ignored).
     """
     from vaura.checkpoint import is_own_checkpoint, load_checkpoint, read_release
     from vaura.codec import load_codec
     from vaura.model import build_model
     from vaura.synchformer import load_visual_encoder
 
+    own = checkpoint is not None and is_own_checkpoint(checkpoint)
+    if not own and (visual_checkpoint is not None or codec_checkpoint is not None):
+        raise ConfigError("a visual encoder / codec checkpoint goes with one of our own V-AURA checkpoints only: "
+                          "the released checkpoint carries both, the debug model uses random ones")
     if debug_weights and checkpoint is None:
         cfg = VAuraConfig.preset("tiny")
         codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
@@ -88,9 +95,12 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
         log.warning("V-AURA with DEBUG WEIGHTS (seeded random tiny models)")
         return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
                              "debug weights")
-    if checkpoint is not None and is_own_checkpoint(checkpoint):
+    if own:
         transformer, meta = load_checkpoint(checkpoint, device)
         trained_on_debug = debug_weights or bool(meta.get("debug_weights", False))
+        if trained_on_debug and (visual_checkpoint is not None or codec_checkpoint is not None):
+            raise ConfigError(f"{checkpoint} runs with the debug visual encoder and codec (debug weights); a visual "
+                              "encoder / codec checkpoint cannot be used with it")
         if trained_on_debug:  # trained on debug features / codes: pair it with the same debug encoder and codec
             log.warning("%s was trained with DEBUG WEIGHTS; using the debug visual encoder and codec", checkpoint)
         visual = load_visual_encoder(visual_checkpoint, debug_weights=trained_on_debug, device=device)

@@ -27,6 +27,7 @@ from vaura.synchformer.checkpoint import load_sync_weights, load_visual_weights
 from vaura.synchformer.config import SynchformerConfig
 from vaura.synchformer.model import Synchformer
 from vaura.synchformer.visual import MotionFormer
+from visualsound.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def _resolve(name: str, checkpoint: str | os.PathLike | None) -> str:
     return str(resolve(name, checkpoint))
 
 
+def _check_source(what: str, checkpoint: str | os.PathLike | None, debug_weights: bool) -> None:
+    """A given checkpoint is never silently replaced by debug weights."""
+    if debug_weights and checkpoint is not None:
+        raise ConfigError(f"{what}: pass either a checkpoint ({checkpoint}) or debug_weights=True, not both")
+
+
 def _config(config: SynchformerConfig | str | None, debug_weights: bool) -> SynchformerConfig:
     if isinstance(config, SynchformerConfig):
         return config
@@ -77,7 +84,9 @@ def load_sync_model(checkpoint: str | os.PathLike | None = None, debug_weights: 
                     device: str | torch.device = "cpu", config: SynchformerConfig | str | None = None,
                     weights_name: str = "synchformer_audioset") -> Synchformer:
     """A `Synchformer` in eval mode: from `checkpoint` (``<ID>.pt`` or a bare state dict; None = the registry's
-    cached `weights_name`), or, with `debug_weights`, seeded random weights (``tiny`` config unless given)."""
+    cached `weights_name`), or, with `debug_weights`, seeded random weights (``tiny`` config unless given).
+    Both a checkpoint and `debug_weights` raise `ConfigError`."""
+    _check_source("load_sync_model", checkpoint, debug_weights)
     cfg = _config(config, debug_weights)
     model = Synchformer(cfg)
     if debug_weights:
@@ -95,7 +104,9 @@ def load_visual_encoder(checkpoint: str | os.PathLike | None = None, debug_weigh
                         weights_name: str = "avclip_vggsound") -> MotionFormer:
     """V-AURA's visual encoder (Segment AVCLIP's MotionFormer) in eval mode, from a stage-I ``epoch_best.pt``
     (None = the registry's cached `weights_name`), a stage-II sync checkpoint, or a bare MotionFormer state dict;
-    with `debug_weights`, seeded random weights (``tiny`` config unless given). Use ``.features(frames)``."""
+    with `debug_weights`, seeded random weights (``tiny`` config unless given); both raise `ConfigError`. Use
+    ``.features(frames)``."""
+    _check_source("load_visual_encoder", checkpoint, debug_weights)
     cfg = _config(config, debug_weights)
     model = MotionFormer(cfg)
     if debug_weights:
