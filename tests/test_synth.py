@@ -4,7 +4,6 @@ audible at the recorded times, the bad-input zoo, and the `visualsound synth` / 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -133,14 +132,6 @@ def test_events_are_visible_and_audible(synth_dir):
             rows = torch.arange(v.shape[1])[None, :, None].expand_as(yellow)
             bottom = torch.where(yellow, rows, torch.zeros_like(rows)).amax(dim=(1, 2))
             assert all(int(bottom[k]) == int(bottom.max()) for k in ev), (r, bottom.tolist())
-
-
-def test_two_second_clip_is_fast(tmp_path):
-    cfg = SynthConfig(count=1, duration=2.0, width=64, height=64)
-    synthesize(tmp_path / "warm", cfg)
-    t0 = time.perf_counter()
-    synthesize(tmp_path, cfg)
-    assert time.perf_counter() - t0 < 2.0  # typically ~0.2 s; loose for a shared CPU
 
 
 def test_bad_clip_zoo(tmp_path):
