@@ -121,6 +121,29 @@ def test_resume_is_bit_identical(tmp_path):
         bad.resume(tmp_path / "b" / "last.pt")
 
 
+def test_resume_refuses_other_data_or_frozen_models(tmp_path):
+    """Resuming on other data (or features of another encoder / codec) is not an exact resume: refused, where it
+    used to continue silently."""
+    data = PatternWindows(4)
+    cfg = tiny_cfg("max_steps=1")
+    meta = {"data": str(tmp_path / "cache"), "val_data": None, "encoder": {"checksum": "e1"},
+            "codec": {"checksum": "c1"}}
+    (tmp_path / "cache").mkdir()
+    Trainer(cfg, tmp_path / "r", make_model(cfg), data, metadata=meta).fit()
+    last = tmp_path / "r" / "last.pt"
+    for change, match in ((dict(data=str(tmp_path / "other")), "--data was"),
+                          (dict(encoder={"checksum": "e2"}), "encoder weights differ"),
+                          (dict(codec={"checksum": "c2"}), "codec weights differ")):
+        tr = Trainer(cfg.replace(max_steps=2), tmp_path / "r", make_model(cfg), data, metadata={**meta, **change})
+        with pytest.raises(ConfigError, match=match):
+            tr.resume(last)
+    # the same folder named by another path is the same data
+    same = {**meta, "data": str(tmp_path / "r" / ".." / "cache")}
+    tr = Trainer(cfg.replace(max_steps=2), tmp_path / "r", make_model(cfg), data, metadata=same)
+    tr.resume(last)
+    assert tr.step == 1
+
+
 def test_grad_accumulation_equals_a_bigger_batch(tmp_path):
     data = PatternWindows(8)
     big = _run(tiny_cfg("max_steps=2", "data.batch_size=4"), tmp_path / "big", data)

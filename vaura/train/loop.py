@@ -374,6 +374,10 @@ class Trainer:
         if set(diff) - RESUMABLE_CHANGES:
             raise ConfigError(f"cannot resume {path}: the config changed in {sorted(set(diff) - RESUMABLE_CHANGES)}"
                               f" (only {sorted(RESUMABLE_CHANGES)} may change)")
+        changed = _inputs_diff(blob.get("metadata") or {}, self.metadata)
+        if changed:
+            raise ConfigError(f"cannot resume {path}: {'; '.join(changed)} (exact resume needs the same data and "
+                              "frozen encoder / codec; start a new run with another --out)")
         self.model.load_state_dict(blob["state_dict"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -457,6 +461,30 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
             out += _config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
             out.append(f"{prefix}{k}")
+    return out
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """Two data specs name the same data: equal strings, or paths that resolve to the same file or folder."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return False
+
+
+def _inputs_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's metadata and this run's in the training inputs: the ``data`` /
+    ``val_data`` specs and the frozen ``encoder`` / ``codec`` checksums (fields absent on either side are not
+    compared)."""
+    out = []
+    for key in ("data", "val_data"):
+        if key in old and key in new and not _same_data(old[key], new[key]):
+            out.append(f"--{key.replace('_', '-')} was {old[key]!r}, now {new[key]!r}")
+    for key in ("encoder", "codec"):
+        a, b = (old.get(key) or {}).get("checksum"), (new.get(key) or {}).get("checksum")
+        if a is not None and b is not None and a != b:
+            out.append(f"the {key} weights differ (checksum {a} -> {b})")
     return out
 
 
