@@ -378,11 +378,23 @@ BUILTINS: dict[str, BuiltinDataset] = {b.name: b for b in (
 def build_dataset(name: str, root: str | os.PathLike, list_file: str | os.PathLike | None = None,
                   pattern: str | None = None, starts: str | os.PathLike | None = None,
                   window_sec: float = WINDOW_SEC, allow_missing: bool = False, split: str = "test") -> Dataset:
-    """Build built-in dataset `name` from a local copy under `root` (see `BUILTINS` for the list files)."""
+    """Build built-in dataset `name` from a local copy under `root` (see `BUILTINS` for the list files).
+
+    `split` applies to ``synthetic`` only (the others are test sets); `list_file`, `pattern` and `starts` to the
+    others only. An option that does not apply raises `DatasetError` instead of being ignored.
+    """
     if name not in BUILTINS:
         raise DatasetError(f"unknown dataset {name!r}; built-ins: {', '.join(BUILTINS)}")
     if window_sec <= 0:
         raise DatasetError(f"window must be > 0 s, got {window_sec}")
+    if name == "synthetic":
+        given = [opt for opt, value in (("--list", list_file), ("--pattern", pattern), ("--starts", starts))
+                 if value is not None]
+        if given:
+            raise DatasetError(f"the synthetic dataset takes no {', '.join(given)}: its clips, windows and events "
+                               "come from the synth folder's events.json")
+    elif split != "test":
+        raise DatasetError(f"dataset {name!r} is a test set; --split {split!r} applies to synthetic only")
     if name == "synthetic":
         return build_synthetic(root, split=split, window_sec=window_sec, allow_missing=allow_missing)
     if list_file is None:

@@ -106,6 +106,11 @@ def test_bad_inputs_raise(tmp_path: Path) -> None:
         build_dataset("audiocaps", tmp_path)
     with pytest.raises(DatasetError, match="needs --list"):
         build_dataset("vas", tmp_path)
+    # options that do not apply are refused, not ignored (a vggsound --split train built the test split)
+    with pytest.raises(DatasetError, match="applies to synthetic only"):
+        build_dataset("vggsound", tmp_path, list_file=bad, split="train")
+    with pytest.raises(DatasetError, match="takes no --starts"):
+        build_dataset("synthetic", tmp_path, starts=bad)
     with pytest.raises(DatasetError, match="not built"):
         resolve_dataset("vas", tmp_path)
     not_manifest = tmp_path / "x.json"
