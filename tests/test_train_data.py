@@ -54,6 +54,8 @@ def test_layouts_resolve_clips_and_fixed_starts(tmp_path, caplog):
     starts.write_text("file,start_sec\nbbb_20000_30000,4.77\n")
     test = DataSource.parse(f"path={csv_path},split=test,fixed_starts={starts}").clips()
     assert [(c.clip_id, c.start) for c in test] == [("bbb_20000_30000", 4.77)]
+    with pytest.raises(DataError, match="applies to evaluation splits"):  # was ignored: windows started at 0
+        DataSource.parse(f"path={csv_path},fixed_starts={starts}").clips()
     # V-AURA id lists (split dir + meta csv restricting the ids)
     split_dir = tmp_path / "splits"
     split_dir.mkdir()

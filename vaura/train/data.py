@@ -127,6 +127,9 @@ class DataSource(FrozenConfig):
             raise DataError("data spec has no path")
         if not Path(self.path).exists():
             raise DataError(f"data path {self.path!r} does not exist")
+        if self.fixed_starts and self.is_train:
+            raise DataError(f"fixed_starts ({self.fixed_starts}) applies to evaluation splits; the train split "
+                            "draws random starts (use split=validation or split=test for fixed windows)")
         kind = self.resolved_kind()
         video_dir = Path(self.video_dir) if self.video_dir else _default_video_dir(Path(self.path))
         raw = {"parquet": _from_parquet, "lists": _from_lists, "vggsound": _from_vggsound,
