@@ -3,14 +3,14 @@
 One result file holds one (model, dataset, protocol) evaluation::
 
     {"format": "vbench-result", "schema_version": 1,
-     "protocol": {"name": "vaura-paper", "version": 1},
-     "dataset": {"name", "num_clips", "fingerprint", "manifest"},
-     "model": {"name", "kind", "checkpoint", "checkpoint_sha256", "samples_per_clip", "seeds"},
+     "protocol": {"name": "vaura-paper", "version": 1, "description"},
+     "dataset": {"name", "num_clips", "fingerprint", "manifest", "window_sec"},
+     "model": {"name", "kind", "checkpoint", "checkpoint_sha256", "samples_per_clip", "seeds", ...},
      "metrics": {"fad": .., "kld": .., "ib": .., "sync_ms": ..},      # IB x100, Sync in milliseconds
      "metric_details": {...}, "extractors": {name: {"checkpoint", "sha256"}},
-     "counts": {"clips", "samples", "missing", "missing_ids"},
-     "timings": {"generate_s", "extract_s", "score_s", "total_s"},
-     "software": {"version", "python", "torch"}, "device": "cpu", "created": ISO time,
+     "counts": {"clips", "samples", "missing", "missing_ids", "missing_reasons"},
+     "timings": {"generate_s", "metrics_s": {metric: seconds}, "total_s"},
+     "software": {"version", "python", "torch", "numpy"}, "device": "cpu", "created": ISO time,
      "debug_weights": false}
 
 `validate_result` raises `ResultError` listing every problem; nothing is filled in silently.
