@@ -14,6 +14,7 @@ import html
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,11 +43,24 @@ class Row:
     clips: int | None = None
     missing: int | None = None
     source: str = ""  # result file, or the paper
+    variant: str = ""  # what sets this run apart from others of the same model (shown only when names clash)
+    show_variant: bool = False
 
     @property
     def label(self) -> str:
+        name = f"{self.model} ({self.variant})" if self.show_variant and self.variant else self.model
         tags = [t for t, on in ((DEBUG_LABEL, self.debug_weights), ("reported", self.origin == "reported")) if on]
-        return f"{self.model} [{', '.join(tags)}]" if tags else self.model
+        return f"{name} [{', '.join(tags)}]" if tags else name
+
+
+def _variant(result: dict[str, Any]) -> str:
+    """``ckpt <sha8>, seed <s>, n=<samples>`` of a result: what tells runs of one model apart."""
+    model = result["model"]
+    sha = model.get("checkpoint_sha256") or ""
+    parts = [f"ckpt {sha[:8]}"] if sha and not sha.startswith("debug:") else []
+    parts += [f"seed {model['seeds'][0]}"] if model.get("seeds") else []
+    parts.append(f"n={model['samples_per_clip']}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -83,7 +97,8 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
         table = tables.setdefault((ds, proto, ver), Table(ds, proto, ver))
         table.rows.append(Row(model=r["model"]["name"], origin="measured", metrics=dict(r["metrics"]),
                               debug_weights=bool(r["debug_weights"]), samples_per_clip=r["model"]["samples_per_clip"],
-                              clips=r["counts"]["clips"], missing=r["counts"]["missing"], source=r.get("_path", "")))
+                              clips=r["counts"]["clips"], missing=r["counts"]["missing"], source=r.get("_path", ""),
+                              variant=_variant(r)))
     for rep in reported:
         if dataset is not None and rep.dataset != dataset:
             continue
@@ -93,7 +108,10 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
         for t in targets:
             t.rows.append(Row(model=rep.model, origin="reported", metrics=dict(rep.metrics), source=rep.source))
     for t in tables.values():
-        t.rows.sort(key=lambda r: (r.origin != "measured", r.debug_weights, r.model))
+        names = Counter((r.model, r.debug_weights) for r in t.rows if r.origin == "measured")
+        for r in t.rows:  # runs of one model (other checkpoints, seeds, sample counts) get told apart
+            r.show_variant = r.origin == "measured" and names[(r.model, r.debug_weights)] > 1
+        t.rows.sort(key=lambda r: (r.origin != "measured", r.debug_weights, r.model, r.variant))
     return [tables[k] for k in sorted(tables, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2]))]
 
 

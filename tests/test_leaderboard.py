@@ -52,6 +52,18 @@ REPORTED = [ReportedRow(model="Paper model", dataset="vas", protocol="vaura-pape
                         metrics={"fad": 2.0, "sync_ms": 50.0}, source="test source")]
 
 
+def test_runs_of_one_model_are_told_apart() -> None:
+    """Two V-AURA checkpoints / seeds on one table used to give two identical 'vaura' rows."""
+    a = make_result("vaura", "vas", {"fad": 1.0})
+    b = make_result("vaura", "vas", {"fad": 2.0})
+    a["model"].update(kind="vaura", checkpoint_sha256="a" * 64, seeds=[0])
+    b["model"].update(kind="vaura", checkpoint_sha256="b" * 64, seeds=[5])
+    other = make_result("dir:x", "vas", {"fad": 3.0})
+    (table,) = build_tables([a, b, other])
+    labels = [r.label for r in table.rows]
+    assert labels == ["dir:x", "vaura (ckpt aaaaaaaa, seed 0, n=1)", "vaura (ckpt bbbbbbbb, seed 5, n=1)"]
+
+
 def test_tables_group_by_dataset_and_protocol(results_dir: Path) -> None:
     results = load_results(results_dir)
     assert len(results) == 4  # the cache manifest is not taken for a result
