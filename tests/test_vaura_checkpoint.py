@@ -166,3 +166,25 @@ def test_codec_encodes_2_56_s_to_221_frames() -> None:
     codes = codec.encode(torch.sin(2 * torch.pi * 440 * t)[None] * 0.5)
     assert codes.shape == (1, 9, 221)
     assert int(codes.min()) >= 0 and int(codes.max()) < 1024
+
+
+def test_load_codec_reads_dac_files_as_plain_weights(tmp_path) -> None:
+    """A DAC weights file (``{"metadata": {"kwargs"}, "state_dict"}``) is read through safe_torch_load and loaded
+    strictly; ``dac.DAC.load`` (torch.package first, errors swallowed) is not used."""
+    from vaura.codec import TINY_DAC_KWARGS, build_dac, load_codec
+
+    model = build_dac(latent_dim=32, tiny=True)
+    path = tmp_path / "weights_44khz.pth"
+    torch.save({"metadata": {"kwargs": dict(TINY_DAC_KWARGS, latent_dim=32)}, "state_dict": model.state_dict()},
+               path)
+    codec = load_codec(path)
+    assert not codec.debug_weights and codec.latent_dim == 32
+    for (name, a), b in zip(model.state_dict().items(), codec.model.state_dict().values()):
+        assert torch.equal(a.float(), b), name
+    torch.save({"weights": model.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a DAC 44 kHz checkpoint"):
+        load_codec(tmp_path / "other.pth")
+    partial = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.model.1")}
+    torch.save({"state_dict": partial}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_codec(tmp_path / "partial.pth")

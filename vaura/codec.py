@@ -109,16 +109,16 @@ def load_codec(checkpoint: str | os.PathLike | None = None, debug_weights: bool 
             model = build_dac(latent_dim=latent_dim, tiny=True)
         log.info("using a random tiny DAC (debug weights)")
         return Codec(model, debug_weights=True).to(device)
-    import dac
-
+    from visualsound.utils.checkpoint import safe_torch_load
     from visualsound.weights import resolve
 
     path = resolve(WEIGHTS_NAME, checkpoint)
-    try:
-        model = dac.DAC.load(str(path))
-    except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is not a DAC 44 kHz checkpoint: {e}") from e
-    return Codec(model).to(device)
+    # read as plain weights (``dac.DAC.load`` first tries ``torch.package``, an unrestricted unpickler, and then
+    # swallows every error of that attempt); the architecture comes from the tensor shapes, loaded strictly
+    blob = safe_torch_load(path)
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a DAC 44 kHz checkpoint (expected a dict with 'state_dict')")
+    return codec_from_state_dict(blob["state_dict"], device)
 
 
 def dac_kwargs_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
