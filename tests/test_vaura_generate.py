@@ -158,6 +158,25 @@ def test_cli_batch_resumable_with_failures(tmp_path: Path) -> None:
     assert status == {"one.mp4": "skipped", "broken.mp4": "failed"}
 
 
+def test_batch_seed_follows_the_video_not_its_position(tmp_path: Path, pipe) -> None:
+    """A video's batch-mode audio does not depend on which other videos are listed before it (the seed was
+    ``seed + index``, so adding a video to the folder changed every later video's audio)."""
+    from vaura.generate import generate_batch, video_seed
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    make_clip(src / "b.mp4", 0.3, 25.0, seed=1)
+    params = SamplingParams(top_k=16)
+    alone = generate_batch([src / "b.mp4"], tmp_path / "alone", pipe, params, seed=7, mux=False)
+    make_clip(src / "a.mp4", 0.3, 25.0, seed=2)
+    both = generate_batch(list_videos(src), tmp_path / "both", pipe, params, seed=7, mux=False)
+    assert [Path(r.video).name for r in both] == ["a.mp4", "b.mp4"]
+    assert alone[0].seed == both[1].seed == video_seed(7, src / "b.mp4") != both[0].seed
+    from visualsound.media import read_audio
+
+    assert torch.equal(read_audio(tmp_path / "alone" / "b.wav"), read_audio(tmp_path / "both" / "b.wav"))
+
+
 def test_list_videos_split_file(tmp_path: Path) -> None:
     (tmp_path / "split.txt").write_text("a\n# comment\n\nsub/b.mkv\n")
     assert list_videos(tmp_path / "split.txt") == [tmp_path / "a.mp4", tmp_path / "sub/b.mkv"]

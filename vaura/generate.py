@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,9 +336,17 @@ class ItemResult:
     status: str  # "done" | "skipped" | "failed"
     reason: str
     outputs: list[str]
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"video": self.video, "status": self.status, "reason": self.reason, "outputs": self.outputs}
+        return {"video": self.video, "status": self.status, "reason": self.reason, "outputs": self.outputs,
+                "seed": self.seed}
+
+
+def video_seed(seed: int, video: Path) -> int:
+    """Batch-mode seed of `video`: ``seed + crc32(file stem)``, so a video gets the same audio whatever else the
+    folder or split file lists (a position-based seed changed when videos were added or reordered)."""
+    return seed + zlib.crc32(video.stem.encode())
 
 
 def write_outputs(video: Path, result: GeneratedAudio, paths: list[tuple[Path, Path]], mux: bool = True) -> None:
@@ -355,25 +364,26 @@ def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAu
                    stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
                    progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[ItemResult]:
     """Generate for every video into `out_dir`; resumable (outputs that exist are skipped); a failing video is
-    recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on."""
+    recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on. With a
+    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     videos = list(videos)
     results = []
-    for i, video in enumerate(progress(videos) if progress is not None else videos):
+    for video in progress(videos) if progress is not None else videos:
+        item_seed = None if seed is None else video_seed(seed, video)
         paths = output_paths(video, out, num_samples)
         wanted = [p for pair in paths for p in (pair if mux else pair[:1])]
         if skip_existing and all(p.exists() for p in wanted):
-            results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted]))
+            results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted], item_seed))
             continue
         try:
-            res = generate_for_video(video, pipe, params, num_samples,
-                                     None if seed is None else seed + i, stride)
+            res = generate_for_video(video, pipe, params, num_samples, item_seed, stride)
             write_outputs(video, res, paths, mux)
         except ToolkitError as e:
             log.error("%s: %s", video, e)
-            results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", []))
+            results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
             continue
         results.append(ItemResult(str(video), "done", f"{len(res.windows)} windows, {res.duration:.2f} s",
-                                  [str(p) for p in wanted]))
+                                  [str(p) for p in wanted], item_seed))
     return results

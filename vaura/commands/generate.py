@@ -27,7 +27,8 @@ from vaura.sampler import SamplingParams
 @click.option("--top-p", type=float, default=0.0, show_default=True, help="Top-p sampling (0: off; wins over top-k).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Softmax temperature (0: greedy).")
 @click.option("--greedy", is_flag=True, help="Argmax decoding instead of sampling.")
-@click.option("--seed", type=int, default=None, help="Sampling seed (batch mode: seed + item index).")
+@click.option("--seed", type=int, default=None,
+              help="Sampling seed (batch mode: seed + crc32 of each video's name, recorded per item).")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Soundtracks per video.")
 @click.option("--stride", type=float, default=0.64, show_default=True,
               help="Window stride in seconds for videos longer than 2.56 s.")
