@@ -56,6 +56,11 @@ def test_layouts_resolve_clips_and_fixed_starts(tmp_path, caplog):
     assert [(c.clip_id, c.start) for c in test] == [("bbb_20000_30000", 4.77)]
     with pytest.raises(DataError, match="applies to evaluation splits"):  # was ignored: windows started at 0
         DataSource.parse(f"path={csv_path},fixed_starts={starts}").clips()
+    from vaura.train.config import TrainConfig
+    from vaura.train.run import run_extract
+
+    with pytest.raises(DataError, match="contradicts the data spec's split=test"):  # --split was dropped
+        run_extract(TrainConfig.preset("tiny"), f"path={csv_path},split=test", tmp_path / "cache", split="train")
     # V-AURA id lists (split dir + meta csv restricting the ids)
     split_dir = tmp_path / "splits"
     split_dir.mkdir()

@@ -13,7 +13,8 @@ import click
                    "directory of clips, a YAML/JSON data spec, or key=value,... (kind, path, video_dir, split, meta, "
                    "fixed_starts, limit).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache directory (resumable).")
-@click.option("--split", default="train", show_default=True, help="train | validation | test.")
+@click.option("--split", default=None,
+              help="train | validation | test (default: the data spec's split=, else train).")
 @click.option("--fixed-starts", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Evaluation splits: csv 'file,start_sec' of window starts (default 0.0).")
 @click.option("--grid/--fixed", "grid", default=None,
@@ -29,7 +30,7 @@ import click
 @click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--workers", type=int, default=None, help="Decoding workers (default: data.num_workers).")
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
-def extract(data: str, out: str, split: str, fixed_starts: str | None, grid: bool | None, config: str,
+def extract(data: str, out: str, split: str | None, fixed_starts: str | None, grid: bool | None, config: str,
             overrides: tuple[str, ...], checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool,
             shard_size: int, feature_dtype: str, workers: int | None, device: str | None) -> None:
     """Cache codes (uint16) and visual features of the clips in DATA under OUT, with a manifest."""

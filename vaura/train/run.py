@@ -13,7 +13,7 @@ import torch
 
 from vaura.train.cache import CachedWindows, FrozenModels, extract, is_cache
 from vaura.train.config import TrainConfig
-from vaura.train.data import ClipDataset, DataSource
+from vaura.train.data import ClipDataset, DataError, DataSource
 from vaura.train.ddp import init_distributed, shutdown
 from vaura.train.frozen import build_training_model, load_frozen_models
 from vaura.train.loop import Trainer
@@ -36,13 +36,16 @@ def make_dataset(spec: str, cfg: TrainConfig, train: bool, frozen: FrozenModels,
     return ClipDataset(clips, cfg.data, train=train, seed=cfg.seed)
 
 
-def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str = "train",
+def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str | None = None,
                 fixed_starts: str | None = None, grid: bool | None = None, shard_size: int = 256,
                 feature_dtype: str = "float16",
                 device: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """`vaura extract`: cache the windows of the clips `spec` names. ``grid`` defaults to ``split == "train"``."""
+    """`vaura extract`: cache the windows of the clips `spec` names. `split` (default: the spec's own, else
+    train) must agree with a split the spec names. ``grid`` defaults to ``split == "train"``."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    source = DataSource.parse(spec, split=split)
+    source = DataSource.parse(spec, **({"split": split} if split else {}))
+    if split and source.split != split:  # the spec's own split=... wins in `parse`: never drop --split silently
+        raise DataError(f"--split {split} contradicts the data spec's split={source.split} ({spec})")
     if fixed_starts:
         source = source.replace(fixed_starts=str(fixed_starts))
     clips = source.clips()
