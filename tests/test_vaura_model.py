@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import require_parity
+from tests.vaura_reduced import load_reduced
 from vaura.config import VAuraConfig
 from vaura.model import KVCache, Transformer, build_model
 
@@ -22,13 +23,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def fixture():
-    root = require_parity("vaura", "reduced/weights.pt", "reduced/inputs.pt", "reduced/expected.pt")
-    w = torch.load(root / "reduced/weights.pt", weights_only=True)
-    inputs = torch.load(root / "reduced/inputs.pt", weights_only=True)
-    expected = torch.load(root / "reduced/expected.pt", weights_only=True)
-    model = Transformer(VAuraConfig.preset("reduced")).eval()
-    model.load_state_dict({k.removeprefix("sampler."): v for k, v in w.items()}, strict=True)
-    return model, inputs, expected
+    return load_reduced()
 
 
 def test_state_dict_keys_are_the_release_keys(fixture) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import require_parity
+from tests.vaura_reduced import load_reduced
 from vaura.config import VAuraConfig
-from vaura.model import Transformer, build_model
+from vaura.model import build_model
 from vaura.sampler import SamplingParams, generate, sample_next
 
 torch.set_num_threads(1)  # the test machine is shared; avoid oversubscription
@@ -17,13 +17,7 @@ GREEDY_CFG = SamplingParams(cfg_scale=6.0, top_k=1, temperature=1.0)
 
 @pytest.fixture(scope="module")
 def fixture():
-    root = require_parity("vaura", "reduced/weights.pt", "reduced/inputs.pt", "reduced/expected.pt")
-    w = torch.load(root / "reduced/weights.pt", weights_only=True)
-    inputs = torch.load(root / "reduced/inputs.pt", weights_only=True)
-    expected = torch.load(root / "reduced/expected.pt", weights_only=True)
-    model = Transformer(VAuraConfig.preset("reduced")).eval()
-    model.load_state_dict({k.removeprefix("sampler."): v for k, v in w.items()}, strict=True)
-    return model, inputs, expected
+    return load_reduced()
 
 
 def min_margins(n_frames: int):
