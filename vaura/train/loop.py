@@ -32,7 +32,7 @@ from vaura.train.config import TrainConfig
 from vaura.train.data import GlobalBatchSampler, collate_clips
 from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
-from visualsound.utils.atomic import atomic_torch_save, atomic_write_text
+from visualsound.utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
 from visualsound.utils.checkpoint import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -514,20 +514,21 @@ def plot_loss_curve(run_dir: str | os.PathLike) -> Path:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, style in (("train", "-"), ("val", "o-")):
-        pts = [(int(r["step"]), float(r["loss"])) for r in rows if r["kind"] == kind]
-        if pts:
-            ax.plot(*zip(*pts), style, label=kind, markersize=3)
-    debug = any(r.get("debug_weights") == "True" for r in rows)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (mean over codebooks)")
-    ax.set_title(f"{run_dir.name}{'  [DEBUG WEIGHTS]' if debug else ''}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
     out = run_dir / "loss_curve.png"
-    tmp = run_dir / ".loss_curve.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        for kind, style in (("train", "-"), ("val", "o-")):
+            pts = [(int(r["step"]), float(r["loss"])) for r in rows if r["kind"] == kind]
+            if pts:
+                ax.plot(*zip(*pts), style, label=kind, markersize=3)
+        debug = any(r.get("debug_weights") == "True" for r in rows)
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy (mean over codebooks)")
+        ax.set_title(f"{run_dir.name}{'  [DEBUG WEIGHTS]' if debug else ''}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_open(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)  # also when drawing or saving fails
     return out
