@@ -84,7 +84,7 @@ class Settings:
 
 
 FULL = Settings(count=16, duration=4.0, test_fraction=0.25, steps=200, min_train=8, batch_size=4, max_generate=4)
-SMALL = Settings(count=8, duration=3.0, test_fraction=0.25, steps=20, min_train=3, batch_size=2, max_generate=1)
+SMALL = Settings(count=8, duration=3.0, test_fraction=0.125, steps=20, min_train=3, batch_size=2, max_generate=1)
 
 
 # ------------------------------------------------------------------------------------------------ the folder
@@ -173,11 +173,13 @@ def build_splits(run: Runner, scores: Path, build_dir: Path, min_train: int) -> 
             continue
         tried.add(threshold)
         note(f"threshold {threshold}: debug ImageBind scores are random around 0 (the paper's 0.3 would drop "
-             f"almost every clip), so the demo keeps clips scoring >= {threshold}: a majority, with at least "
-             f"{min_train} train clips after the validation carve")
+             f"almost every clip), so the demo keeps clips scoring >= {threshold} (at least {min_train} train "
+             "clips after the validation carve and one test clip)")
         run("visualsound", "build", "--scores", scores, "--threshold", threshold, "--out", build_dir)
-        counts = json.loads((build_dir / "summary.json").read_text())["counts"]
+        summary = json.loads((build_dir / "summary.json").read_text())
+        counts = summary["counts"]
         if counts["train"] >= min_train and counts["test"] >= 1:
+            note(f"kept {summary['total_kept']} of the {len(ok)} clips that scored ok at threshold {threshold}")
             return threshold
         note(f"only {counts['train']} train / {counts['test']} test clips kept at {threshold} after the "
              "validation carve; lowering the threshold")
