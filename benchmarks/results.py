@@ -125,13 +125,15 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def is_result_file(path: Path) -> bool:
-    """True when `path` is a JSON file whose ``format`` is a vbench result (other JSON files are ignored)."""
+    """True when `path` is a JSON file whose ``format`` is a vbench result (other JSON files are ignored). A
+    ``.json`` file that cannot be read or parsed raises `ResultError`: it may be a damaged result, which must not
+    drop out of a leaderboard unnoticed."""
     if path.suffix != ".json" or not path.is_file():
         return False
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultError(f"{path}: unreadable JSON in the results folder ({e}); fix or remove it") from e
     return isinstance(data, dict) and data.get("format") == RESULT_FORMAT
 
 

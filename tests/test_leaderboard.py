@@ -128,6 +128,9 @@ def test_invalid_inputs(results_dir: Path, tmp_path: Path) -> None:
     (results_dir / "broken.json").write_text(json.dumps({**make_result("m", "vas", {"fad": 1.0}), "model": {}}))
     with pytest.raises(ResultError, match="missing model.name"):
         load_results(results_dir)
+    (results_dir / "broken.json").write_text('{"format": "vbench-result", "metrics": {"fad": 1.')  # cut short
+    with pytest.raises(ResultError, match="unreadable JSON"):  # was skipped silently: a row vanished
+        load_results(results_dir)
     rep = tmp_path / "rep.json"
     rep.write_text(json.dumps([{"model": "A", "dataset": "vas", "metrics": {"fad": 1.0}, "source": ""}]))
     with pytest.raises(ResultError, match="no source"):
