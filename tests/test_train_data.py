@@ -242,3 +242,6 @@ def test_train_config_presets_and_overrides(tmp_path):
         tiny.replace(precision="fp8")
     with pytest.raises(ConfigError, match="not a number"):
         tiny.with_overrides(["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="debug_weights=false"):  # `--config tiny --checkpoint X`: say how
+        tiny.replace(encoder_checkpoint="enc.pt")
+    assert tiny.replace(encoder_checkpoint="enc.pt", debug_weights=False).encoder_checkpoint == "enc.pt"

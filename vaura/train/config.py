@@ -119,6 +119,9 @@ class TrainConfig(FrozenConfig):
             raise ConfigError(f"grad_accum and max_steps must be >= 1, got {self.grad_accum}, {self.max_steps}")
         if self.log_every < 1 or self.ckpt_every < 1 or self.val_every < 0 or self.keep_best < 0:
             raise ConfigError("log_every, ckpt_every >= 1 and val_every, keep_best >= 0 needed")
+        if self.debug_weights and (self.encoder_checkpoint or self.codec_checkpoint):
+            raise ConfigError("encoder / codec checkpoints cannot be used with debug weights (the tiny preset sets "
+                              "debug_weights=true; add --set debug_weights=false to use real weights)")
 
 
 PAPER = register_preset(TrainConfig, "paper", TrainConfig())
