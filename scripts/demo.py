@@ -225,16 +225,18 @@ def write_test_list(build_dir: Path, out: Path, limit: int) -> list[Path]:
     return paths
 
 
-def pick_plot_clip(manifest: Path, generated: Path) -> tuple[str, Path]:
-    """A manifest clip with `vaura generate` output, preferring one with visual events: ``(clip id, wav)``."""
+def pick_plot_clip(manifest: Path, generated: Path, results: Path) -> tuple[str, Path]:
+    """A manifest clip with generated audio, preferring one with visual events: ``(clip id, wav)``. The audio is
+    `vaura generate`'s output for the clip, else the sample `vbench evaluate` generated for it."""
     clips = json.loads(manifest.read_text())["clips"]
-    candidates = [(c, generated / f"{Path(c['video']).stem}.wav") for c in clips]
-    candidates = [(c, wav) for c, wav in candidates if wav.is_file()]
+    candidates = []
+    for clip in sorted(clips, key=lambda c: not c.get("events")):  # clips with events first, order kept
+        wavs = [generated / f"{Path(clip['video']).stem}.wav",
+                *sorted((results / "generated").glob(f"*/*/{clip['id']}/*.wav"))]
+        candidates += [(clip["id"], wav) for wav in wavs if wav.is_file()]
     if not candidates:
-        raise DemoError(f"no clip of {manifest} has generated audio in {generated}")
-    with_events = [(c, wav) for c, wav in candidates if c.get("events")]
-    clip, wav = (with_events or candidates)[0]
-    return clip["id"], wav
+        raise DemoError(f"no clip of {manifest} has generated audio in {generated} or {results / 'generated'}")
+    return candidates[0]
 
 
 # ------------------------------------------------------------------------------------------------ the workflow
@@ -293,7 +295,7 @@ def run_demo(out: Path, cfg: Settings) -> list[Path]:
     run("vbench", "leaderboard", "--results", results, "--format", "html", "--out", out / "leaderboard.html")
 
     note("7. one clip: frames, ground-truth and generated waveforms, true event times")
-    clip, wav = pick_plot_clip(manifest, generated)
+    clip, wav = pick_plot_clip(manifest, generated, results)
     run("vbench", "plot", "--dataset", manifest, "--clip", clip, "--generated", wav, "--debug-weights",
         "--out", out / "clip_plot.png")
 

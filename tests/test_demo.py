@@ -100,6 +100,27 @@ def test_stage_bad_inputs_names_every_file_as_a_clip_and_adds_a_missing_one(tmp_
     assert not (tmp_path / "staged" / "bad-missing-file_000000.mp4").exists()
 
 
+def test_pick_plot_clip_prefers_a_clip_with_events_and_finds_its_audio(tmp_path):
+    manifest = tmp_path / "synthetic.json"
+    manifest.write_text(json.dumps({"clips": [
+        {"id": "a", "video": "/v/a_000000.mp4", "events": []},
+        {"id": "b", "video": "/v/b_000000.mp4", "events": [0.4]},
+        {"id": "c", "video": "/v/c_000000.mp4", "events": [1.2]}]}))
+    generated, results = tmp_path / "generated", tmp_path / "results"
+    generated.mkdir()
+    (generated / "a_000000.wav").write_bytes(b"")
+    # no audio at all for b; c only through `vbench evaluate`'s generated samples
+    assert demo.pick_plot_clip(manifest, generated, results) == ("a", generated / "a_000000.wav")
+    wav = results / "generated" / "synthetic" / "vaura-debug-x" / "c" / "seed0_0.000s+2.560s.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"")
+    assert demo.pick_plot_clip(manifest, generated, results) == ("c", wav)
+    (generated / "a_000000.wav").unlink()
+    wav.unlink()
+    with pytest.raises(demo.DemoError, match="no clip"):
+        demo.pick_plot_clip(manifest, generated, results)
+
+
 # ------------------------------------------------------------------------------------------------ slow
 def _is_png(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
