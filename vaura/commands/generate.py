@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +89,5 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     for r in results:
         if r.status == "failed":
             click.echo(f"  failed {r.video}: {r.reason}", err=True)
+    if counts["failed"]:  # every other video was still generated; the exit code tells scripts something failed
+        sys.exit(2)
