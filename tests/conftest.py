@@ -44,5 +44,14 @@ def _deterministic_fp32():
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for model-heavy test files: the 2-core CI machine is oversubscribed otherwise."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)

@@ -21,15 +21,7 @@ from vaura.synchformer import (
 )
 from vaura.synchformer import preprocess as P
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The shared test machine is oversubscribed: one intra-op thread is much faster than two fighting
-   ."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _indexed_clip(n_frames: int, size: int = 256, n_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,18 +7,11 @@ import csv
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from vaura.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ok(args: list[str]) -> str:

@@ -26,12 +26,7 @@ from visualsound.errors import ConfigError
 CFG = DataConfig(batch_size=2, num_workers=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _touch(path):

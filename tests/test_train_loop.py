@@ -21,13 +21,7 @@ from visualsound.errors import ConfigError
 T_SHORT = 24  # short windows keep the CPU tests fast; the model takes any T <= 247
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The shared CI machine is oversubscribed; one intra-op thread is much faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PatternWindows(torch.utils.data.Dataset):

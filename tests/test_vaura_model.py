@@ -10,15 +10,7 @@ from tests.vaura_reduced import load_reduced
 from vaura.config import VAuraConfig
 from vaura.model import KVCache, Transformer, build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The shared test machine is oversubscribed: one intra-op thread is much faster than two fighting
-    (test_training_condition_drop: 17.9 s -> 5 s)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
