@@ -35,7 +35,8 @@ def min_margins(n_frames: int):
     return margins, on_step
 
 
-def test_greedy_cfg_generation_221(fixture) -> None:
+@pytest.mark.parametrize("step_mode", ["dynamic", "static"])
+def test_greedy_cfg_generation_221(fixture, step_mode: str) -> None:
     model, inputs, e = fixture
     seen: dict[int, tuple] = {}
     margins, margin_cb = min_margins(221)
@@ -45,7 +46,7 @@ def test_greedy_cfg_generation_221(fixture) -> None:
         if step <= 3:
             seen[step] = (cond, null, guided)
 
-    out = generate(model, inputs["visual_features"], 221, GREEDY_CFG, on_step=on_step)
+    out = generate(model, inputs["visual_features"], 221, GREEDY_CFG, on_step=on_step, step_mode=step_mode)
     assert torch.equal(out.sequence, e["gen_pattern_sequence"])
     assert torch.equal(out.codes, e["gen_codes"])
     # every step's guided logits, through their closest decision
@@ -57,10 +58,11 @@ def test_greedy_cfg_generation_221(fixture) -> None:
                                atol=2e-4, rtol=0)
 
 
-def test_greedy_cfg_generation_220(fixture) -> None:
+@pytest.mark.parametrize("step_mode", ["dynamic", "static"])
+def test_greedy_cfg_generation_220(fixture, step_mode: str) -> None:
     model, inputs, e = fixture
     margins, on_step = min_margins(220)
-    out = generate(model, inputs["visual_features"], 220, GREEDY_CFG, on_step=on_step)
+    out = generate(model, inputs["visual_features"], 220, GREEDY_CFG, on_step=on_step, step_mode=step_mode)
     torch.testing.assert_close(torch.stack(margins), e["gen_step_min_margin_220"], atol=2e-4, rtol=0)
     assert torch.equal(out.sequence, e["gen_pattern_sequence_220"])
     assert torch.equal(out.codes, e["gen_codes_220"])
@@ -81,14 +83,56 @@ def test_kv_cache_generation_equals_full_recompute(seed: int) -> None:
     model = build_model(cfg, debug_weights=True, seed=seed).eval()
     feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed))
     params = SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9)
-    logits: dict[str, list] = {"cache": [], "full": []}
+    modes = {"cache": (True, "dynamic"), "static": (True, "static"), "full": (False, "dynamic")}
+    logits: dict[str, list] = {m: [] for m in modes}
     outs = {}
-    for mode in ("cache", "full"):
+    for mode, (use_cache, step_mode) in modes.items():
         outs[mode] = generate(model, feats, 14, params, generator=torch.Generator().manual_seed(7),
-                              use_kv_cache=mode == "cache",
+                              use_kv_cache=use_cache, step_mode=step_mode,
                               on_step=lambda s, c, n, g, m=mode: logits[m].append(g))
-    assert torch.equal(outs["cache"].codes, outs["full"].codes)
-    torch.testing.assert_close(torch.stack(logits["cache"]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
+    for mode in ("cache", "static"):
+        assert torch.equal(outs[mode].codes, outs["full"].codes), mode
+        torch.testing.assert_close(torch.stack(logits[mode]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
+
+
+def test_decode_step_equals_forward_tokens_at_every_position() -> None:
+    """The static-shape step (masked attention over the whole cache buffer, tensor position) gives the dynamic
+    cached step's logits at every position of a window, past the visual tokens (step 224+) too, and leaves the
+    same keys/values in the cache."""
+    from vaura.model import KVCache
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=4).eval()
+    feats = torch.randn(3, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(4))
+    vis = model.embed_visual(feats, torch.tensor([False, True, False]))
+    seq = torch.randint(0, cfg.card + 1, (3, cfg.n_codebooks, 229), generator=torch.Generator().manual_seed(5))
+    dyn, sta = (KVCache(cfg, 3, 229, "cpu", torch.float32) for _ in range(2))
+    pos = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        for p in range(229):
+            want = model.forward_tokens(seq[..., p:p + 1], vis, dyn)
+            got = model.decode_step(seq[..., p:p + 1], vis, sta, pos.fill_(p))
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=lambda m, p=p: f"position {p}: {m}")
+    assert sta.length == 0 and dyn.length == 229
+    for a, b in zip(dyn.keys + dyn.values, sta.keys + sta.values):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_static_steps_are_not_built_on_a_filled_cache_and_graphs_need_cuda() -> None:
+    from vaura.model import KVCache
+    from vaura.sampler import SamplingError, StaticStep
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True).eval()
+    vis = model.embed_visual(torch.randn(1, 32, cfg.visual_dim))
+    cache = KVCache(cfg, 1, 20, "cpu", torch.float32)
+    with pytest.raises(SamplingError, match="CUDA device"):
+        StaticStep(model, vis, cache, graph=True)
+    cache.length = 3
+    with pytest.raises(SamplingError, match="empty cache"):
+        StaticStep(model, vis, cache, graph=False)
+    with pytest.raises(SamplingError, match="step_mode"):
+        generate(model, torch.randn(1, 32, cfg.visual_dim), 5, step_mode="fast")
 
 
 def test_prompt_is_kept_and_continued() -> None:
@@ -98,6 +142,9 @@ def test_prompt_is_kept_and_continued() -> None:
     full = generate(model, feats, 24, params)
     prompt = torch.randint(0, 1024, (1, 9, 10), generator=torch.Generator().manual_seed(4))
     out = generate(model, feats, 24, params, prompt=prompt)
+    # the static step continues a prompt prefilled by the multi-position path the same way
+    static = generate(model, feats, 24, params, prompt=prompt, step_mode="static")
+    assert torch.equal(static.codes, out.codes)
     assert torch.equal(out.codes[..., :10], prompt)
     assert not torch.equal(out.codes, full.codes)
     # a prompt equal to the model's own greedy output reproduces it

@@ -100,13 +100,26 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        """x: ``[B, L, D]`` at positions ``start .. start+L-1`` (``start = cache.length`` or 0) -> ``[B, L, D]``."""
+                layer: int = 0, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, L, D]`` at positions ``start .. start+L-1`` (``start = cache.length`` or 0) -> ``[B, L, D]``.
+
+        With ``pos`` (int64 ``[1]``, a tensor so that the step has static shapes for CUDA graphs) x is the single
+        position ``pos``: its key/value are written into the cache at ``pos`` and the query attends to the whole
+        cache buffer with keys after ``pos`` masked out.
+        """
         b, seq, _ = x.shape
         q, k, v = self.wqkv(x).split(self.d_model, dim=-1)
         q = apply_rope(q.view(b, seq, self.n_head, self.head_dim), rope).transpose(1, 2)
         k = apply_rope(k.view(b, seq, self.n_head, self.head_dim), rope).transpose(1, 2)
         v = v.view(b, seq, self.n_head, self.head_dim).transpose(1, 2)
+        if pos is not None:
+            assert cache is not None and seq == 1 and pos.shape == (1,), (
+                f"static decoding takes one position with a cache: x {tuple(x.shape)}, pos {tuple(pos.shape)}")
+            cache.keys[layer].index_copy_(2, pos, k)
+            cache.values[layer].index_copy_(2, pos, v)
+            visible = torch.arange(cache.max_len, device=x.device)[None, :] <= pos  # [1, max_len]
+            out = F.scaled_dot_product_attention(q, cache.keys[layer], cache.values[layer], attn_mask=visible)
+            return self.wo(out.transpose(1, 2).reshape(b, seq, self.d_model))
         start = 0
         if cache is not None:
             start = cache.length
@@ -150,8 +163,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        h = x + self.drop(self.attention(self.attention_norm(x), rope, cache, layer))
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None, layer: int,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.drop(self.attention(self.attention_norm(x), rope, cache, layer, pos))
         return h + self.drop(self.feed_forward(self.ffn_norm(h)))
 
 
@@ -316,14 +330,18 @@ class Transformer(nn.Module):
             f"visual features must be [B, N, {self.cfg.visual_dim}], got {tuple(features.shape)}")
         return self.cls_embeddings(features, null)
 
-    def visual_at(self, vis: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    def visual_table(self, vis: torch.Tensor) -> torch.Tensor:
+        """The visual tokens followed by ``empty_video_emb``: vis ``[B, N, V]`` -> ``[B, N + 1, V]``."""
+        b, _, v = vis.shape
+        return torch.cat([vis, self.empty_video_emb.to(vis.dtype).expand(b, 1, v)], dim=1)
+
+    def visual_at(self, vis: torch.Tensor, start: int | torch.Tensor, length: int) -> torch.Tensor:
         """Visual channel of steps ``start .. start+length-1``: token ``p // 7`` or ``empty_video_emb``.
-        vis ``[B, N, V]`` -> ``[B, length, V]``."""
-        b, n, v = vis.shape
-        table = torch.cat([vis, self.empty_video_emb.to(vis.dtype).expand(b, 1, v)], dim=1)
-        pos = torch.arange(start, start + length, device=vis.device)
+        vis ``[B, N, V]`` -> ``[B, length, V]``. ``start`` may be an int64 tensor ``[1]`` (static decoding)."""
+        n = vis.shape[1]
+        pos = start + torch.arange(length, device=vis.device)
         idx = torch.div(pos, self.cfg.steps_per_visual_token, rounding_mode="floor").clamp(max=n)
-        return table[:, idx]
+        return self.visual_table(vis).index_select(1, idx)
 
     def embed_audio(self, seq: torch.Tensor) -> torch.Tensor:
         """seq ``[B, K, L]`` ids in ``[0, card]`` -> summed codebook embeddings ``[B, L, A]``."""
@@ -333,7 +351,7 @@ class Transformer(nn.Module):
             out = out + self.tok_embeddings[k](seq[:, k])
         return out
 
-    def fuse(self, seq: torch.Tensor, vis: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def fuse(self, seq: torch.Tensor, vis: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
         """Block-0 input ``[B, L, D] = concat([visual V, audio A])`` for steps ``start .. start+L-1``."""
         audio = self.embed_audio(seq)
         visual = self.visual_at(vis, start, seq.shape[-1])
@@ -356,6 +374,22 @@ class Transformer(nn.Module):
             x = layer(x, rope, cache, i)
         if cache is not None:
             cache.length = start + length
+        x = self.norm(x)
+        return torch.stack([head(x) for head in self.lm_heads], dim=1)
+
+    def decode_step(self, tokens: torch.Tensor, vis: torch.Tensor, cache: KVCache, pos: torch.Tensor
+                    ) -> torch.Tensor:
+        """One position with static shapes (every tensor's shape and address is the same at every step, so the
+        step can be captured once in a CUDA graph and replayed): the pattern step ``tokens [B, K, 1]`` at
+        position ``pos`` (int64 ``[1]`` on the model's device; ``cache.length`` is not read or advanced).
+        Returns ``[B, K, 1, card]``, the same logits as ``forward_tokens(tokens, vis, cache)`` at that position.
+        """
+        assert tokens.shape[1:] == (self.cfg.n_codebooks, 1), f"tokens must be [B, K, 1], got {tuple(tokens.shape)}"
+        assert not self.training, "decode_step is for inference (eval mode)"
+        x = self.fuse(tokens, vis, pos)
+        rope = self.rope.index_select(0, pos)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, cache, i, pos)
         x = self.norm(x)
         return torch.stack([head(x) for head in self.lm_heads], dim=1)
 

@@ -3,7 +3,9 @@
 The loop fills a pattern sequence ``[B, K, N + K]`` step by step: step ``s`` is predicted from the prefix
 ``[..., :s]``. The original recomputes the whole prefix at every step; here each step feeds only the new
 positions through a `KVCache` (``use_kv_cache=False`` gives the original full recomputation, for checks and
-benchmarks). The conditional and null branches run as one batch ``[cond (B); null (B)]`` and are combined on raw
+benchmarks). Single-position steps can run with static shapes (`Transformer.decode_step`), which on CUDA are
+captured once in a CUDA graph and replayed: one launch per step instead of ~1000 small kernels.
+The conditional and null branches run as one batch ``[cond (B); null (B)]`` and are combined on raw
 logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, top-p or top-k, or greedily.
 """
 
@@ -57,6 +59,46 @@ class GenerationOutput:
 
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None]
+STEP_MODES = ("auto", "dynamic", "static", "graph")
+
+
+class StaticStep:
+    """Runs `Transformer.decode_step` on fixed input buffers, optionally as a captured CUDA graph.
+
+    Building it with ``graph=True`` warms the step up on a side stream and captures it; both write throw-away
+    keys/values at cache position 0, which the first real step overwrites before any step reads them, so the
+    stepper must be built before the cache holds data.
+    """
+
+    def __init__(self, model: Transformer, vis: torch.Tensor, cache: KVCache, graph: bool) -> None:
+        if cache.length != 0:
+            raise SamplingError(f"StaticStep must be built on an empty cache (length {cache.length})")
+        rows, k, dev = vis.shape[0], model.cfg.n_codebooks, vis.device
+        self.model, self.vis, self.cache = model, vis, cache
+        self.tokens = torch.full((rows, k, 1), model.cfg.special_token, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(1, dtype=torch.long, device=dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        if graph:
+            if dev.type != "cuda":
+                raise SamplingError(f"CUDA graphs need a CUDA device, the model is on {dev}")
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    model.decode_step(self.tokens, vis, cache, self.pos)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = model.decode_step(self.tokens, vis, cache, self.pos)
+
+    def __call__(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
+        """tokens ``[rows, K, 1]`` at ``position`` -> logits ``[rows, K, 1, card]`` (a fresh tensor)."""
+        self.tokens.copy_(tokens)
+        self.pos.fill_(position)
+        if self.graph is None:
+            return self.model.decode_step(self.tokens, self.vis, self.cache, self.pos)
+        self.graph.replay()
+        return self.out.clone()
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
@@ -86,14 +128,19 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 def generate(model: Transformer, features: torch.Tensor, n_frames: int,
              params: SamplingParams = SamplingParams(), prompt: torch.Tensor | None = None,
              generator: torch.Generator | None = None, use_kv_cache: bool = True,
-             on_step: StepCallback | None = None) -> GenerationOutput:
+             on_step: StepCallback | None = None, step_mode: str = "auto") -> GenerationOutput:
     """Generate ``n_frames`` DAC frames for each clip.
 
     features: visual features ``[B, N, 768]``; prompt: optional known codes ``[B, K, P]`` (P < n_frames) that
     are kept and continued (chunked generation of long videos). ``on_step(step, cond, null, guided)`` receives
     the last-position logits ``[B, K, V]`` of every loop step (``null`` is None without CFG).
+    ``step_mode`` (with the KV cache) runs single-position steps ``"dynamic"`` (`Transformer.forward_tokens`),
+    ``"static"`` (`Transformer.decode_step`) or ``"graph"`` (decode_step captured in a CUDA graph);
+    ``"auto"`` is graph on CUDA, dynamic elsewhere.
     Returns codes ``[B, K, n_frames]`` and the filled pattern ``[B, K, n_frames + K]``.
     """
+    if step_mode not in STEP_MODES:
+        raise SamplingError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
     cfg = model.cfg
     assert features.dim() == 3, f"features must be [B, N, {cfg.visual_dim}], got {tuple(features.shape)}"
     if model.training:
@@ -121,17 +168,29 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
         vis = model.embed_visual(features)
     dtype = next(model.parameters()).dtype
     cache = KVCache(cfg, rows, n_frames + k, device, dtype) if use_kv_cache else None
+    if step_mode == "auto":
+        step_mode = "graph" if device.type == "cuda" else "dynamic"
+    stepper = None
+    if cache is not None and step_mode != "dynamic":
+        stepper = StaticStep(model, vis, cache, graph=step_mode == "graph")
 
+    # a cell is filled only at its own step, so which steps have work is known now (one host sync, not one a step)
+    steps_with_work = (seq == UNKNOWN).any(dim=1).any(dim=0).tolist()
     for step in range(1, n_frames + k):
-        todo = seq[:, :, step] == UNKNOWN  # [B, K]
-        if not todo.any():
+        if not steps_with_work[step]:
             continue
+        todo = seq[:, :, step] == UNKNOWN  # [B, K]
         prefix = seq[:, :, :step]
         if cache is not None:
             prefix = prefix[:, :, cache.length:]
         if use_cfg:
             prefix = torch.cat([prefix, prefix])
-        last = model.forward_tokens(prefix, vis, cache)[:, :, -1].float()  # [rows, K, V]
+        if stepper is not None and prefix.shape[-1] == 1:
+            logits = stepper(prefix, cache.length)
+            cache.length += 1
+        else:
+            logits = model.forward_tokens(prefix, vis, cache)
+        last = logits[:, :, -1].float()  # [rows, K, V]
         if use_cfg:
             cond, unc = last[:b], last[b:]
             guided = unc + (cond - unc) * params.cfg_scale
