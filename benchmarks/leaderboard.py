@@ -87,7 +87,8 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
     """Group measured results and reported rows into tables, sorted by dataset then protocol.
 
     A reported row joins the tables of its dataset whose protocol name equals its own (every version); when no
-    measured table of that protocol exists for the dataset, it gets a table of its own.
+    measured table of that protocol exists for the dataset, it gets a table of its own, unless it is marked
+    ``only_beside_measured`` (the built-in paper rows: context for measured numbers, not tables of their own).
     """
     tables: dict[tuple[str, str, int | None], Table] = {}
     for r in results:
@@ -103,6 +104,10 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
         if dataset is not None and rep.dataset != dataset:
             continue
         targets = [t for (ds, proto, _), t in tables.items() if ds == rep.dataset and proto == rep.protocol]
+        if rep.only_beside_measured:
+            targets = [t for t in targets if any(r.origin == "measured" for r in t.rows)]
+            if not targets:
+                continue
         if not targets:
             targets = [tables.setdefault((rep.dataset, rep.protocol, None), Table(rep.dataset, rep.protocol, None))]
         for t in targets:

@@ -1,17 +1,30 @@
 """Numbers reported in papers, shown next to measured results and always marked as reported.
 
-`BUILTIN_ROWS` holds the rows of the V-AURA paper's Table I (arXiv 2409.13689: SpecVQGAN, Diff-Foley, Frieren and
-V-AURA on VGGSound, VAS, VGGSound-Sparse and VisualSound) **that could be confirmed against the paper**. While
-this toolkit was written, the table itself could not be read from any source available to its authors (only
-third-party tables that re-measured V-AURA under other protocols were found), so no Table I number is built in:
-a reported row is never typed from memory. Add the rows from the paper with a reported-rows file instead::
+`BUILTIN_ROWS` holds the V-AURA paper's Table I (arXiv 2409.13689): SpecVQGAN, Diff-Foley, Frieren and V-AURA on
+VGGSound (test, ``vggsound``), VGGSound-Sparse (``vggsound-sparse``) and VisualSound (test, ``visualsound``), under
+protocol ``vaura-paper``, in our result units (IB x100, Sync in milliseconds), with each method's type (AR, DM, RFM)
+in ``extra["type"]``. ``vbench leaderboard`` shows them by default (``--no-paper-rows`` leaves them out), in every
+format, but only beside measured rows of the same dataset and protocol: they are context for measured numbers,
+so they never make tables of their own (`ReportedRow.only_beside_measured`).
+
+Where the numbers come from, and the caveats:
+
+* transcribed from the first author's results image of Table I, committed to his website repository
+  (`SOURCE_URL`: ilpoviertola/ilpoviertola.github.io, commit 72987e5, 2024-09-10, ``main_results.png``), ten
+  days before arXiv v1. It is a pre-publication image: the same commit's Table II image matches the arXiv HTML's
+  Table II, but the camera-ready Table I could differ;
+* VAS is not in this table, so there are no built-in VAS rows (the issue's list of Table I datasets names VAS);
+* the image does not say how many samples per clip were generated, so reported rows carry no samples/clip.
+
+More rows (another paper, a corrected table) go in a reported-rows file::
 
     [{"model": "V-AURA", "dataset": "vggsound-sparse", "protocol": "vaura-paper",
       "metrics": {"fad": ..., "kld": ..., "ib": ..., "sync_ms": ...},
-      "source": "arXiv 2409.13689 Table I"}]
+      "source": "where the numbers are printed"}]
 
-and pass it to ``vbench leaderboard --reported FILE``. Rows are validated (known metrics, finite numbers, a
-source) and are only ever placed in the table of their own protocol.
+passed to ``vbench leaderboard --reported FILE``. Rows are validated when created (known metrics, finite numbers,
+a source), so a bad built-in row fails at import, and are only ever placed in the table of their own dataset and
+protocol.
 """
 
 from __future__ import annotations
@@ -26,6 +39,13 @@ from typing import Any
 from benchmarks.results import METRIC_KEYS, ResultError
 
 PAPER = "arXiv 2409.13689 (V-AURA), Table I"
+PAPER_PROTOCOL = "vaura-paper"
+SOURCE_URL = ("https://github.com/ilpoviertola/ilpoviertola.github.io/blob/72987e576a92b145017ed138369b0e685358081c/"
+              "_media/vaura/images/main_results.png")
+SOURCE = f"{PAPER}, as in the first author's pre-publication results image {SOURCE_URL}"
+NOTE = ("transcribed from the author's image of Table I committed 2024-09-10, ten days before arXiv v1; the same "
+        "commit's Table II image matches the arXiv HTML, but the camera-ready table could differ; samples per clip "
+        "not stated; the table has no VAS rows")
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,7 @@ class ReportedRow:
     source: str
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    only_beside_measured: bool = False  # shown only in a table with measured rows of its dataset and protocol
 
     def __post_init__(self) -> None:
         problems = [f"unknown metric {k!r}" for k in self.metrics if k not in METRIC_KEYS]
@@ -52,7 +73,27 @@ class ReportedRow:
             raise ResultError(f"reported row {self.model!r} on {self.dataset!r}: " + "; ".join(problems))
 
 
-BUILTIN_ROWS: tuple[ReportedRow, ...] = ()
+# Table I as printed: dataset -> (method, type, KLD, FAD, IB x100, Sync ms) in the image's row order.
+_TABLE_I: dict[str, tuple[tuple[str, str, float, float, float, float], ...]] = {
+    "vggsound": (("SpecVQGAN", "AR", 3.16, 6.41, 10.09, 409),
+                 ("Diff-Foley", "DM", 3.23, 5.62, 16.88, 321),
+                 ("Frieren", "RFM", 2.95, 1.43, 19.56, 277),
+                 ("V-AURA", "AR", 2.31, 1.92, 25.01, 155)),
+    "vggsound-sparse": (("SpecVQGAN", "AR", 3.56, 12.93, 11.01, 411),
+                        ("Diff-Foley", "DM", 2.87, 8.92, 22.08, 302),
+                        ("Frieren", "RFM", 2.70, 2.79, 22.72, 236),
+                        ("V-AURA", "AR", 1.93, 3.55, 28.92, 49)),
+    "visualsound": (("SpecVQGAN", "AR", 3.41, 9.02, 10.87, 423),
+                    ("Diff-Foley", "DM", 2.84, 7.24, 19.79, 338),
+                    ("Frieren", "RFM", 2.45, 2.03, 23.39, 285),
+                    ("V-AURA", "AR", 1.76, 3.27, 29.50, 138)),
+}
+
+BUILTIN_ROWS: tuple[ReportedRow, ...] = tuple(
+    ReportedRow(model=method, dataset=dataset, protocol=PAPER_PROTOCOL,
+                metrics={"kld": kld, "fad": fad, "ib": ib, "sync_ms": float(sync)}, source=SOURCE, note=NOTE,
+                extra={"type": kind}, only_beside_measured=True)
+    for dataset, rows in _TABLE_I.items() for method, kind, kld, fad, ib, sync in rows)
 
 
 def load_reported(path: str | os.PathLike) -> list[ReportedRow]:
@@ -73,7 +114,7 @@ def load_reported(path: str | os.PathLike) -> list[ReportedRow]:
             raise ResultError(f"{path}: row {i} has unknown keys {sorted(unknown)}")
         try:
             rows.append(ReportedRow(model=str(item["model"]), dataset=str(item["dataset"]),
-                                    protocol=str(item.get("protocol", "vaura-paper")),
+                                    protocol=str(item.get("protocol", PAPER_PROTOCOL)),
                                     metrics=dict(item["metrics"]), source=str(item["source"]),
                                     note=str(item.get("note", ""))))
         except KeyError as e:
@@ -81,9 +122,9 @@ def load_reported(path: str | os.PathLike) -> list[ReportedRow]:
     return rows
 
 
-def reported_rows(extra_files: list[str | os.PathLike] | tuple = ()) -> list[ReportedRow]:
-    """The built-in rows plus those of `extra_files`."""
-    rows = list(BUILTIN_ROWS)
+def reported_rows(extra_files: list[str | os.PathLike] | tuple = (), builtin: bool = True) -> list[ReportedRow]:
+    """The built-in Table I rows (unless `builtin` is false) plus those of `extra_files`."""
+    rows = list(BUILTIN_ROWS) if builtin else []
     for f in extra_files:
         rows.extend(load_reported(f))
     return rows

@@ -13,15 +13,17 @@ from benchmarks.leaderboard import FORMATS
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--reported", "reported_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="JSON file of reported rows (see benchmarks/reported.py); repeatable.")
+@click.option("--no-paper-rows", is_flag=True,
+              help="Leave out the built-in V-AURA paper Table I rows (rows of --reported files are still shown).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 def leaderboard(results_dir: str, dataset: str | None, fmt: str, reported_files: tuple[str, ...],
-                out: str | None) -> None:
-    """Render the leaderboard of every result under --results."""
+                no_paper_rows: bool, out: str | None) -> None:
+    """Render the leaderboard of every result under --results, with the paper's Table I rows marked reported."""
     from benchmarks.leaderboard import leaderboard as render
     from benchmarks.reported import reported_rows
     from visualsound.utils.atomic import atomic_write_text
 
-    text = render(results_dir, fmt, dataset, reported_rows(list(reported_files)))
+    text = render(results_dir, fmt, dataset, reported_rows(list(reported_files), builtin=not no_paper_rows))
     if out:
         atomic_write_text(out, text if text.endswith("\n") else text + "\n")
         click.echo(f"leaderboard ({fmt}) -> {out}")
