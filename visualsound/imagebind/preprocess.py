@@ -18,11 +18,15 @@ pytorchvideo commit (see the parity fixture README of ``imagebind``):
 
 Decoding reads every packet once (demuxing is cheap) but decodes video only from the keyframe before each
 selected frame up to that frame, skips non-reference frames that are not selected, and converts only the 10
-selected frames to RGB. Display rotation (90/180/270) is applied, as decord does.
+selected frames to RGB. Display rotation (90/180/270) is applied, as decord does. Audio is decoded whole (the
+sample count fixes the windows), but only the 16 kHz samples inside the 3 windows are resampled
+(`resample_span_to_16k`: the same sinc kernel on the source samples those outputs read, bit-identical to
+slicing the whole resampled waveform).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -116,40 +120,88 @@ def resized_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[int, 
 
 
 def transform_video(frames: torch.Tensor) -> torch.Tensor:
-    """frames uint8 ``[W, 2, H, W_px, 3]`` (W windows of 2 RGB frames) -> float32 ``[W*3, 3, 2, 224, 224]``."""
+    """frames uint8 ``[W, 2, H, W_px, 3]`` (W windows of 2 RGB frames) -> float32 ``[W*3, 3, 2, 224, 224]``.
+
+    The same float32 operations in the same order as upstream (``/255``, bilinear resize with colour as batch and
+    time as channels, ``(x - mean) / std``, crops), done in place on one buffer and with the crops copied straight
+    into the output, so the values are bit-identical to the plain tensor expression.
+    """
     assert frames.ndim == 5 and frames.shape[1] == FRAMES_PER_CLIP and frames.shape[-1] == 3, \
         f"transform_video expects uint8 [W, 2, H, W, 3], got {tuple(frames.shape)}"
     n, _, h, w, _ = frames.shape
-    x = frames.permute(0, 4, 1, 2, 3).to(torch.float32) / 255.0  # [W, 3, 2, H, W]: colour as batch, time as chan
-    x = F.interpolate(x.reshape(n * 3, FRAMES_PER_CLIP, h, w), size=resized_size(h, w), mode="bilinear",
-                      align_corners=False)
-    x = x.reshape(n, 3, FRAMES_PER_CLIP, *x.shape[-2:])
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype).view(1, 3, 1, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype).view(1, 3, 1, 1, 1)
-    x = (x - mean) / std
-    crops = [x[..., y:y + IMAGE_SIZE, x0:x0 + IMAGE_SIZE] for y, x0 in crop_offsets(*x.shape[-2:])]
-    return torch.stack(crops, dim=1).flatten(0, 1).contiguous()  # [W*3, 3, 2, 224, 224], index 3*window + crop
+    x = torch.empty((n, 3, FRAMES_PER_CLIP, h, w), dtype=torch.float32)  # [W, 3, 2, H, W]
+    x.copy_(frames.permute(0, 4, 1, 2, 3)).div_(255.0)
+    rh, rw = resized_size(h, w)
+    y = F.interpolate(x.view(n * 3, FRAMES_PER_CLIP, h, w), size=(rh, rw), mode="bilinear", align_corners=False)
+    del x
+    y = y.view(n, 3, FRAMES_PER_CLIP, rh, rw)
+    y.sub_(torch.tensor(CLIP_MEAN, dtype=y.dtype).view(1, 3, 1, 1, 1))
+    y.div_(torch.tensor(CLIP_STD, dtype=y.dtype).view(1, 3, 1, 1, 1))
+    out = torch.empty((n, NUM_CROPS, 3, FRAMES_PER_CLIP, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32)
+    for i, (y0, x0) in enumerate(crop_offsets(rh, rw)):
+        out[:, i].copy_(y[..., y0:y0 + IMAGE_SIZE, x0:x0 + IMAGE_SIZE])
+    return out.view(n * NUM_CROPS, 3, FRAMES_PER_CLIP, IMAGE_SIZE, IMAGE_SIZE)  # index 3*window + crop
+
+
+@functools.lru_cache(maxsize=8)
+def _sinc_kernel(sample_rate: int) -> tuple[torch.Tensor, int, int, int]:
+    """torchaudio's float32 sinc kernel ``[new, 1, 2*width + orig]`` for `sample_rate` -> 16 kHz, with ``width``
+    and the gcd-reduced rates ``orig``, ``new`` (the kernel `torchaudio.functional.resample` builds for a float32
+    waveform on every call; computed once per rate here)."""
+    import torchaudio.transforms
+
+    resampler = torchaudio.transforms.Resample(sample_rate, AUDIO_SAMPLE_RATE, dtype=torch.float32)
+    g = math.gcd(sample_rate, AUDIO_SAMPLE_RATE)
+    return resampler.kernel, resampler.width, sample_rate // g, AUDIO_SAMPLE_RATE // g
+
+
+def resampled_length(num_samples: int, sample_rate: int) -> int:
+    """Length of `num_samples` resampled to 16 kHz, exactly as torchaudio computes it (``ceil`` of the ratio as a
+    float32 tensor, which can differ from the exact integer ceiling)."""
+    if sample_rate == AUDIO_SAMPLE_RATE:
+        return num_samples
+    _, _, orig, new = _sinc_kernel(sample_rate)
+    return int(torch.ceil(torch.as_tensor(new * num_samples / orig)).long())
 
 
 def resample_to_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """float32 ``[C, N]`` at `sample_rate` -> ``[C, ceil(16000 * N / sample_rate)]`` with torchaudio's default
-    sinc resampler (kernel computed in float32); unchanged if already 16 kHz."""
+    sinc resampler (kernel computed in float32, cached per rate); unchanged if already 16 kHz."""
+    return resample_span_to_16k(waveform, sample_rate, 0, resampled_length(waveform.shape[1], sample_rate))
+
+
+def resample_span_to_16k(waveform: torch.Tensor, sample_rate: int, start: int, end: int) -> torch.Tensor:
+    """Samples ``[start, end)`` of `waveform` (float32 ``[C, N]``) resampled to 16 kHz -> ``[C, end - start]``,
+    bit-identical to ``resample_to_16k(waveform, sample_rate)[:, start:end]`` but convolving only the source
+    samples those outputs need (torchaudio's sinc kernel with its ``width`` context on both sides, zeros past the
+    ends as torchaudio pads). Returns a new tensor (a copy of the slice if already 16 kHz)."""
+    assert waveform.ndim == 2 and waveform.dtype == torch.float32, \
+        f"resample_span_to_16k expects float32 [C, N], got {waveform.dtype} {tuple(waveform.shape)}"
+    length = resampled_length(waveform.shape[1], sample_rate)
+    if not 0 <= start <= end <= length:
+        raise ValueError(f"span [{start}, {end}) outside the {length} samples at 16 kHz")
     if sample_rate == AUDIO_SAMPLE_RATE:
-        return waveform
-    import torchaudio.functional
+        return waveform[:, start:end].clone()
+    if end == start:
+        return waveform.new_zeros((waveform.shape[0], 0))
+    kernel, width, orig, new = _sinc_kernel(sample_rate)
+    # output j is phase j % new of conv position j // new, which reads padded samples [pos*orig, pos*orig + K),
+    # i.e. source samples [pos*orig - width, pos*orig - width + K)
+    first, last = start // new, (end - 1) // new
+    lo, hi = first * orig - width, last * orig - width + kernel.shape[-1]
+    n = waveform.shape[1]
+    seg = F.pad(waveform[:, max(lo, 0):min(hi, n)], (max(-lo, 0), max(hi - n, 0)))
+    out = F.conv1d(seg[:, None], kernel, stride=orig)  # [C, new, last - first + 1]
+    return out.transpose(1, 2).reshape(waveform.shape[0], -1)[:, start - first * new:end - first * new]
 
-    return torchaudio.functional.resample(waveform, orig_freq=sample_rate, new_freq=AUDIO_SAMPLE_RATE)
 
-
-def audio_to_fbanks(waveform_16k: torch.Tensor) -> torch.Tensor:
-    """float32 ``[C, N16]`` -> normalised fbanks ``[3, 1, 128, 204]`` (see the module docstring)."""
+def _window_fbanks(segments: list[torch.Tensor]) -> torch.Tensor:
+    """The 3 window tensors ``[C, n]`` (views; their means are subtracted IN PLACE, in order, as upstream does on
+    its shared waveform) -> normalised fbanks ``[3, 1, 128, 204]``."""
     import torchaudio.compliance.kaldi as kaldi
 
-    assert waveform_16k.ndim == 2, f"audio_to_fbanks expects [C, N16], got {tuple(waveform_16k.shape)}"
-    wav = waveform_16k.clone()  # upstream subtracts each window's mean in place on the shared waveform
     out = []
-    for start, end in audio_window_samples(wav.shape[1]):
-        seg = wav[:, start:end]
+    for seg in segments:
         seg -= seg.mean()
         fb = kaldi.fbank(seg, htk_compat=True, sample_frequency=AUDIO_SAMPLE_RATE, use_energy=False,
                          window_type="hanning", num_mel_bins=NUM_MEL_BINS, dither=0.0, frame_length=25,
@@ -157,6 +209,30 @@ def audio_to_fbanks(waveform_16k: torch.Tensor) -> torch.Tensor:
         fb = F.pad(fb, (0, TARGET_LEN - fb.shape[1])) if fb.shape[1] < TARGET_LEN else fb[:, :TARGET_LEN]
         out.append(((fb - FBANK_MEAN) / FBANK_STD)[None])
     return torch.stack(out)
+
+
+def audio_to_fbanks(waveform_16k: torch.Tensor) -> torch.Tensor:
+    """float32 ``[C, N16]`` -> normalised fbanks ``[3, 1, 128, 204]`` (see the module docstring)."""
+    assert waveform_16k.ndim == 2, f"audio_to_fbanks expects [C, N16], got {tuple(waveform_16k.shape)}"
+    wav = waveform_16k.clone()  # upstream subtracts each window's mean in place on the shared waveform
+    return _window_fbanks([wav[:, start:end] for start, end in audio_window_samples(wav.shape[1])])
+
+
+def audio_fbanks_from_source(waveform: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, int]:
+    """float32 ``[C, N]`` at `sample_rate` -> (fbanks ``[3, 1, 128, 204]``, ``N16``), bit-identical to
+    ``audio_to_fbanks(resample_to_16k(waveform, sample_rate))`` but resampling only the 16 kHz samples inside
+    the 3 windows. They are written at their own offsets into an (otherwise unfilled) ``[C, N16]`` buffer, so
+    the window views have upstream's strides (the mean's summation order depends on them) and overlapping
+    windows (audio under ~6 s) share samples: an earlier window's in-place mean removal shows in a later one."""
+    n16 = resampled_length(waveform.shape[1], sample_rate)
+    windows = [(s, min(e, n16)) for s, e in audio_window_samples(n16)]
+    if sample_rate == AUDIO_SAMPLE_RATE:
+        wav = waveform.clone()
+    else:
+        wav = waveform.new_empty((waveform.shape[0], n16))
+        for s, e in windows:
+            wav[:, s:e] = resample_span_to_16k(waveform, sample_rate, s, e)
+    return _window_fbanks([wav[:, s:e] for s, e in windows]), n16
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -199,6 +275,27 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) ->
     return found
 
 
+def audio_frames_to_array(frames: list) -> np.ndarray:
+    """Decoded audio frames (``av.AudioFrame``, all of one stream) -> float32 ``[C, N]``, the frames' samples
+    concatenated. Planar float frames (AAC's ``fltp``) are copied plane by plane straight into one array; other
+    formats go through `visualsound.media.audio.frame_to_float`. Same values either way."""
+    from visualsound.media.audio import frame_to_float
+
+    if not frames:
+        return np.zeros((0, 0), dtype=np.float32)
+    channels = len(frames[0].layout.channels)
+    if any(fr.format.name != "fltp" or len(fr.layout.channels) != channels for fr in frames):
+        return np.concatenate([frame_to_float(fr) for fr in frames], axis=1)
+    out = np.empty((channels, sum(fr.samples for fr in frames)), dtype=np.float32)
+    pos = 0
+    for fr in frames:
+        n = fr.samples
+        for c, plane in enumerate(fr.planes[:channels]):
+            out[c, pos:pos + n] = np.frombuffer(plane, dtype=np.float32, count=n)
+        pos += n
+    return out
+
+
 def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Decode what the preprocessing needs: the 10 selected RGB frames uint8 ``[5, 2, H, W, 3]`` (display
     rotation applied), the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
@@ -208,7 +305,6 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
     import av
 
     from visualsound.media import MediaError, open_media
-    from visualsound.media.audio import frame_to_float
     from visualsound.media.errors import (
         MissingFileError,
         NoAudioStreamError,
@@ -232,11 +328,11 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             raise ClipError("no_audio", f"{path}: no audio stream")
         vs, aus = container.streams.video[0], container.streams.audio[0]
         vs.thread_count = 1
-        packets, chunks = [], []
+        packets, audio_frames = [], []
         try:
             for pk in container.demux(vs, aus):  # one pass: decode audio now, keep compressed video packets
                 if pk.stream.index == aus.index:
-                    chunks.extend(frame_to_float(fr) for fr in pk.decode())
+                    audio_frames.extend(pk.decode())
                 elif pk.size:
                     packets.append(pk)
             if any(pk.pts is None for pk in packets):
@@ -250,23 +346,33 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             _, kept = video_frame_indices(len(packets), fps)
             wanted = {pts_sorted[i] for pair in kept for i in pair}
             decoded = _decode_selected(vs, packets, wanted, path)
-            rgb = {p: _rotate(fr.to_ndarray(format="rgb24"), display_rotation(fr)) for p, fr in decoded.items()}
             rotation = display_rotation(next(iter(decoded.values())))
+            frames = None
+            for w, pair in enumerate(kept):  # RGB straight into one [5, 2, H, W, 3] array
+                for t, i in enumerate(pair):
+                    fr = decoded[pts_sorted[i]]
+                    rgb = _rotate(fr.to_ndarray(format="rgb24"), display_rotation(fr))
+                    if frames is None:
+                        frames = np.empty((len(kept), FRAMES_PER_CLIP, *rgb.shape), dtype=np.uint8)
+                    if rgb.shape != frames.shape[2:]:
+                        raise ClipError("corrupt", f"{path}: frame size changes within the stream "
+                                                   f"({rgb.shape[:2]} vs {frames.shape[2:4]})")
+                    frames[w, t] = rgb
+            waveform = torch.from_numpy(audio_frames_to_array(audio_frames))
         except (av.error.FFmpegError, MediaError) as e:
             raise ClipError("corrupt", f"{path}: decoding failed: {e}") from e
         sample_rate, channels = int(aus.codec_context.sample_rate), int(aus.codec_context.channels)
     finally:
         container.close()
-    if not chunks:
+    if not waveform.numel():
         raise ClipError("no_audio", f"{path}: the audio stream decoded to no samples")
-    frames = torch.from_numpy(np.stack([np.stack([rgb[pts_sorted[i]] for i in pair]) for pair in kept]))
-    waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
+    frames = torch.from_numpy(frames)
     facts = {
         "video_fps": fps, "duration": len(packets) / fps, "num_frames": len(packets),
         "audio_sample_rate": sample_rate, "audio_channels": channels,
         "video_frame_indices": [list(p) for p in kept], "video_size_hw": list(frames.shape[2:4]),
         "video_rotation": rotation, "audio_num_samples": int(waveform.shape[1]),
-        "audio_peak": float(waveform.abs().max()) if waveform.numel() else 0.0,
+        "audio_peak": float(max(waveform.max(), -waveform.min())),
     }
     return frames, waveform, facts
 
@@ -288,10 +394,11 @@ def preprocess_clip(path: str | os.PathLike, silence_threshold: float | None = N
     if silence_threshold is not None and facts["audio_peak"] <= silence_threshold:
         raise ClipError("silent", f"{path}: audio peak {facts['audio_peak']:.3g} <= silence threshold "
                                   f"{silence_threshold}")
-    wav16 = resample_to_16k(waveform, facts["audio_sample_rate"])
-    if wav16.shape[1] < KALDI_WINDOW_SAMPLES:
-        raise ClipError("too_short", f"{path}: {wav16.shape[1]} audio samples at 16 kHz, need at least "
+    n16 = resampled_length(facts["audio_num_samples"], facts["audio_sample_rate"])
+    if n16 < KALDI_WINDOW_SAMPLES:
+        raise ClipError("too_short", f"{path}: {n16} audio samples at 16 kHz, need at least "
                                      f"{KALDI_WINDOW_SAMPLES} for one fbank frame")
-    facts["audio_num_samples_16k"] = int(wav16.shape[1])
-    facts["audio_window_samples"] = [list(w) for w in audio_window_samples(wav16.shape[1])]
-    return transform_video(frames), audio_to_fbanks(wav16), facts
+    audio, _ = audio_fbanks_from_source(waveform, facts["audio_sample_rate"])
+    facts["audio_num_samples_16k"] = n16
+    facts["audio_window_samples"] = [list(w) for w in audio_window_samples(n16)]
+    return transform_video(frames), audio, facts
