@@ -1,18 +1,24 @@
-"""Benchmark V-AURA generation: KV cache vs the original's full recomputation, on CPU, in one run.
+"""Benchmark V-AURA generation: KV cache vs the original's full recomputation, in one run, on CPU or CUDA.
 
-For each size (random weights; timing does not depend on values):
+For each size (random weights; timing does not depend on values) and each number of samples per clip S (CFG
+batch 2 S, the paper evaluated with several samples per clip):
 
-* ``kv``: one whole 2.56 s generation (220 DAC frames = 228 loop steps, CFG batch 2, top-k 128) with the KV
-  cache, end to end;
+* ``kv``: one whole 2.56 s generation (220 DAC frames = 228 loop steps, top-k 128) with the KV cache, dynamic
+  shapes (`Transformer.forward_tokens`, one kernel launch per op);
+* ``graph`` (CUDA only): the same with every single-position step replayed from a CUDA graph
+  (`vaura.sampler.StaticStep`), the default of `vaura generate` on CUDA;
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most
-  expensive ones) are timed for both methods, a cached single-position step against a full-prefix step, and the
+  expensive ones) are timed for kv and full, a cached single-position step against a full-prefix step, and the
   ratio of those per-step means is reported as exactly that (no extrapolation to the whole run).
 
-Peak resident memory is ``ru_maxrss`` of this process right after the KV-cached run of each size (sizes run in
-ascending order, so the paper-size number includes the smaller ones' peak only if it was higher).
+On CUDA every timing is bracketed by ``torch.cuda.synchronize`` and each method runs once untimed first (CUDA
+context, cuBLAS handles, graph capture included in the timed run). Peak memory: ``ru_maxrss`` of the process on
+CPU, ``torch.cuda.max_memory_allocated`` per size on CUDA. "same codes" compares the sampled codes of each method
+with the kv run's (same seed; differences can only come from float rounding deciding a top-k or sampling tie).
 
     .venv/bin/python scripts/bench_sampler.py --sizes mid,paper --full-sizes mid --out bench_sampler.json
+    python3 scripts/bench_sampler.py --device cuda --sizes mid,paper --full-sizes mid,paper --samples 1,10
 """
 
 from __future__ import annotations
@@ -30,100 +36,149 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaura.config import VAuraConfig  # noqa: E402
+from vaura.delay import build_pattern  # noqa: E402
 from vaura.model import KVCache, Transformer  # noqa: E402
 from vaura.sampler import SamplingParams, generate  # noqa: E402
 
 N_FRAMES = 220  # 2.56 s as the release's generate script
 STEPS = N_FRAMES + 8
+METHODS = {"kv": (True, "dynamic"), "graph": (True, "graph"), "full": (False, "dynamic")}
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
-def build(cfg: VAuraConfig, dtype: torch.dtype) -> Transformer:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(cfg: VAuraConfig, dtype: torch.dtype, device: torch.device) -> Transformer:
     model = Transformer(cfg)
     model.init_debug_weights(torch.Generator().manual_seed(0))
-    return model.to(dtype).eval()
+    return model.to(device=device, dtype=dtype).eval()
 
 
 @torch.no_grad()
-def timed_generation(model: Transformer, feats: torch.Tensor, use_kv_cache: bool) -> tuple[float, torch.Tensor]:
+def timed_generation(model: Transformer, feats: torch.Tensor, method: str, n_frames: int = N_FRAMES
+                     ) -> tuple[float, torch.Tensor]:
+    use_kv_cache, step_mode = METHODS[method]
+    gen = torch.Generator(device=feats.device).manual_seed(0)
+    sync(feats.device)
     t0 = time.perf_counter()
-    out = generate(model, feats, N_FRAMES, SamplingParams(), generator=torch.Generator().manual_seed(0),
-                   use_kv_cache=use_kv_cache)
+    out = generate(model, feats, n_frames, SamplingParams(), generator=gen, use_kv_cache=use_kv_cache,
+                   step_mode=step_mode)
+    sync(feats.device)
     return time.perf_counter() - t0, out.codes
 
 
 @torch.no_grad()
 def timed_last_steps(model: Transformer, feats: torch.Tensor, seq: torch.Tensor, n_steps: int) -> dict[str, float]:
-    """Mean seconds of one loop step (CFG batch) at prefixes ``STEPS - n_steps + 1 .. STEPS`` for both methods."""
-    null = torch.tensor([False, True])
+    """Mean seconds of one loop step (CFG batch) at prefixes ``STEPS - n_steps + 1 .. STEPS`` for kv and full."""
+    dev = feats.device
+    b = feats.shape[0]
+    null = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(dev)
     vis = model.embed_visual(torch.cat([feats, feats]), null)
     seq2 = torch.cat([seq, seq])
     first = STEPS - n_steps + 1
-    cache = KVCache(model.cfg, 2, STEPS + 1, "cpu", next(model.parameters()).dtype)
+    cache = KVCache(model.cfg, 2 * b, STEPS + 1, dev, next(model.parameters()).dtype)
     model.forward_tokens(seq2[..., :first - 1], vis, cache)  # prefill, not timed
     t_kv = []
     for step in range(first, STEPS + 1):
+        sync(dev)
         t0 = time.perf_counter()
         model.forward_tokens(seq2[..., step - 1:step], vis, cache)
+        sync(dev)
         t_kv.append(time.perf_counter() - t0)
     t_full = []
     for step in range(first, STEPS + 1):
+        sync(dev)
         t0 = time.perf_counter()
         model.forward_tokens(seq2[..., :step], vis)
+        sync(dev)
         t_full.append(time.perf_counter() - t0)
     return {"kv_step_s": sum(t_kv) / len(t_kv), "full_step_s": sum(t_full) / len(t_full),
             "prefix_lengths": [first, STEPS]}
+
+
+def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
+               full_sizes: set[str]) -> dict:
+    cfg = VAuraConfig.preset(name).replace(dropout=0.0)
+    t0 = time.perf_counter()
+    model = build(cfg, dtype, device)
+    params = sum(p.numel() for p in model.parameters())
+    r: dict = {"params": params, "build_s": time.perf_counter() - t0, "samples": {}}
+    methods = ["kv"] + (["graph"] if device.type == "cuda" else []) + (["full"] if name in full_sizes else [])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for n_samples in args.samples:
+        feats = torch.randn(n_samples, cfg.visual_tokens, cfg.visual_dim,
+                            generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
+        rs: dict = {}
+        codes = {}
+        for method in methods:
+            if device.type == "cuda":  # untimed warm-up: context, cuBLAS/attention kernels, allocator
+                timed_generation(model, feats, method, n_frames=16)
+            secs, codes[method] = timed_generation(model, feats, method)
+            rs[method] = {"generation_s": secs, "steps_per_s": STEPS / secs,
+                          "audio_seconds_per_s": 2.56 * n_samples / secs}
+            if method != "kv":
+                rs[method]["same_codes_as_kv"] = bool(torch.equal(codes[method], codes["kv"]))
+                rs[method]["fraction_codes_equal_kv"] = float((codes[method] == codes["kv"]).float().mean())
+            print(f"[{name} S={n_samples}] {method}: {secs:.3f} s for 2.56 s x {n_samples} "
+                  f"({STEPS / secs:.1f} steps/s)", flush=True)
+        for method in methods:
+            if method != "full" and "full" in rs:
+                rs[method]["speedup_vs_full"] = rs["full"]["generation_s"] / rs[method]["generation_s"]
+                print(f"[{name} S={n_samples}] {method} vs full: {rs[method]['speedup_vs_full']:.1f}x", flush=True)
+        if "graph" in rs:
+            rs["graph"]["speedup_vs_kv"] = rs["kv"]["generation_s"] / rs["graph"]["generation_s"]
+        if args.steps > 0 and n_samples == args.samples[0]:
+            seq = build_pattern(codes["kv"], cfg.special_token)[..., :STEPS]
+            steps = timed_last_steps(model, feats, seq, args.steps)
+            rs["last_steps"] = {**steps, "n_steps": args.steps,
+                                "speedup_per_step": steps["full_step_s"] / steps["kv_step_s"]}
+            print(f"[{name} S={n_samples}] last {args.steps} steps (prefix {steps['prefix_lengths']}): "
+                  f"kv {steps['kv_step_s']:.4f} s/step, full {steps['full_step_s']:.4f} s/step "
+                  f"-> {rs['last_steps']['speedup_per_step']:.1f}x", flush=True)
+        r["samples"][str(n_samples)] = rs
+    if device.type == "cuda":
+        r["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
+    r["peak_rss_gb"] = peak_rss_gb()
+    print(f"[{name}] {params / 1e6:.1f} M params; peak RSS {r['peak_rss_gb']:.2f} GB"
+          + (f", peak GPU memory {r['peak_gpu_memory_gb']:.2f} GB" if device.type == "cuda" else ""), flush=True)
+    return r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="mid,paper", help="comma-separated VAuraConfig presets, ascending size")
     ap.add_argument("--full-sizes", default="mid", help="sizes whose full-recomputation run is done end to end")
-    ap.add_argument("--steps", type=int, default=8, help="last loop steps timed per method at the other sizes")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--samples", default="1", help="comma-separated samples per clip (CFG batch = 2 x this)")
+    ap.add_argument("--steps", type=int, default=8, help="last loop steps timed per method (0: skip)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (CPU runs)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args.samples = [int(s) for s in args.samples.split(",")]
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     full_sizes = set(filter(None, args.full_sizes.split(",")))
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                           "dtype": args.dtype}, "sizes": {}}
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+               "cpu": platform.processor() or platform.machine(), "dtype": args.dtype,
+               "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+        machine["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    results = {"machine": machine, "n_frames": N_FRAMES, "loop_steps": STEPS, "sizes": {}}
     for name in args.sizes.split(","):
-        cfg = VAuraConfig.preset(name).replace(dropout=0.0)
-        t0 = time.perf_counter()
-        model = build(cfg, dtype)
-        params = sum(p.numel() for p in model.parameters())
-        feats = torch.randn(1, cfg.visual_tokens, cfg.visual_dim, generator=torch.Generator().manual_seed(1))
-        r: dict = {"params": params, "build_s": time.perf_counter() - t0}
-        kv_s, codes = timed_generation(model, feats, True)
-        r.update(kv_generation_s=kv_s, kv_steps_per_s=STEPS / kv_s, kv_audio_frames_per_s=N_FRAMES / kv_s,
-                 kv_realtime_factor=2.56 / kv_s, peak_rss_gb_after_kv=peak_rss_gb())
-        print(f"[{name}] {params / 1e6:.1f} M params; KV cache: {kv_s:.2f} s for 2.56 s ({STEPS} steps, "
-              f"{STEPS / kv_s:.1f} steps/s); peak RSS {r['peak_rss_gb_after_kv']:.2f} GB", flush=True)
-        if name in full_sizes:
-            full_s, full_codes = timed_generation(model, feats, False)
-            r.update(full_generation_s=full_s, speedup_whole_generation=full_s / kv_s,
-                     same_codes=bool(torch.equal(codes, full_codes)))
-            print(f"[{name}] full recomputation: {full_s:.2f} s -> speed-up {full_s / kv_s:.1f}x "
-                  f"(same codes: {r['same_codes']})", flush=True)
-        from vaura.delay import build_pattern
-
-        seq = build_pattern(codes, cfg.special_token)[..., :STEPS]
-        steps = timed_last_steps(model, feats, seq, args.steps)
-        r["last_steps"] = {**steps, "n_steps": args.steps,
-                           "speedup_per_step": steps["full_step_s"] / steps["kv_step_s"]}
-        print(f"[{name}] last {args.steps} steps (prefix {steps['prefix_lengths']}): "
-              f"KV {steps['kv_step_s']:.4f} s/step, full {steps['full_step_s']:.4f} s/step "
-              f"-> {r['last_steps']['speedup_per_step']:.1f}x", flush=True)
-        results["sizes"][name] = r
-        del model
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        results["sizes"][name] = bench_size(name, args, device, dtype, full_sizes)
+        if args.out is not None:  # keep what is done if a later size runs out of time
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

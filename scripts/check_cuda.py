@@ -1,0 +1,256 @@
+"""CUDA checks that CI cannot run (it has no GPU): run on a GPU machine, results as JSON.
+
+Each check records its numbers, or the error it raised; the script exits 1 if any check failed.
+
+* ``sampler_parity``: the reduced V-AURA parity fixture on CUDA, greedy CFG generation of 221 frames with the
+  CUDA-graph, dynamic KV and full-recompute loops: codes against the fixture's ``gen_codes`` (computed by the
+  original code on CPU), first-3-step guided logits' max abs difference;
+* ``sampler_random``: tiny random models, sampled generation (top-k, temperature): graph == dynamic == full codes;
+* ``train``: the trainer on CUDA with bf16 and fp16 (GradScaler) autocast on a memorisable toy set: losses;
+* ``imagebind_huge`` / ``synchformer_paper``: random-weight models at release size, fp32 and bf16 autocast,
+  clips (windows) per second on the GPU;
+* ``score_cli``: ``visualsound synth`` + ``visualsound score --device cuda --debug-weights`` on synthetic clips
+  with bad inputs: every clip gets a row.
+
+    VAURA_PARITY_DIR=... python3 scripts/check_cuda.py --out check_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEV = torch.device("cuda")  # --device cpu dry-runs the checks here (static steps instead of CUDA graphs)
+
+
+SMALL = False  # --small: tiny ImageBind / Synchformer presets (dry runs)
+
+
+def graph_mode() -> str:
+    return "graph" if DEV.type == "cuda" else "static"
+
+
+def modes() -> tuple[tuple[str, bool, str], ...]:
+    """(name, use_kv_cache, step_mode) of the three generation loops."""
+    return ("graph", True, graph_mode()), ("kv", True, "dynamic"), ("full", False, "dynamic")
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Best seconds of `repeats` calls after one warm-up call, CUDA-synchronised."""
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def check_sampler_parity() -> dict:
+    from tests.vaura_reduced import load_reduced
+    from vaura.sampler import SamplingParams, generate
+
+    model, inputs, e = load_reduced()
+    model = model.to(DEV)
+    feats = inputs["visual_features"].to(DEV)
+    out = {}
+    for name, use_cache, mode in modes():
+        seen = []
+        res = generate(model, feats, 221, SamplingParams(cfg_scale=6.0, top_k=1), use_kv_cache=use_cache,
+                       step_mode=mode, on_step=lambda s, c, n, g, seen=seen: seen.append(g) if s <= 3 else None)
+        codes = res.codes.cpu()
+        out[name] = {"codes_equal_fixture": bool(torch.equal(codes, e["gen_codes"])),
+                     "codes_differing": int((codes != e["gen_codes"]).sum()),
+                     "first3_guided_max_abs_diff": float(
+                         (torch.stack(seen).cpu() - e["gen_first3_guided_logits"]).abs().max())}
+    return out
+
+
+def check_sampler_random() -> dict:
+    from vaura.config import VAuraConfig
+    from vaura.model import build_model
+    from vaura.sampler import SamplingParams, generate
+
+    out = {}
+    for seed in range(3):
+        cfg = VAuraConfig.preset("tiny")
+        model = build_model(cfg, debug_weights=True, seed=seed).eval().to(DEV)
+        feats = torch.randn(3, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed)).to(DEV)
+        codes = {}
+        for name, use_cache, mode in modes():
+            gen = torch.Generator(device=DEV).manual_seed(7)
+            codes[name] = generate(model, feats, 60, SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9),
+                                   generator=gen, use_kv_cache=use_cache, step_mode=mode).codes
+        out[f"seed{seed}"] = {f"{a}_equals_{b}": bool(torch.equal(codes[a], codes[b]))
+                              for a, b in (("graph", "kv"), ("graph", "full"), ("kv", "full"))}
+    return out
+
+
+class Toy(torch.utils.data.Dataset):
+    """Clip ``c``: codes ``table[c, q, t % 6]`` (24 frames) and random 32-d visual features."""
+
+    def __init__(self, n: int = 8) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.codes = torch.randint(0, 1024, (n, 9, 6), generator=g)[:, :, torch.arange(24) % 6]
+        self.visual = torch.randn(n, 32, 32, generator=g)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "clip_id": f"c{i}", "start": 0.0, "codes": self.codes[i], "visual": self.visual[i]}
+
+
+def check_train() -> dict:
+    from vaura.config import VAuraConfig
+    from vaura.model import build_model
+    from vaura.train.config import TrainConfig
+    from vaura.train.ddp import DistInfo
+    from vaura.train.loop import Trainer
+
+    out = {}
+    for precision, steps in (("bf16", 150), ("fp16", 30)):
+        cfg = TrainConfig.preset("tiny").with_overrides(
+            ["model_overrides=[visual_dim=32, cond_drop=0.0]", "data.batch_size=4", "log_every=10", "val_every=0",
+             "ckpt_every=1000", f"precision={precision}", f"max_steps={steps}", "optim.lr=3e-3",
+             "optim.warmup_steps=10"])
+        model = build_model(VAuraConfig.resolve(cfg.model).with_overrides(list(cfg.model_overrides)), seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            tr = Trainer(cfg, tmp, model, Toy(), dist_info=DistInfo(device=DEV), record_history=True)
+            t0 = time.perf_counter()
+            tr.fit()
+            secs = time.perf_counter() - t0
+            losses = [h["loss"] for h in tr.history if "loss" in h]
+            ckpt = sorted(p.name for p in Path(tmp).iterdir())
+        out[precision] = {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1],
+                          "param_device": str(next(model.parameters()).device), "seconds": secs, "files": ckpt,
+                          "scaler_skips": tr.scaler_skips}
+    return out
+
+
+def check_imagebind() -> dict:
+    from visualsound.imagebind import ImageBindAV, ImageBindConfig
+
+    model = ImageBindAV(ImageBindConfig.preset("tiny" if SMALL else "huge")).init_random_(0).eval().to(DEV)
+    b = 2 if SMALL else 8
+    video = torch.randn(b, 15, 3, 2, 224, 224, device=DEV)
+    audio = torch.randn(b, 3, 1, 128, 204, device=DEV)
+    out: dict = {"batch": b, "params": sum(p.numel() for p in model.parameters())}
+    with torch.inference_mode():
+        ref = model.score(video, audio)
+        out["fp32_s_per_batch"] = timed(lambda: model.score(video, audio))
+        with torch.autocast(DEV.type, dtype=torch.bfloat16):
+            bf = model.score(video, audio)
+            out["bf16_autocast_s_per_batch"] = timed(lambda: model.score(video, audio))
+    out["fp32_clips_per_s"] = b / out["fp32_s_per_batch"]
+    out["bf16_clips_per_s"] = b / out["bf16_autocast_s_per_batch"]
+    out["bf16_vs_fp32_score_max_abs_diff"] = float((bf.float() - ref).abs().max())
+    if DEV.type == "cuda":
+        out["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
+    return out
+
+
+def check_synchformer() -> dict:
+    from vaura.synchformer import Synchformer, SynchformerConfig, init_random_weights
+    from vaura.synchformer import preprocess as P
+
+    model = init_random_weights(Synchformer(SynchformerConfig.preset("tiny" if SMALL else "paper"))).eval().to(DEV)
+    b = 2 if SMALL else 16
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (b, P.WINDOW_FRAMES, 224, 224, 3), dtype=torch.uint8, generator=g)
+    video = P.video_for_sync(frames).to(DEV)
+    audio = P.audio_for_sync(0.1 * torch.randn(b, P.WINDOW_SAMPLES, generator=g)).to(DEV)
+    out: dict = {"batch_windows": b}
+    with torch.inference_mode():
+        ref = model(video, audio).logits
+        out["fp32_s_per_batch"] = timed(lambda: model(video, audio))
+        with torch.autocast(DEV.type, dtype=torch.bfloat16):
+            bf = model(video, audio).logits
+            out["bf16_autocast_s_per_batch"] = timed(lambda: model(video, audio))
+    out["fp32_windows_per_s"] = b / out["fp32_s_per_batch"]
+    out["bf16_windows_per_s"] = b / out["bf16_autocast_s_per_batch"]
+    out["bf16_argmax_agreement"] = float((bf.float().argmax(-1) == ref.argmax(-1)).float().mean())
+    return out
+
+
+def check_score_cli() -> dict:
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        py = [sys.executable, "-c", "import sys; from visualsound.cli import main; sys.argv[0] = 'visualsound'; main()"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([*py, "synth", "--out", str(t / "s"), "--count", "12", "--size", "96", "--duration", "3",
+                        "--bad-clips"], check=True, env=env, capture_output=True, text=True)
+        t0 = time.perf_counter()
+        r = subprocess.run([*py, "score", "--csv", str(t / "s" / "synth.csv"), "--videos", str(t / "s" / "video"),
+                            "--out", str(t / "scores"), "--device", str(DEV), "--debug-weights", "--workers", "2",
+                            "--batch-size", "4"], env=env, capture_output=True, text=True)
+        secs = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"score exited {r.returncode}: {r.stderr[-2000:]}")
+        df = pd.concat([pd.read_parquet(p) for p in sorted((t / "scores").glob("*.parquet"))])
+        n_csv = sum(1 for line in (t / "s" / "synth.csv").read_text().splitlines() if line.strip())
+        return {"csv_rows": n_csv, "score_rows": len(df), "unique_ids": int(df.iloc[:, 0].nunique()),
+                "statuses": df["status"].value_counts().to_dict(), "seconds": secs,
+                "stdout_tail": r.stdout[-400:]}
+
+
+CHECKS = {"sampler_parity": check_sampler_parity, "sampler_random": check_sampler_random, "train": check_train,
+          "imagebind_huge": check_imagebind, "synchformer_paper": check_synchformer, "score_cli": check_score_cli}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", default=",".join(CHECKS), help="comma-separated checks")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--small", action="store_true", help="tiny ImageBind / Synchformer (dry runs)")
+    args = ap.parse_args()
+    global DEV, SMALL
+    DEV, SMALL = torch.device(args.device), args.small
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
+    results: dict = {"gpu": torch.cuda.get_device_name(0) if DEV.type == "cuda" else None,
+                     "torch": torch.__version__, "checks": {}}
+    failed = []
+    for name in args.only.split(","):
+        t0 = time.perf_counter()
+        try:
+            res = {"ok": True, **CHECKS[name]()}
+        except Exception as e:  # a diagnostics run: record the failure and go on to the next check
+            res = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+            failed.append(name)
+        res["check_seconds"] = time.perf_counter() - t0
+        results["checks"][name] = res
+        print(name, json.dumps(res, default=str)[:1500], flush=True)
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if failed:
+        print("FAILED:", ", ".join(failed), flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
