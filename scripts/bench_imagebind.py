@@ -1,16 +1,21 @@
 """Benchmark the ImageBind/VisualSound preprocessing and the huge model on CPU.
 
 1. Preprocessing, one worker (1 torch thread, 1 decoder thread): `preprocess_clip` (demux once, decode video only
-   from the keyframe before each selected frame, skip unneeded non-reference frames, convert 10 frames to RGB)
-   vs a whole-file approach on the same clips (decode every video frame to RGB, sort by pts, pick the same
-   frames; same audio path and transforms). Both must give identical tensors; runs are interleaved so machine
-   load hits both alike. Peak resident memory of each approach is measured in a fresh worker process.
-2. Model: `ImageBindAV` at ``huge`` size with random weights (constructed, no checkpoint), fp32, clips/s for
+   from the keyframe before each selected frame, skip unneeded non-reference frames, convert 10 frames to RGB,
+   resample only the 3 audio windows) vs a whole-file approach on the same clips, as upstream does it (decode
+   every video frame to RGB, sort by pts, pick the same frames; resample the whole waveform; the same transform
+   and fbank functions). Both must give identical tensors; runs are interleaved so machine load hits both alike.
+   Peak resident memory of each approach is measured in a fresh worker process.
+2. ``--breakdown``: CPU time per stage of both approaches (open, demux, audio decode, audio frames -> array,
+   video decode, RGB conversion, video transform, resample, fbank), medians over the clips and repeats. The
+   staged code mirrors the two approaches step by step and is checked to give the same tensors.
+3. Model: `ImageBindAV` at ``huge`` size with random weights (constructed, no checkpoint), fp32, clips/s for
    `--model-clips` clips (15 views + 3 audio windows each).
 
 Usage::
 
-    .venv/bin/python scripts/bench_imagebind.py --clips 4 --repeats 3 --model-clips 1 --out bench_imagebind.json
+    .venv/bin/python scripts/bench_imagebind.py --clips 4 --repeats 3 --breakdown --model-clips 1 \\
+        --out bench_imagebind.json
 """
 
 from __future__ import annotations
@@ -29,12 +34,19 @@ import torch
 
 from visualsound.imagebind import ImageBindAV, ImageBindConfig, preprocess_clip
 from visualsound.imagebind.preprocess import (
+    FRAMES_PER_CLIP,
+    _decode_selected,
+    _window_fbanks,
+    audio_frames_to_array,
     audio_to_fbanks,
+    audio_window_samples,
+    resample_span_to_16k,
     resample_to_16k,
+    resampled_length,
     transform_video,
     video_frame_indices,
 )
-from visualsound.media.audio import frame_to_float
+from visualsound.media import open_media
 
 
 def write_clip(path: Path, seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (360, 640),
@@ -66,22 +78,137 @@ def write_clip(path: Path, seconds: float = 10.0, fps: int = 25, size: tuple[int
 
 
 def whole_file_preprocess(path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Baseline: decode the whole video to RGB, index frames by pts order, then the same transforms."""
+    """Baseline: decode the whole video to RGB, index frames by pts order, resample the whole waveform, then the
+    same transforms."""
     with av.open(path) as c:
         c.streams.video[0].thread_count = 1
-        frames, chunks = [], []
+        frames, audio_frames = [], []
         for f in c.decode(video=0, audio=0):
             if isinstance(f, av.VideoFrame):
                 frames.append((f.pts, f.to_ndarray(format="rgb24")))
             else:
-                chunks.append(frame_to_float(f))
+                audio_frames.append(f)
         frames.sort(key=lambda x: x[0])
         fps = float(c.streams.video[0].average_rate)
         rate = c.streams.audio[0].codec_context.sample_rate
     _, kept = video_frame_indices(len(frames), fps)
     sel = torch.from_numpy(np.stack([np.stack([frames[i][1] for i in pair]) for pair in kept]))
-    wav16 = resample_to_16k(torch.from_numpy(np.concatenate(chunks, axis=1)), rate)
+    wav16 = resample_to_16k(torch.from_numpy(audio_frames_to_array(audio_frames)), rate)
     return transform_video(sel), audio_to_fbanks(wav16)
+
+
+class StageTimer:
+    """CPU seconds (``time.process_time``) accumulated per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.process_time()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap to `stage`."""
+        now = time.process_time()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
+
+
+def staged_fast(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """`preprocess_clip`'s steps (no rotation, no error statuses), timed per stage."""
+    t = StageTimer()
+    c = open_media(path)
+    vs, aus = c.streams.video[0], c.streams.audio[0]
+    vs.thread_count = 1
+    t.lap("open/close")
+    packets, audio_frames = [], []
+    for pk in c.demux(vs, aus):
+        t.lap("demux")
+        if pk.stream.index == aus.index:
+            audio_frames.extend(pk.decode())
+            t.lap("audio decode")
+        elif pk.size:
+            packets.append(pk)
+    t.lap("demux")
+    waveform = torch.from_numpy(audio_frames_to_array(audio_frames))
+    rate = int(aus.codec_context.sample_rate)
+    t.lap("audio frames -> array")
+    fps = float(vs.average_rate)
+    pts_sorted = sorted(pk.pts for pk in packets)
+    _, kept = video_frame_indices(len(packets), fps)
+    wanted = {pts_sorted[i] for pair in kept for i in pair}
+    decoded = _decode_selected(vs, packets, wanted, path)
+    t.lap("video decode")
+    first = decoded[pts_sorted[0]]
+    frames = np.empty((len(kept), FRAMES_PER_CLIP, first.height, first.width, 3), dtype=np.uint8)
+    for w, pair in enumerate(kept):
+        for k, i in enumerate(pair):
+            frames[w, k] = decoded[pts_sorted[i]].to_ndarray(format="rgb24")
+    t.lap("rgb conversion")
+    c.close()
+    t.lap("open/close")
+    video = transform_video(torch.from_numpy(frames))
+    t.lap("video transform")
+    n16 = resampled_length(waveform.shape[1], rate)
+    windows = audio_window_samples(n16)
+    wav = waveform.new_empty((waveform.shape[0], n16))
+    for s, e in windows:
+        wav[:, s:e] = resample_span_to_16k(waveform, rate, s, e)
+    t.lap("resample")
+    audio = _window_fbanks([wav[:, s:e] for s, e in windows])
+    t.lap("fbank")
+    return video, audio, t.seconds
+
+
+def staged_whole_file(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """`whole_file_preprocess`'s steps, timed per stage."""
+    t = StageTimer()
+    c = av.open(path)
+    c.streams.video[0].thread_count = 1
+    t.lap("open/close")
+    frames, audio_frames = [], []
+    for f in c.decode(video=0, audio=0):
+        t.lap("video decode" if isinstance(f, av.VideoFrame) else "audio decode")
+        if isinstance(f, av.VideoFrame):
+            frames.append((f.pts, f.to_ndarray(format="rgb24")))
+            t.lap("rgb conversion")
+        else:
+            audio_frames.append(f)
+    t.lap("video decode")
+    frames.sort(key=lambda x: x[0])
+    fps = float(c.streams.video[0].average_rate)
+    rate = c.streams.audio[0].codec_context.sample_rate
+    c.close()
+    t.lap("open/close")
+    waveform = torch.from_numpy(audio_frames_to_array(audio_frames))
+    t.lap("audio frames -> array")
+    _, kept = video_frame_indices(len(frames), fps)
+    sel = torch.from_numpy(np.stack([np.stack([frames[i][1] for i in pair]) for pair in kept]))
+    video = transform_video(sel)
+    t.lap("video transform")
+    wav16 = resample_to_16k(waveform, rate)
+    t.lap("resample")
+    audio = audio_to_fbanks(wav16)
+    t.lap("fbank")
+    return video, audio, t.seconds
+
+
+def stage_breakdown(paths: list[str], repeats: int) -> dict[str, dict[str, float]]:
+    """Median CPU ms per stage (and their total) of both approaches, after checking they give the same
+    tensors as `preprocess_clip`."""
+    runs: dict[str, list[dict[str, float]]] = {"fast": [], "whole_file": []}
+    for p in paths:
+        ref_v, ref_a, _ = preprocess_clip(p)
+        for name, fn in (("fast", staged_fast), ("whole_file", staged_whole_file)):
+            v, a, _ = fn(p)
+            assert torch.equal(v, ref_v) and torch.equal(a, ref_a), f"staged {name} differs from preprocess_clip"
+    for _ in range(repeats):
+        for p in paths:
+            for name, fn in (("fast", staged_fast), ("whole_file", staged_whole_file)):
+                runs[name].append(fn(p)[2])
+    out = {}
+    for name, rows in runs.items():
+        stages = {k: 1000 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
+        stages["total"] = 1000 * statistics.median(sum(r.values()) for r in rows)
+        out[name] = stages
+    return out
 
 
 def _fast(path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,11 +241,12 @@ def peak_rss_mib(approach: str, paths: list[str]) -> float:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--fixture-dir", type=click.Path(path_type=Path), default=None,
               help="also time clipA/clipB of the imagebind parity fixture")
+@click.option("--breakdown", is_flag=True, help="also time each stage of both approaches (CPU ms per clip)")
 @click.option("--model-clips", default=1, show_default=True, help="clips for the huge-model timing (0: skip)")
 @click.option("--model-threads", default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write the numbers as JSON")
-def main(clips: int, repeats: int, fixture_dir: Path | None, model_clips: int, model_threads: int,
-         out: Path | None) -> None:
+def main(clips: int, repeats: int, fixture_dir: Path | None, breakdown: bool, model_clips: int,
+         model_threads: int, out: Path | None) -> None:
     torch.set_num_threads(1)
     results: dict = {"torch_threads_preprocess": 1, "model_threads": model_threads}
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,6 +283,9 @@ def main(clips: int, repeats: int, fixture_dir: Path | None, model_clips: int, m
                              "whole_file": peak_rss_mib("whole_file", paths)},
         }
         click.echo(json.dumps(results["preprocess"], indent=1))
+        if breakdown:
+            results["preprocess_stages_cpu_ms"] = stage_breakdown(paths, repeats)
+            click.echo(json.dumps(results["preprocess_stages_cpu_ms"], indent=1))
         if model_clips > 0:
             torch.set_num_threads(model_threads)
             t = time.perf_counter()
