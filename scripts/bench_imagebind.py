@@ -40,6 +40,7 @@ from visualsound.imagebind.preprocess import (
     audio_frames_to_array,
     audio_to_fbanks,
     audio_window_samples,
+    frame_to_rgb,
     resample_span_to_16k,
     resample_to_16k,
     resampled_length,
@@ -50,12 +51,14 @@ from visualsound.media import open_media
 
 
 def write_clip(path: Path, seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (360, 640),
-               seed: int = 0) -> None:
-    """A 10 s H.264 (x264 defaults: GOP 250, 3 B-frames) + AAC 44.1 kHz stereo clip with moving content."""
+               seed: int = 0, texture_amplitude: int = 64) -> None:
+    """A 10 s H.264 (x264 defaults: GOP 250, 3 B-frames) + AAC 44.1 kHz stereo clip with moving content: moving
+    gradients plus a static random texture of `texture_amplitude` levels (64: about 1.6 Mbit/s, hard to code;
+    8: about 0.5 Mbit/s)."""
     rng = np.random.default_rng(seed)
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w]
-    texture = rng.integers(0, 64, size=(h, w, 3))
+    texture = rng.integers(0, max(texture_amplitude, 1), size=(h, w, 3))
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=fps, options={"preset": "fast", "crf": "23"})
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
@@ -85,7 +88,7 @@ def whole_file_preprocess(path: str) -> tuple[torch.Tensor, torch.Tensor]:
         frames, audio_frames = [], []
         for f in c.decode(video=0, audio=0):
             if isinstance(f, av.VideoFrame):
-                frames.append((f.pts, f.to_ndarray(format="rgb24")))
+                frames.append((f.pts, frame_to_rgb(f)))
             else:
                 audio_frames.append(f)
         frames.sort(key=lambda x: x[0])
@@ -140,7 +143,7 @@ def staged_fast(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]
     frames = np.empty((len(kept), FRAMES_PER_CLIP, first.height, first.width, 3), dtype=np.uint8)
     for w, pair in enumerate(kept):
         for k, i in enumerate(pair):
-            frames[w, k] = decoded[pts_sorted[i]].to_ndarray(format="rgb24")
+            frames[w, k] = frame_to_rgb(decoded[pts_sorted[i]])
     t.lap("rgb conversion")
     c.close()
     t.lap("open/close")
@@ -164,14 +167,18 @@ def staged_whole_file(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, 
     c.streams.video[0].thread_count = 1
     t.lap("open/close")
     frames, audio_frames = [], []
-    for f in c.decode(video=0, audio=0):
-        t.lap("video decode" if isinstance(f, av.VideoFrame) else "audio decode")
-        if isinstance(f, av.VideoFrame):
-            frames.append((f.pts, f.to_ndarray(format="rgb24")))
-            t.lap("rgb conversion")
-        else:
-            audio_frames.append(f)
-    t.lap("video decode")
+    vs, aus = c.streams.video[0], c.streams.audio[0]
+    for pk in c.demux(vs, aus):  # what container.decode does, with the stages apart
+        t.lap("demux")
+        if pk.stream.index == aus.index:
+            audio_frames.extend(pk.decode())
+            t.lap("audio decode")
+            continue
+        decoded = pk.decode()  # an empty flush packet at the end drains the decoder
+        t.lap("video decode")
+        frames.extend((f.pts, frame_to_rgb(f)) for f in decoded)
+        t.lap("rgb conversion")
+    t.lap("demux")
     frames.sort(key=lambda x: x[0])
     fps = float(c.streams.video[0].average_rate)
     rate = c.streams.audio[0].codec_context.sample_rate
@@ -238,6 +245,8 @@ def peak_rss_mib(approach: str, paths: list[str]) -> float:
 
 @click.command()
 @click.option("--clips", default=4, show_default=True, help="synthetic 10 s clips (640x360, 25 fps)")
+@click.option("--texture-amplitude", default=64, show_default=True,
+              help="static noise texture of the synthetic clips (levels): sets how hard they are to decode")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--fixture-dir", type=click.Path(path_type=Path), default=None,
               help="also time clipA/clipB of the imagebind parity fixture")
@@ -245,15 +254,16 @@ def peak_rss_mib(approach: str, paths: list[str]) -> float:
 @click.option("--model-clips", default=1, show_default=True, help="clips for the huge-model timing (0: skip)")
 @click.option("--model-threads", default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write the numbers as JSON")
-def main(clips: int, repeats: int, fixture_dir: Path | None, breakdown: bool, model_clips: int,
-         model_threads: int, out: Path | None) -> None:
+def main(clips: int, texture_amplitude: int, repeats: int, fixture_dir: Path | None, breakdown: bool,
+         model_clips: int, model_threads: int, out: Path | None) -> None:
     torch.set_num_threads(1)
-    results: dict = {"torch_threads_preprocess": 1, "model_threads": model_threads}
+    results: dict = {"torch_threads_preprocess": 1, "model_threads": model_threads,
+                     "texture_amplitude": texture_amplitude}
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i in range(clips):
             p = Path(tmp) / f"bench{i}.mp4"
-            write_clip(p, seed=i)
+            write_clip(p, seed=i, texture_amplitude=texture_amplitude)
             paths.append(str(p))
         if fixture_dir is not None:
             paths += [str(fixture_dir / "clipA.mp4"), str(fixture_dir / "clipB.mp4")]

@@ -1,6 +1,6 @@
 """The fast paths of the ImageBind preprocessing give the same numbers as the plain upstream expressions:
 windowed sinc resampling vs resampling the whole waveform, the in-place video transform vs the tensor expression,
-plane-wise audio frame conversion vs `frame_to_float`."""
+plane-wise audio frame conversion vs `frame_to_float`, single-threaded RGB conversion vs PyAV's default."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from visualsound.imagebind.preprocess import (
     audio_to_fbanks,
     audio_window_samples,
     crop_offsets,
+    frame_to_rgb,
     resample_span_to_16k,
     resample_to_16k,
     resampled_length,
@@ -150,3 +151,28 @@ def test_audio_frames_to_array_equals_frame_to_float(fmt: str, layout: str):
     assert ours.dtype == np.float32 and ours.shape == ref.shape == (len(av.AudioLayout(layout).channels), 3405)
     assert np.array_equal(ours, ref)
     assert audio_frames_to_array([]).shape == (0, 0)
+
+
+# ------------------------------------------------------------------------------------------- RGB conversion
+@pytest.mark.parametrize("hw", [(36, 64), (361, 641), (240, 320)])
+def test_frame_to_rgb_equals_the_default_conversion(tmp_path, hw: tuple[int, int]):
+    """One swscale thread gives the same pixels as PyAV's default (threaded) conversion, on decoded H.264
+    frames of even and odd sizes and on a frame whose planes have random content."""
+    h, w = hw
+    rng = np.random.default_rng(h)
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25, options={"crf": "28", "preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        for _ in range(3):
+            img = rng.integers(0, 256, (vs.height, vs.width, 3), dtype=np.uint8)
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(vs.encode(None))
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    raw = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
+    frames.append(raw.reformat(format="yuv420p"))
+    for fr in frames:
+        ours = frame_to_rgb(fr)
+        assert ours.dtype == np.uint8 and ours.shape == (fr.height, fr.width, 3)
+        assert np.array_equal(ours, fr.to_ndarray(format="rgb24"))

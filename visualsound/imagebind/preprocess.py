@@ -18,10 +18,11 @@ pytorchvideo commit (see the parity fixture README of ``imagebind``):
 
 Decoding reads every packet once (demuxing is cheap) but decodes video only from the keyframe before each
 selected frame up to that frame, skips non-reference frames that are not selected, and converts only the 10
-selected frames to RGB. Display rotation (90/180/270) is applied, as decord does. Audio is decoded whole (the
-sample count fixes the windows), but only the 16 kHz samples inside the 3 windows are resampled
-(`resample_span_to_16k`: the same sinc kernel on the source samples those outputs read, bit-identical to
-slicing the whole resampled waveform).
+selected frames to RGB (one swscale thread: `frame_to_rgb`). Display rotation (90/180/270) is applied, as
+decord does. Audio is decoded whole (the sample count fixes the windows), but only the 16 kHz samples inside
+the 3 windows are resampled (`resample_span_to_16k`: the same sinc kernel on the source samples those outputs
+read, bit-identical to slicing the whole resampled waveform). The H.264 reference frames up to the last
+selected frame must still all be decoded (a 10 s clip often has a single keyframe): that is most of the time.
 """
 
 from __future__ import annotations
@@ -236,6 +237,28 @@ def audio_fbanks_from_source(waveform: torch.Tensor, sample_rate: int) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- decoding
+@functools.lru_cache(maxsize=1)
+def _rgb_options() -> dict[str, int]:
+    """``{"threads": 1}`` where PyAV's reformatter takes a thread count (recent PyAV defaults to one swscale
+    thread per CPU for every conversion: on a 640x360 frame that costs several times the conversion itself),
+    else ``{}``. Probed once on a tiny frame."""
+    import av
+
+    probe = av.VideoFrame(16, 16, "yuv420p")
+    try:
+        probe.to_ndarray(format="rgb24", threads=1)
+    except TypeError:
+        log.debug("this PyAV's reformat takes no thread count: RGB conversions use its default")
+        return {}
+    return {"threads": 1}
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """``av.VideoFrame`` -> uint8 ``[H, W, 3]`` RGB24 by swscale with PyAV's default conversion (what decord
+    returns, see the parity README), in the calling thread only. Display rotation is NOT applied."""
+    return frame.to_ndarray(format="rgb24", **_rgb_options())
+
+
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display rotation of 0/90/180/270 degrees counter-clockwise (`display_rotation` of the frame)."""
     k = rotation // 90 % 4
@@ -351,7 +374,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             for w, pair in enumerate(kept):  # RGB straight into one [5, 2, H, W, 3] array
                 for t, i in enumerate(pair):
                     fr = decoded[pts_sorted[i]]
-                    rgb = _rotate(fr.to_ndarray(format="rgb24"), display_rotation(fr))
+                    rgb = _rotate(frame_to_rgb(fr), display_rotation(fr))
                     if frames is None:
                         frames = np.empty((len(kept), FRAMES_PER_CLIP, *rgb.shape), dtype=np.uint8)
                     if rgb.shape != frames.shape[2:]:
