@@ -166,8 +166,9 @@ def resampled_length(num_samples: int, sample_rate: int) -> int:
 
 
 def resample_to_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """float32 ``[C, N]`` at `sample_rate` -> ``[C, ceil(16000 * N / sample_rate)]`` with torchaudio's default
-    sinc resampler (kernel computed in float32, cached per rate); unchanged if already 16 kHz."""
+    """float32 ``[C, N]`` at `sample_rate` -> ``[C, resampled_length(N)]`` (about ``16000 * N / sample_rate``),
+    bit-identical to ``torchaudio.functional.resample`` with its defaults (sinc_interp_hann, width 6, rolloff
+    0.99, kernel in float32, here cached per rate); unchanged if already 16 kHz."""
     return resample_span_to_16k(waveform, sample_rate, 0, resampled_length(waveform.shape[1], sample_rate))
 
 
