@@ -7,6 +7,8 @@ batch 2 S, the paper evaluated with several samples per clip):
   shapes (`Transformer.forward_tokens`, one kernel launch per op);
 * ``graph`` (CUDA only): the same with every single-position step replayed from a CUDA graph
   (`vaura.sampler.StaticStep`), the default of `vaura generate` on CUDA;
+* ``compiled`` (CUDA, ``--compile``): ``graph`` with the step compiled by ``torch.compile`` (Inductor fuses its
+  elementwise kernels); the first run, which compiles, is timed apart (``first_run_with_compilation_s``);
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most
   expensive ones) are timed for kv and full, a cached single-position step against a full-prefix step, and the
@@ -18,7 +20,7 @@ CPU, ``torch.cuda.max_memory_allocated`` per size on CUDA. "same codes" compares
 with the kv run's (same seed; differences can only come from float rounding deciding a top-k or sampling tie).
 
     .venv/bin/python scripts/bench_sampler.py --sizes mid,paper --full-sizes mid --out bench_sampler.json
-    python3 scripts/bench_sampler.py --device cuda --sizes mid,paper --full-sizes mid,paper --samples 1,10
+    python3 scripts/bench_sampler.py --device cuda --sizes mid,paper --full-sizes mid,paper --samples 1,10 --compile
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from vaura.sampler import SamplingParams, generate  # noqa: E402
 
 N_FRAMES = 220  # 2.56 s as the release's generate script
 STEPS = N_FRAMES + 8
-METHODS = {"kv": (True, "dynamic"), "graph": (True, "graph"), "full": (False, "dynamic")}
+METHODS = {"kv": (True, "dynamic", False), "graph": (True, "graph", False), "compiled": (True, "graph", True),
+           "full": (False, "dynamic", False)}
 
 
 def peak_rss_gb() -> float:
@@ -63,12 +66,12 @@ def build(cfg: VAuraConfig, dtype: torch.dtype, device: torch.device) -> Transfo
 @torch.no_grad()
 def timed_generation(model: Transformer, feats: torch.Tensor, method: str, n_frames: int = N_FRAMES
                      ) -> tuple[float, torch.Tensor]:
-    use_kv_cache, step_mode = METHODS[method]
+    use_kv_cache, step_mode, compile_step = METHODS[method]
     gen = torch.Generator(device=feats.device).manual_seed(0)
     sync(feats.device)
     t0 = time.perf_counter()
     out = generate(model, feats, n_frames, SamplingParams(), generator=gen, use_kv_cache=use_kv_cache,
-                   step_mode=step_mode)
+                   step_mode=step_mode, compile_step=compile_step)
     sync(feats.device)
     return time.perf_counter() - t0, out.codes
 
@@ -109,7 +112,9 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
     model = build(cfg, dtype, device)
     params = sum(p.numel() for p in model.parameters())
     r: dict = {"params": params, "build_s": time.perf_counter() - t0, "samples": {}}
-    methods = ["kv"] + (["graph"] if device.type == "cuda" else []) + (["full"] if name in full_sizes else [])
+    methods = (["kv"] + (["graph"] if device.type == "cuda" else [])
+               + (["compiled"] if device.type == "cuda" and args.compile else [])
+               + (["full"] if name in full_sizes else []))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for n_samples in args.samples:
@@ -118,11 +123,16 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
         rs: dict = {}
         codes = {}
         for method in methods:
-            if device.type == "cuda":  # untimed warm-up: context, cuBLAS/attention kernels, allocator
+            warm = None
+            if method == "compiled":  # the one-off compilation, at the timed run's shapes, reported apart
+                warm, _ = timed_generation(model, feats, method)
+            elif device.type == "cuda":  # untimed warm-up: context, cuBLAS/attention kernels, allocator
                 timed_generation(model, feats, method, n_frames=16)
             secs, codes[method] = timed_generation(model, feats, method)
             rs[method] = {"generation_s": secs, "steps_per_s": STEPS / secs,
                           "audio_seconds_per_s": 2.56 * n_samples / secs}
+            if warm is not None:
+                rs[method]["first_run_with_compilation_s"] = warm
             if method != "kv":
                 rs[method]["same_codes_as_kv"] = bool(torch.equal(codes[method], codes["kv"]))
                 rs[method]["fraction_codes_equal_kv"] = float((codes[method] == codes["kv"]).float().mean())
@@ -132,8 +142,9 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
             if method != "full" and "full" in rs:
                 rs[method]["speedup_vs_full"] = rs["full"]["generation_s"] / rs[method]["generation_s"]
                 print(f"[{name} S={n_samples}] {method} vs full: {rs[method]['speedup_vs_full']:.1f}x", flush=True)
-        if "graph" in rs:
-            rs["graph"]["speedup_vs_kv"] = rs["kv"]["generation_s"] / rs["graph"]["generation_s"]
+        for method in ("graph", "compiled"):
+            if method in rs:
+                rs[method]["speedup_vs_kv"] = rs["kv"]["generation_s"] / rs[method]["generation_s"]
         if args.steps > 0 and n_samples == args.samples[0]:
             seq = build_pattern(codes["kv"], cfg.special_token)[..., :STEPS]
             steps = timed_last_steps(model, feats, seq, args.steps)
@@ -160,6 +171,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (CPU runs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph step (CUDA)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     args.samples = [int(s) for s in args.samples.split(",")]

@@ -43,9 +43,13 @@ def graph_mode() -> str:
     return "graph" if DEV.type == "cuda" else "static"
 
 
-def modes() -> tuple[tuple[str, bool, str], ...]:
-    """(name, use_kv_cache, step_mode) of the three generation loops."""
-    return ("graph", True, graph_mode()), ("kv", True, "dynamic"), ("full", False, "dynamic")
+COMPILE = False  # --compile: also the torch.compile'd graph step
+
+
+def modes() -> tuple[tuple[str, bool, str, bool], ...]:
+    """(name, use_kv_cache, step_mode, compile_step) of the generation loops."""
+    out = [("graph", True, graph_mode(), False), ("kv", True, "dynamic", False), ("full", False, "dynamic", False)]
+    return tuple(out + ([("compiled", True, graph_mode(), True)] if COMPILE else []))
 
 
 def sync() -> None:
@@ -74,10 +78,11 @@ def check_sampler_parity() -> dict:
     model = model.to(DEV)
     feats = inputs["visual_features"].to(DEV)
     out = {}
-    for name, use_cache, mode in modes():
+    for name, use_cache, mode, comp in modes():
         seen = []
         res = generate(model, feats, 221, SamplingParams(cfg_scale=6.0, top_k=1), use_kv_cache=use_cache,
-                       step_mode=mode, on_step=lambda s, c, n, g, seen=seen: seen.append(g) if s <= 3 else None)
+                       step_mode=mode, compile_step=comp,
+                       on_step=lambda s, c, n, g, seen=seen: seen.append(g) if s <= 3 else None)
         codes = res.codes.cpu()
         out[name] = {"codes_equal_fixture": bool(torch.equal(codes, e["gen_codes"])),
                      "codes_differing": int((codes != e["gen_codes"]).sum()),
@@ -97,12 +102,12 @@ def check_sampler_random() -> dict:
         model = build_model(cfg, debug_weights=True, seed=seed).eval().to(DEV)
         feats = torch.randn(3, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed)).to(DEV)
         codes = {}
-        for name, use_cache, mode in modes():
+        for name, use_cache, mode, comp in modes():
             gen = torch.Generator(device=DEV).manual_seed(7)
             codes[name] = generate(model, feats, 60, SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9),
-                                   generator=gen, use_kv_cache=use_cache, step_mode=mode).codes
-        out[f"seed{seed}"] = {f"{a}_equals_{b}": bool(torch.equal(codes[a], codes[b]))
-                              for a, b in (("graph", "kv"), ("graph", "full"), ("kv", "full"))}
+                                   generator=gen, use_kv_cache=use_cache, step_mode=mode, compile_step=comp).codes
+        out[f"seed{seed}"] = {f"{a}_equals_full": bool(torch.equal(codes[a], codes["full"])) for a in codes
+                              if a != "full"}
     return out
 
 
@@ -229,9 +234,10 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(CHECKS), help="comma-separated checks")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="tiny ImageBind / Synchformer (dry runs)")
+    ap.add_argument("--compile", action="store_true", help="sampler checks also with the torch.compile'd step")
     args = ap.parse_args()
-    global DEV, SMALL
-    DEV, SMALL = torch.device(args.device), args.small
+    global DEV, SMALL, COMPILE
+    DEV, SMALL, COMPILE = torch.device(args.device), args.small, args.compile
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
     results: dict = {"gpu": torch.cuda.get_device_name(0) if DEV.type == "cuda" else None,
                      "torch": torch.__version__, "checks": {}}

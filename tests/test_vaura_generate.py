@@ -137,6 +137,27 @@ def test_cli_single_short_video_and_seed(tmp_path: Path) -> None:
     assert meta["debug_weights"] is True and meta["sampling"]["top_k"] == 16
 
 
+def test_cli_compile_flag_uses_the_compiled_step(tmp_path: Path, monkeypatch) -> None:
+    """``--compile`` runs the sampler's static step through `compiled_decode_step` (here with the eager backend:
+    the same traced program without Inductor's minutes of CPU compilation) and records it; the audio equals the
+    uncompiled run's."""
+    import vaura.sampler as sampler
+    from vaura.cli import main
+    from visualsound.media import read_audio
+
+    real, calls = sampler.compiled_decode_step, []
+    monkeypatch.setattr(sampler, "compiled_decode_step",
+                        lambda model: calls.append(model) or real(model, backend="eager"))
+    clip = make_clip(tmp_path / "c.mp4", 0.5, 25.0)
+    for name, extra in (("plain", []), ("compiled", ["--compile"])):
+        res = CliRunner().invoke(main, ["generate", "--video", str(clip), "--out", str(tmp_path / f"{name}.mp4"),
+                                        "--debug-weights", "--greedy", "--no-mux", *extra])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / f"{name}.json").read_text())["compile"] is bool(extra)
+    assert len(calls) == 1
+    torch.testing.assert_close(read_audio(tmp_path / "compiled.wav"), read_audio(tmp_path / "plain.wav"))
+
+
 def test_cli_batch_resumable_with_failures(tmp_path: Path) -> None:
     from vaura.cli import main
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -214,3 +216,37 @@ def test_invalid_requests_raise_clear_errors() -> None:
     model.train()
     with pytest.raises(SamplingError, match="eval"):
         generate(model, feats, 4)
+
+
+def test_rope_complex_form_equals_real_form() -> None:
+    from vaura.model import _apply_rope_real, apply_rope, rope_table
+
+    x = torch.randn(2, 7, 3, 16, generator=torch.Generator().manual_seed(0))
+    table = rope_table(20, 16, 10000.0)[5:12]
+    torch.testing.assert_close(apply_rope(x, table), _apply_rope_real(x, table), atol=1e-6, rtol=1e-6)
+    # the real form is the documented rotation of adjacent pairs
+    ang = 6.0 * 10000.0 ** (-2 * 3 / 16)  # position 5 + 1, pair i = 3
+    pair = x[0, 1, 2, 6:8]
+    want = torch.stack([pair[0] * math.cos(ang) - pair[1] * math.sin(ang),
+                        pair[1] * math.cos(ang) + pair[0] * math.sin(ang)])
+    torch.testing.assert_close(_apply_rope_real(x, table)[0, 1, 2, 6:8], want, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_step_traces_as_one_graph() -> None:
+    """The static step compiles without graph breaks (``fullgraph=True``; the eager backend keeps the test fast, the
+    traced program is what Inductor would compile) and gives the eager step's logits."""
+    from vaura.model import KVCache
+    from vaura.sampler import compiled_decode_step
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=2).eval()
+    vis = model.embed_visual(torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(2)))
+    seq = torch.randint(0, cfg.card + 1, (2, cfg.n_codebooks, 12), generator=torch.Generator().manual_seed(3))
+    step = compiled_decode_step(model, backend="eager")
+    assert compiled_decode_step(model, backend="eager") is step  # made once per model
+    a, b = (KVCache(cfg, 2, 12, "cpu", torch.float32) for _ in range(2))
+    with torch.no_grad():
+        for p in range(12):
+            pos = torch.tensor([p])
+            torch.testing.assert_close(step(seq[..., p:p + 1], vis, a, pos),
+                                       model.decode_step(seq[..., p:p + 1], vis, b, pos), atol=1e-5, rtol=1e-5)

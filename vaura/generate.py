@@ -54,6 +54,7 @@ class VAuraPipeline:
     codec: Codec
     debug_weights: bool
     source: str
+    compile_step: bool = False  # torch.compile the sampler's static decode step (worth it for long batch jobs)
 
     @property
     def device(self) -> torch.device:
@@ -265,7 +266,8 @@ def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duratio
         clip = window_frames(frames, w.start).to(device)[None]  # [1, 64, H, W, 3]
         feats = pipe.visual.features(clip).flatten(1, 2).float()  # [1, 32, D]
         feats = feats.expand(num_samples, -1, -1).contiguous()
-        out = generate(pipe.transformer, feats, w.n_frames, params, prompt=prompt, generator=generator)
+        out = generate(pipe.transformer, feats, w.n_frames, params, prompt=prompt, generator=generator,
+                       compile_step=pipe.compile_step)
         chunks.append(out.codes[..., w.prompt:])
         stride_codes = int(CODE_RATE * stride)
         prompt = out.codes[..., stride_codes:]

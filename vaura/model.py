@@ -49,8 +49,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # one fused kernel where PyTorch has one
         return out.type_as(x) * self.weight
 
 
@@ -62,14 +61,24 @@ def rope_table(length: int, head_dim: int, base: float, device: torch.device | s
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of x ``[B, L, H, hd]`` by the table ``[L, hd // 2, 2]``."""
+    """Rotate adjacent pairs ``(x[2i], x[2i+1])`` of x ``[B, L, H, hd]`` by the table ``[L, hd // 2, 2]``:
+    ``(x0 cos - x1 sin, x1 cos + x0 sin)``, computed in fp32 as one complex product ``(x0 + i x1)(cos + i sin)``."""
     b, seq, h, hd = x.shape
     assert table.shape == (seq, hd // 2, 2), f"rope table {tuple(table.shape)} vs x {tuple(x.shape)}"
+    if torch.compiler.is_compiling():  # Inductor fuses the real form (it does not generate complex kernels)
+        return _apply_rope_real(x, table)
+    xs = torch.view_as_complex(x.float().reshape(b, seq, h, hd // 2, 2))
+    rot = torch.view_as_complex(table.contiguous())[None, :, None, :]
+    return torch.view_as_real(xs * rot).flatten(3).type_as(x)
+
+
+def _apply_rope_real(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` in real arithmetic (the same products and sums; used under ``torch.compile``)."""
+    b, seq, h, hd = x.shape
     xs = x.float().reshape(b, seq, h, hd // 2, 2)
     cos, sin = table[None, :, None, :, 0], table[None, :, None, :, 1]
     x0, x1 = xs[..., 0], xs[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
-    return out.flatten(3).type_as(x)
+    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1).flatten(3).type_as(x)
 
 
 class KVCache:
@@ -100,24 +109,25 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0, pos: torch.Tensor | None = None) -> torch.Tensor:
+                layer: int = 0, pos: torch.Tensor | None = None, visible: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """x: ``[B, L, D]`` at positions ``start .. start+L-1`` (``start = cache.length`` or 0) -> ``[B, L, D]``.
 
         With ``pos`` (int64 ``[1]``, a tensor so that the step has static shapes for CUDA graphs) x is the single
         position ``pos``: its key/value are written into the cache at ``pos`` and the query attends to the whole
-        cache buffer with keys after ``pos`` masked out.
+        cache buffer through ``visible`` (bool ``[1, max_len]``, true up to ``pos``).
         """
         b, seq, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.d_model, dim=-1)
-        q = apply_rope(q.view(b, seq, self.n_head, self.head_dim), rope).transpose(1, 2)
-        k = apply_rope(k.view(b, seq, self.n_head, self.head_dim), rope).transpose(1, 2)
-        v = v.view(b, seq, self.n_head, self.head_dim).transpose(1, 2)
+        qkv = self.wqkv(x)
+        # q and k rotated together: [B, L, 2H, hd] -> [B, 2H, L, hd] -> q [B, H, L, hd], k [B, H, L, hd]
+        qk = apply_rope(qkv[..., : 2 * self.d_model].view(b, seq, 2 * self.n_head, self.head_dim), rope)
+        q, k = qk.transpose(1, 2).split(self.n_head, dim=1)
+        v = qkv[..., 2 * self.d_model:].view(b, seq, self.n_head, self.head_dim).transpose(1, 2)
         if pos is not None:
-            assert cache is not None and seq == 1 and pos.shape == (1,), (
-                f"static decoding takes one position with a cache: x {tuple(x.shape)}, pos {tuple(pos.shape)}")
+            assert cache is not None and seq == 1 and pos.shape == (1,) and visible is not None, (
+                f"static decoding takes one position, a cache and a mask: x {tuple(x.shape)}, pos {tuple(pos.shape)}")
             cache.keys[layer].index_copy_(2, pos, k)
             cache.values[layer].index_copy_(2, pos, v)
-            visible = torch.arange(cache.max_len, device=x.device)[None, :] <= pos  # [1, max_len]
             out = F.scaled_dot_product_attention(q, cache.keys[layer], cache.values[layer], attn_mask=visible)
             return self.wo(out.transpose(1, 2).reshape(b, seq, self.d_model))
         start = 0
@@ -164,8 +174,8 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None, layer: int,
-                pos: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.drop(self.attention(self.attention_norm(x), rope, cache, layer, pos))
+                pos: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.drop(self.attention(self.attention_norm(x), rope, cache, layer, pos, visible))
         return h + self.drop(self.feed_forward(self.ffn_norm(h)))
 
 
@@ -388,8 +398,9 @@ class Transformer(nn.Module):
         assert not self.training, "decode_step is for inference (eval mode)"
         x = self.fuse(tokens, vis, pos)
         rope = self.rope.index_select(0, pos)
+        visible = torch.arange(cache.max_len, device=tokens.device)[None, :] <= pos  # [1, max_len]
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, cache, i, pos)
+            x = layer(x, rope, cache, i, pos, visible)
         x = self.norm(x)
         return torch.stack([head(x) for head in self.lm_heads], dim=1)
 

@@ -12,6 +12,7 @@ logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, t
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,19 @@ StepCallback = Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], 
 STEP_MODES = ("auto", "dynamic", "static", "graph")
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_decode_step(model: Transformer, backend: str = "inductor") -> Callable[..., torch.Tensor]:
+    """``torch.compile(model.decode_step)``, made once per model and backend so that later generations reuse the
+    compiled code (Inductor fuses the step's ~1000 small elementwise kernels into a few dozen; compiling costs
+    time once per process and shape)."""
+    per_model = _COMPILED.setdefault(model, {})
+    if backend not in per_model:
+        per_model[backend] = torch.compile(model.decode_step, fullgraph=True, dynamic=False, backend=backend)
+    return per_model[backend]
+
+
 class StaticStep:
     """Runs `Transformer.decode_step` on fixed input buffers, optionally as a captured CUDA graph.
 
@@ -70,11 +84,13 @@ class StaticStep:
     stepper must be built before the cache holds data.
     """
 
-    def __init__(self, model: Transformer, vis: torch.Tensor, cache: KVCache, graph: bool) -> None:
+    def __init__(self, model: Transformer, vis: torch.Tensor, cache: KVCache, graph: bool,
+                 compile: bool = False) -> None:
         if cache.length != 0:
             raise SamplingError(f"StaticStep must be built on an empty cache (length {cache.length})")
         rows, k, dev = vis.shape[0], model.cfg.n_codebooks, vis.device
         self.model, self.vis, self.cache = model, vis, cache
+        self.step_fn = compiled_decode_step(model) if compile else model.decode_step
         self.tokens = torch.full((rows, k, 1), model.cfg.special_token, dtype=torch.long, device=dev)
         self.pos = torch.zeros(1, dtype=torch.long, device=dev)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -85,18 +101,18 @@ class StaticStep:
             side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    model.decode_step(self.tokens, vis, cache, self.pos)
+                    self.step_fn(self.tokens, vis, cache, self.pos)
             torch.cuda.current_stream(dev).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.out = model.decode_step(self.tokens, vis, cache, self.pos)
+                self.out = self.step_fn(self.tokens, vis, cache, self.pos)
 
     def __call__(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
         """tokens ``[rows, K, 1]`` at ``position`` -> logits ``[rows, K, 1, card]`` (a fresh tensor)."""
         self.tokens.copy_(tokens)
         self.pos.fill_(position)
         if self.graph is None:
-            return self.model.decode_step(self.tokens, self.vis, self.cache, self.pos)
+            return self.step_fn(self.tokens, self.vis, self.cache, self.pos)
         self.graph.replay()
         return self.out.clone()
 
@@ -128,7 +144,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 def generate(model: Transformer, features: torch.Tensor, n_frames: int,
              params: SamplingParams = SamplingParams(), prompt: torch.Tensor | None = None,
              generator: torch.Generator | None = None, use_kv_cache: bool = True,
-             on_step: StepCallback | None = None, step_mode: str = "auto") -> GenerationOutput:
+             on_step: StepCallback | None = None, step_mode: str = "auto", compile_step: bool = False
+             ) -> GenerationOutput:
     """Generate ``n_frames`` DAC frames for each clip.
 
     features: visual features ``[B, N, 768]``; prompt: optional known codes ``[B, K, P]`` (P < n_frames) that
@@ -136,7 +153,9 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     the last-position logits ``[B, K, V]`` of every loop step (``null`` is None without CFG).
     ``step_mode`` (with the KV cache) runs single-position steps ``"dynamic"`` (`Transformer.forward_tokens`),
     ``"static"`` (`Transformer.decode_step`) or ``"graph"`` (decode_step captured in a CUDA graph);
-    ``"auto"`` is graph on CUDA, dynamic elsewhere.
+    ``"auto"`` is graph on CUDA, elsewhere static with ``compile_step``, else dynamic. ``compile_step``
+    compiles the static step with ``torch.compile`` first (fewer, fused kernels; the compilation costs time once
+    per process and shape).
     Returns codes ``[B, K, n_frames]`` and the filled pattern ``[B, K, n_frames + K]``.
     """
     if step_mode not in STEP_MODES:
@@ -169,10 +188,10 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     dtype = next(model.parameters()).dtype
     cache = KVCache(cfg, rows, n_frames + k, device, dtype) if use_kv_cache else None
     if step_mode == "auto":
-        step_mode = "graph" if device.type == "cuda" else "dynamic"
+        step_mode = "graph" if device.type == "cuda" else "static" if compile_step else "dynamic"
     stepper = None
     if cache is not None and step_mode != "dynamic":
-        stepper = StaticStep(model, vis, cache, graph=step_mode == "graph")
+        stepper = StaticStep(model, vis, cache, graph=step_mode == "graph", compile=compile_step)
 
     # a cell is filled only at its own step, so which steps have work is known now (one host sync, not one a step)
     steps_with_work = (seq == UNKNOWN).any(dim=1).any(dim=0).tolist()
