@@ -97,8 +97,8 @@ def test_long_video_windows_continue_the_prompt(pipe) -> None:
 
     real = G.generate
 
-    def spy(model, feats, n, params, prompt=None, generator=None):
-        out = real(model, feats, n, params, prompt=prompt, generator=generator)
+    def spy(model, feats, n, params, prompt=None, generator=None, **kw):
+        out = real(model, feats, n, params, prompt=prompt, generator=generator, **kw)
         calls.append((n, None if prompt is None else prompt.clone(), out.codes.clone()))
         return out
 

@@ -250,3 +250,29 @@ def test_decode_step_traces_as_one_graph() -> None:
             pos = torch.tensor([p])
             torch.testing.assert_close(step(seq[..., p:p + 1], vis, a, pos),
                                        model.decode_step(seq[..., p:p + 1], vis, b, pos), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_draw_equals_torch_multinomial(seed: int) -> None:
+    """`draw` (no host sync) picks exactly what ``torch.multinomial(p, 1)`` picks from the same generator state,
+    also for rows with zeros (top-k / top-p masks) and one-hot rows; the generator advances the same way."""
+    from vaura.sampler import draw
+
+    g = torch.Generator().manual_seed(100 + seed)
+    probs = torch.rand(18, 1024, generator=g) ** 4
+    probs[:6] *= probs[:6] >= probs[:6].topk(7, dim=-1).values[:, -1:]
+    probs[6:8] = torch.nn.functional.one_hot(torch.tensor([3, 1000]), 1024).float()
+    probs = probs / probs.sum(-1, keepdim=True)
+    ga, gb = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        assert torch.equal(draw(probs, ga), torch.multinomial(probs, 1, generator=gb))
+
+
+def test_non_finite_logits_raise() -> None:
+    from vaura.sampler import SamplingError
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
+    with torch.no_grad():
+        model.lm_heads[2].weight[5, 0] = float("nan")
+    with pytest.raises(SamplingError, match="non-finite"):
+        generate(model, torch.randn(1, 32, model.cfg.visual_dim), 6, SamplingParams(top_k=8))

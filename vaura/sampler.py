@@ -117,6 +117,15 @@ class StaticStep:
         return self.out.clone()
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of probabilities ``[R, V]`` -> ``[R, 1]``: exactly ``torch.multinomial(probs, 1,
+    generator=generator)`` (the same exponential race, ``argmax(probs / Exp(1))``, drawing the same random numbers)
+    without its validity check, which copies a flag to the host and so stalls the GPU at every step. Sampling
+    checks the logits once per generation instead (`generate`)."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(-1, keepdim=True)
+
+
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
     """Pick one token per row of logits ``[..., V]`` -> ``[...]`` (int64)."""
@@ -129,14 +138,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         cum = sorted_p.cumsum(-1)
         sorted_p = sorted_p * ((cum - sorted_p) <= params.top_p)
         sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
-        pick = torch.multinomial(sorted_p, 1, generator=generator)
+        pick = draw(sorted_p, generator)
         tokens = order.gather(-1, pick)
     else:
         if params.top_k > 0:
             kth = flat.topk(min(params.top_k, flat.shape[-1]), dim=-1).values[:, -1:]
             flat = flat * (flat >= kth)
             flat = flat / flat.sum(-1, keepdim=True)
-        tokens = torch.multinomial(flat, 1, generator=generator)
+        tokens = draw(flat, generator)
     return tokens.reshape(logits.shape[:-1])
 
 
@@ -195,6 +204,7 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
 
     # a cell is filled only at its own step, so which steps have work is known now (one host sync, not one a step)
     steps_with_work = (seq == UNKNOWN).any(dim=1).any(dim=0).tolist()
+    finite = torch.ones((), dtype=torch.bool, device=device)  # all guided logits finite; read once at the end
     for step in range(1, n_frames + k):
         if not steps_with_work[step]:
             continue
@@ -217,8 +227,11 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
             cond, unc, guided = last, None, last
         if on_step is not None:
             on_step(step, cond, unc, guided)
+        finite &= torch.isfinite(guided).all()
         nxt = sample_next(guided, params, generator)
         nxt = torch.where(valid[None, :, step], nxt, cfg.special_token)
         seq[:, :, step] = torch.where(todo, nxt, seq[:, :, step])
+    if not bool(finite):
+        raise SamplingError("the model produced non-finite logits (NaN or inf): check the weights and inputs")
     assert not (seq == UNKNOWN).any(), "generation left unknown cells"
     return GenerationOutput(codes=revert_pattern(seq), sequence=seq)
