@@ -130,6 +130,7 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                 timed_generation(model, feats, method, n_frames=16)
             secs, codes[method] = timed_generation(model, feats, method)
             rs[method] = {"generation_s": secs, "steps_per_s": STEPS / secs,
+                          "tokens_per_s": N_FRAMES * cfg.n_codebooks * n_samples / secs,
                           "audio_seconds_per_s": 2.56 * n_samples / secs}
             if warm is not None:
                 rs[method]["first_run_with_compilation_s"] = warm
@@ -137,7 +138,7 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                 rs[method]["same_codes_as_kv"] = bool(torch.equal(codes[method], codes["kv"]))
                 rs[method]["fraction_codes_equal_kv"] = float((codes[method] == codes["kv"]).float().mean())
             print(f"[{name} S={n_samples}] {method}: {secs:.3f} s for 2.56 s x {n_samples} "
-                  f"({STEPS / secs:.1f} steps/s)", flush=True)
+                  f"({STEPS / secs:.1f} steps/s, {rs[method]['tokens_per_s']:.0f} tokens/s)", flush=True)
         for method in methods:
             if method != "full" and "full" in rs:
                 rs[method]["speedup_vs_full"] = rs["full"]["generation_s"] / rs[method]["generation_s"]
