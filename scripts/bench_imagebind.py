@@ -40,7 +40,6 @@ from visualsound.imagebind.preprocess import (
     audio_frames_to_array,
     audio_to_fbanks,
     audio_window_samples,
-    frame_to_rgb,
     resample_span_to_16k,
     resample_to_16k,
     resampled_length,
@@ -48,6 +47,7 @@ from visualsound.imagebind.preprocess import (
     video_frame_indices,
 )
 from visualsound.media import open_media
+from visualsound.media.video import frame_to_rgb
 
 
 def write_clip(path: Path, seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (360, 640),

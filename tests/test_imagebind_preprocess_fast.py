@@ -22,7 +22,6 @@ from visualsound.imagebind.preprocess import (
     audio_to_fbanks,
     audio_window_samples,
     crop_offsets,
-    frame_to_rgb,
     resample_span_to_16k,
     resample_to_16k,
     resampled_length,
@@ -30,6 +29,7 @@ from visualsound.imagebind.preprocess import (
     transform_video,
 )
 from visualsound.media.audio import frame_to_float
+from visualsound.media.video import frame_to_rgb
 
 RATES = [44100, 48000, 22050, 32000, 11025, 8000, 16000, 24000]
 

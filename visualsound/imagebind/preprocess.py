@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from visualsound.errors import ToolkitError
+from visualsound.media.video import frame_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -238,28 +239,6 @@ def audio_fbanks_from_source(waveform: torch.Tensor, sample_rate: int) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-@functools.lru_cache(maxsize=1)
-def _rgb_options() -> dict[str, int]:
-    """``{"threads": 1}`` where PyAV's reformatter takes a thread count (recent PyAV defaults to one swscale
-    thread per CPU for every conversion: on a 640x360 frame that costs several times the conversion itself),
-    else ``{}``. Probed once on a tiny frame."""
-    import av
-
-    probe = av.VideoFrame(16, 16, "yuv420p")
-    try:
-        probe.to_ndarray(format="rgb24", threads=1)
-    except TypeError:
-        log.debug("this PyAV's reformat takes no thread count: RGB conversions use its default")
-        return {}
-    return {"threads": 1}
-
-
-def frame_to_rgb(frame: Any) -> np.ndarray:
-    """``av.VideoFrame`` -> uint8 ``[H, W, 3]`` RGB24 by swscale with PyAV's default conversion (what decord
-    returns, see the parity README), in the calling thread only. Display rotation is NOT applied."""
-    return frame.to_ndarray(format="rgb24", **_rgb_options())
-
-
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display rotation of 0/90/180/270 degrees counter-clockwise (`display_rotation` of the frame)."""
     k = rotation // 90 % 4

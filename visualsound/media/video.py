@@ -9,7 +9,7 @@ window running past the end returns fewer than ``round(duration * fps)`` frames.
 
 Only the window is decoded: the reader seeks to the keyframe at or before ``start`` (re-seeking further back if
 B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
-Pixels are converted to RGB24 by FFmpeg's swscale (``frame.to_ndarray(format="rgb24")``).
+Pixels are converted to RGB24 by FFmpeg's swscale in the calling thread (`frame_to_rgb`).
 
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
@@ -17,6 +17,7 @@ each frame by the display rotation that `probe` reports (counter-clockwise degre
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -31,6 +32,27 @@ from visualsound.media.info import PathLike, check_window, display_rotation, ope
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6  # seconds; tolerance of the "pts <= t" comparison
+
+
+@functools.lru_cache(maxsize=1)
+def _rgb_options() -> dict[str, int]:
+    """``{"threads": 1}`` where PyAV's reformatter takes a thread count (recent PyAV defaults to one swscale
+    thread per CPU for every conversion: on a 640x360 frame that costs several times the conversion itself),
+    else ``{}``. Probed once on a tiny frame."""
+    probe = av.VideoFrame(16, 16, "yuv420p")
+    try:
+        probe.to_ndarray(format="rgb24", threads=1)
+    except TypeError:
+        log.debug("this PyAV's reformat takes no thread count: RGB conversions use its default")
+        return {}
+    return {"threads": 1}
+
+
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``av.VideoFrame`` -> uint8 ``[H, W, 3]`` RGB24 by swscale with PyAV's default conversion (what decord
+    returns), in the calling thread only (the same pixels as a threaded conversion). Display rotation is NOT
+    applied."""
+    return frame.to_ndarray(format="rgb24", **_rgb_options())
 
 
 def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
@@ -103,7 +125,7 @@ def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[
 
     def take(frame) -> tuple[np.ndarray, int]:
         if cache[0] is not frame:
-            cache[0], cache[1] = frame, (frame.to_ndarray(format="rgb24"), display_rotation(frame))
+            cache[0], cache[1] = frame, (frame_to_rgb(frame), display_rotation(frame))
         return cache[1]
 
     def target(k: int) -> float:
