@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.reported import ReportedRow
@@ -240,11 +241,14 @@ RENDERERS = {"table": render_text, "markdown": render_markdown, "csv": render_cs
 
 
 def leaderboard(results_dir: str | os.PathLike, fmt: str = "table", dataset: str | None = None,
-                reported: Sequence[ReportedRow] = ()) -> str:
-    """Render every result under `results_dir` (plus `reported` rows) in format `fmt`."""
+                reported: Sequence[ReportedRow] = (), allow_no_results: bool = False) -> str:
+    """Render every result under `results_dir` (plus `reported` rows) in format `fmt`.
+
+    A missing `results_dir` is an error unless `allow_no_results` (then only reported rows can make tables)."""
     if fmt not in RENDERERS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    tables = build_tables(load_results(results_dir), reported, dataset)
+    missing = allow_no_results and not Path(results_dir).is_dir()
+    tables = build_tables([] if missing else load_results(results_dir), reported, dataset)
     if not tables:
         where = f" for dataset {dataset!r}" if dataset else ""
         raise LeaderboardError(f"no results in {results_dir}{where}")

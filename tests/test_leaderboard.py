@@ -271,3 +271,25 @@ def test_cli_leaderboard_every_format(results_dir: Path, tmp_path: Path) -> None
         assert "P" in out.read_text()
     res = runner.invoke(main, ["leaderboard", "--results", str(results_dir), "--dataset", "vggsound"])
     assert res.exit_code == 0 and "ground-truth" in res.output and "vas" not in res.output
+
+
+def test_cli_paper_shows_table_i_without_results(tmp_path: Path) -> None:
+    """``--paper`` renders the built-in Table I for its three datasets even with no results folder; without it a
+    missing folder is an error, and ``--paper`` with ``--no-paper-rows`` is refused."""
+    from benchmarks.cli import main
+
+    runner = CliRunner()
+    missing = tmp_path / "none"
+    res = runner.invoke(main, ["leaderboard", "--results", str(missing), "--paper", "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    assert len(rows) == 12 and {r["origin"] for r in rows} == {"reported"}
+    assert {r["dataset"] for r in rows} == {"vggsound", "vggsound-sparse", "visualsound"}
+    (vis,) = [r for r in rows if r["model"] == "V-AURA" and r["dataset"] == "visualsound"]
+    assert float(vis["ib"]) == 29.50 and float(vis["kld"]) == 1.76
+    res = runner.invoke(main, ["leaderboard", "--results", str(missing), "--paper", "--dataset", "vas"])
+    assert res.exit_code != 0 and "no results" in res.output  # VAS is not in Table I
+    res = runner.invoke(main, ["leaderboard", "--results", str(missing)])
+    assert res.exit_code != 0 and "not found" in res.output
+    res = runner.invoke(main, ["leaderboard", "--results", str(missing), "--paper", "--no-paper-rows"])
+    assert res.exit_code != 0 and "contradict" in res.output

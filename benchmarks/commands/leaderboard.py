@@ -15,15 +15,25 @@ from benchmarks.leaderboard import FORMATS
               help="JSON file of reported rows (see benchmarks/reported.py); repeatable.")
 @click.option("--no-paper-rows", is_flag=True,
               help="Leave out the built-in V-AURA paper Table I rows (rows of --reported files are still shown).")
+@click.option("--paper", "paper_tables", is_flag=True,
+              help="Show the paper's Table I rows for every dataset, also where nothing is measured yet (an empty "
+                   "or missing --results folder included).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 def leaderboard(results_dir: str, dataset: str | None, fmt: str, reported_files: tuple[str, ...],
-                no_paper_rows: bool, out: str | None) -> None:
+                no_paper_rows: bool, paper_tables: bool, out: str | None) -> None:
     """Render the leaderboard of every result under --results, with the paper's Table I rows marked reported."""
+    import dataclasses
+
     from benchmarks.leaderboard import leaderboard as render
     from benchmarks.reported import reported_rows
     from visualsound.utils.atomic import atomic_write_text
 
-    text = render(results_dir, fmt, dataset, reported_rows(list(reported_files), builtin=not no_paper_rows))
+    if paper_tables and no_paper_rows:
+        raise click.UsageError("--paper and --no-paper-rows contradict each other")
+    rows = reported_rows(list(reported_files), builtin=not no_paper_rows)
+    if paper_tables:
+        rows = [dataclasses.replace(r, only_beside_measured=False) for r in rows]
+    text = render(results_dir, fmt, dataset, rows, allow_no_results=paper_tables)
     if out:
         atomic_write_text(out, text if text.endswith("\n") else text + "\n")
         click.echo(f"leaderboard ({fmt}) -> {out}")
