@@ -230,6 +230,38 @@ def test_rope_complex_form_equals_real_form() -> None:
     want = torch.stack([pair[0] * math.cos(ang) - pair[1] * math.sin(ang),
                         pair[1] * math.cos(ang) + pair[0] * math.sin(ang)])
     torch.testing.assert_close(_apply_rope_real(x, table)[0, 1, 2, 6:8], want, atol=1e-5, rtol=1e-5)
+    # training backpropagates through view_as_complex: the same gradient as the real form
+    grads = []
+    for fn in (apply_rope, _apply_rope_real):
+        xg = x.clone().requires_grad_(True)
+        (fn(xg, table) * torch.linspace(-1, 1, 16)).sum().backward()
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-6)
+    assert not torch.equal(grads[0], torch.linspace(-1, 1, 16).expand_as(x))  # the rotation reaches the gradient
+
+
+def test_bfloat16_model_rotates_with_an_fp32_table() -> None:
+    """``model.to(torch.bfloat16)`` converts the RoPE buffer too; the complex rotation takes the table in fp32
+    (`view_as_complex` has no bfloat16 form, so every forward used to raise) and returns bfloat16 like the real
+    form, in training, dynamic and static decoding."""
+    from vaura.model import _apply_rope_real, apply_rope, rope_table
+
+    x = torch.randn(2, 5, 3, 16, generator=torch.Generator().manual_seed(1)).bfloat16()
+    table = rope_table(8, 16, 10000.0)[3:8].bfloat16()
+    got = apply_rope(x, table)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, _apply_rope_real(x, table))
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=3).eval().to(torch.bfloat16)
+    assert model.rope.dtype == torch.bfloat16
+    feats = torch.randn(1, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(3)).bfloat16()
+    codes = torch.randint(0, cfg.card, (1, cfg.n_codebooks, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert model(codes, feats).dtype == torch.bfloat16
+    for mode in ("dynamic", "static"):
+        out = generate(model, feats, 6, SamplingParams(cfg_scale=2.0, top_k=4), step_mode=mode,
+                       generator=torch.Generator().manual_seed(0))
+        assert out.codes.shape == (1, cfg.n_codebooks, 6) and bool(((out.codes >= 0) & (out.codes < cfg.card)).all())
 
 
 def test_decode_step_traces_as_one_graph() -> None:
@@ -243,7 +275,7 @@ def test_decode_step_traces_as_one_graph() -> None:
     vis = model.embed_visual(torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(2)))
     seq = torch.randint(0, cfg.card + 1, (2, cfg.n_codebooks, 12), generator=torch.Generator().manual_seed(3))
     step = compiled_decode_step(model, backend="eager")
-    assert compiled_decode_step(model, backend="eager") is step  # made once per model
+    assert compiled_decode_step(model, backend="eager").func is step.func  # made once per backend
     a, b = (KVCache(cfg, 2, 12, "cpu", torch.float32) for _ in range(2))
     with torch.no_grad():
         for p in range(12):
@@ -276,3 +308,72 @@ def test_non_finite_logits_raise() -> None:
         model.lm_heads[2].weight[5, 0] = float("nan")
     with pytest.raises(SamplingError, match="non-finite"):
         generate(model, torch.randn(1, 32, model.cfg.visual_dim), 6, SamplingParams(top_k=8))
+
+
+def test_compiled_step_compiles_once_for_every_window_length(monkeypatch) -> None:
+    """A compiled step's cache spans the RoPE table, so its shapes do not depend on ``n_frames``: windows of
+    different lengths reuse one compilation (each length used to recompile, and past Dynamo's recompile limit of 8
+    a ``fullgraph`` compilation raises) and give the uncompiled static step's codes."""
+    import vaura.sampler as sampler
+
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    real = sampler.compiled_decode_step
+    monkeypatch.setattr(sampler, "compiled_decode_step", lambda model: real(model, backend=counting))
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=6).eval()
+    feats = torch.randn(2, 32, model.cfg.visual_dim, generator=torch.Generator().manual_seed(6))
+    params = SamplingParams(cfg_scale=3.0, top_k=5)
+    for n in (5, 8, 6):
+        got = generate(model, feats, n, params, generator=torch.Generator().manual_seed(n), compile_step=True)
+        want = generate(model, feats, n, params, generator=torch.Generator().manual_seed(n), step_mode="static")
+        assert torch.equal(got.codes, want.codes), n
+    assert len(graphs) == 1
+
+
+def test_compiled_step_does_not_keep_the_model_alive() -> None:
+    """The compiled step is cached per backend, not per model: a model that was compiled and run is freed when its
+    last reference goes (a per-model cache of compiled bound methods kept every model alive)."""
+    import gc
+    import weakref
+
+    from vaura.model import KVCache
+    from vaura.sampler import compiled_decode_step
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=8).eval()
+    vis = model.embed_visual(torch.randn(1, 32, cfg.visual_dim))
+    with torch.no_grad():
+        compiled_decode_step(model, backend="eager")(torch.zeros(1, cfg.n_codebooks, 1, dtype=torch.long), vis,
+                                                     KVCache(cfg, 1, 4, "cpu", torch.float32), torch.zeros(1).long())
+    ref = weakref.ref(model)
+    del model, vis
+    gc.collect()
+    assert ref() is None
+
+
+def test_static_step_under_autocast_matches_the_dynamic_step() -> None:
+    """Under autocast the keys/values are bfloat16 and the cache is the model's fp32: the static step casts them
+    into the cache as the dynamic step's slice assignment does (its ``index_copy_`` used to raise), and the logits
+    agree to bfloat16 rounding (one ulp at |logit| ~ 4 is 0.03)."""
+    from vaura.model import KVCache
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=4).eval()
+    feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(4))
+    seq = torch.randint(0, cfg.card + 1, (2, cfg.n_codebooks, 8), generator=torch.Generator().manual_seed(5))
+    dyn, sta = (KVCache(cfg, 2, 8, "cpu", torch.float32) for _ in range(2))
+    pos = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        vis = model.embed_visual(feats)
+        for p in range(8):
+            want = model.forward_tokens(seq[..., p:p + 1], vis, dyn)
+            got = model.decode_step(seq[..., p:p + 1], vis, sta, pos.fill_(p))
+            assert got.dtype == want.dtype == torch.bfloat16
+            torch.testing.assert_close(got.float(), want.float(), atol=0.07, rtol=0, msg=lambda m, p=p: f"{p}: {m}")
+        out = generate(model, feats, 6, SamplingParams(cfg_scale=2.0, use_sampling=False), step_mode="static")
+    assert out.codes.shape == (2, cfg.n_codebooks, 6)
+    assert all(c.dtype == torch.float32 for c in sta.keys + sta.values)

@@ -68,7 +68,8 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():  # Inductor fuses the real form (it does not generate complex kernels)
         return _apply_rope_real(x, table)
     xs = torch.view_as_complex(x.float().reshape(b, seq, h, hd // 2, 2))
-    rot = torch.view_as_complex(table.contiguous())[None, :, None, :]
+    # the table is a buffer, so model.to(bfloat16) converts it; view_as_complex has no bfloat16 form
+    rot = torch.view_as_complex(table.float().contiguous())[None, :, None, :]
     return torch.view_as_real(xs * rot).flatten(3).type_as(x)
 
 
@@ -126,8 +127,9 @@ class Attention(nn.Module):
         if pos is not None:
             assert cache is not None and seq == 1 and pos.shape == (1,) and visible is not None, (
                 f"static decoding takes one position, a cache and a mask: x {tuple(x.shape)}, pos {tuple(pos.shape)}")
-            cache.keys[layer].index_copy_(2, pos, k)
-            cache.values[layer].index_copy_(2, pos, v)
+            # index_copy_ does not cast (the dynamic path's slice assignment does): k, v are bf16 under autocast
+            cache.keys[layer].index_copy_(2, pos, k.to(cache.keys[layer].dtype))
+            cache.values[layer].index_copy_(2, pos, v.to(cache.values[layer].dtype))
             out = F.scaled_dot_product_attention(q, cache.keys[layer], cache.values[layer], attn_mask=visible)
             return self.wo(out.transpose(1, 2).reshape(b, seq, self.d_model))
         start = 0

@@ -11,8 +11,8 @@ logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, t
 
 from __future__ import annotations
 
+import functools
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,17 +63,20 @@ StepCallback = Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], 
 STEP_MODES = ("auto", "dynamic", "static", "graph")
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_COMPILED: dict[object, Callable[..., torch.Tensor]] = {}
 
 
 def compiled_decode_step(model: Transformer, backend: str = "inductor") -> Callable[..., torch.Tensor]:
-    """``torch.compile(model.decode_step)``, made once per model and backend so that later generations reuse the
-    compiled code (Inductor fuses the step's ~1000 small elementwise kernels into a few dozen; compiling costs
-    time once per process and shape)."""
-    per_model = _COMPILED.setdefault(model, {})
-    if backend not in per_model:
-        per_model[backend] = torch.compile(model.decode_step, fullgraph=True, dynamic=False, backend=backend)
-    return per_model[backend]
+    """``torch.compile`` of `Transformer.decode_step` bound to `model`: ``(tokens, vis, cache, pos) -> logits``.
+
+    Inductor fuses the step's ~1000 small elementwise kernels into a few dozen; compiling costs time once per
+    process and shape (`generate` gives a compiled step a cache of ``cfg.rope_len`` positions, so the shapes do
+    not change with ``n_frames``). The compiled function is made once per backend and holds no reference to the
+    model (Dynamo keeps the compiled code of `decode_step`, guarded on its inputs), so models can be freed.
+    """
+    if backend not in _COMPILED:
+        _COMPILED[backend] = torch.compile(Transformer.decode_step, fullgraph=True, dynamic=False, backend=backend)
+    return functools.partial(_COMPILED[backend], model)
 
 
 class StaticStep:
@@ -164,7 +167,7 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     ``"static"`` (`Transformer.decode_step`) or ``"graph"`` (decode_step captured in a CUDA graph);
     ``"auto"`` is graph on CUDA, elsewhere static with ``compile_step``, else dynamic. ``compile_step``
     compiles the static step with ``torch.compile`` first (fewer, fused kernels; the compilation costs time once
-    per process and shape).
+    per process and batch size: its KV cache spans ``cfg.rope_len`` whatever ``n_frames`` is).
     Returns codes ``[B, K, n_frames]`` and the filled pattern ``[B, K, n_frames + K]``.
     """
     if step_mode not in STEP_MODES:
@@ -195,9 +198,13 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     else:
         vis = model.embed_visual(features)
     dtype = next(model.parameters()).dtype
-    cache = KVCache(cfg, rows, n_frames + k, device, dtype) if use_kv_cache else None
     if step_mode == "auto":
         step_mode = "graph" if device.type == "cuda" else "static" if compile_step else "dynamic"
+    compiled = compile_step and use_kv_cache and step_mode != "dynamic"
+    # a compiled step is specialised to the cache's length: the full RoPE length keeps it one shape for every
+    # n_frames (else each window length recompiles, and fullgraph compilation fails past Dynamo's recompile limit)
+    cache_len = cfg.rope_len if compiled else n_frames + k
+    cache = KVCache(cfg, rows, cache_len, device, dtype) if use_kv_cache else None
     stepper = None
     if cache is not None and step_mode != "dynamic":
         stepper = StaticStep(model, vis, cache, graph=step_mode == "graph", compile=compile_step)
