@@ -108,6 +108,22 @@ def check_sampler_random() -> dict:
                                    generator=gen, use_kv_cache=use_cache, step_mode=mode, compile_step=comp).codes
         out[f"seed{seed}"] = {f"{a}_equals_full": bool(torch.equal(codes[a], codes["full"])) for a in codes
                               if a != "full"}
+        # chunked generation (a prompt prefilled by the multi-position path) and CFG scale 1 (no null branch)
+        for case, kw in (("prompt", {"prompt": codes["full"][..., :20]}), ("cfg1", {})):
+            params = SamplingParams(cfg_scale=1.0 if case == "cfg1" else 3.0, top_k=5, temperature=0.9)
+            got = {}
+            for name, use_cache, mode, comp in modes():
+                gen = torch.Generator(device=DEV).manual_seed(8)
+                got[name] = generate(model, feats, 60, params, generator=gen, use_kv_cache=use_cache,
+                                     step_mode=mode, compile_step=comp, **kw).codes
+            out[f"seed{seed}"].update({f"{case}_{a}_equals_full": bool(torch.equal(got[a], got["full"]))
+                                       for a in got if a != "full"})
+    # a bf16 model: every loop runs (bf16 rounding may pick other tokens, so agreement is reported, not required)
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=0).eval().to(DEV, torch.bfloat16)
+    feats = torch.randn(2, 32, model.cfg.visual_dim, generator=torch.Generator().manual_seed(0)).to(DEV)
+    bf = {name: generate(model, feats.to(torch.bfloat16), 40, SamplingParams(top_k=1), use_kv_cache=use_cache,
+                         step_mode=mode, compile_step=comp).codes for name, use_cache, mode, comp in modes()}
+    out["bf16_fraction_equal_full"] = {a: float((bf[a] == bf["full"]).float().mean()) for a in bf if a != "full"}
     return out
 
 

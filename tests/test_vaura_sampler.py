@@ -377,3 +377,25 @@ def test_static_step_under_autocast_matches_the_dynamic_step() -> None:
         out = generate(model, feats, 6, SamplingParams(cfg_scale=2.0, use_sampling=False), step_mode="static")
     assert out.codes.shape == (2, cfg.n_codebooks, 6)
     assert all(c.dtype == torch.float32 for c in sta.keys + sta.values)
+
+
+def test_overflowing_temperature_raises_instead_of_drawing_token_0() -> None:
+    """A temperature so small that logits / temperature overflow gives NaN probabilities: `draw` has no validity
+    check of its own, so generation must refuse (torch.multinomial used to)."""
+    from vaura.sampler import SamplingError
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
+    feats = torch.randn(1, 32, model.cfg.visual_dim, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(SamplingError, match="temperature"):
+        generate(model, feats, 4, SamplingParams(temperature=1e-38, top_k=0))
+    generate(model, feats, 4, SamplingParams(temperature=0.05, top_k=0))  # small but finite: fine
+
+
+def test_compile_step_needs_the_static_kv_step() -> None:
+    from vaura.sampler import SamplingError
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True).eval()
+    feats = torch.randn(1, 32, model.cfg.visual_dim)
+    for kw in ({"step_mode": "dynamic"}, {"use_kv_cache": False}):
+        with pytest.raises(SamplingError, match="compile_step"):
+            generate(model, feats, 4, compile_step=True, **kw)

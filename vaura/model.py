@@ -86,6 +86,8 @@ class KVCache:
     """Per-layer key/value buffers ``[B, H, max_len, hd]`` for incremental decoding.
 
     ``length`` counts the positions already written; `Transformer.forward_tokens` appends at ``length``.
+    The buffers start at zero, and must: `Transformer.decode_step` attends over the whole buffer with the unwritten
+    positions masked, and a masked NaN (from uninitialised memory) would still poison the softmax-weighted sum.
     """
 
     def __init__(self, cfg: VAuraConfig, batch: int, max_len: int, device: torch.device | str,

@@ -4,7 +4,7 @@ The loop fills a pattern sequence ``[B, K, N + K]`` step by step: step ``s`` is 
 ``[..., :s]``. The original recomputes the whole prefix at every step; here each step feeds only the new
 positions through a `KVCache` (``use_kv_cache=False`` gives the original full recomputation, for checks and
 benchmarks). Single-position steps can run with static shapes (`Transformer.decode_step`), which on CUDA are
-captured once in a CUDA graph and replayed: one launch per step instead of ~1000 small kernels.
+captured in a CUDA graph once per generation and replayed: one launch per step instead of ~1000 small kernels.
 The conditional and null branches run as one batch ``[cond (B); null (B)]`` and are combined on raw
 logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, top-p or top-k, or greedily.
 """
@@ -82,9 +82,9 @@ def compiled_decode_step(model: Transformer, backend: str = "inductor") -> Calla
 class StaticStep:
     """Runs `Transformer.decode_step` on fixed input buffers, optionally as a captured CUDA graph.
 
-    Building it with ``graph=True`` warms the step up on a side stream and captures it; both write throw-away
-    keys/values at cache position 0, which the first real step overwrites before any step reads them, so the
-    stepper must be built before the cache holds data.
+    Building it with ``graph=True`` warms the step up on a side stream and captures it (once per `generate`
+    call, i.e. per window); both write throw-away keys/values at cache position 0, which the first real step
+    overwrites before any step reads them, so the stepper must be built before the cache holds data.
     """
 
     def __init__(self, model: Transformer, vis: torch.Tensor, cache: KVCache, graph: bool,
@@ -100,15 +100,18 @@ class StaticStep:
         if graph:
             if dev.type != "cuda":
                 raise SamplingError(f"CUDA graphs need a CUDA device, the model is on {dev}")
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.step_fn(self.tokens, vis, cache, self.pos)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self.step_fn(self.tokens, vis, cache, self.pos)
+            # everything on the model's GPU, whichever GPU is current (the default capture stream belongs to
+            # the GPU that was current when it was first made, so capture on an explicit stream of `dev`)
+            with torch.cuda.device(dev):
+                side = torch.cuda.Stream(dev)
+                side.wait_stream(torch.cuda.current_stream(dev))
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self.step_fn(self.tokens, vis, cache, self.pos)
+                torch.cuda.current_stream(dev).wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(dev)):
+                    self.out = self.step_fn(self.tokens, vis, cache, self.pos)
 
     def __call__(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
         """tokens ``[rows, K, 1]`` at ``position`` -> logits ``[rows, K, 1, card]`` (a fresh tensor)."""
@@ -116,7 +119,8 @@ class StaticStep:
         self.pos.fill_(position)
         if self.graph is None:
             return self.step_fn(self.tokens, self.vis, self.cache, self.pos)
-        self.graph.replay()
+        with torch.cuda.device(self.pos.device):
+            self.graph.replay()
         return self.out.clone()
 
 
@@ -200,7 +204,10 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     dtype = next(model.parameters()).dtype
     if step_mode == "auto":
         step_mode = "graph" if device.type == "cuda" else "static" if compile_step else "dynamic"
-    compiled = compile_step and use_kv_cache and step_mode != "dynamic"
+    if compile_step and (not use_kv_cache or step_mode == "dynamic"):
+        raise SamplingError("compile_step compiles the static KV-cache step: it needs use_kv_cache=True and "
+                            f"step_mode 'static', 'graph' or 'auto' (got {step_mode!r}, use_kv_cache={use_kv_cache})")
+    compiled = compile_step
     # a compiled step is specialised to the cache's length: the full RoPE length keeps it one shape for every
     # n_frames (else each window length recompiles, and fullgraph compilation fails past Dynamo's recompile limit)
     cache_len = cfg.rope_len if compiled else n_frames + k
@@ -211,7 +218,9 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
 
     # a cell is filled only at its own step, so which steps have work is known now (one host sync, not one a step)
     steps_with_work = (seq == UNKNOWN).any(dim=1).any(dim=0).tolist()
-    finite = torch.ones((), dtype=torch.bool, device=device)  # all guided logits finite; read once at the end
+    # every step's guided logits (divided by the temperature when sampling) finite; read once at the end
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    sampling = params.use_sampling and params.temperature != 0
     for step in range(1, n_frames + k):
         if not steps_with_work[step]:
             continue
@@ -234,11 +243,12 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
             cond, unc, guided = last, None, last
         if on_step is not None:
             on_step(step, cond, unc, guided)
-        finite &= torch.isfinite(guided).all()
+        finite &= torch.isfinite(guided / params.temperature if sampling else guided).all()
         nxt = sample_next(guided, params, generator)
         nxt = torch.where(valid[None, :, step], nxt, cfg.special_token)
         seq[:, :, step] = torch.where(todo, nxt, seq[:, :, step])
     if not bool(finite):
-        raise SamplingError("the model produced non-finite logits (NaN or inf): check the weights and inputs")
+        raise SamplingError("non-finite logits (NaN or inf; with sampling: after dividing by the temperature "
+                            f"{params.temperature}): check the weights, the inputs and the temperature")
     assert not (seq == UNKNOWN).any(), "generation left unknown cells"
     return GenerationOutput(codes=revert_pattern(seq), sequence=seq)
