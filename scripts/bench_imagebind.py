@@ -37,7 +37,6 @@ from visualsound.imagebind.preprocess import (
     FRAMES_PER_CLIP,
     _decode_selected,
     _window_fbanks,
-    audio_frames_to_array,
     audio_to_fbanks,
     audio_window_samples,
     resample_span_to_16k,
@@ -47,6 +46,7 @@ from visualsound.imagebind.preprocess import (
     video_frame_indices,
 )
 from visualsound.media import open_media
+from visualsound.media.audio import audio_frames_to_array
 from visualsound.media.video import frame_to_rgb
 
 

@@ -18,7 +18,6 @@ from visualsound.imagebind.preprocess import (
     CLIP_STD,
     IMAGE_SIZE,
     audio_fbanks_from_source,
-    audio_frames_to_array,
     audio_to_fbanks,
     audio_window_samples,
     crop_offsets,
@@ -28,7 +27,7 @@ from visualsound.imagebind.preprocess import (
     resized_size,
     transform_video,
 )
-from visualsound.media.audio import frame_to_float
+from visualsound.media.audio import audio_frames_to_array, frame_to_float
 from visualsound.media.video import frame_to_rgb
 
 RATES = [44100, 48000, 22050, 32000, 11025, 8000, 16000, 24000]

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from visualsound.errors import ToolkitError
+from visualsound.media.audio import audio_frames_to_array
 from visualsound.media.video import frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -276,27 +277,6 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) ->
     if missing:
         raise ClipError("corrupt", f"{path}: the decoder returned no frame for pts {missing[:5]}")
     return found
-
-
-def audio_frames_to_array(frames: list) -> np.ndarray:
-    """Decoded audio frames (``av.AudioFrame``, all of one stream) -> float32 ``[C, N]``, the frames' samples
-    concatenated. Planar float frames (AAC's ``fltp``) are copied plane by plane straight into one array; other
-    formats go through `visualsound.media.audio.frame_to_float`. Same values either way."""
-    from visualsound.media.audio import frame_to_float
-
-    if not frames:
-        return np.zeros((0, 0), dtype=np.float32)
-    channels = len(frames[0].layout.channels)
-    if any(fr.format.name != "fltp" or len(fr.layout.channels) != channels for fr in frames):
-        return np.concatenate([frame_to_float(fr) for fr in frames], axis=1)
-    out = np.empty((channels, sum(fr.samples for fr in frames)), dtype=np.float32)
-    pos = 0
-    for fr in frames:
-        n = fr.samples
-        for c, plane in enumerate(fr.planes[:channels]):
-            out[c, pos:pos + n] = np.frombuffer(plane, dtype=np.float32, count=n)
-        pos += n
-    return out
 
 
 def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -71,6 +71,25 @@ def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     raise MediaError(f"unsupported audio sample format {fmt.name}")
 
 
+def audio_frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
+    """Decoded audio frames (all of one stream) -> float32 ``[C, N]``, their samples concatenated: the same values
+    as concatenating `frame_to_float` of each frame. Planar float frames (AAC's ``fltp``) are copied plane by
+    plane straight into one array; other formats go through `frame_to_float`. No frames -> ``[0, 0]``."""
+    if not frames:
+        return np.zeros((0, 0), dtype=np.float32)
+    channels = len(frames[0].layout.channels)
+    if any(fr.format.name != "fltp" or len(fr.layout.channels) != channels for fr in frames):
+        return np.ascontiguousarray(np.concatenate([frame_to_float(fr) for fr in frames], axis=1))
+    out = np.empty((channels, sum(fr.samples for fr in frames)), dtype=np.float32)
+    pos = 0
+    for fr in frames:
+        n = fr.samples
+        for c, plane in enumerate(fr.planes[:channels]):
+            out[c, pos:pos + n] = np.frombuffer(plane, dtype=np.float32, count=n)
+        pos += n
+    return out
+
+
 def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None) -> tuple[np.ndarray, int]:
     """Every decoded frame of the first audio stream, appended as is: float32 ``[C, N]`` and its sample rate.
 
@@ -85,21 +104,22 @@ def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None) -> t
             raise NoAudioStreamError(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate)
-        chunks: list[np.ndarray] = []
+        frames: list[av.AudioFrame] = []
         try:
             if resample_s16_to is None:
-                chunks.extend(frame_to_float(frame) for frame in container.decode(stream))
+                frames.extend(container.decode(stream))
             else:
                 rate = int(resample_s16_to)
                 resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=rate)
                 for frame in container.decode(stream):
-                    chunks.extend(frame_to_float(f) for f in resampler.resample(frame))
-                chunks.extend(frame_to_float(f) for f in resampler.resample(None))
+                    frames.extend(resampler.resample(frame))
+                frames.extend(resampler.resample(None))
+            audio = audio_frames_to_array(frames)
         except av.error.FFmpegError as e:
             raise TruncatedMediaError(f"{path}: audio decoding failed: {e}") from e
-    if not chunks:
+    if not audio.size:
         raise NoAudioStreamError(f"{path}: the audio stream decodes to no samples")
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), rate
+    return audio, rate
 
 
 def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
