@@ -92,7 +92,7 @@ class StaticStep:
         if cache.length != 0:
             raise SamplingError(f"StaticStep must be built on an empty cache (length {cache.length})")
         rows, k, dev = vis.shape[0], model.cfg.n_codebooks, vis.device
-        self.model, self.vis, self.cache = model, vis, cache
+        self.vis, self.cache = vis, cache
         self.step_fn = compiled_decode_step(model) if compile else model.decode_step
         self.tokens = torch.full((rows, k, 1), model.cfg.special_token, dtype=torch.long, device=dev)
         self.pos = torch.zeros(1, dtype=torch.long, device=dev)
@@ -207,10 +207,9 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     if compile_step and (not use_kv_cache or step_mode == "dynamic"):
         raise SamplingError("compile_step compiles the static KV-cache step: it needs use_kv_cache=True and "
                             f"step_mode 'static', 'graph' or 'auto' (got {step_mode!r}, use_kv_cache={use_kv_cache})")
-    compiled = compile_step
     # a compiled step is specialised to the cache's length: the full RoPE length keeps it one shape for every
     # n_frames (else each window length recompiles, and fullgraph compilation fails past Dynamo's recompile limit)
-    cache_len = cfg.rope_len if compiled else n_frames + k
+    cache_len = cfg.rope_len if compile_step else n_frames + k
     cache = KVCache(cfg, rows, cache_len, device, dtype) if use_kv_cache else None
     stepper = None
     if cache is not None and step_mode != "dynamic":
