@@ -1,6 +1,7 @@
 """CUDA checks that CI cannot run (it has no GPU): run on a GPU machine, results as JSON.
 
-Each check records its numbers, or the error it raised; the script exits 1 if any check failed.
+Each check records its numbers and its failed expectations (``failures``), or the error it raised; the script
+exits 1 if any check failed.
 
 * ``sampler_parity``: the reduced V-AURA parity fixture on CUDA, greedy CFG generation of 221 frames with the
   CUDA-graph, dynamic KV and full-recompute loops: codes against the fixture's ``gen_codes`` (computed by the
@@ -88,6 +89,9 @@ def check_sampler_parity() -> dict:
                      "codes_differing": int((codes != e["gen_codes"]).sum()),
                      "first3_guided_max_abs_diff": float(
                          (torch.stack(seen).cpu() - e["gen_first3_guided_logits"]).abs().max())}
+    out["failures"] = [f"{n}: {k}" for n, r in out.items() for k, bad in (
+        ("codes differ from the fixture", not r["codes_equal_fixture"]),
+        ("guided logits beyond the fixture's 2e-4", not r["first3_guided_max_abs_diff"] <= 2e-4)) if bad]
     return out
 
 
@@ -124,6 +128,8 @@ def check_sampler_random() -> dict:
     bf = {name: generate(model, feats.to(torch.bfloat16), 40, SamplingParams(top_k=1), use_kv_cache=use_cache,
                          step_mode=mode, compile_step=comp).codes for name, use_cache, mode, comp in modes()}
     out["bf16_fraction_equal_full"] = {a: float((bf[a] == bf["full"]).float().mean()) for a in bf if a != "full"}
+    out["failures"] = [f"{seed}: {k}" for seed, r in out.items() if seed.startswith("seed")
+                       for k, same in r.items() if not same]
     return out
 
 
@@ -169,6 +175,8 @@ def check_train() -> dict:
         out[precision] = {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1],
                           "param_device": str(next(model.parameters()).device), "seconds": secs, "files": ckpt,
                           "scaler_skips": tr.scaler_skips}
+    out["failures"] = [f"{p}: loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} did not fall"
+                       for p, r in out.items() if not r["last_loss"] < r["first_loss"]]
     return out
 
 
@@ -235,9 +243,11 @@ def check_score_cli() -> dict:
             raise RuntimeError(f"score exited {r.returncode}: {r.stderr[-2000:]}")
         df = pd.concat([pd.read_parquet(p) for p in sorted((t / "scores").glob("*.parquet"))])
         n_csv = sum(1 for line in (t / "s" / "synth.csv").read_text().splitlines() if line.strip())
-        return {"csv_rows": n_csv, "score_rows": len(df), "unique_ids": int(df.iloc[:, 0].nunique()),
+        unique = int(df.iloc[:, 0].nunique())
+        return {"csv_rows": n_csv, "score_rows": len(df), "unique_ids": unique,
                 "statuses": df["status"].value_counts().to_dict(), "seconds": secs,
-                "stdout_tail": r.stdout[-400:]}
+                "stdout_tail": r.stdout[-400:],
+                "failures": [] if n_csv == len(df) == unique else [f"{n_csv} clips but {len(df)} rows, {unique} ids"]}
 
 
 CHECKS = {"sampler_parity": check_sampler_parity, "sampler_random": check_sampler_random, "train": check_train,
@@ -261,9 +271,11 @@ def main() -> None:
     for name in args.only.split(","):
         t0 = time.perf_counter()
         try:
-            res = {"ok": True, **CHECKS[name]()}
+            res = CHECKS[name]()
+            res = {"ok": not res.get("failures"), **res}
         except Exception as e:  # a diagnostics run: record the failure and go on to the next check
             res = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        if not res["ok"]:
             failed.append(name)
         res["check_seconds"] = time.perf_counter() - t0
         results["checks"][name] = res
