@@ -9,6 +9,8 @@ batch 2 S, the paper evaluated with several samples per clip):
   (`vaura.sampler.StaticStep`), the default of `vaura generate` on CUDA;
 * ``compiled`` (CUDA, ``--compile``): ``graph`` with the step compiled by ``torch.compile`` (Inductor fuses its
   elementwise kernels); the first run, which compiles, is timed apart (``first_run_with_compilation_s``);
+* ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), the default
+  of `vaura generate` on CPU; run after the others (packing changes the model in place; it is unpacked after);
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most
   expensive ones) are timed for kv and full, a cached single-position step against a full-prefix step, and the
@@ -16,7 +18,9 @@ batch 2 S, the paper evaluated with several samples per clip):
 
 On CUDA every timing is bracketed by ``torch.cuda.synchronize`` and each method runs once untimed first (CUDA
 context, cuBLAS handles, graph capture included in the timed run). Peak memory: ``ru_maxrss`` of the process on
-CPU, ``torch.cuda.max_memory_allocated`` per size on CUDA. "same codes" compares the sampled codes of each method
+CPU, ``torch.cuda.max_memory_allocated`` per size on CUDA. As `vaura generate`, the script turns on transparent
+huge pages for torch's CPU tensors (``THP_MEM_ALLOC_ENABLE=1``, set before torch is imported, for every method
+alike; run with ``THP_MEM_ALLOC_ENABLE=0`` to compare). "same codes" compares the sampled codes of each method
 with the kv run's (same seed; differences can only come from float rounding deciding a top-k or sampling tie).
 
     .venv/bin/python scripts/bench_sampler.py --sizes mid,paper --full-sizes mid --out bench_sampler.json
@@ -27,24 +31,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates anything, as vaura's CLI
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaura.config import VAuraConfig  # noqa: E402
 from vaura.delay import build_pattern  # noqa: E402
 from vaura.model import KVCache, Transformer  # noqa: E402
+from vaura.packed import pack_linears, packing_available, unpack_linears  # noqa: E402
 from vaura.sampler import SamplingParams, generate  # noqa: E402
 
 N_FRAMES = 220  # 2.56 s as the release's generate script
 STEPS = N_FRAMES + 8
-METHODS = {"kv": (True, "dynamic", False), "graph": (True, "graph", False), "compiled": (True, "graph", True),
+METHODS = {"kv": (True, "dynamic", False), "packed": (True, "dynamic", False),
+           "graph": (True, "graph", False), "compiled": (True, "graph", True),
            "full": (False, "dynamic", False)}
 
 
@@ -77,8 +86,10 @@ def timed_generation(model: Transformer, feats: torch.Tensor, method: str, n_fra
 
 
 @torch.no_grad()
-def timed_last_steps(model: Transformer, feats: torch.Tensor, seq: torch.Tensor, n_steps: int) -> dict[str, float]:
-    """Mean seconds of one loop step (CFG batch) at prefixes ``STEPS - n_steps + 1 .. STEPS`` for kv and full."""
+def timed_last_steps(model: Transformer, feats: torch.Tensor, seq: torch.Tensor, n_steps: int, full: bool = True
+                     ) -> dict[str, float]:
+    """Mean seconds of one loop step (CFG batch) at prefixes ``STEPS - n_steps + 1 .. STEPS`` for kv and (with
+    `full`) full recomputation."""
     dev = feats.device
     b = feats.shape[0]
     null = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(dev)
@@ -95,14 +106,16 @@ def timed_last_steps(model: Transformer, feats: torch.Tensor, seq: torch.Tensor,
         sync(dev)
         t_kv.append(time.perf_counter() - t0)
     t_full = []
-    for step in range(first, STEPS + 1):
+    for step in range(first, STEPS + 1 if full else first):
         sync(dev)
         t0 = time.perf_counter()
         model.forward_tokens(seq2[..., :step], vis)
         sync(dev)
         t_full.append(time.perf_counter() - t0)
-    return {"kv_step_s": sum(t_kv) / len(t_kv), "full_step_s": sum(t_full) / len(t_full),
-            "prefix_lengths": [first, STEPS]}
+    out = {"kv_step_s": sum(t_kv) / len(t_kv), "prefix_lengths": [first, STEPS]}
+    if full:
+        out["full_step_s"] = sum(t_full) / len(t_full)
+    return out
 
 
 def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
@@ -115,6 +128,7 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
     methods = (["kv"] + (["graph"] if device.type == "cuda" else [])
                + (["compiled"] if device.type == "cuda" and args.compile else [])
                + (["full"] if name in full_sizes else []))
+    pack = device.type == "cpu" and dtype == torch.float32 and not args.no_pack and packing_available()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for n_samples in args.samples:
@@ -122,7 +136,12 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                             generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
         rs: dict = {}
         codes = {}
-        for method in methods:
+        run_methods = methods + (["packed"] if pack else [])
+        for method in run_methods:
+            if method == "packed":
+                t_pack = time.perf_counter()
+                pack_linears(model)
+                rs["pack_s"] = time.perf_counter() - t_pack
             warm = None
             if method == "compiled":  # the one-off compilation, at the timed run's shapes, reported apart
                 warm, _ = timed_generation(model, feats, method)
@@ -139,11 +158,13 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                 rs[method]["fraction_codes_equal_kv"] = float((codes[method] == codes["kv"]).float().mean())
             print(f"[{name} S={n_samples}] {method}: {secs:.3f} s for 2.56 s x {n_samples} "
                   f"({STEPS / secs:.1f} steps/s, {rs[method]['tokens_per_s']:.0f} tokens/s)", flush=True)
-        for method in methods:
+            if method == "packed":
+                unpack_linears(model)
+        for method in run_methods:
             if method != "full" and "full" in rs:
                 rs[method]["speedup_vs_full"] = rs["full"]["generation_s"] / rs[method]["generation_s"]
                 print(f"[{name} S={n_samples}] {method} vs full: {rs[method]['speedup_vs_full']:.1f}x", flush=True)
-        for method in ("graph", "compiled"):
+        for method in ("graph", "compiled", "packed"):
             if method in rs:
                 rs[method]["speedup_vs_kv"] = rs["kv"]["generation_s"] / rs[method]["generation_s"]
         if args.steps > 0 and n_samples == args.samples[0]:
@@ -154,6 +175,14 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
             print(f"[{name} S={n_samples}] last {args.steps} steps (prefix {steps['prefix_lengths']}): "
                   f"kv {steps['kv_step_s']:.4f} s/step, full {steps['full_step_s']:.4f} s/step "
                   f"-> {rs['last_steps']['speedup_per_step']:.1f}x", flush=True)
+            if pack:
+                pack_linears(model)
+                packed_step = timed_last_steps(model, feats, seq, args.steps, full=False)["kv_step_s"]
+                unpack_linears(model)
+                rs["last_steps"].update(packed_step_s=packed_step,
+                                        speedup_per_step_packed=steps["full_step_s"] / packed_step)
+                print(f"[{name} S={n_samples}] last {args.steps} steps: packed {packed_step:.4f} s/step -> "
+                      f"{rs['last_steps']['speedup_per_step_packed']:.1f}x", flush=True)
         r["samples"][str(n_samples)] = rs
     if device.type == "cuda":
         r["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
@@ -173,6 +202,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph step (CUDA)")
+    ap.add_argument("--no-pack", action="store_true", help="skip the oneDNN-packed kv run (CPU)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     args.samples = [int(s) for s in args.samples.split(",")]
@@ -183,7 +213,7 @@ def main() -> None:
     full_sizes = set(filter(None, args.full_sizes.split(",")))
     machine = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
                "cpu": platform.processor() or platform.machine(), "dtype": args.dtype,
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "THP_MEM_ALLOC_ENABLE": os.environ["THP_MEM_ALLOC_ENABLE"]}
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
         machine["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32

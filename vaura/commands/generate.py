@@ -42,10 +42,13 @@ from vaura.sampler import SamplingParams
 @click.option("--compile", "compile_step", is_flag=True,
               help="torch.compile the sampler's decode step (CUDA: fewer, fused kernels; compiles once, worth it "
                    "for batch jobs).")
+@click.option("--pack/--no-pack", default=None,
+              help="CPU: pre-pack the linear weights for oneDNN (~1.4x faster decode steps at paper size, equal "
+                   "up to float rounding). Default: pack models with >= 256 MB of linear weights.")
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool) -> None:
+             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, pack: bool | None) -> None:
     """Generate 44.1 kHz audio for VIDEO with V-AURA."""
     from tqdm import tqdm
 
@@ -63,10 +66,13 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
+    if pack and (pipe.device.type != "cpu" or compile_step):
+        raise click.BadParameter("weight packing is for CPU generation without --compile", param_hint="--pack")
+    packed = False if pack is False else pipe.pack_for_cpu(force=bool(pack))
     tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
     settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
                 "checkpoint": pipe.source, "debug_weights": pipe.debug_weights, "device": device,
-                "compile": compile_step}
+                "compile": compile_step, "packed_weights": packed}
     t0 = time.perf_counter()
     if single:
         from vaura.generate import generate_for_video, output_paths, write_outputs

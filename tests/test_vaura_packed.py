@@ -1,0 +1,176 @@
+"""oneDNN-packed linear weights for CPU inference: same values, same state dict, same generations."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from click.testing import CliRunner
+
+from tests.vaura_reduced import load_reduced
+from vaura.config import VAuraConfig
+from vaura.model import build_model
+from vaura.packed import PackedLinear, is_packed, pack_linears, packing_available, unpack_linears
+from vaura.sampler import SamplingParams, generate
+from visualsound.errors import ConfigError
+
+torch.set_num_threads(1)
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="torch built without oneDNN")
+
+
+def two_layers() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 96, bias=False), nn.GELU(), nn.Linear(96, 40))
+
+
+def test_packed_linear_equals_linear_and_keeps_the_state_dict() -> None:
+    net = two_layers()
+    plain_state = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        want = net(x)
+        assert pack_linears(net, rows=2) == 2 and is_packed(net)
+        assert all(isinstance(net[i], PackedLinear) for i in (0, 2))
+        for rows in (1, 2, 7):  # any row count, not only the one packed for
+            torch.testing.assert_close(net(x[:, :rows]), want[:, :rows], atol=1e-5, rtol=1e-5)
+    state = net.state_dict()
+    assert list(state) == list(plain_state)
+    for k, v in plain_state.items():
+        assert torch.equal(state[k], v), k
+    # loading repacks: a packed model takes new values strictly, and reports missing / misshaped keys
+    other = two_layers()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-2)
+    net.load_state_dict(other.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), other(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        net.load_state_dict({k: v for k, v in other.state_dict().items() if k != "0.weight"}, strict=True)
+    bad = dict(other.state_dict(), **{"0.weight": torch.zeros(96, 65)})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        net.load_state_dict(bad, strict=True)
+    assert unpack_linears(net) == 2 and not is_packed(net)
+    assert all(type(net[i]) is nn.Linear for i in (0, 2))
+    for k, v in other.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_packing_releases_each_plain_weight_as_it_goes(monkeypatch) -> None:
+    """Each plain weight is freed as soon as it is packed, so packing a 2.8 GB model needs one more matrix,
+    not another 2.8 GB: when the i-th layer is packed, the plain weights of layers 0..i-1 are gone."""
+    import vaura.packed as packed_mod
+
+    net = nn.Sequential(*(nn.Linear(32, 32, bias=False) for _ in range(4)))
+    refs = [weakref.ref(lin.weight) for lin in net]
+    alive_at_each_pack: list[int] = []
+    real_init = packed_mod.PackedLinear.__init__
+
+    def counting_init(self, weight, bias, rows=2):
+        gc.collect()
+        alive_at_each_pack.append(sum(r() is not None for r in refs))
+        real_init(self, weight, bias, rows)
+
+    monkeypatch.setattr(packed_mod.PackedLinear, "__init__", counting_init)
+    pack_linears(net)
+    gc.collect()
+    assert alive_at_each_pack == [4, 3, 2, 1]
+    assert [r() for r in refs] == [None] * 4
+
+
+def test_packed_model_is_for_fp32_cpu_inference() -> None:
+    net = two_layers()
+    pack_linears(net)
+    assert not net.training
+    net.eval()  # allowed
+    net.to("cpu")  # a no-op move is allowed
+    with pytest.raises(ConfigError, match="inference only"):
+        net.train()
+    with pytest.raises(ConfigError, match="unpack_linears"):
+        net.half()
+    with pytest.raises(ConfigError, match="fp32 models on the CPU"):
+        pack_linears(two_layers().to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_packed_tiny_model_generates_as_the_plain_one(seed: int) -> None:
+    """Sampled generation (CFG, top-k, temperature) with packed weights: the same codes as the plain model's KV
+    and full-recomputation loops, and guided logits within float rounding."""
+    cfg = VAuraConfig.preset("tiny")
+    plain = build_model(cfg, debug_weights=True, seed=seed).eval()
+    packed = build_model(cfg, debug_weights=True, seed=seed).eval()
+    pack_linears(packed)
+    feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed))
+    params = SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9)
+    runs = {"plain": (plain, True, "dynamic"), "full": (plain, False, "dynamic"),
+            "packed": (packed, True, "dynamic"), "packed_static": (packed, True, "static")}
+    logits: dict[str, list] = {m: [] for m in runs}
+    codes = {}
+    for name, (model, cache, mode) in runs.items():
+        codes[name] = generate(model, feats, 14, params, generator=torch.Generator().manual_seed(7),
+                               use_kv_cache=cache, step_mode=mode,
+                               on_step=lambda s, c, n, g, m=name: logits[m].append(g)).codes
+    for name in ("plain", "packed", "packed_static"):
+        assert torch.equal(codes[name], codes["full"]), name
+        torch.testing.assert_close(torch.stack(logits[name]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def packed_fixture():
+    model, inputs, expected = load_reduced()
+    pack_linears(model)
+    return model, inputs, expected
+
+
+def test_packed_reduced_fixture_parity(packed_fixture) -> None:
+    """The parity fixture with packed weights: teacher-forced logits and loss within the fixture's tolerance,
+    greedy CFG generation of 221 and 220 frames exactly the release's codes."""
+    model, inputs, e = packed_fixture
+    codes, vf = inputs["codes"], inputs["visual_features"]
+    with torch.no_grad():
+        logits = model(codes, vf)
+        out = model.loss(logits, codes)
+    torch.testing.assert_close(logits, e["tf_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.loss, e["tf_loss"], atol=1e-5, rtol=0)
+    greedy = SamplingParams(cfg_scale=6.0, top_k=1, temperature=1.0)
+    seen: dict[int, torch.Tensor] = {}
+    gen = generate(model, vf, 221, greedy, on_step=lambda s, c, n, g: seen.setdefault(s, g))
+    assert torch.equal(gen.codes, e["gen_codes"])
+    torch.testing.assert_close(torch.stack([seen[s] for s in (1, 2, 3)]), e["gen_first3_guided_logits"],
+                               atol=2e-4, rtol=0)
+    assert torch.equal(generate(model, vf, 220, greedy).codes, e["gen_codes_220"])
+
+
+def test_cli_pack_flags(tmp_path: Path) -> None:
+    """`vaura generate` on CPU: ``--pack`` packs even the tiny debug model, ``--no-pack`` never packs, the default
+    packs only models with >= PACK_MIN_BYTES of linear weights (not the tiny one); each run records what it did;
+    greedy audio is the same. ``--pack`` with ``--compile`` is refused."""
+    from tests.test_vaura_generate import make_clip
+    from vaura.cli import main
+    from visualsound.media import read_audio
+
+    clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
+    base = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux"]
+    for name, extra, want in (("packed", ["--pack"], True), ("plain", ["--no-pack"], False),
+                              ("default", [], False)):
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"{name}.mp4"), *extra])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / f"{name}.json").read_text())["packed_weights"] is want, name
+    torch.testing.assert_close(read_audio(tmp_path / "packed.wav"), read_audio(tmp_path / "plain.wav"))
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--pack", "--compile"])
+    assert res.exit_code != 0 and "--compile" in res.output
+
+
+def test_pipeline_packs_by_default_only_from_the_size_threshold(monkeypatch) -> None:
+    import vaura.generate as G
+
+    pipe = G.load_pipeline(debug_weights=True)
+    assert not pipe.pack_for_cpu() and not is_packed(pipe.transformer)
+    monkeypatch.setattr(G, "PACK_MIN_BYTES", 1)
+    assert pipe.pack_for_cpu() and is_packed(pipe.transformer)
