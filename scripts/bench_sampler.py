@@ -18,7 +18,8 @@ batch 2 S, the paper evaluated with several samples per clip):
 
 On CUDA every timing is bracketed by ``torch.cuda.synchronize`` and each method runs once untimed first (CUDA
 context, cuBLAS handles, graph capture included in the timed run). Peak memory: ``ru_maxrss`` of the process on
-CPU, ``torch.cuda.max_memory_allocated`` per size on CUDA. As `vaura generate`, the script turns on transparent
+CPU (and, where Linux lets the peak be reset, each method's own peak, packing included),
+``torch.cuda.max_memory_allocated`` per size on CUDA. As `vaura generate`, the script turns on transparent
 huge pages for torch's CPU tensors (``THP_MEM_ALLOC_ENABLE=1``, set before torch is imported, for every method
 alike; run with ``THP_MEM_ALLOC_ENABLE=0`` to compare). "same codes" compares the sampled codes of each method
 with the kv run's (same seed; differences can only come from float rounding deciding a top-k or sampling tie).
@@ -59,6 +60,24 @@ METHODS = {"kv": (True, "dynamic", False), "packed": (True, "dynamic", False),
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size (Linux >= 4.0: ``5`` into ``/proc/self/clear_refs``), so that
+    each method's peak is its own; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset_gb() -> float:
+    """``VmHWM`` of this process in GB (the peak since `reset_peak_rss`)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024 ** 2
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def sync(device: torch.device) -> None:
@@ -138,6 +157,7 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
         codes = {}
         run_methods = methods + (["packed"] if pack else [])
         for method in run_methods:
+            own_peak = device.type == "cpu" and reset_peak_rss()
             if method == "packed":
                 t_pack = time.perf_counter()
                 pack_linears(model)
@@ -153,11 +173,14 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                           "audio_seconds_per_s": 2.56 * n_samples / secs}
             if warm is not None:
                 rs[method]["first_run_with_compilation_s"] = warm
+            if own_peak:  # the model, plus this method's packing, cache and activations
+                rs[method]["peak_rss_gb"] = peak_rss_since_reset_gb()
             if method != "kv":
                 rs[method]["same_codes_as_kv"] = bool(torch.equal(codes[method], codes["kv"]))
                 rs[method]["fraction_codes_equal_kv"] = float((codes[method] == codes["kv"]).float().mean())
+            peak = f", peak RSS {rs[method]['peak_rss_gb']:.2f} GB" if own_peak else ""
             print(f"[{name} S={n_samples}] {method}: {secs:.3f} s for 2.56 s x {n_samples} "
-                  f"({STEPS / secs:.1f} steps/s, {rs[method]['tokens_per_s']:.0f} tokens/s)", flush=True)
+                  f"({STEPS / secs:.1f} steps/s, {rs[method]['tokens_per_s']:.0f} tokens/s{peak})", flush=True)
             if method == "packed":
                 unpack_linears(model)
         for method in run_methods:

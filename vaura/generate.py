@@ -40,7 +40,8 @@ SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # linear weights from which `VAuraPipeline.pack_for_cpu` packs by default (paper size: 2.7 GB, 1.4x faster
-# steps; the 58 MB `mid` preset and `tiny`: no gain within noise, scripts/bench_sampler.py)
+# steps; the 58 MB `mid` preset: 1.1x; the tiny debug model: slower, the per-call overhead dominates;
+# scripts/bench_sampler.py)
 PACK_MIN_BYTES = 256 * 2 ** 20
 
 
