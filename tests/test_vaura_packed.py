@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gc
+import io
 import json
 import weakref
 from pathlib import Path
@@ -174,3 +176,126 @@ def test_pipeline_packs_by_default_only_from_the_size_threshold(monkeypatch) -> 
     assert not pipe.pack_for_cpu() and not is_packed(pipe.transformer)
     monkeypatch.setattr(G, "PACK_MIN_BYTES", 1)
     assert pipe.pack_for_cpu() and is_packed(pipe.transformer)
+
+
+def test_packed_model_deepcopies_and_pickles_with_its_values() -> None:
+    """`copy.deepcopy` and `torch.save(model)` of a packed model work (the packed weight goes through its dense
+    values and is repacked on load) instead of failing inside oneDNN's opaque tensor."""
+    net = two_layers()
+    pack_linears(net)
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        want = net(x)
+        twin = copy.deepcopy(net)
+        buf = io.BytesIO()
+        torch.save(net, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        for m in (twin, loaded):
+            assert is_packed(m) and not m.training
+            torch.testing.assert_close(m(x), want, atol=0, rtol=0)
+            for k, v in net.state_dict().items():
+                assert torch.equal(m.state_dict()[k], v), k
+    assert torch.equal(net(x), want)  # the original is untouched
+
+
+def test_packed_load_state_dict_reports_like_nn_linear() -> None:
+    """Loading into a packed model reports what `nn.Linear` would: a misshaped bias is a size mismatch (not
+    broadcast into every output), keys it has no slot for are unexpected, fp16 values load as fp32."""
+    net = two_layers()
+    pack_linears(net)
+    good = two_layers().state_dict()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(RuntimeError, match="size mismatch for 2.bias"):
+        net.load_state_dict(dict(good, **{"2.bias": torch.ones(1)}), strict=True)
+    assert torch.equal(net.state_dict()["2.bias"], before["2.bias"])
+    extra = dict(good, **{"0.bias": torch.ones(96), "2.weight_g": torch.ones(40, 1)})
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        net.load_state_dict(extra, strict=True)
+    report = net.load_state_dict(extra, strict=False)
+    assert report.missing_keys == [] and sorted(report.unexpected_keys) == ["0.bias", "2.weight_g"]
+    assert two_layers().load_state_dict(extra, strict=False) == report  # the same report as plain nn.Linear
+    missing = net.load_state_dict({k: v for k, v in good.items() if k != "2.bias"}, strict=False)
+    assert missing.missing_keys == ["2.bias"] and missing.unexpected_keys == []
+    half = {k: (v * 3).half() for k, v in good.items()}
+    net.load_state_dict(half, strict=True)
+    for k, v in net.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, half[k].float()), k
+
+
+def test_packed_model_refuses_gradients_and_shared_memory() -> None:
+    """oneDNN's packed product has no backward: with grad enabled and an input (or the bias, after
+    ``requires_grad_()``) that requires grad it raises instead of silently giving no gradient; ``share_memory()``
+    raises as the packed weight cannot be shared."""
+    net = two_layers()
+    pack_linears(net)
+    x = torch.randn(2, 64)
+    with pytest.raises(ConfigError, match="gradient"):
+        net(x.requires_grad_())
+    net.requires_grad_()
+    with pytest.raises(ConfigError, match="gradient"):
+        net(torch.randn(2, 64))
+    with torch.no_grad():
+        assert net(torch.randn(2, 64)).shape == (2, 40)
+    with torch.inference_mode():
+        assert net(torch.randn(2, 64)).shape == (2, 40)
+    with pytest.raises(ConfigError, match="share"):
+        net.share_memory()
+    net.to(memory_format=torch.channels_last)  # no 4-D tensors: a no-op, allowed
+
+
+def test_pack_for_cpu_raises_when_forced_but_impossible(monkeypatch) -> None:
+    """``pack_for_cpu(force=True)`` (``vaura generate --pack``) says why it cannot pack rather than returning
+    False: here an fp16 linear in the transformer, and a torch build without oneDNN."""
+    import vaura.generate as G
+    import vaura.packed as packed_mod
+
+    pipe = G.load_pipeline(debug_weights=True)
+    lin = next(m for m in pipe.transformer.modules() if type(m) is nn.Linear)
+    lin.half()
+    assert not pipe.pack_for_cpu()  # the default just does not pack
+    with pytest.raises(ConfigError, match="float16"):
+        pipe.pack_for_cpu(force=True)
+    lin.float()
+    monkeypatch.setattr(packed_mod, "packing_available", lambda: False)
+    assert not pipe.pack_for_cpu()
+    with pytest.raises(ConfigError, match="oneDNN"):
+        pipe.pack_for_cpu(force=True)
+
+
+@pytest.mark.parametrize("cfg_scale,num_samples", [(3.0, 3), (1.0, 2)])
+def test_packed_pipeline_only_packs_the_transformer_and_generates_the_same(cfg_scale: float,
+                                                                           num_samples: int) -> None:
+    """`pack_for_cpu` packs the transformer's linears only (the visual encoder and codec keep plain modules);
+    sampled generation with several samples per clip (CFG: 2 S rows; scale 1: S rows) gives the plain codes."""
+    import vaura.generate as G
+
+    plain, packed = G.load_pipeline(debug_weights=True), G.load_pipeline(debug_weights=True)
+    visual_linears = sum(type(m) is nn.Linear for m in packed.visual.modules())
+    codec_linears = sum(type(m) is nn.Linear for m in packed.codec.modules())
+    assert packed.pack_for_cpu(force=True) and is_packed(packed.transformer)
+    assert not is_packed(packed.visual) and not is_packed(packed.codec)
+    assert sum(type(m) is nn.Linear for m in packed.visual.modules()) == visual_linears
+    assert sum(type(m) is nn.Linear for m in packed.codec.modules()) == codec_linears
+    cfg = plain.transformer.cfg
+    feats = torch.randn(num_samples, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(3))
+    params = SamplingParams(cfg_scale=cfg_scale, top_k=4, temperature=1.0)
+    codes = [generate(p.transformer, feats, 12, params, generator=torch.Generator().manual_seed(5)).codes
+             for p in (plain, packed)]
+    assert codes[0].shape[0] == num_samples and torch.equal(codes[0], codes[1])
+
+
+def test_packed_model_is_saved_as_a_plain_checkpoint(tmp_path: Path) -> None:
+    """`save_checkpoint` of a packed transformer writes the plain weights: loading it gives a plain model with the
+    same state dict."""
+    from vaura.checkpoint import load_checkpoint, save_checkpoint
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=2).eval()
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    pack_linears(model)
+    back, _ = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model))
+    assert not is_packed(back)
+    got = back.state_dict()
+    assert list(got) == list(want)
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k

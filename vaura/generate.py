@@ -39,9 +39,9 @@ WINDOW_FRAMES = 64  # 2.56 s at 25 fps
 SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
-# linear weights from which `VAuraPipeline.pack_for_cpu` packs by default (paper size: 2.7 GB, 1.4x faster
-# steps; the 58 MB `mid` preset: 1.1x; the tiny debug model: slower, the per-call overhead dominates;
-# scripts/bench_sampler.py)
+# linear weights from which `VAuraPipeline.pack_for_cpu` packs by default (scripts/bench_sampler.py, 1 thread:
+# paper size, 2.7 GB: whole run 1.54x faster, the longest-prefix steps 1.15-1.27x; the 58 MB `mid` preset: 1.12x;
+# the tiny debug model: slower, the per-call overhead dominates)
 PACK_MIN_BYTES = 256 * 2 ** 20
 
 
@@ -65,15 +65,31 @@ class VAuraPipeline:
         return next(self.transformer.parameters()).device
 
     def pack_for_cpu(self, force: bool = False) -> bool:
-        """Pre-pack the transformer's linear weights for oneDNN (`vaura.packed`) where that applies: an fp32
-        transformer on the CPU, a torch build with oneDNN, no ``compile_step``, and (unless `force`) linear
-        weights of at least `PACK_MIN_BYTES`. At paper size the cached decode steps get ~1.4x faster (the same
-        values up to float rounding); small models, whose weights stay in the CPU caches, gain nothing and pay a
-        little per call. Returns whether the transformer is packed."""
+        """Pre-pack the transformer's linear weights for oneDNN (`vaura.packed`; the visual encoder and codec stay
+        plain) where that applies: an fp32 transformer on the CPU, a torch build with oneDNN, no ``compile_step``,
+        and linear weights of at least `PACK_MIN_BYTES`. At paper size a whole 2.56 s generation gets ~1.5x faster
+        (the same values up to float rounding); small models, whose weights stay in the CPU caches, gain little or
+        pay a little per call. Returns whether the transformer is packed. With `force` (``vaura generate --pack``)
+        any size is packed, and a `ConfigError` says why where packing cannot apply."""
         from vaura.packed import is_packed, pack_linears, packing_available
 
         if is_packed(self.transformer):
             return True
+        linears = [m.weight for m in self.transformer.modules() if type(m) is torch.nn.Linear]
+        reason = ("the transformer is not on the CPU" if self.device.type != "cpu"
+                  else "compile_step is set (torch.compile takes plain weights)" if self.compile_step
+                  else "this torch build has no oneDNN (mkldnn) linear packing" if not packing_available()
+                  else f"its linear weights are {sorted({str(w.dtype) for w in linears})}, packing takes fp32"
+                  if any(w.dtype != torch.float32 for w in linears) else None)
+        if reason is not None:
+            if force:
+                raise ConfigError(f"cannot pack the transformer's linear weights: {reason}")
+            return False
+        if not force and sum(w.numel() * w.element_size() for w in linears) < PACK_MIN_BYTES:
+            return False
+        del linears  # pack_linears frees each plain weight as it goes: hold no references here
+        pack_linears(self.transformer, rows=2)
+        return True
         if self.device.type != "cpu" or self.compile_step or not packing_available():
             return False
         linears = [m.weight for m in self.transformer.modules() if type(m) is torch.nn.Linear]

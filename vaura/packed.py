@@ -46,6 +46,10 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[-1] == self.in_features, (
             f"PackedLinear expects [..., {self.in_features}], got {tuple(x.shape)}")
+        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            # oneDNN's packed product has no backward: autograd would silently give no gradient
+            raise ConfigError("packed linear weights have no gradient: run under torch.no_grad() / "
+                              "torch.inference_mode(), or call vaura.packed.unpack_linears(model) first")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def weight_dense(self) -> torch.Tensor:
@@ -63,7 +67,21 @@ class PackedLinear(nn.Module):
         if probe.device.type != "cpu" or probe.dtype != torch.float32:
             raise ConfigError(f"packed linear weights stay fp32 on the CPU (asked for {probe.dtype} on "
                               f"{probe.device}): call vaura.packed.unpack_linears(model) first")
+        if probe.is_shared():  # .share_memory(): oneDNN's opaque packed tensor has no storage to share
+            raise ConfigError("packed linear weights cannot be moved to shared memory: call "
+                              "vaura.packed.unpack_linears(model) first")
         return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (`copy.deepcopy`, ``torch.save(model)``) stores the dense weight; oneDNN's opaque tensor has
+        no storage to pickle."""
+        state = self.__dict__.copy()
+        state["packed"] = self.weight_dense()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.packed.contiguous(), self.rows)
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         destination[prefix + "weight"] = self.weight_dense()
@@ -73,23 +91,27 @@ class PackedLinear(nn.Module):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
                               strict: bool, missing_keys: list[str], unexpected_keys: list[str],
                               error_msgs: list[str]) -> None:
-        key = prefix + "weight"
-        if key not in state_dict:
-            missing_keys.append(key)
-        else:
-            weight = state_dict[key]
-            if tuple(weight.shape) != (self.out_features, self.in_features):
-                error_msgs.append(f"size mismatch for {key}: checkpoint {tuple(weight.shape)}, model "
-                                  f"{(self.out_features, self.in_features)}")
-            else:
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(),
-                                                                       self.rows)
+        own = {"weight": (self.out_features, self.in_features)}
         if self.bias is not None:
-            if prefix + "bias" in state_dict:
-                with torch.no_grad():
-                    self.bias.copy_(state_dict[prefix + "bias"])
+            own["bias"] = (self.out_features,)
+        new: dict[str, torch.Tensor] = {}
+        for name, shape in own.items():
+            key = prefix + name
+            if key not in state_dict:
+                missing_keys.append(key)
+            elif tuple(state_dict[key].shape) != shape:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape "
+                                  f"{tuple(state_dict[key].shape)} from checkpoint, the shape in current model is "
+                                  f"{shape}.")
             else:
-                missing_keys.append(prefix + "bias")
+                new[name] = state_dict[key].detach()
+        if strict:  # as nn.Module (load_state_dict passes strict=True here and raises only if asked to)
+            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in own)
+        if "weight" in new:
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(new["weight"].float().contiguous(), self.rows)
+        if "bias" in new:
+            with torch.no_grad():
+                self.bias.copy_(new["bias"])
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

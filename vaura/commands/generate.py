@@ -43,8 +43,9 @@ from vaura.sampler import SamplingParams
               help="torch.compile the sampler's decode step (CUDA: fewer, fused kernels; compiles once, worth it "
                    "for batch jobs).")
 @click.option("--pack/--no-pack", default=None,
-              help="CPU: pre-pack the linear weights for oneDNN (~1.4x faster decode steps at paper size, equal "
-                   "up to float rounding). Default: pack models with >= 256 MB of linear weights.")
+              help="CPU: pre-pack the transformer's linear weights for oneDNN (a paper-size generation ~1.5x "
+                   "faster, equal up to float rounding). Default: pack models with >= 256 MB of linear weights "
+                   "(fp32, CPU, no --compile); --pack packs any size or says why it cannot.")
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
