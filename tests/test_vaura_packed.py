@@ -167,6 +167,27 @@ def test_cli_pack_flags(tmp_path: Path) -> None:
     torch.testing.assert_close(read_audio(tmp_path / "packed.wav"), read_audio(tmp_path / "plain.wav"))
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--pack", "--compile"])
     assert res.exit_code != 0 and "--compile" in res.output
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--pack", "--device", "cuda:0"])
+    assert res.exit_code == 2 and "--pack" in res.output and "cuda:0" in res.output  # before loading to cuda
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_cli_pack_says_why_it_cannot_pack(tmp_path: Path, monkeypatch) -> None:
+    """``--pack`` where packing cannot apply (here: no oneDNN) exits with the reason, writing nothing, instead
+    of generating unpacked while the user asked for packing."""
+    import vaura.packed as packed_mod
+    from tests.test_vaura_generate import make_clip
+    from vaura.cli import main
+
+    monkeypatch.setattr(packed_mod, "packing_available", lambda: False)
+    clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
+    args = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux", "--out",
+            str(tmp_path / "o.mp4")]
+    res = CliRunner().invoke(main, [*args, "--pack"])
+    assert res.exit_code != 0 and "oneDNN" in res.output and not (tmp_path / "o.json").exists()
+    res = CliRunner().invoke(main, args)  # the default just does not pack
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o.json").read_text())["packed_weights"] is False
 
 
 def test_pipeline_packs_by_default_only_from_the_size_threshold(monkeypatch) -> None:
@@ -299,3 +320,17 @@ def test_packed_model_is_saved_as_a_plain_checkpoint(tmp_path: Path) -> None:
     assert list(got) == list(want)
     for k, v in want.items():
         assert torch.equal(got[k], v), k
+
+
+def test_training_a_packed_model_raises_before_any_step(tmp_path: Path) -> None:
+    """`vaura.train.Trainer` given a packed model stops with the ConfigError of `PackedLinear.train` before it
+    takes a step or writes a checkpoint (an optimiser over its parameters would miss every packed weight)."""
+    from tests.test_train_loop import PatternWindows, make_model, tiny_cfg
+    from vaura.train.loop import Trainer
+
+    cfg = tiny_cfg("max_steps=2")
+    model = make_model(cfg)
+    pack_linears(model)
+    with pytest.raises(ConfigError, match="inference only"):
+        Trainer(cfg, tmp_path / "run", model, PatternWindows(4)).fit()
+    assert not list((tmp_path / "run").glob("*.pt"))

@@ -64,11 +64,12 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     single = src.is_file() and src.suffix.lower() != ".txt"
     if single and Path(out).suffix.lower() != ".mp4":
         raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
+    if pack and (compile_step or not device.startswith("cpu")):  # refused before loading any weights
+        raise click.BadParameter(f"weight packing is for CPU generation without --compile (got --device "
+                                 f"{device}{' --compile' if compile_step else ''})", param_hint="--pack")
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
-    if pack and (pipe.device.type != "cpu" or compile_step):
-        raise click.BadParameter("weight packing is for CPU generation without --compile", param_hint="--pack")
     packed = False if pack is False else pipe.pack_for_cpu(force=bool(pack))
     tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
     settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
