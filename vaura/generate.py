@@ -90,16 +90,6 @@ class VAuraPipeline:
         del linears  # pack_linears frees each plain weight as it goes: hold no references here
         pack_linears(self.transformer, rows=2)
         return True
-        if self.device.type != "cpu" or self.compile_step or not packing_available():
-            return False
-        linears = [m.weight for m in self.transformer.modules() if type(m) is torch.nn.Linear]
-        if any(w.dtype != torch.float32 for w in linears):
-            return False
-        if not force and sum(w.numel() * w.element_size() for w in linears) < PACK_MIN_BYTES:
-            return False
-        del linears
-        pack_linears(self.transformer, rows=2)
-        return True
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,
