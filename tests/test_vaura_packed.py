@@ -334,3 +334,15 @@ def test_training_a_packed_model_raises_before_any_step(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="inference only"):
         Trainer(cfg, tmp_path / "run", model, PatternWindows(4)).fit()
     assert not list((tmp_path / "run").glob("*.pt"))
+
+
+def test_pipeline_packing_keeps_no_plain_weight_alive() -> None:
+    """After `pack_for_cpu` (and after `load_pipeline`, which must not keep its own copies) no plain linear weight
+    of the transformer is alive: packing does not double the memory of a large model."""
+    import vaura.generate as G
+
+    pipe = G.load_pipeline(debug_weights=True)
+    refs = [weakref.ref(m.weight) for m in pipe.transformer.modules() if type(m) is nn.Linear]
+    assert refs and pipe.pack_for_cpu(force=True)
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
