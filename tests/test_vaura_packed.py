@@ -346,3 +346,19 @@ def test_pipeline_packing_keeps_no_plain_weight_alive() -> None:
     assert refs and pipe.pack_for_cpu(force=True)
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
+
+
+def test_refused_dtype_move_leaves_the_vaura_transformer_unchanged() -> None:
+    """``.half()`` / ``.to(float64)`` of a packed V-AURA transformer raise before any of its tensors is converted
+    (its first child holds a packed layer, and `torch.nn.Module._apply` visits children first), so the model still
+    generates in fp32 after the refusal."""
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=4).eval()
+    pack_linears(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for move in (lambda m: m.half(), lambda m: m.to(torch.float64)):
+        with pytest.raises(ConfigError, match="unpack_linears"):
+            move(model)
+        assert {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()} == {torch.float32}
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())

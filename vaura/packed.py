@@ -11,7 +11,9 @@ plain `torch.nn.Linear` modules.
 The products are the same fp32 dot products summed in another order, so outputs differ from `F.linear` by float
 rounding only (relative ~1e-6). A packed model is for inference: putting it in training mode, calling it with
 gradients enabled on an input or bias that requires grad (oneDNN's op has no backward), moving it to another
-dtype or device and ``share_memory()`` raise `ConfigError`. `copy.deepcopy` and ``torch.save(model)`` work (the
+dtype or device and ``share_memory()`` raise `ConfigError` (raised when `torch.nn.Module._apply` reaches the
+first packed layer: modules it visits before are already converted; in the V-AURA transformer that layer comes
+first). `copy.deepcopy` and ``torch.save(model)`` work (the
 dense weight is pickled and packed again on load). The packed weight is not a parameter: ``model.parameters()``
 leaves it out, and ``state_dict(keep_vars=True)`` gives a plain tensor copy of it, not an `nn.Parameter`.
 """
