@@ -13,9 +13,10 @@ rounding only (relative ~1e-6). A packed model is for inference: putting it in t
 gradients enabled on an input or bias that requires grad (oneDNN's op has no backward), moving it to another
 dtype or device and ``share_memory()`` raise `ConfigError` (raised when `torch.nn.Module._apply` reaches the
 first packed layer: modules it visits before are already converted; in the V-AURA transformer that layer comes
-first). `copy.deepcopy` and ``torch.save(model)`` work (the
-dense weight is pickled and packed again on load). The packed weight is not a parameter: ``model.parameters()``
-leaves it out, and ``state_dict(keep_vars=True)`` gives a plain tensor copy of it, not an `nn.Parameter`.
+first). `copy.deepcopy` and ``torch.save(model)`` work (the dense weight is pickled and packed again on load).
+The packed weight is not a parameter: ``model.parameters()`` leaves it out, and ``state_dict(keep_vars=True)``
+gives a plain tensor copy of it, not an `nn.Parameter`. Only modules of exactly type `torch.nn.Linear` are
+packed (subclasses, such as attention's ``out_proj``, whose weight other code reads, stay plain).
 """
 
 from __future__ import annotations
