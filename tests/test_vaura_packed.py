@@ -362,3 +362,13 @@ def test_refused_dtype_move_leaves_the_vaura_transformer_unchanged() -> None:
         assert {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()} == {torch.float32}
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_compile_step_refuses_a_packed_model() -> None:
+    from vaura.sampler import SamplingError
+
+    cfg = VAuraConfig.preset("tiny")
+    model = build_model(cfg, debug_weights=True, seed=0).eval()
+    pack_linears(model)
+    with pytest.raises(SamplingError, match="packed"):
+        generate(model, torch.randn(1, 32, cfg.visual_dim), 5, compile_step=True)

@@ -20,6 +20,7 @@ import torch
 
 from vaura.delay import pattern_index, revert_pattern
 from vaura.model import KVCache, Transformer
+from vaura.packed import is_packed
 from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,9 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     if compile_step and (not use_kv_cache or step_mode == "dynamic"):
         raise SamplingError("compile_step compiles the static KV-cache step: it needs use_kv_cache=True and "
                             f"step_mode 'static', 'graph' or 'auto' (got {step_mode!r}, use_kv_cache={use_kv_cache})")
+    if compile_step and is_packed(model):
+        raise SamplingError("compile_step cannot trace oneDNN-packed weights: generate without compile_step, "
+                            "or call vaura.packed.unpack_linears(model) first")
     # a compiled step is specialised to the cache's length: the full RoPE length keeps it one shape for every
     # n_frames (else each window length recompiles, and fullgraph compilation fails past Dynamo's recompile limit)
     cache_len = cfg.rope_len if compile_step else n_frames + k
