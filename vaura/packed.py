@@ -43,9 +43,8 @@ class PackedLinear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int = 2) -> None:
         super().__init__()
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.dim() != 2:
-            raise ConfigError(f"weight packing takes a 2-D fp32 CPU weight, got {tuple(weight.shape)} "
-                              f"{weight.dtype} on {weight.device}")
+        _check_packable("weight", weight)
+        assert weight.dim() == 2, f"a linear weight is [out, in], got {tuple(weight.shape)}"
         self.in_features, self.out_features, self.rows = weight.shape[1], weight.shape[0], rows
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
@@ -160,11 +159,11 @@ def unpack_linears(model: nn.Module) -> int:
     found = _linear_children(model, PackedLinear)
     for parent, name in found:
         packed = getattr(parent, name)
-        lin = nn.Linear(packed.in_features, packed.out_features, bias=packed.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(packed.weight_dense())
-            if packed.bias is not None:
-                lin.bias.copy_(packed.bias)
+        # built on the meta device: no throw-away initialisation, the weight is the one dense copy
+        lin = nn.Linear(packed.in_features, packed.out_features, bias=packed.bias is not None, device="meta")
+        lin.weight = nn.Parameter(packed.weight_dense())
+        if packed.bias is not None:
+            lin.bias = nn.Parameter(packed.bias.detach().clone())
         setattr(parent, name, lin)
     return len(found)
 
