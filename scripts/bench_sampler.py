@@ -9,8 +9,11 @@ batch 2 S, the paper evaluated with several samples per clip):
   (`vaura.sampler.StaticStep`), the default of `vaura generate` on CUDA;
 * ``compiled`` (CUDA, ``--compile``): ``graph`` with the step compiled by ``torch.compile`` (Inductor fuses its
   elementwise kernels); the first run, which compiles, is timed apart (``first_run_with_compilation_s``);
-* ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), the default
-  of `vaura generate` on CPU; run after the others (packing changes the model in place; it is unpacked after);
+* ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), the fallback
+  of `vaura generate` on CPU where the thin-linear kernel cannot be built;
+* ``thin`` (CPU, fp32): ``kv`` with the linear layers computed by the thin-linear AVX2 kernel
+  (`vaura.thin_linear`), the default of `vaura generate` on CPU. ``packed`` and ``thin`` run after the others
+  (they change the model in place and are undone after);
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most
   expensive ones) are timed for kv and full, a cached single-position step against a full-prefix step, and the
@@ -50,12 +53,15 @@ from vaura.delay import build_pattern  # noqa: E402
 from vaura.model import KVCache, Transformer  # noqa: E402
 from vaura.packed import pack_linears, packing_available, unpack_linears  # noqa: E402
 from vaura.sampler import SamplingParams, generate  # noqa: E402
+from vaura.thin_linear import kernel_status, remove_thin_linears, use_thin_linears  # noqa: E402
 
 N_FRAMES = 220  # 2.56 s as the release's generate script
 STEPS = N_FRAMES + 8
-METHODS = {"kv": (True, "dynamic", False), "packed": (True, "dynamic", False),
+METHODS = {"kv": (True, "dynamic", False), "packed": (True, "dynamic", False), "thin": (True, "dynamic", False),
            "graph": (True, "graph", False), "compiled": (True, "graph", True),
            "full": (False, "dynamic", False)}
+# CPU variants of kv: (apply to the model in place, undo)
+CPU_VARIANTS = {"packed": (pack_linears, unpack_linears), "thin": (use_thin_linears, remove_thin_linears)}
 
 
 def peak_rss_gb() -> float:
@@ -147,7 +153,15 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
     methods = (["kv"] + (["graph"] if device.type == "cuda" else [])
                + (["compiled"] if device.type == "cuda" and args.compile else [])
                + (["full"] if name in full_sizes else []))
-    pack = device.type == "cpu" and dtype == torch.float32 and not args.no_pack and packing_available()
+    variants = []
+    if device.type == "cpu" and dtype == torch.float32:
+        if not args.no_pack and packing_available():
+            variants.append("packed")
+        if not args.no_thin:
+            ok, why = kernel_status()
+            if not ok:
+                raise SystemExit(f"the thin-linear kernel is unavailable ({why}); run with --no-thin")
+            variants.append("thin")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for n_samples in args.samples:
@@ -155,13 +169,13 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
                             generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
         rs: dict = {}
         codes = {}
-        run_methods = methods + (["packed"] if pack else [])
+        run_methods = methods + variants
         for method in run_methods:
             own_peak = device.type == "cpu" and reset_peak_rss()
-            if method == "packed":
+            if method in CPU_VARIANTS:
                 t_pack = time.perf_counter()
-                pack_linears(model)
-                rs["pack_s"] = time.perf_counter() - t_pack
+                CPU_VARIANTS[method][0](model)
+                rs[f"{method}_setup_s"] = time.perf_counter() - t_pack
             warm = None
             if method == "compiled":  # the one-off compilation, at the timed run's shapes, reported apart
                 warm, _ = timed_generation(model, feats, method)
@@ -181,13 +195,13 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
             peak = f", peak RSS {rs[method]['peak_rss_gb']:.2f} GB" if own_peak else ""
             print(f"[{name} S={n_samples}] {method}: {secs:.3f} s for 2.56 s x {n_samples} "
                   f"({STEPS / secs:.1f} steps/s, {rs[method]['tokens_per_s']:.0f} tokens/s{peak})", flush=True)
-            if method == "packed":
-                unpack_linears(model)
+            if method in CPU_VARIANTS:
+                CPU_VARIANTS[method][1](model)
         for method in run_methods:
             if method != "full" and "full" in rs:
                 rs[method]["speedup_vs_full"] = rs["full"]["generation_s"] / rs[method]["generation_s"]
                 print(f"[{name} S={n_samples}] {method} vs full: {rs[method]['speedup_vs_full']:.1f}x", flush=True)
-        for method in ("graph", "compiled", "packed"):
+        for method in ("graph", "compiled", "packed", "thin"):
             if method in rs:
                 rs[method]["speedup_vs_kv"] = rs["kv"]["generation_s"] / rs[method]["generation_s"]
         if args.steps > 0 and n_samples == args.samples[0]:
@@ -198,14 +212,14 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
             print(f"[{name} S={n_samples}] last {args.steps} steps (prefix {steps['prefix_lengths']}): "
                   f"kv {steps['kv_step_s']:.4f} s/step, full {steps['full_step_s']:.4f} s/step "
                   f"-> {rs['last_steps']['speedup_per_step']:.1f}x", flush=True)
-            if pack:
-                pack_linears(model)
-                packed_step = timed_last_steps(model, feats, seq, args.steps, full=False)["kv_step_s"]
-                unpack_linears(model)
-                rs["last_steps"].update(packed_step_s=packed_step,
-                                        speedup_per_step_packed=steps["full_step_s"] / packed_step)
-                print(f"[{name} S={n_samples}] last {args.steps} steps: packed {packed_step:.4f} s/step -> "
-                      f"{rs['last_steps']['speedup_per_step_packed']:.1f}x", flush=True)
+            for method in variants:
+                CPU_VARIANTS[method][0](model)
+                step_s = timed_last_steps(model, feats, seq, args.steps, full=False)["kv_step_s"]
+                CPU_VARIANTS[method][1](model)
+                rs["last_steps"].update({f"{method}_step_s": step_s,
+                                         f"speedup_per_step_{method}": steps["full_step_s"] / step_s})
+                print(f"[{name} S={n_samples}] last {args.steps} steps: {method} {step_s:.4f} s/step -> "
+                      f"{rs['last_steps'][f'speedup_per_step_{method}']:.1f}x", flush=True)
         r["samples"][str(n_samples)] = rs
     if device.type == "cuda":
         r["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1024 ** 3
@@ -226,6 +240,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd graph step (CUDA)")
     ap.add_argument("--no-pack", action="store_true", help="skip the oneDNN-packed kv run (CPU)")
+    ap.add_argument("--no-thin", action="store_true", help="skip the thin-linear kernel kv run (CPU)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     args.samples = [int(s) for s in args.samples.split(",")]

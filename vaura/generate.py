@@ -39,9 +39,12 @@ WINDOW_FRAMES = 64  # 2.56 s at 25 fps
 SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
-# linear weights from which `VAuraPipeline.pack_for_cpu` packs by default (scripts/bench_sampler.py, 1 thread:
-# paper size, 2.7 GB: whole run 1.54x faster, the longest-prefix steps 1.15-1.27x; the 58 MB `mid` preset: 1.12x;
-# the tiny debug model: slower, the per-call overhead dominates)
+# CPU linear backends of `VAuraPipeline.accelerate_cpu` ("auto": thin, else packed, each from its size threshold in
+# bytes of linear weights; scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights):
+# thin-linear kernel: paper size (2.7 GB) see the README, the 58 MB `mid` preset 1.33x, the 2.4 MB tiny debug
+# model 0.90x (per-call overhead); oneDNN packing: paper size 1.54x, mid 1.12x, tiny slower.
+CPU_LINEAR_MODES = ("auto", "thin", "packed", "off")
+THIN_MIN_BYTES = 16 * 2 ** 20
 PACK_MIN_BYTES = 256 * 2 ** 20
 
 
@@ -64,32 +67,64 @@ class VAuraPipeline:
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
-    def pack_for_cpu(self, force: bool = False) -> bool:
-        """Pre-pack the transformer's linear weights for oneDNN (`vaura.packed`; the visual encoder and codec stay
-        plain) where that applies: an fp32 transformer on the CPU, a torch build with oneDNN, no ``compile_step``,
-        and linear weights of at least `PACK_MIN_BYTES`. At paper size a whole 2.56 s generation gets ~1.5x faster
-        (the same values up to float rounding); small models, whose weights stay in the CPU caches, gain little or
-        pay a little per call. Returns whether the transformer is packed. With `force` (``vaura generate --pack``)
-        any size is packed, and a `ConfigError` says why where packing cannot apply."""
-        from vaura.packed import is_packed, pack_linears, packing_available
+    def cpu_linear(self) -> str:
+        """The transformer's linear backend: ``"thin"``, ``"packed"`` or ``"off"`` (plain ``F.linear``)."""
+        from vaura.packed import is_packed
+        from vaura.thin_linear import uses_thin_linears
 
-        if is_packed(self.transformer):
-            return True
+        return "packed" if is_packed(self.transformer) else "thin" if uses_thin_linears(self.transformer) else "off"
+
+    def accelerate_cpu(self, mode: str = "auto") -> str:
+        """Speed up the transformer's linear layers for CPU decoding (the visual encoder and codec stay plain):
+
+        * ``"thin"``: the thin-linear AVX2 kernel (`vaura.thin_linear`; plain weights, no copy);
+        * ``"packed"``: weights pre-packed for oneDNN (`vaura.packed`; frees the plain weights);
+        * ``"auto"`` (``vaura generate``'s default): thin where it applies and the model has at least
+          `THIN_MIN_BYTES` of linear weights, else packed from `PACK_MIN_BYTES`, else nothing;
+        * ``"off"``: nothing.
+
+        Both need an fp32 transformer on the CPU and no ``compile_step``; outputs equal the plain model's up to
+        float rounding. ``"thin"`` and ``"packed"`` apply at any size or raise `ConfigError` saying why they cannot;
+        ``"auto"`` logs why it chose what it did. Returns the backend now in use (see `cpu_linear`); a transformer
+        that already uses one keeps it."""
+        from vaura.packed import pack_linears, packing_available
+        from vaura.thin_linear import kernel_status, use_thin_linears
+
+        if mode not in CPU_LINEAR_MODES:
+            raise ConfigError(f"CPU linear mode must be one of {CPU_LINEAR_MODES}, got {mode!r}")
+        current = self.cpu_linear()
+        if mode == "off" or current != "off":
+            return current
         linears = [m.weight for m in self.transformer.modules() if type(m) is torch.nn.Linear]
-        reason = ("the transformer is not on the CPU" if self.device.type != "cpu"
+        size = sum(w.numel() * w.element_size() for w in linears)
+        common = ("the transformer is not on the CPU" if self.device.type != "cpu"
                   else "compile_step is set (torch.compile takes plain weights)" if self.compile_step
-                  else "this torch build has no oneDNN (mkldnn) linear packing" if not packing_available()
-                  else f"its linear weights are {sorted({str(w.dtype) for w in linears})}, packing takes fp32"
+                  else f"its linear weights are {sorted({str(w.dtype) for w in linears})}, not fp32"
                   if any(w.dtype != torch.float32 for w in linears) else None)
-        if reason is not None:
-            if force:
-                raise ConfigError(f"cannot pack the transformer's linear weights: {reason}")
-            return False
-        if not force and sum(w.numel() * w.element_size() for w in linears) < PACK_MIN_BYTES:
-            return False
         del linears  # pack_linears frees each plain weight as it goes: hold no references here
-        pack_linears(self.transformer, rows=2)
-        return True
+        why: dict[str, str | None] = {}
+        for backend, minimum in (("thin", THIN_MIN_BYTES), ("packed", PACK_MIN_BYTES)):
+            if mode not in ("auto", backend):
+                continue
+            reason = common
+            if reason is None:
+                reason = (kernel_status()[1] or None if backend == "thin" else
+                          None if packing_available() else "this torch build has no oneDNN (mkldnn) linear packing")
+            if reason is not None and mode == backend:
+                raise ConfigError(f"cannot use the {backend} CPU linear backend: {reason}")
+            if reason is None and mode == "auto" and size < minimum:
+                reason = f"{size / 2 ** 20:.1f} MB of linear weights, under its {minimum // 2 ** 20} MB threshold"
+            why[backend] = reason
+            if reason is None:
+                if backend == "thin":
+                    use_thin_linears(self.transformer)
+                else:
+                    pack_linears(self.transformer, rows=2)
+                log.info("CPU linear backend: %s%s", backend,
+                         "".join(f" (not {b}: {r})" for b, r in why.items() if r))
+                return backend
+        log.info("CPU linear backend: plain F.linear (%s)", "; ".join(f"not {b}: {r}" for b, r in why.items()))
+        return "off"
 
 
 def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bool = False,

@@ -42,14 +42,17 @@ from vaura.sampler import SamplingParams
 @click.option("--compile", "compile_step", is_flag=True,
               help="torch.compile the sampler's decode step (CUDA: fewer, fused kernels; compiles once, worth it "
                    "for batch jobs).")
-@click.option("--pack/--no-pack", default=None,
-              help="CPU: pre-pack the transformer's linear weights for oneDNN (a paper-size generation ~1.5x "
-                   "faster, equal up to float rounding). Default: pack models with >= 256 MB of linear weights "
-                   "(fp32, CPU, no --compile); --pack packs any size or says why it cannot.")
+@click.option("--cpu-linear", type=click.Choice(["auto", "thin", "packed", "off"]), default="auto",
+              show_default=True,
+              help="CPU: how the transformer's linear layers run. thin: an AVX2 kernel built on first use (a "
+                   "paper-size generation ~1.9x faster than plain, equal up to float rounding); packed: weights "
+                   "pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 MB of linear weights, "
+                   "else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at any size or say why "
+                   "they cannot.")
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, pack: bool | None) -> None:
+             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str) -> None:
     """Generate 44.1 kHz audio for VIDEO with V-AURA."""
     from tqdm import tqdm
 
@@ -64,17 +67,17 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     single = src.is_file() and src.suffix.lower() != ".txt"
     if single and Path(out).suffix.lower() != ".mp4":
         raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
-    if pack and (compile_step or not device.startswith("cpu")):  # refused before loading any weights
-        raise click.BadParameter(f"weight packing is for CPU generation without --compile (got --device "
-                                 f"{device}{' --compile' if compile_step else ''})", param_hint="--pack")
+    if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):  # before loading
+        raise click.BadParameter(f"{cpu_linear} is for CPU generation without --compile (got --device "
+                                 f"{device}{' --compile' if compile_step else ''})", param_hint="--cpu-linear")
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
-    packed = False if pack is False else pipe.pack_for_cpu(force=bool(pack))
+    backend = pipe.accelerate_cpu(cpu_linear)
     tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
     settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
                 "checkpoint": pipe.source, "debug_weights": pipe.debug_weights, "device": device,
-                "compile": compile_step, "packed_weights": packed}
+                "compile": compile_step, "cpu_linear": backend}
     t0 = time.perf_counter()
     if single:
         from vaura.generate import generate_for_video, output_paths, write_outputs
