@@ -9,11 +9,11 @@ batch 2 S, the paper evaluated with several samples per clip):
   (`vaura.sampler.StaticStep`), the default of `vaura generate` on CUDA;
 * ``compiled`` (CUDA, ``--compile``): ``graph`` with the step compiled by ``torch.compile`` (Inductor fuses its
   elementwise kernels); the first run, which compiles, is timed apart (``first_run_with_compilation_s``);
-* ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), the fallback
-  of `vaura generate` on CPU where the thin-linear kernel cannot be built;
 * ``thin`` (CPU, fp32): ``kv`` with the linear layers computed by the thin-linear AVX2 kernel
-  (`vaura.thin_linear`), the default of `vaura generate` on CPU. ``packed`` and ``thin`` run after the others
-  (they change the model in place and are undone after);
+  (`vaura.thin_linear`), what `vaura generate` uses on CPU from 16 MB of linear weights;
+* ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), its fallback
+  where the kernel cannot be built. ``thin`` and ``packed`` run after the others, in that order (they change the
+  model in place and are undone after);
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most
   expensive ones) are timed for kv and full, a cached single-position step against a full-prefix step, and the
@@ -153,15 +153,15 @@ def bench_size(name: str, args: argparse.Namespace, device: torch.device, dtype:
     methods = (["kv"] + (["graph"] if device.type == "cuda" else [])
                + (["compiled"] if device.type == "cuda" and args.compile else [])
                + (["full"] if name in full_sizes else []))
-    variants = []
+    variants = []  # thin first: it copies nothing, so its own peak RSS is not inflated by an unpacked model
     if device.type == "cpu" and dtype == torch.float32:
-        if not args.no_pack and packing_available():
-            variants.append("packed")
         if not args.no_thin:
             ok, why = kernel_status()
             if not ok:
                 raise SystemExit(f"the thin-linear kernel is unavailable ({why}); run with --no-thin")
             variants.append("thin")
+        if not args.no_pack and packing_available():
+            variants.append("packed")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for n_samples in args.samples:

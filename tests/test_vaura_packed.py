@@ -152,32 +152,31 @@ def test_packed_reduced_fixture_parity(packed_fixture) -> None:
     assert torch.equal(generate(model, vf, 220, greedy).codes, e["gen_codes_220"])
 
 
-def test_cli_pack_flags(tmp_path: Path) -> None:
-    """`vaura generate` on CPU: ``--pack`` packs even the tiny debug model, ``--no-pack`` never packs, the default
-    packs only models with >= PACK_MIN_BYTES of linear weights (not the tiny one); each run records what it did;
-    greedy audio is the same. ``--pack`` with ``--compile`` is refused."""
+def test_cli_cpu_linear_packed(tmp_path: Path) -> None:
+    """`vaura generate --cpu-linear packed` packs even the tiny debug model and records it; greedy audio equals
+    the plain run's. ``packed`` with ``--compile`` or on CUDA is refused before loading."""
     from tests.test_vaura_generate import make_clip
     from vaura.cli import main
     from visualsound.media import read_audio
 
     clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
     base = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux"]
-    for name, extra, want in (("packed", ["--pack"], True), ("plain", ["--no-pack"], False),
-                              ("default", [], False)):
-        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"{name}.mp4"), *extra])
+    for name, want in (("packed", "packed"), ("off", "off")):
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"{name}.mp4"), "--cpu-linear", name])
         assert res.exit_code == 0, res.output
-        assert json.loads((tmp_path / f"{name}.json").read_text())["packed_weights"] is want, name
-    torch.testing.assert_close(read_audio(tmp_path / "packed.wav"), read_audio(tmp_path / "plain.wav"))
-    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--pack", "--compile"])
+        assert json.loads((tmp_path / f"{name}.json").read_text())["cpu_linear"] == want, name
+    torch.testing.assert_close(read_audio(tmp_path / "packed.wav"), read_audio(tmp_path / "off.wav"))
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--cpu-linear", "packed", "--compile"])
     assert res.exit_code != 0 and "--compile" in res.output
-    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--pack", "--device", "cuda:0"])
-    assert res.exit_code == 2 and "--pack" in res.output and "cuda:0" in res.output  # before loading to cuda
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.mp4"), "--cpu-linear", "packed",
+                                    "--device", "cuda:0"])
+    assert res.exit_code == 2 and "--cpu-linear" in res.output and "cuda:0" in res.output  # before loading
     assert not (tmp_path / "x.json").exists()
 
 
-def test_cli_pack_says_why_it_cannot_pack(tmp_path: Path, monkeypatch) -> None:
-    """``--pack`` where packing cannot apply (here: no oneDNN) exits with the reason, writing nothing, instead
-    of generating unpacked while the user asked for packing."""
+def test_cli_packed_says_why_it_cannot_pack(tmp_path: Path, monkeypatch) -> None:
+    """``--cpu-linear packed`` where packing cannot apply (here: no oneDNN) exits with the reason, writing
+    nothing, instead of generating unpacked while the user asked for packing."""
     import vaura.packed as packed_mod
     from tests.test_vaura_generate import make_clip
     from vaura.cli import main
@@ -186,20 +185,24 @@ def test_cli_pack_says_why_it_cannot_pack(tmp_path: Path, monkeypatch) -> None:
     clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
     args = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux", "--out",
             str(tmp_path / "o.mp4")]
-    res = CliRunner().invoke(main, [*args, "--pack"])
+    res = CliRunner().invoke(main, [*args, "--cpu-linear", "packed"])
     assert res.exit_code != 0 and "oneDNN" in res.output and not (tmp_path / "o.json").exists()
-    res = CliRunner().invoke(main, args)  # the default just does not pack
+    res = CliRunner().invoke(main, args)  # the default (auto, tiny model) uses plain weights
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "o.json").read_text())["packed_weights"] is False
+    assert json.loads((tmp_path / "o.json").read_text())["cpu_linear"] == "off"
 
 
-def test_pipeline_packs_by_default_only_from_the_size_threshold(monkeypatch) -> None:
+def test_pipeline_auto_packs_only_from_the_size_threshold(monkeypatch) -> None:
+    """Where the thin-linear kernel is unavailable, ``accelerate_cpu("auto")`` packs from `PACK_MIN_BYTES`."""
     import vaura.generate as G
+    import vaura.thin_linear as tl
 
+    monkeypatch.setattr(tl, "kernel_status", lambda: (False, "test: no kernel"))
     pipe = G.load_pipeline(debug_weights=True)
-    assert not pipe.pack_for_cpu() and not is_packed(pipe.transformer)
+    assert pipe.accelerate_cpu("auto") == "off" and not is_packed(pipe.transformer)
     monkeypatch.setattr(G, "PACK_MIN_BYTES", 1)
-    assert pipe.pack_for_cpu() and is_packed(pipe.transformer)
+    assert pipe.accelerate_cpu("auto") == "packed" and is_packed(pipe.transformer)
+    assert pipe.cpu_linear() == "packed"
 
 
 def test_packed_model_deepcopies_and_pickles_with_its_values() -> None:
@@ -268,36 +271,38 @@ def test_packed_model_refuses_gradients_and_shared_memory() -> None:
     net.to(memory_format=torch.channels_last)  # no 4-D tensors: a no-op, allowed
 
 
-def test_pack_for_cpu_raises_when_forced_but_impossible(monkeypatch) -> None:
-    """``pack_for_cpu(force=True)`` (``vaura generate --pack``) says why it cannot pack rather than returning
-    False: here an fp16 linear in the transformer, and a torch build without oneDNN."""
+def test_accelerate_cpu_packed_raises_where_impossible(monkeypatch) -> None:
+    """``accelerate_cpu("packed")`` (``vaura generate --cpu-linear packed``) says why it cannot pack rather than
+    returning "off": here an fp16 linear in the transformer, and a torch build without oneDNN."""
     import vaura.generate as G
     import vaura.packed as packed_mod
 
     pipe = G.load_pipeline(debug_weights=True)
     lin = next(m for m in pipe.transformer.modules() if type(m) is nn.Linear)
     lin.half()
-    assert not pipe.pack_for_cpu()  # the default just does not pack
+    monkeypatch.setattr(G, "THIN_MIN_BYTES", 0)
+    monkeypatch.setattr(G, "PACK_MIN_BYTES", 0)
+    assert pipe.accelerate_cpu("auto") == "off"  # auto just does not accelerate
     with pytest.raises(ConfigError, match="float16"):
-        pipe.pack_for_cpu(force=True)
+        pipe.accelerate_cpu("packed")
     lin.float()
     monkeypatch.setattr(packed_mod, "packing_available", lambda: False)
-    assert not pipe.pack_for_cpu()
     with pytest.raises(ConfigError, match="oneDNN"):
-        pipe.pack_for_cpu(force=True)
+        pipe.accelerate_cpu("packed")
 
 
 @pytest.mark.parametrize("cfg_scale,num_samples", [(3.0, 3), (1.0, 2)])
 def test_packed_pipeline_only_packs_the_transformer_and_generates_the_same(cfg_scale: float,
                                                                            num_samples: int) -> None:
-    """`pack_for_cpu` packs the transformer's linears only (the visual encoder and codec keep plain modules);
-    sampled generation with several samples per clip (CFG: 2 S rows; scale 1: S rows) gives the plain codes."""
+    """`accelerate_cpu("packed")` packs the transformer's linears only (the visual encoder and codec keep plain
+    modules); sampled generation with several samples per clip (CFG: 2 S rows; scale 1: S rows) gives the plain
+    codes."""
     import vaura.generate as G
 
     plain, packed = G.load_pipeline(debug_weights=True), G.load_pipeline(debug_weights=True)
     visual_linears = sum(type(m) is nn.Linear for m in packed.visual.modules())
     codec_linears = sum(type(m) is nn.Linear for m in packed.codec.modules())
-    assert packed.pack_for_cpu(force=True) and is_packed(packed.transformer)
+    assert packed.accelerate_cpu("packed") == "packed" and is_packed(packed.transformer)
     assert not is_packed(packed.visual) and not is_packed(packed.codec)
     assert sum(type(m) is nn.Linear for m in packed.visual.modules()) == visual_linears
     assert sum(type(m) is nn.Linear for m in packed.codec.modules()) == codec_linears
@@ -340,13 +345,13 @@ def test_training_a_packed_model_raises_before_any_step(tmp_path: Path) -> None:
 
 
 def test_pipeline_packing_keeps_no_plain_weight_alive() -> None:
-    """After `pack_for_cpu` (and after `load_pipeline`, which must not keep its own copies) no plain linear weight
-    of the transformer is alive: packing does not double the memory of a large model."""
+    """After `accelerate_cpu("packed")` (and after `load_pipeline`, which must not keep its own copies) no plain
+    linear weight of the transformer is alive: packing does not double the memory of a large model."""
     import vaura.generate as G
 
     pipe = G.load_pipeline(debug_weights=True)
     refs = [weakref.ref(m.weight) for m in pipe.transformer.modules() if type(m) is nn.Linear]
-    assert refs and pipe.pack_for_cpu(force=True)
+    assert refs and pipe.accelerate_cpu("packed") == "packed"
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
 

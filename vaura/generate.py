@@ -74,27 +74,35 @@ class VAuraPipeline:
 
         return "packed" if is_packed(self.transformer) else "thin" if uses_thin_linears(self.transformer) else "off"
 
-    def accelerate_cpu(self, mode: str = "auto") -> str:
+    def accelerate_cpu(self, mode: str = "auto", rows: int = 2) -> str:
         """Speed up the transformer's linear layers for CPU decoding (the visual encoder and codec stay plain):
 
-        * ``"thin"``: the thin-linear AVX2 kernel (`vaura.thin_linear`; plain weights, no copy);
+        * ``"thin"``: the thin-linear AVX2 kernel (`vaura.thin_linear`; plain weights, no copy), used for products
+          of at most `vaura.thin_linear.MAX_ROWS` rows;
         * ``"packed"``: weights pre-packed for oneDNN (`vaura.packed`; frees the plain weights);
-        * ``"auto"`` (``vaura generate``'s default): thin where it applies and the model has at least
-          `THIN_MIN_BYTES` of linear weights, else packed from `PACK_MIN_BYTES`, else nothing;
+        * ``"auto"`` (``vaura generate``'s default): thin where it applies, the model has at least
+          `THIN_MIN_BYTES` of linear weights and a decode step's `rows` (2 per sample with CFG) fit the kernel
+          (and, with several torch threads, the kernel was built with OpenMP); else packed from `PACK_MIN_BYTES`;
+          else nothing;
         * ``"off"``: nothing.
 
         Both need an fp32 transformer on the CPU and no ``compile_step``; outputs equal the plain model's up to
         float rounding. ``"thin"`` and ``"packed"`` apply at any size or raise `ConfigError` saying why they cannot;
-        ``"auto"`` logs why it chose what it did. Returns the backend now in use (see `cpu_linear`); a transformer
-        that already uses one keeps it."""
+        ``"auto"`` logs why it chose what it did. Returns the backend now in use (see `cpu_linear`). A transformer
+        that already uses a backend keeps it for ``"auto"`` or that backend; asking for another raises."""
+        from vaura import thin_linear
         from vaura.packed import pack_linears, packing_available
-        from vaura.thin_linear import kernel_status, use_thin_linears
 
         if mode not in CPU_LINEAR_MODES:
             raise ConfigError(f"CPU linear mode must be one of {CPU_LINEAR_MODES}, got {mode!r}")
         current = self.cpu_linear()
-        if mode == "off" or current != "off":
+        if current != "off":
+            if mode not in ("auto", current):
+                raise ConfigError(f"the transformer already uses the {current} CPU linear backend; load it again "
+                                  f"for {mode!r}")
             return current
+        if mode == "off":
+            return "off"
         linears = [m.weight for m in self.transformer.modules() if type(m) is torch.nn.Linear]
         size = sum(w.numel() * w.element_size() for w in linears)
         common = ("the transformer is not on the CPU" if self.device.type != "cpu"
@@ -102,27 +110,33 @@ class VAuraPipeline:
                   else f"its linear weights are {sorted({str(w.dtype) for w in linears})}, not fp32"
                   if any(w.dtype != torch.float32 for w in linears) else None)
         del linears  # pack_linears frees each plain weight as it goes: hold no references here
-        why: dict[str, str | None] = {}
+        why: dict[str, str] = {}
         for backend, minimum in (("thin", THIN_MIN_BYTES), ("packed", PACK_MIN_BYTES)):
             if mode not in ("auto", backend):
                 continue
             reason = common
-            if reason is None:
-                reason = (kernel_status()[1] or None if backend == "thin" else
-                          None if packing_available() else "this torch build has no oneDNN (mkldnn) linear packing")
-            if reason is not None and mode == backend:
-                raise ConfigError(f"cannot use the {backend} CPU linear backend: {reason}")
-            if reason is None and mode == "auto" and size < minimum:
+            if reason is None and mode == "auto" and size < minimum:  # checked first: building costs a compile
                 reason = f"{size / 2 ** 20:.1f} MB of linear weights, under its {minimum // 2 ** 20} MB threshold"
-            why[backend] = reason
-            if reason is None:
-                if backend == "thin":
-                    use_thin_linears(self.transformer)
-                else:
-                    pack_linears(self.transformer, rows=2)
-                log.info("CPU linear backend: %s%s", backend,
-                         "".join(f" (not {b}: {r})" for b, r in why.items() if r))
-                return backend
+            if reason is None and backend == "thin":
+                reason = (thin_linear.kernel_status()[1] or None
+                          or (f"a decode step has {rows} rows, over the kernel's {thin_linear.MAX_ROWS}"
+                              if rows > thin_linear.MAX_ROWS else None))
+                if reason is None and mode == "auto" and thin_linear.kernel_threads() < torch.get_num_threads():
+                    reason = (f"the kernel was built without OpenMP (one thread) and torch uses "
+                              f"{torch.get_num_threads()}")
+            if reason is None and backend == "packed" and not packing_available():
+                reason = "this torch build has no oneDNN (mkldnn) linear packing"
+            if reason is not None:
+                if mode == backend:
+                    raise ConfigError(f"cannot use the {backend} CPU linear backend: {reason}")
+                why[backend] = reason
+                continue
+            if backend == "thin":
+                thin_linear.use_thin_linears(self.transformer)
+            else:
+                pack_linears(self.transformer, rows=2)
+            log.info("CPU linear backend: %s%s", backend, "".join(f" (not {b}: {r})" for b, r in why.items()))
+            return backend
         log.info("CPU linear backend: plain F.linear (%s)", "; ".join(f"not {b}: {r}" for b, r in why.items()))
         return "off"
 

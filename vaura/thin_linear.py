@@ -3,8 +3,10 @@
 A cached decode step multiplies 2 S rows (the CFG batch) by every weight matrix, so on a CPU it is bound by how
 fast the 2.7 GB of paper-size weights stream from memory. For such thin products MKL's ``sgemm`` (behind
 `torch.nn.functional.linear`) reads them at about 45% of one core's bandwidth and oneDNN on pre-packed weights
-at about 70%; the kernel reads the plain row-major weight once, at the bandwidth of a plain read (measured by
-``scripts/bench_sampler.py``, method ``thin``). It needs no copy or repacking of the weights.
+at about 70%; the kernel streams the plain row-major weight once, about as fast as a plain read of it (a
+micro-benchmark of the paper size's 2.7 GB of block weights, 1 thread, 2 rows: plain read 19-21 GB/s, kernel
+19.5-20 GB/s, oneDNN packed 13-14, ``F.linear`` 9-10; whole generations: ``scripts/bench_sampler.py``). It needs
+no copy or repacking of the weights.
 
 `ThinLinear` is a `torch.nn.Linear` (same parameters, state dict, ``.to()``, pickling and training) whose forward
 calls the kernel when that applies, and `torch.nn.functional.linear` otherwise:
@@ -12,18 +14,21 @@ calls the kernel when that applies, and `torch.nn.functional.linear` otherwise:
 * the kernel is built (see below), the input, weight and bias are fp32 on the CPU and the weight is contiguous;
 * at most `MAX_ROWS` rows (beyond that a blocked GEMM wins: 32 rows: kernel 1.24x faster than ``F.linear``;
   64 rows: 0.86x);
-* no gradient is needed (grad mode off, or neither input nor parameters require grad) and no ``torch.compile``
-  trace is running (Dynamo traces ``F.linear``).
+* no gradient is needed (grad mode off, or neither input nor parameters require grad);
+* no ``torch.compile`` or ``torch.jit`` trace, CPU autocast, forward-mode AD or functorch transform is active
+  (there ``F.linear`` computes exactly as `torch.nn.Linear`).
 
 The kernel's sums run in another order than MKL's, so results differ by float rounding only (relative ~1e-6).
 `use_thin_linears` swaps every `torch.nn.Linear` of a model for a `ThinLinear` holding the same parameter objects
 (no copy), and `remove_thin_linears` swaps them back.
 
-Build: the C source is compiled once per source, compiler and flags into ``<cache_dir>/kernels/`` (`cache_dir`:
-``$VAURA_CACHE_DIR`` etc.) with ``$CC`` (else ``cc``, ``gcc`` or ``clang``), ``-O3 -mavx2 -mfma -fopenmp``
-(without OpenMP, if that fails, the kernel runs on one thread), written atomically, and loaded with `ctypes`. It
-needs an x86-64 CPU with AVX2 and FMA; `kernel_status` says whether the kernel is usable and if not, why
-(`KernelUnavailableError` carries the same reason).
+Build: the C source is compiled once per source, compiler command and version, flags and machine into
+``<cache_dir>/kernels/`` (`cache_dir`: ``$VAURA_CACHE_DIR`` etc.) with ``$CC`` (split as a shell would; else
+``cc``, ``gcc`` or ``clang``) and ``-O3 -mavx2 -mfma -fopenmp`` (if that fails, without OpenMP: one thread),
+written atomically, and loaded with `ctypes` after torch, so that the library's ``libgomp.so.1`` resolves to the
+OpenMP runtime torch already loaded (one thread pool; checked in ``/proc/self/maps`` with gcc). It needs an
+x86-64 CPU with AVX2 and FMA. `kernel_status` says whether the kernel is usable and if not, why
+(`KernelUnavailableError` carries the same reason); a failure is remembered for the process.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -66,13 +72,14 @@ _failure: str | None = None  # why it cannot be, once known (not retried in this
 _openmp = False
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC")
+def _compiler() -> list[str]:
+    """The C compiler command: ``$CC`` split as a shell would (``ccache gcc`` works), else cc, gcc or clang."""
+    cc = os.environ.get("CC", "").strip()
     if cc:
-        return cc
+        return shlex.split(cc)
     for name in ("cc", "gcc", "clang"):
         if shutil.which(name):
-            return name
+            return [name]
     raise KernelUnavailableError("no C compiler found (set $CC, or install gcc or clang)")
 
 
@@ -85,31 +92,37 @@ def _cpu_reason() -> str | None:
     return None
 
 
-def _compiler_id(cc: str) -> str:
+def _compiler_id(cc: list[str]) -> str:
+    """The first line of ``cc --version`` (part of the cache key: another compiler builds another file)."""
     try:
-        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as err:
-        raise KernelUnavailableError(f"C compiler {cc!r} cannot run: {err}") from err
+        raise KernelUnavailableError(f"C compiler {shlex.join(cc)!r} cannot run: {err}") from err
     if out.returncode != 0:
-        raise KernelUnavailableError(f"C compiler {cc!r} cannot run: {out.stderr.strip()[:500]}")
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else cc
+        raise KernelUnavailableError(f"C compiler {shlex.join(cc)!r} cannot run: {out.stderr.strip()[:500]}")
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else shlex.join(cc)
 
 
-def library_path(cc: str, flags: list[str]) -> Path:
-    """Where the kernel built by `cc` with `flags` is cached (one file per source, compiler and flags)."""
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), _compiler_id(cc).encode(), " ".join(flags).encode(),
-                                     platform.machine().encode()])).hexdigest()[:16]
+def library_path(cc: list[str], flags: list[str], compiler_id: str | None = None) -> Path:
+    """Where the kernel built by the command `cc` with `flags` is cached (one file per source, compiler command
+    and version, flags and machine)."""
+    ident = compiler_id if compiler_id is not None else _compiler_id(cc)
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), shlex.join(cc).encode(), ident.encode(),
+                                     " ".join(flags).encode(), platform.machine().encode()])).hexdigest()[:16]
     return cache_dir() / "kernels" / f"thin_linear-{key}.so"
 
 
-def _build(cc: str, flags: list[str], out: Path) -> str | None:
+def _build(cc: list[str], flags: list[str], out: Path) -> str | None:
     """Compile into `out` atomically; returns the compiler's error text on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
+    except OSError as err:
+        return f"cannot write to the cache folder {out.parent}: {err} (set $VAURA_CACHE_DIR)"
     os.close(fd)
     try:
         try:
-            res = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+            res = subprocess.run([*cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                                  timeout=BUILD_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as err:
             return str(err)
@@ -130,14 +143,15 @@ def _load() -> ctypes._CFuncPtr:
     if not SOURCE.is_file():
         raise KernelUnavailableError(f"the kernel source {SOURCE} is missing from this installation")
     cc = _compiler()
+    ident = _compiler_id(cc)
     errors = []
     for flags, openmp in (([*FLAGS, OPENMP_FLAG], True), (FLAGS, False)):
-        path = library_path(cc, flags)
+        path = library_path(cc, flags, ident)
         if not path.is_file():
-            log.info("building the thin-linear CPU kernel: %s %s -> %s", cc, " ".join(flags), path)
+            log.info("building the thin-linear CPU kernel: %s %s -> %s", shlex.join(cc), " ".join(flags), path)
             err = _build(cc, flags, path)
             if err is not None:
-                errors.append(f"{cc} {' '.join(flags)}: {err}")
+                errors.append(f"{shlex.join(cc)} {' '.join(flags)}: {err}")
                 continue
         try:
             lib = ctypes.CDLL(str(path))
@@ -148,7 +162,7 @@ def _load() -> ctypes._CFuncPtr:
             errors.append(f"{path} reports ABI {lib.vaura_thin_linear_abi()}, expected {ABI}")
             continue
         fn = lib.vaura_thin_linear_f32
-        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 3 + [ctypes.c_int]
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
         fn.restype = None
         if not openmp:
             log.warning("the thin-linear kernel was built without OpenMP (%s): it runs on one thread",
@@ -168,6 +182,9 @@ def load_kernel() -> ctypes._CFuncPtr:
                 _kernel = _load()
             except KernelUnavailableError as err:
                 _failure = str(err)
+            except Exception as err:  # anything else (a broken library, no home folder): recorded, with its type
+                _failure = f"the thin-linear kernel could not be loaded: {type(err).__name__}: {err}"
+                log.warning("%s", _failure, exc_info=True)
         if _kernel is None:
             raise KernelUnavailableError(_failure)
         return _kernel
@@ -188,6 +205,15 @@ def _usable() -> bool:
     return _kernel is not None or (_failure is None and kernel_status()[0])
 
 
+def _traced_or_transformed(x: torch.Tensor) -> bool:
+    """Contexts where a raw pointer call would be wrong or invisible: a ``torch.compile`` or ``torch.jit``
+    trace, CPU autocast (``F.linear`` would compute in bf16), forward-mode AD (a tangent would be dropped) and
+    functorch transforms (vmap, grad)."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.is_autocast_enabled("cpu")
+            or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+            or torch._C._functorch.is_functorch_wrapped_tensor(x))
+
+
 def kernel_threads() -> int:
     """Threads the kernel splits a product over: torch's intra-op thread count (1 without OpenMP)."""
     return torch.get_num_threads() if _openmp else 1
@@ -197,14 +223,19 @@ def thin_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """``x [..., K] @ weight[N, K]^T + bias[N]`` through the kernel: fp32 CPU tensors, a contiguous weight, no
     autograd (the result has no gradient). Any row count works (the kernel pays off up to `MAX_ROWS`)."""
     fn = load_kernel()
-    n, k = weight.shape
-    assert x.shape[-1] == k, f"x {tuple(x.shape)} does not match weight {tuple(weight.shape)}"
-    assert weight.is_contiguous(), f"the weight {tuple(weight.shape)} must be contiguous"
-    assert bias is None or (bias.shape == (n,) and bias.is_contiguous()), (
-        f"bias {None if bias is None else tuple(bias.shape)} must be contiguous [{n}]")
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
             raise ConfigError(f"thin_linear takes fp32 CPU tensors; {name} is {t.dtype} on {t.device}")
+    # checked explicitly (not asserted): the C code trusts these sizes and layouts
+    if weight.dim() != 2 or not weight.is_contiguous():
+        raise ValueError(f"thin_linear needs a contiguous weight [N, K], got {tuple(weight.shape)} with strides "
+                         f"{weight.stride()}")
+    n, k = weight.shape
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"thin_linear: x {tuple(x.shape)} does not match the weight {tuple(weight.shape)}")
+    if bias is not None and (tuple(bias.shape) != (n,) or not bias.is_contiguous()):
+        raise ValueError(f"thin_linear needs a contiguous bias [{n}], got {tuple(bias.shape)} with strides "
+                         f"{bias.stride()}")
     x2 = x.reshape(x.shape[:-1].numel(), k).contiguous()
     y = torch.empty(x2.shape[0], n, dtype=torch.float32)
     if y.numel() and k:
@@ -220,16 +251,21 @@ class ThinLinear(nn.Linear):
     kernel; everything else, and every other method, is `torch.nn.Linear`'s."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_applies(x):
+            return thin_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+    def kernel_applies(self, x: torch.Tensor) -> bool:
+        """Whether ``self(x)`` runs through the kernel (see the module docstring for when it does)."""
         w, b = self.weight, self.bias
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
                 and w.device.type == "cpu" and w.is_contiguous()
-                and (b is None or (b.dtype == torch.float32 and b.device.type == "cpu"))
+                and (b is None or (b.dtype == torch.float32 and b.device.type == "cpu" and b.is_contiguous()))
+                and not _traced_or_transformed(x)
                 and x.numel() <= MAX_ROWS * x.shape[-1]
                 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
                                                       or (b is not None and b.requires_grad)))
-                and not torch.compiler.is_compiling() and _usable()):
-            return thin_linear(x, w, b)
-        return F.linear(x, w, b)
+                and _usable())
 
     @classmethod
     def from_linear(cls, lin: nn.Linear) -> ThinLinear:

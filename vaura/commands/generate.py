@@ -67,13 +67,22 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     single = src.is_file() and src.suffix.lower() != ".txt"
     if single and Path(out).suffix.lower() != ".mp4":
         raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
-    if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):  # before loading
+    rows = 2 * num_samples if cfg_scale != 1.0 else num_samples  # a decode step's product rows
+    # explicit backends that cannot apply are refused before any weights are loaded
+    if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):
         raise click.BadParameter(f"{cpu_linear} is for CPU generation without --compile (got --device "
                                  f"{device}{' --compile' if compile_step else ''})", param_hint="--cpu-linear")
+    if cpu_linear == "thin":
+        from vaura.thin_linear import MAX_ROWS, kernel_status
+
+        ok, why = kernel_status()
+        if not ok or rows > MAX_ROWS:
+            raise click.BadParameter(why if not ok else f"{num_samples} samples make {rows} rows per product, "
+                                     f"over the kernel's {MAX_ROWS}", param_hint="--cpu-linear thin")
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
-    backend = pipe.accelerate_cpu(cpu_linear)
+    backend = pipe.accelerate_cpu(cpu_linear, rows=rows)
     tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
     settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
                 "checkpoint": pipe.source, "debug_weights": pipe.debug_weights, "device": device,
