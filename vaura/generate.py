@@ -40,9 +40,10 @@ SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # CPU linear backends of `VAuraPipeline.accelerate_cpu` ("auto": thin, else packed, each from its size threshold in
-# bytes of linear weights; scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights):
-# thin-linear kernel: paper size (2.7 GB) see the README, the 58 MB `mid` preset 1.33x, the 2.4 MB tiny debug
-# model 0.90x (per-call overhead); oneDNN packing: paper size 1.54x, mid 1.12x, tiny slower.
+# bytes of linear weights). scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights
+# (docs/measurements/*-thin*.json): thin-linear kernel: paper size (2.7 GB) 2.10x / 1.96x, the 58 MB `mid` preset
+# 1.03x / 1.06x, the 2.4 MB tiny debug model 0.88x (per-call overhead); oneDNN packing: paper 1.52x / 1.38x,
+# mid 1.08x / 0.98x, tiny 0.91x.
 CPU_LINEAR_MODES = ("auto", "thin", "packed", "off")
 THIN_MIN_BYTES = 16 * 2 ** 20
 PACK_MIN_BYTES = 256 * 2 ** 20

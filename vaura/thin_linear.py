@@ -4,16 +4,16 @@ A cached decode step multiplies 2 S rows (the CFG batch) by every weight matrix,
 fast the 2.7 GB of paper-size weights stream from memory. For such thin products MKL's ``sgemm`` (behind
 `torch.nn.functional.linear`) reads them at about 45% of one core's bandwidth and oneDNN on pre-packed weights
 at about 70%; the kernel streams the plain row-major weight once, about as fast as a plain read of it (a
-micro-benchmark of the paper size's 2.7 GB of block weights, 1 thread, 2 rows: plain read 19-21 GB/s, kernel
-19.5-20 GB/s, oneDNN packed 13-14, ``F.linear`` 9-10; whole generations: ``scripts/bench_sampler.py``). It needs
-no copy or repacking of the weights.
+pass over the paper size's 2.7 GB of block weights, 1 thread, 2 rows: ``torch.sum`` 17.9 GB/s, kernel 17.7,
+oneDNN packed 12.7, ``F.linear`` 7.9: ``scripts/bench_thin_linear.py``; whole generations:
+``scripts/bench_sampler.py``). It needs no copy or repacking of the weights.
 
 `ThinLinear` is a `torch.nn.Linear` (same parameters, state dict, ``.to()``, pickling and training) whose forward
 calls the kernel when that applies, and `torch.nn.functional.linear` otherwise:
 
 * the kernel is built (see below), the input, weight and bias are fp32 on the CPU and the weight is contiguous;
-* at most `MAX_ROWS` rows (beyond that a blocked GEMM wins: 32 rows: kernel 1.24x faster than ``F.linear``;
-  64 rows: 0.86x);
+* at most `MAX_ROWS` rows (the kernel's lead over ``F.linear`` shrinks with rows: 2.25x at 2, 1.31x at 20,
+  1.03x at 32, 1.01x at 64 in ``scripts/bench_thin_linear.py``; beyond 32 a blocked GEMM is left to do it);
 * no gradient is needed (grad mode off, or neither input nor parameters require grad);
 * no ``torch.compile`` or ``torch.jit`` trace, CPU autocast, forward-mode AD or functorch transform is active
   (there ``F.linear`` computes exactly as `torch.nn.Linear`).

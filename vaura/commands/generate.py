@@ -45,10 +45,10 @@ from vaura.sampler import SamplingParams
 @click.option("--cpu-linear", type=click.Choice(["auto", "thin", "packed", "off"]), default="auto",
               show_default=True,
               help="CPU: how the transformer's linear layers run. thin: an AVX2 kernel built on first use (a "
-                   "paper-size generation ~1.9x faster than plain, equal up to float rounding); packed: weights "
-                   "pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 MB of linear weights, "
-                   "else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at any size or say why "
-                   "they cannot.")
+                   "paper-size generation ~2x faster than plain, equal up to float rounding; up to 16 samples "
+                   "with CFG); packed: weights pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 "
+                   "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
+                   "any size or say why they cannot.")
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
