@@ -12,7 +12,7 @@ batch 2 S, the paper evaluated with several samples per clip):
 * ``thin`` (CPU, fp32): ``kv`` with the linear layers computed by the thin-linear AVX2 kernel
   (`vaura.thin_linear`), what `vaura generate` uses on CPU from 16 MB of linear weights;
 * ``packed`` (CPU, fp32): ``kv`` with the linear weights pre-packed for oneDNN (`vaura.packed`), its fallback
-  where the kernel cannot be built. ``thin`` and ``packed`` run after the others, in that order (they change the
+  where the kernel does not apply. ``thin`` and ``packed`` run after the others, in that order (they change the
   model in place and are undone after);
 * ``full``: the original method (every step recomputes the whole prefix). At sizes listed in ``--full-sizes`` the
   whole generation is run; otherwise only the last ``--steps`` loop steps (prefixes 221..228, the most

@@ -463,3 +463,13 @@ def test_cli_cpu_linear(tmp_path: Path) -> None:
         assert res.exit_code == 2 and "--cpu-linear" in res.output, res.output
         assert (extra[-1] if extra[0] != "--num-samples" else "34 rows") in res.output, res.output
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_one_openmp_runtime_in_the_process() -> None:
+    """The kernel's ``libgomp.so.1`` resolves to the OpenMP runtime torch already loaded: one thread pool, not two
+    alternating layer by layer."""
+    tl.load_kernel()
+    libs = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+            if re.search(r"lib(g|i)?omp[^/]*\.so", line.split()[-1])}
+    assert len(libs) <= 1, libs

@@ -41,8 +41,8 @@ CROP = 224  # the visual encoder's input size
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # CPU linear backends of `VAuraPipeline.accelerate_cpu` ("auto": thin, else packed, each from its size threshold in
 # bytes of linear weights). scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights
-# (docs/measurements/*-thin*.json): thin-linear kernel: paper size (2.7 GB) 2.10x / 1.96x, the 58 MB `mid` preset
-# 1.03x / 1.06x, the 2.4 MB tiny debug model 0.88x (per-call overhead); oneDNN packing: paper 1.52x / 1.38x,
+# (docs/measurements/*-thin*.json): thin-linear kernel: paper size (2.7 GB) 2.10x / 1.96x, the 57 MB `mid` preset
+# 1.03x / 1.06x, the 2.1 MB tiny debug model 0.88x (per-call overhead); oneDNN packing: paper 1.52x / 1.38x,
 # mid 1.08x / 0.98x, tiny 0.91x.
 CPU_LINEAR_MODES = ("auto", "thin", "packed", "off")
 THIN_MIN_BYTES = 16 * 2 ** 20
@@ -135,7 +135,7 @@ class VAuraPipeline:
             if backend == "thin":
                 thin_linear.use_thin_linears(self.transformer)
             else:
-                pack_linears(self.transformer, rows=2)
+                pack_linears(self.transformer, rows=2)  # the layout hint; other hints: no consistent difference
             log.info("CPU linear backend: %s%s", backend, "".join(f" (not {b}: {r})" for b, r in why.items()))
             return backend
         log.info("CPU linear backend: plain F.linear (%s)", "; ".join(f"not {b}: {r}" for b, r in why.items()))

@@ -11,7 +11,7 @@ oneDNN packed 12.7, ``F.linear`` 7.9: ``scripts/bench_thin_linear.py``; whole ge
 `ThinLinear` is a `torch.nn.Linear` (same parameters, state dict, ``.to()``, pickling and training) whose forward
 calls the kernel when that applies, and `torch.nn.functional.linear` otherwise:
 
-* the kernel is built (see below), the input, weight and bias are fp32 on the CPU and the weight is contiguous;
+* the kernel is built (see below), the input, weight and bias are fp32 on the CPU, the weight and bias contiguous;
 * at most `MAX_ROWS` rows (the kernel's lead over ``F.linear`` shrinks with rows: 2.25x at 2, 1.31x at 20,
   1.03x at 32, 1.01x at 64 in ``scripts/bench_thin_linear.py``; beyond 32 a blocked GEMM is left to do it);
 * no gradient is needed (grad mode off, or neither input nor parameters require grad);
@@ -26,7 +26,7 @@ Build: the C source is compiled once per source, compiler command and version, f
 ``<cache_dir>/kernels/`` (`cache_dir`: ``$VAURA_CACHE_DIR`` etc.) with ``$CC`` (split as a shell would; else
 ``cc``, ``gcc`` or ``clang``) and ``-O3 -mavx2 -mfma -fopenmp`` (if that fails, without OpenMP: one thread),
 written atomically, and loaded with `ctypes` after torch, so that the library's ``libgomp.so.1`` resolves to the
-OpenMP runtime torch already loaded (one thread pool; checked in ``/proc/self/maps`` with gcc). It needs an
+OpenMP runtime torch already loaded (one thread pool; a test checks ``/proc/self/maps``). It needs an
 x86-64 CPU with AVX2 and FMA. `kernel_status` says whether the kernel is usable and if not, why
 (`KernelUnavailableError` carries the same reason); a failure is remembered for the process.
 """
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "thin_linear.c"
 ABI = 1  # what vaura_thin_linear_abi() returns for this source
-MAX_ROWS = 32  # rows up to which the kernel is used (scripts/bench_sampler.py; see the module docstring)
+MAX_ROWS = 32  # rows up to which the kernel is used (scripts/bench_thin_linear.py; see the module docstring)
 FLAGS = ["-O3", "-mavx2", "-mfma", "-shared", "-fPIC"]
 OPENMP_FLAG = "-fopenmp"
 BUILD_TIMEOUT_S = 120
