@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
-from tests.vaura_reduced import load_reduced
+from tests.vaura_reduced import assert_generates_as_plain, assert_reduced_parity, load_reduced
 from vaura.config import VAuraConfig
 from vaura.model import build_model
 from vaura.packed import PackedLinear, is_packed, pack_linears, packing_available, unpack_linears
@@ -105,51 +105,15 @@ def test_packed_model_is_for_fp32_cpu_inference() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_packed_tiny_model_generates_as_the_plain_one(seed: int) -> None:
-    """Sampled generation (CFG, top-k, temperature) with packed weights: the same codes as the plain model's KV
-    and full-recomputation loops, and guided logits within float rounding."""
-    cfg = VAuraConfig.preset("tiny")
-    plain = build_model(cfg, debug_weights=True, seed=seed).eval()
-    packed = build_model(cfg, debug_weights=True, seed=seed).eval()
-    pack_linears(packed)
-    feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed))
-    params = SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9)
-    runs = {"plain": (plain, True, "dynamic"), "full": (plain, False, "dynamic"),
-            "packed": (packed, True, "dynamic"), "packed_static": (packed, True, "static")}
-    logits: dict[str, list] = {m: [] for m in runs}
-    codes = {}
-    for name, (model, cache, mode) in runs.items():
-        codes[name] = generate(model, feats, 14, params, generator=torch.Generator().manual_seed(7),
-                               use_kv_cache=cache, step_mode=mode,
-                               on_step=lambda s, c, n, g, m=name: logits[m].append(g)).codes
-    for name in ("plain", "packed", "packed_static"):
-        assert torch.equal(codes[name], codes["full"]), name
-        torch.testing.assert_close(torch.stack(logits[name]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
+    assert_generates_as_plain(pack_linears, seed)
 
 
-@pytest.fixture(scope="module")
-def packed_fixture():
-    model, inputs, expected = load_reduced()
-    pack_linears(model)
-    return model, inputs, expected
-
-
-def test_packed_reduced_fixture_parity(packed_fixture) -> None:
+def test_packed_reduced_fixture_parity() -> None:
     """The parity fixture with packed weights: teacher-forced logits and loss within the fixture's tolerance,
     greedy CFG generation of 221 and 220 frames exactly the release's codes."""
-    model, inputs, e = packed_fixture
-    codes, vf = inputs["codes"], inputs["visual_features"]
-    with torch.no_grad():
-        logits = model(codes, vf)
-        out = model.loss(logits, codes)
-    torch.testing.assert_close(logits, e["tf_logits"], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(out.loss, e["tf_loss"], atol=1e-5, rtol=0)
-    greedy = SamplingParams(cfg_scale=6.0, top_k=1, temperature=1.0)
-    seen: dict[int, torch.Tensor] = {}
-    gen = generate(model, vf, 221, greedy, on_step=lambda s, c, n, g: seen.setdefault(s, g))
-    assert torch.equal(gen.codes, e["gen_codes"])
-    torch.testing.assert_close(torch.stack([seen[s] for s in (1, 2, 3)]), e["gen_first3_guided_logits"],
-                               atol=2e-4, rtol=0)
-    assert torch.equal(generate(model, vf, 220, greedy).codes, e["gen_codes_220"])
+    model, inputs, expected = load_reduced()
+    pack_linears(model)
+    assert_reduced_parity(model, inputs, expected)
 
 
 def test_cli_cpu_linear_packed(tmp_path: Path) -> None:

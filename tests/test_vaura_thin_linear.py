@@ -19,10 +19,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import vaura.thin_linear as tl
-from tests.vaura_reduced import load_reduced
-from vaura.config import VAuraConfig
-from vaura.model import build_model
-from vaura.sampler import SamplingParams, generate
+from tests.vaura_reduced import assert_generates_as_plain, assert_reduced_parity, load_reduced
 from vaura.thin_linear import (
     MAX_ROWS,
     KernelUnavailableError,
@@ -253,50 +250,22 @@ def test_swap_shares_parameters_keeps_the_state_dict_and_undoes(monkeypatch) -> 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_thin_tiny_model_generates_as_the_plain_one(seed: int, monkeypatch) -> None:
-    """Sampled generation (CFG, top-k, temperature): the same codes as the plain model's KV and full-recomputation
-    loops, guided logits within float rounding, for the dynamic and the static decode step."""
-    cfg = VAuraConfig.preset("tiny")
-    plain = build_model(cfg, debug_weights=True, seed=seed).eval()
-    thin = build_model(cfg, debug_weights=True, seed=seed).eval()
-    use_thin_linears(thin)
     calls = counting(monkeypatch)
-    feats = torch.randn(2, 32, cfg.visual_dim, generator=torch.Generator().manual_seed(seed))
-    params = SamplingParams(cfg_scale=3.0, top_k=5, temperature=0.9)
-    runs = {"plain": (plain, True, "dynamic"), "full": (plain, False, "dynamic"),
-            "thin": (thin, True, "dynamic"), "thin_static": (thin, True, "static")}
-    logits: dict[str, list] = {m: [] for m in runs}
-    codes = {}
-    for name, (model, cache, mode) in runs.items():
-        codes[name] = generate(model, feats, 14, params, generator=torch.Generator().manual_seed(7),
-                               use_kv_cache=cache, step_mode=mode,
-                               on_step=lambda s, c, n, g, m=name: logits[m].append(g)).codes
+    assert_generates_as_plain(use_thin_linears, seed)
     assert calls and all(math.prod(c[:-1]) <= MAX_ROWS for c in calls)
-    for name in ("plain", "thin", "thin_static"):
-        assert torch.equal(codes[name], codes["full"]), name
-        torch.testing.assert_close(torch.stack(logits[name]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
 
 
 def test_thin_reduced_fixture_parity(monkeypatch) -> None:
     """The parity fixture with the kernel: greedy CFG generation of 221 and 220 frames gives exactly the
-    release's codes (every decode step's products through the kernel), guided logits of the first steps and the
-    teacher-forced logits (long products: F.linear) within the fixture's tolerance."""
-    model, inputs, e = load_reduced()
+    release's codes with every decode step's products through the kernel; teacher-forced logits and loss (long
+    products: F.linear) and the first steps' guided logits within the fixture's tolerance."""
+    model, inputs, expected = load_reduced()
     use_thin_linears(model)
     calls = counting(monkeypatch)
-    codes, vf = inputs["codes"], inputs["visual_features"]
-    with torch.no_grad():
-        logits = model(codes, vf)
-    torch.testing.assert_close(logits, e["tf_logits"], atol=1e-4, rtol=1e-4)
-    greedy = SamplingParams(cfg_scale=6.0, top_k=1, temperature=1.0)
-    seen: dict[int, torch.Tensor] = {}
-    gen = generate(model, vf, 221, greedy, on_step=lambda s, c, n, g: seen.setdefault(s, g))
+    assert_reduced_parity(model, inputs, expected)
     per_step = sum(isinstance(m, ThinLinear) for m in (*model.layers.modules(), *model.lm_heads.modules()))
-    steps = 221 + model.cfg.n_codebooks - 1
+    steps = (221 + model.cfg.n_codebooks - 1) + (220 + model.cfg.n_codebooks - 1)  # the two generations
     assert sum(math.prod(c[:-1]) == 2 for c in calls) == per_step * steps  # every step's products, CFG batch 2
-    assert torch.equal(gen.codes, e["gen_codes"])
-    torch.testing.assert_close(torch.stack([seen[s] for s in (1, 2, 3)]), e["gen_first3_guided_logits"],
-                               atol=2e-4, rtol=0)
-    assert torch.equal(generate(model, vf, 220, greedy).codes, e["gen_codes_220"])
 
 
 # --- building the kernel -------------------------------------------------------------------------------------
