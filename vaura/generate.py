@@ -119,9 +119,7 @@ class VAuraPipeline:
             if reason is None and mode == "auto" and size < minimum:  # checked first: building costs a compile
                 reason = f"{size / 2 ** 20:.1f} MB of linear weights, under its {minimum // 2 ** 20} MB threshold"
             if reason is None and backend == "thin":
-                reason = (thin_linear.kernel_status()[1] or None
-                          or (f"a decode step has {rows} rows, over the kernel's {thin_linear.MAX_ROWS}"
-                              if rows > thin_linear.MAX_ROWS else None))
+                reason = thin_linear.unavailable_reason(rows)
                 if reason is None and mode == "auto" and thin_linear.kernel_threads() < torch.get_num_threads():
                     reason = (f"the kernel was built without OpenMP (one thread) and torch uses "
                               f"{torch.get_num_threads()}")

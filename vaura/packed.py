@@ -123,7 +123,7 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _linear_children(model: nn.Module, kind: type) -> list[tuple[nn.Module, str]]:
+def child_slots(model: nn.Module, kind: type) -> list[tuple[nn.Module, str]]:
     """``(parent, attribute name)`` of every child module of exactly type `kind` (no references to the children
     themselves, so that each can be released as soon as it is replaced)."""
     return [(parent, name) for parent in model.modules() for name, child in parent.named_children()
@@ -142,7 +142,7 @@ def pack_linears(model: nn.Module, rows: int = 2) -> int:
     """
     if not packing_available():
         raise ConfigError("this torch build has no oneDNN (mkldnn) linear packing; run without packing")
-    found = _linear_children(model, nn.Linear)
+    found = child_slots(model, nn.Linear)
     for parent, name in found:
         _check_packable(name, getattr(parent, name).weight)
     model.eval()
@@ -156,7 +156,7 @@ def pack_linears(model: nn.Module, rows: int = 2) -> int:
 
 def unpack_linears(model: nn.Module) -> int:
     """Undo `pack_linears`: every `PackedLinear` becomes a plain `torch.nn.Linear` with the same values."""
-    found = _linear_children(model, PackedLinear)
+    found = child_slots(model, PackedLinear)
     for parent, name in found:
         packed = getattr(parent, name)
         # built on the meta device: no throw-away initialisation, the weight is the one dense copy

@@ -49,6 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vaura.packed import child_slots
 from visualsound.errors import ConfigError
 from visualsound.weights import cache_dir
 
@@ -199,6 +200,14 @@ def kernel_status() -> tuple[bool, str]:
     return True, ""
 
 
+def unavailable_reason(rows: int) -> str | None:
+    """Why the kernel cannot serve a decode step of `rows` product rows (built on the first call), or None."""
+    ok, why = kernel_status()
+    if not ok:
+        return why
+    return f"a decode step has {rows} rows, over the kernel's {MAX_ROWS}" if rows > MAX_ROWS else None
+
+
 def _usable() -> bool:
     """Whether the kernel is loaded, loading it first if that was never tried in this process (a model
     unpickled in a new process)."""
@@ -277,17 +286,12 @@ class ThinLinear(nn.Linear):
         return new
 
 
-def _children(model: nn.Module, kind: type) -> list[tuple[nn.Module, str]]:
-    return [(parent, name) for parent in model.modules() for name, child in parent.named_children()
-            if type(child) is kind]
-
-
 def use_thin_linears(model: nn.Module) -> int:
     """Swap every module of exactly type `torch.nn.Linear` in `model` for a `ThinLinear` with the same
     parameters, in place, after building the kernel (raises `KernelUnavailableError` with the reason if it
     cannot be). Returns how many layers were swapped; the state dict is unchanged."""
     load_kernel()
-    found = _children(model, nn.Linear)
+    found = child_slots(model, nn.Linear)
     for parent, name in found:
         setattr(parent, name, ThinLinear.from_linear(getattr(parent, name)))
     log.info("%d linear layers use the thin-linear CPU kernel (up to %d rows)", len(found), MAX_ROWS)
@@ -296,7 +300,7 @@ def use_thin_linears(model: nn.Module) -> int:
 
 def remove_thin_linears(model: nn.Module) -> int:
     """Undo `use_thin_linears`: every `ThinLinear` becomes a `torch.nn.Linear` with the same parameters."""
-    found = _children(model, ThinLinear)
+    found = child_slots(model, ThinLinear)
     for parent, name in found:
         thin = getattr(parent, name)
         lin = nn.Linear(thin.in_features, thin.out_features, bias=thin.bias is not None, device="meta")

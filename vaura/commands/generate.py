@@ -73,12 +73,11 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
         raise click.BadParameter(f"{cpu_linear} is for CPU generation without --compile (got --device "
                                  f"{device}{' --compile' if compile_step else ''})", param_hint="--cpu-linear")
     if cpu_linear == "thin":
-        from vaura.thin_linear import MAX_ROWS, kernel_status
+        from vaura.thin_linear import unavailable_reason
 
-        ok, why = kernel_status()
-        if not ok or rows > MAX_ROWS:
-            raise click.BadParameter(why if not ok else f"{num_samples} samples make {rows} rows per product, "
-                                     f"over the kernel's {MAX_ROWS}", param_hint="--cpu-linear thin")
+        why = unavailable_reason(rows)
+        if why is not None:
+            raise click.BadParameter(f"{why} ({num_samples} samples)", param_hint="--cpu-linear thin")
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
