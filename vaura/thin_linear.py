@@ -183,6 +183,7 @@ def load_kernel() -> ctypes._CFuncPtr:
                 _kernel = _load()
             except KernelUnavailableError as err:
                 _failure = str(err)
+                log.warning("thin-linear CPU kernel unavailable (linear layers use F.linear): %s", _failure)
             except Exception as err:  # anything else (a broken library, no home folder): recorded, with its type
                 _failure = f"the thin-linear kernel could not be loaded: {type(err).__name__}: {err}"
                 log.warning("%s", _failure, exc_info=True)
