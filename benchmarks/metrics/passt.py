@@ -197,11 +197,15 @@ class PaSST(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel ``[B, 1, n_mels, F]`` -> logits ``[B, num_classes]`` (mean of the cls and dist outputs)."""
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel ``[B, 1, n_mels, F]`` -> ``[B, D]``: the mean of the cls and dist outputs after the final norm (what
+        hear21passt's ``mode="all"`` returns next to the logits)."""
         tokens = self.forward_tokens(mel)
-        features = (tokens[:, 0] + tokens[:, 1]) / 2  # [B, D]
-        return self.head(features)
+        return (tokens[:, 0] + tokens[:, 1]) / 2
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel ``[B, 1, n_mels, F]`` -> logits ``[B, num_classes]`` (the head on `features`)."""
+        return self.head(self.features(mel))
 
 
 class PasstTagger(nn.Module):
@@ -217,6 +221,11 @@ class PasstTagger(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """32 kHz waveform ``[B, T]`` -> logits ``[B, 527]``."""
         return self.net(self.mel(wav).unsqueeze(1))
+
+    def features_and_logits(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """32 kHz waveform ``[B, T]`` -> ``(features [B, 768], logits [B, 527])`` from one pass."""
+        features = self.net.features(self.mel(wav).unsqueeze(1))
+        return features, self.net.head(features)
 
 
 # --------------------------------------------------------------------------------------------------

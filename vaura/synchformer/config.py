@@ -1,7 +1,8 @@
 """Synchformer sizes (v-iashin/Synchformer @ b66668a): one frozen config for the visual encoder (MotionFormer),
 the audio encoder (AST) and the synchronisation head.
 
-Presets: ``paper`` (the released 768-wide models), ``reduced`` (the parity fixture: D=96, depths 2/2/1) and
+Presets: ``paper`` (the released 768-wide models), ``reduced`` (the parity fixture: D=96, depths 2/2/1),
+``reduced-avbench`` (the av-benchmark fixture: the same with a 3-layer sync head) and
 ``tiny`` (seeded random debug weights for demos and CLI tests). Geometry (224 px frames, 16-frame segments,
 2x16x16 tubelets, 128x66 log-mels, AST stride 10, 21 offset classes) is fixed by the released checkpoints and
 kept as fields only so the derived sizes are spelled out once.
@@ -9,6 +10,7 @@ kept as fields only so the derived sizes are spelled out once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from visualsound.errors import ConfigError
@@ -98,6 +100,8 @@ class SynchformerConfig(FrozenConfig):
 PAPER = register_preset(SynchformerConfig, "paper", SynchformerConfig())
 REDUCED = register_preset(SynchformerConfig, "reduced", SynchformerConfig(
     vis_dim=96, vis_depth=2, aud_dim=96, aud_depth=2, aud_mlp_dim=384, sync_dim=96, sync_depth=1))
+# the av-benchmark fixture's reduced model: as ``reduced`` with the 3-layer global transformer
+REDUCED_AVBENCH = register_preset(SynchformerConfig, "reduced-avbench", dataclasses.replace(REDUCED, sync_depth=3))
 TINY = register_preset(SynchformerConfig, "tiny", SynchformerConfig(
     vis_dim=32, vis_depth=1, vis_heads=4, aud_dim=32, aud_depth=1, aud_heads=4, aud_mlp_dim=128,
     sync_dim=32, sync_depth=1, sync_heads=4))

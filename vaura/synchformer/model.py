@@ -116,17 +116,34 @@ class Synchformer(nn.Module):
         """``[classes]`` float32 offset (seconds) of each class, from the float64 grid as upstream."""
         return torch.tensor(self.cfg.offset_grid, dtype=torch.float64).float()
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> SyncOutput:
+    def visual_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Segments ``[B, S, 16, 3, H, W]`` (any S; each segment is encoded on its own) -> ``[B, S, 8, Dv]``."""
         cfg = self.cfg
         assert video.dim() == 6 and video.shape[2:4] == (cfg.segment_frames, 3), \
             f"video must be [B, S, {cfg.segment_frames}, 3, H, W], got {tuple(video.shape)}"
+        return self.vfeat_extractor(video.transpose(2, 3))  # [B, S, 3, 16, H, W] -> [B, S, 8, Dv]
+
+    def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Segments ``[B, S, 1, 128, 66]`` (any S; each segment is encoded on its own) -> ``[B, S, 6, Da]``."""
+        cfg = self.cfg
         assert audio.dim() == 5 and audio.shape[2:] == (1, cfg.n_mels, cfg.spec_frames), \
             f"audio must be [B, S, 1, {cfg.n_mels}, {cfg.spec_frames}], got {tuple(audio.shape)}"
-        assert video.shape[:2] == audio.shape[:2], f"video {tuple(video.shape)} vs audio {tuple(audio.shape)}"
-        vis = self.vfeat_extractor(video.transpose(2, 3))  # [B, S, 3, 16, H, W] -> [B, S, 8, Dv]
-        aud = self.afeat_extractor(audio.squeeze(2))  # [B, S, 128, 66] -> [B, S, 6, Da]
+        return self.afeat_extractor(audio.squeeze(2))  # [B, S, 128, 66] -> [B, S, 6, Da]
+
+    def compare(self, vis: torch.Tensor, aud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+        """Offset head on one window of features: ``vis [B, S, 8, Dv]``, ``aud [B, S, 6, Da]`` (S = 14) ->
+        ``(logits [B, classes], hidden [B, 198, D], vproj [B, S, 8, D], aproj [B, S, 6, D])``; upstream's
+        ``compare_v_a``."""
+        assert vis.shape[:2] == aud.shape[:2], f"visual {tuple(vis.shape)} vs audio {tuple(aud.shape)} features"
         vp, ap = self.vproj(vis), self.aproj(aud)
         logits, hidden = self.transformer(vp.flatten(1, 2), ap.flatten(1, 2))
+        return logits, hidden, vp, ap
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> SyncOutput:
+        assert video.shape[:2] == audio.shape[:2], f"video {tuple(video.shape)} vs audio {tuple(audio.shape)}"
+        vis, aud = self.visual_features(video), self.audio_features(audio)
+        logits, hidden, vp, ap = self.compare(vis, aud)
         return SyncOutput(vis, aud, vp, ap, hidden, logits)
 
     @torch.no_grad()
