@@ -1,0 +1,1 @@
+"""Evaluation protocols: one object per protocol name (``vaura-paper``, ``av-benchmark``)."""
