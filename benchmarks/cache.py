@@ -24,13 +24,17 @@ import pickle
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_torch_save, atomic_write_json
+
+if TYPE_CHECKING:
+    from benchmarks.datasets import Dataset
+    from benchmarks.evaluate import EvalOptions
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +180,12 @@ class FeatureCache:
     def stats(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "hits": self.hits, "computed": self.computed,
                 "invalidated": list(self.invalidated)}
+
+
+def dataset_cache(options: EvalOptions, dataset: Dataset, set_key: str, extractor: str, weights_sha: str,
+                  sample_rate: int | None, params: Mapping[str, Any] | None = None) -> FeatureCache:
+    """The cache of one audio/video set (`set_key`: ``ground-truth`` or a model's cache key) of `dataset` for one
+    extractor: ``<cache root>/<dataset>/<set_key>/<extractor>``."""
+    return FeatureCache(options.cache_root / dataset.name / set_key / extractor, extractor=extractor,
+                        weights_sha256=weights_sha, sample_rate=sample_rate, window_sec=dataset.window_sec,
+                        params=params)

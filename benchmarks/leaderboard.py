@@ -1,9 +1,16 @@
-"""``vbench leaderboard``: every result of a results folder, one table per (dataset, protocol).
+"""``vbench leaderboard``: every result of a results folder, one table per (dataset manifest, protocol).
 
-Measured rows come from result JSON files; reported rows (`benchmarks.reported`) are placed only in the table of
-their own protocol and dataset and are marked ``reported``. Rows made with debug weights say ``DEBUG WEIGHTS``.
-Formats: ``table`` (aligned text), ``markdown``, ``csv``, ``json`` and ``html`` (with one bar chart per metric,
-a matplotlib PNG embedded as base64).
+Measured rows come from result JSON files and are grouped by the dataset's **identity** (its name and the
+fingerprint of its clip list), so results on a 3-clip and an 8-clip manifest that share a name never share a
+table. Reported rows (`benchmarks.reported`) join only a table of their own dataset and protocol that has measured
+rows on the **complete official set** (no clip missing at build or evaluation, and at least the official number of
+clips where one is known); elsewhere a footnote says why they are hidden. Rows made with debug weights say
+``DEBUG WEIGHTS``. Columns follow the protocol's metrics (`benchmarks.results.PROTOCOL_METRICS`), shown in the
+tables' conventional units (the column header says so, e.g. ``IB-score (x100)``); ``csv`` and ``json`` keep the
+stored units. An undefined metric shows ``n/a`` with its note; a value that rounds to zero from below shows
+``0.00`` with a footnote (the ground truth's FAD/KLD can be a tiny negative number from float rounding).
+Formats: ``table`` (aligned text), ``markdown``, ``csv``, ``json`` and ``html`` (with one bar chart per metric, a
+matplotlib PNG embedded as base64).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reported import ReportedRow
-from benchmarks.results import METRICS, MetricSpec, load_results
+from benchmarks.results import PROTOCOL_METRICS, MetricSpec, load_results
 from visualsound.errors import ToolkitError
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
@@ -38,7 +45,7 @@ class Row:
 
     model: str
     origin: str  # "measured" or "reported"
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     debug_weights: bool = False
     samples_per_clip: int | None = None
     clips: int | None = None
@@ -46,6 +53,7 @@ class Row:
     source: str = ""  # result file, or the paper
     variant: str = ""  # what sets this run apart from others of the same model (shown only when names clash)
     show_variant: bool = False
+    notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is undefined (null)
 
     @property
     def label(self) -> str:
@@ -64,66 +72,123 @@ def _variant(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def official_clip_count(dataset: dict[str, Any]) -> int | None:
+    """The official list size of a result's dataset: recorded in the result, else the built-in's, else None."""
+    if dataset.get("official_clips") is not None:
+        return int(dataset["official_clips"])
+    from benchmarks.datasets import BUILTINS
+
+    spec = BUILTINS.get(dataset["name"])
+    return spec.expected_clips if spec is not None else None
+
+
+def incomplete_reason(result: dict[str, Any]) -> str:
+    """Why a result is not on the complete official set ('' when it is): the condition for paper rows."""
+    ds, counts = result["dataset"], result["counts"]
+    official = official_clip_count(ds)
+    evaluated = int(counts.get("clips", ds["num_clips"]))
+    if counts.get("missing"):
+        return f"{counts['missing']} clips had no usable output"
+    if ds.get("missing_at_build"):
+        return f"{ds['missing_at_build']} listed clips were not on disk when the manifest was built"
+    if official is not None and evaluated < official:
+        return f"{evaluated} of the official {official} clips"
+    if official is None and "missing_at_build" not in ds:
+        return "the result does not record whether its manifest is complete"
+    return ""
+
+
 @dataclass
 class Table:
-    """The rows of one (dataset, protocol name, protocol version)."""
+    """The rows of one (dataset manifest, protocol name, protocol version)."""
 
     dataset: str
     protocol: str
     version: int | None
+    fingerprint: str | None = None
     rows: list[Row] = field(default_factory=list)
+    num_clips: int | None = None
+    show_identity: bool = False  # several manifests share the dataset name: say which one this is
+    footnotes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
         version = f" v{self.version}" if self.version is not None else ""
-        return f"{self.dataset} -- protocol {self.protocol}{version}"
+        ident = f" [manifest {self.fingerprint[:8]}, {self.num_clips} clips]" \
+            if self.show_identity and self.fingerprint else ""
+        return f"{self.dataset}{ident} -- protocol {self.protocol}{version}"
 
     def metrics(self) -> list[MetricSpec]:
         present = {k for r in self.rows for k in r.metrics}
-        return [m for m in METRICS if m.key in present]
+        return [m for m in PROTOCOL_METRICS.get(self.protocol, ()) if m.key in present and m.shown]
 
 
 def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedRow] = (),
                  dataset: str | None = None) -> list[Table]:
-    """Group measured results and reported rows into tables, sorted by dataset then protocol.
+    """Group measured results and reported rows into tables, sorted by dataset, protocol and manifest.
 
-    A reported row joins the tables of its dataset whose protocol name equals its own (every version); when no
-    measured table of that protocol exists for the dataset, it gets a table of its own, unless it is marked
-    ``only_beside_measured`` (the built-in paper rows: context for measured numbers, not tables of their own).
+    A reported row joins the tables of its dataset and protocol name (every version) whose measured rows are on
+    the complete official set (`incomplete_reason`); when its dataset and protocol have no measured table at all,
+    it gets a table of its own unless it is marked ``only_beside_measured`` (the built-in paper rows: context for
+    measured numbers, not tables of their own).
     """
-    tables: dict[tuple[str, str, int | None], Table] = {}
+    tables: dict[tuple[str, str, int | None, str | None], Table] = {}
+    incomplete: dict[tuple[str, str, int | None, str | None], str] = {}
     for r in results:
         ds, proto, ver = r["dataset"]["name"], r["protocol"]["name"], r["protocol"]["version"]
         if dataset is not None and ds != dataset:
             continue
-        table = tables.setdefault((ds, proto, ver), Table(ds, proto, ver))
+        key = (ds, proto, ver, r["dataset"]["fingerprint"])
+        table = tables.setdefault(key, Table(ds, proto, ver, r["dataset"]["fingerprint"],
+                                             num_clips=r["dataset"]["num_clips"]))
+        why = incomplete_reason(r)
+        if why:
+            incomplete.setdefault(key, why)
         table.rows.append(Row(model=r["model"]["name"], origin="measured", metrics=dict(r["metrics"]),
                               debug_weights=bool(r["debug_weights"]), samples_per_clip=r["model"]["samples_per_clip"],
                               clips=r["counts"]["clips"], missing=r["counts"]["missing"], source=r.get("_path", ""),
-                              variant=_variant(r)))
+                              variant=_variant(r), notes=dict(r.get("metric_notes", {}))))
+    hidden: dict[tuple, int] = {}
     for rep in reported:
         if dataset is not None and rep.dataset != dataset:
             continue
-        targets = [t for (ds, proto, _), t in tables.items() if ds == rep.dataset and proto == rep.protocol]
-        if rep.only_beside_measured:
-            targets = [t for t in targets if any(r.origin == "measured" for r in t.rows)]
-            if not targets:
-                continue
-        if not targets:
-            targets = [tables.setdefault((rep.dataset, rep.protocol, None), Table(rep.dataset, rep.protocol, None))]
-        for t in targets:
-            t.rows.append(Row(model=rep.model, origin="reported", metrics=dict(rep.metrics), source=rep.source))
-    for t in tables.values():
-        names = Counter((r.model, r.debug_weights) for r in t.rows if r.origin == "measured")
+        same = [k for k in tables if k[0] == rep.dataset and k[1] == rep.protocol]
+        targets = [k for k in same if k not in incomplete]
+        for k in same:
+            if k in incomplete:
+                hidden[k] = hidden.get(k, 0) + 1
+        if rep.only_beside_measured and not targets:
+            continue
+        if not same and not rep.only_beside_measured:
+            targets = [(rep.dataset, rep.protocol, None, None)]
+            tables.setdefault(targets[0], Table(rep.dataset, rep.protocol, None))
+        for k in targets:
+            tables[k].rows.append(Row(model=rep.model, origin="reported", metrics=dict(rep.metrics),
+                                      source=rep.source, samples_per_clip=rep.samples_per_clip))
+    for k, n in hidden.items():
+        tables[k].footnotes.append(f"{n} reported rows of {k[0]} are hidden: they are shown only next to the complete "
+                                   f"official set, and this one is not ({incomplete[k]})")
+    names = Counter((k[0], k[1]) for k in tables)
+    for k, t in tables.items():
+        t.show_identity = names[(k[0], k[1])] > 1
+        counts = Counter((r.model, r.debug_weights) for r in t.rows if r.origin == "measured")
         for r in t.rows:  # runs of one model (other checkpoints, seeds, sample counts) get told apart
-            r.show_variant = r.origin == "measured" and names[(r.model, r.debug_weights)] > 1
+            r.show_variant = r.origin == "measured" and counts[(r.model, r.debug_weights)] > 1
         t.rows.sort(key=lambda r: (r.origin != "measured", r.debug_weights, r.model, r.variant))
-    return [tables[k] for k in sorted(tables, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2]))]
+    order = sorted(tables, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2], k[3] or ""))
+    return [tables[k] for k in order]
 
 
 # ------------------------------------------------------------------------------------------------ rendering
+ROUNDED_ZERO_NOTE = ("0.00 marks a value that rounds to zero from below (e.g. the ground truth's FAD or KLD of "
+                     "about -1e-4: float rounding of an exact zero)")
+
+
 def _fmt(value: float | None, spec: MetricSpec) -> str:
-    return "-" if value is None else f"{value:.{spec.digits}f}"
+    if value is None:
+        return "n/a"
+    text = f"{spec.display(value):.{spec.digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # -0.00 -> 0.00 (see the footnote)
 
 
 def _header(spec: MetricSpec) -> str:
@@ -133,11 +198,23 @@ def _header(spec: MetricSpec) -> str:
 def _cells(table: Table, row: Row) -> list[str]:
     counts = "-" if row.clips is None else f"{row.clips}" + (f" ({row.missing} missing)" if row.missing else "")
     return ([row.label, row.origin, "-" if row.samples_per_clip is None else str(row.samples_per_clip), counts]
-            + [_fmt(row.metrics.get(m.key), m) for m in table.metrics()])
+            + [_fmt(row.metrics.get(m.key), m) if m.key in row.metrics else "-" for m in table.metrics()])
 
 
 def _columns(table: Table) -> list[str]:
     return ["model", "origin", "samples/clip", "clips"] + [_header(m) for m in table.metrics()]
+
+
+def _footnotes(table: Table) -> list[str]:
+    """Notes under a table: hidden reported rows, undefined metrics, values shown as 0.00 from below."""
+    notes = list(table.footnotes)
+    for r in table.rows:
+        notes += [f"{r.label}: {key} n/a: {why}" for key, why in r.notes.items()]
+    specs = table.metrics()
+    if any(v is not None and v < 0 and _fmt(v, m) == f"{0:.{m.digits}f}"
+           for r in table.rows for m in specs for v in [r.metrics.get(m.key)]):
+        notes.append(ROUNDED_ZERO_NOTE)
+    return notes
 
 
 def render_text(tables: Sequence[Table]) -> str:
@@ -149,6 +226,7 @@ def render_text(tables: Sequence[Table]) -> str:
         out.append("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
         out.append("  ".join("-" * w for w in widths))
         out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+        out.extend(f"  note: {n}" for n in _footnotes(t))
         out.append("")
     return "\n".join(out)
 
@@ -159,29 +237,42 @@ def render_markdown(tables: Sequence[Table]) -> str:
         cols = _columns(t)
         out += [f"### {t.title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(t, r)) + " |" for r in t.rows]
+        out += [""] + [f"- {n}" for n in _footnotes(t)] if _footnotes(t) else []
         out.append("")
     return "\n".join(out)
 
 
+def _all_metric_keys(tables: Sequence[Table]) -> list[str]:
+    keys: list[str] = []
+    for t in tables:
+        keys += [m.key for m in PROTOCOL_METRICS.get(t.protocol, ()) if m.key not in keys]
+    return keys
+
+
 def render_csv(tables: Sequence[Table]) -> str:
+    """One line per row; metric columns are every protocol's keys in stored units (empty where not measured)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "protocol", "protocol_version", "model", "origin", "debug_weights",
-                     "samples_per_clip", "clips", "missing", *(m.key for m in METRICS), "source"])
+    keys = _all_metric_keys(tables)
+    writer.writerow(["dataset", "dataset_fingerprint", "protocol", "protocol_version", "model", "origin",
+                     "debug_weights", "samples_per_clip", "clips", "missing", *keys, "source"])
     for t in tables:
         for r in t.rows:
-            writer.writerow([t.dataset, t.protocol, "" if t.version is None else t.version, r.model, r.origin,
-                             r.debug_weights, r.samples_per_clip if r.samples_per_clip is not None else "",
+            writer.writerow([t.dataset, t.fingerprint or "", t.protocol, "" if t.version is None else t.version,
+                             r.model, r.origin, r.debug_weights,
+                             r.samples_per_clip if r.samples_per_clip is not None else "",
                              r.clips if r.clips is not None else "", r.missing if r.missing is not None else "",
-                             *(r.metrics.get(m.key, "") for m in METRICS), r.source])
+                             *("" if r.metrics.get(k) is None else r.metrics[k] for k in keys), r.source])
     return buf.getvalue()
 
 
 def render_json(tables: Sequence[Table]) -> str:
-    return json.dumps([{"dataset": t.dataset, "protocol": t.protocol, "protocol_version": t.version,
+    return json.dumps([{"dataset": t.dataset, "dataset_fingerprint": t.fingerprint, "protocol": t.protocol,
+                        "protocol_version": t.version, "notes": _footnotes(t),
                         "rows": [{"model": r.model, "origin": r.origin, "debug_weights": r.debug_weights,
                                   "samples_per_clip": r.samples_per_clip, "clips": r.clips, "missing": r.missing,
-                                  "metrics": r.metrics, "source": r.source} for r in t.rows]}
+                                  "metrics": r.metrics, "metric_notes": r.notes, "source": r.source}
+                                 for r in t.rows]}
                        for t in tables], indent=2)
 
 
@@ -192,10 +283,10 @@ def metric_chart_png(table: Table, spec: MetricSpec) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table.rows if spec.key in r.metrics]
+    rows = [r for r in table.rows if r.metrics.get(spec.key) is not None]
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2), dpi=80)
     try:
-        values = [r.metrics[spec.key] for r in rows]
+        values = [spec.display(r.metrics[spec.key]) for r in rows]
         bars = ax.barh(range(len(rows)), values, color=["#bbbbbb" if r.origin == "reported" else "#3b75af"
                                                         for r in rows])
         for bar, r in zip(bars, rows):
@@ -228,7 +319,10 @@ def render_html(tables: Sequence[Table]) -> str:
             parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(t, r))
                          + "</tr>")
         parts.append("</table>")
-        for spec in t.metrics():
+        notes = _footnotes(t)
+        if notes:
+            parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        for spec in (m for m in t.metrics() if any(r.metrics.get(m.key) is not None for r in t.rows)):
             png = base64.b64encode(metric_chart_png(t, spec)).decode("ascii")
             parts.append(f"<img alt='{html.escape(t.dataset)} {html.escape(spec.label)}' "
                          f"src='data:image/png;base64,{png}'>")

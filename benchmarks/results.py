@@ -2,18 +2,25 @@
 
 One result file holds one (model, dataset, protocol) evaluation::
 
-    {"format": "vbench-result", "schema_version": 1,
-     "protocol": {"name": "vaura-paper", "version": 1, "description"},
+    {"format": "vbench-result", "schema_version": 2,
+     "protocol": {"name": "vaura-paper" | "av-benchmark", "version": 1, "description"},
      "dataset": {"name", "num_clips", "fingerprint", "manifest", "window_sec"},
      "model": {"name", "kind", "checkpoint", "checkpoint_sha256", "samples_per_clip", "seeds", ...},
-     "metrics": {"fad": .., "kld": .., "ib": .., "sync_ms": ..},      # IB x100, Sync in milliseconds
+     "metrics": {key: value},            # keys and units per protocol (`PROTOCOL_METRICS`); null = undefined
+     "metric_notes": {key: why},         # required for every null metric (e.g. the original's NaN or -1)
      "metric_details": {...}, "extractors": {name: {"checkpoint", "sha256"}},
      "counts": {"clips", "samples", "missing", "missing_ids", "missing_reasons"},
+     "excluded": {name: reason},         # every clip or file a metric left out, and why (av-benchmark)
+     "warnings": [...],
      "timings": {"generate_s", "metrics_s": {metric: seconds}, "total_s"},
      "software": {"version", "python", "torch", "numpy"}, "device": "cpu", "created": ISO time,
      "debug_weights": false}
 
-`validate_result` raises `ResultError` listing every problem; nothing is filled in silently.
+Units are the protocol's own: ``vaura-paper`` stores IB x100 and Sync in milliseconds (as the paper prints them);
+``av-benchmark`` stores the original's ``output_metrics.json`` keys and units (IB-Score a plain cosine, DeSync in
+seconds), and tables display IB x100 as its papers do (`MetricSpec.scale`, stated in the column header).
+Schema version 1 files (before ``metric_notes``) are still read. `validate_result` raises `ResultError` listing
+every problem; nothing is filled in silently.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from typing import Any
 from visualsound.errors import ToolkitError
 
 RESULT_FORMAT = "vbench-result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 
 class ResultError(ToolkitError):
@@ -37,28 +45,63 @@ class ResultError(ToolkitError):
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """How a metric is reported: key in ``metrics``, column label, whether lower is better, unit, digits."""
+    """How a metric is reported: key in ``metrics``, column label (with the displayed unit), whether lower is
+    better, the stored unit, digits shown, the display `scale` (stored value x scale, e.g. IB x100) and whether it
+    gets a column (`shown`; an IS standard deviation is stored but not tabulated)."""
 
     key: str
     label: str
     lower_is_better: bool
     unit: str
     digits: int
+    scale: float = 1.0
+    shown: bool = True
+
+    def display(self, value: float) -> float:
+        return value * self.scale
 
 
-METRICS: tuple[MetricSpec, ...] = (
+VAURA_PAPER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("fad", "FAD", True, "", 2),
     MetricSpec("kld", "KLD", True, "", 2),
     MetricSpec("ib", "IB", False, "x100", 2),
     MetricSpec("sync_ms", "Sync (ms)", True, "ms", 0),
 )
-METRIC_KEYS = tuple(m.key for m in METRICS)
+# av-benchmark: the original's output keys and units; labels as MMAudio's Table 1 prints them
+AV_BENCHMARK_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("FD-PASST", "FD_PaSST", True, "", 2),
+    MetricSpec("FD-PANN", "FD_PANNs", True, "", 2),
+    MetricSpec("FD-VGG", "FD_VGG", True, "", 2),
+    MetricSpec("KL-PANNS-softmax", "KL_PANNs", True, "", 2),
+    MetricSpec("KL-PASST-softmax", "KL_PaSST", True, "", 2),
+    MetricSpec("ISC-PANNS-mean", "IS_PANNs", False, "", 2),
+    MetricSpec("ISC-PANNS-std", "IS_PANNs std", False, "", 2, shown=False),
+    MetricSpec("ISC-PASST-mean", "IS_PaSST", False, "", 2),
+    MetricSpec("ISC-PASST-std", "IS_PaSST std", False, "", 2, shown=False),
+    MetricSpec("IB-Score", "IB-score (x100)", False, "cosine", 2, scale=100.0),
+    MetricSpec("DeSync", "DeSync (s)", True, "s", 3),
+)
+PROTOCOL_METRICS: dict[str, tuple[MetricSpec, ...]] = {"vaura-paper": VAURA_PAPER_METRICS,
+                                                       "av-benchmark": AV_BENCHMARK_METRICS}
+
+
+def metric_specs(protocol: str) -> tuple[MetricSpec, ...]:
+    """The metric specs of `protocol`; `ResultError` for an unknown protocol name."""
+    if protocol not in PROTOCOL_METRICS:
+        raise ResultError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOL_METRICS)}")
+    return PROTOCOL_METRICS[protocol]
+
+
+def metric_keys(protocol: str) -> tuple[str, ...]:
+    return tuple(m.key for m in metric_specs(protocol))
+
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "format": str, "schema_version": int, "protocol": dict, "dataset": dict, "model": dict, "metrics": dict,
     "counts": dict, "timings": dict, "software": dict, "created": str, "debug_weights": bool,
     "extractors": dict,
 }
+_OPTIONAL: dict[str, type] = {"metric_notes": dict, "excluded": dict, "warnings": list}
 _SUB_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "protocol": {"name": str, "version": int},
     "dataset": {"name": str, "num_clips": int, "fingerprint": str},
@@ -80,8 +123,11 @@ def validate_result(data: Any, where: str = "result") -> dict[str, Any]:
             problems.append(f"{key!r} must be {getattr(typ, '__name__', typ)}, got {type(data[key]).__name__}")
     if isinstance(data.get("format"), str) and data["format"] != RESULT_FORMAT:
         problems.append(f"format is {data.get('format')!r}, expected {RESULT_FORMAT!r}")
-    if isinstance(data.get("schema_version"), int) and data["schema_version"] != SCHEMA_VERSION:
-        problems.append(f"schema_version {data['schema_version']} is not {SCHEMA_VERSION}")
+    if isinstance(data.get("schema_version"), int) and data["schema_version"] not in READABLE_SCHEMA_VERSIONS:
+        problems.append(f"schema_version {data['schema_version']} is not one of {READABLE_SCHEMA_VERSIONS}")
+    for key, typ in _OPTIONAL.items():
+        if key in data and not isinstance(data[key], typ):
+            problems.append(f"{key!r} must be {typ.__name__}, got {type(data[key]).__name__}")
     for sect, fields in _SUB_REQUIRED.items():
         sub = data.get(sect)
         if not isinstance(sub, dict):
@@ -92,14 +138,22 @@ def validate_result(data: Any, where: str = "result") -> dict[str, Any]:
             elif not isinstance(sub[key], typ) or (typ is int and isinstance(sub[key], bool)):
                 problems.append(f"{sect}.{key} must be {typ.__name__}, got {type(sub[key]).__name__}")
     metrics = data.get("metrics")
-    if isinstance(metrics, dict):
+    protocol = data["protocol"].get("name") if isinstance(data.get("protocol"), dict) else None
+    notes = data.get("metric_notes") if isinstance(data.get("metric_notes"), dict) else {}
+    if isinstance(metrics, dict) and isinstance(protocol, str):
+        known = PROTOCOL_METRICS.get(protocol)
+        if known is None:
+            problems.append(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOL_METRICS)})")
         if not metrics:
             problems.append("metrics is empty")
         for key, value in metrics.items():
-            if key not in METRIC_KEYS:
-                problems.append(f"unknown metric {key!r} (known: {', '.join(METRIC_KEYS)})")
+            if known is not None and key not in {m.key for m in known}:
+                problems.append(f"unknown {protocol} metric {key!r} (known: {', '.join(m.key for m in known)})")
+            elif value is None:
+                if not notes.get(key):
+                    problems.append(f"metric {key} is null without a note saying why (metric_notes)")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                problems.append(f"metric {key} must be a finite number, got {value!r}")
+                problems.append(f"metric {key} must be a finite number or null, got {value!r}")
     counts = data.get("counts")
     if isinstance(counts, dict) and isinstance(counts.get("missing"), int) and isinstance(
             counts.get("missing_ids"), list) and counts["missing"] != len(counts["missing_ids"]):

@@ -6,7 +6,15 @@ import json
 
 import click
 
-METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name or not value:
+            raise click.BadParameter(f"expected NAME=VALUE, got {v!r}", param_hint=what)
+        out[name] = value
+    return out
 
 
 @click.command("evaluate")
@@ -14,7 +22,10 @@ METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
 @click.option("--dataset", required=True, help="A built dataset name or a manifest path.")
 @click.option("--datasets-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of built manifests (default: $VBENCH_DATASETS or ./vbench-datasets).")
-@click.option("--protocol", default="vaura-paper", show_default=True)
+@click.option("--protocol", type=click.Choice(["vaura-paper", "av-benchmark"]), default="vaura-paper",
+              show_default=True,
+              help="vaura-paper: the V-AURA paper's FAD/KLD/IB/Sync on 2.56 s windows; av-benchmark: MMAudio's "
+                   "evaluator (FD_PaSST, FD_PANNs, FD_VGG, KL, IS, IB-score, DeSync) on 8 s clips.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Results folder (also holds generated audio and feature caches).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Default: <out>/cache.")
@@ -23,44 +34,66 @@ METRIC_CHOICES = ("fad", "kld", "ib", "sync_ms")
 @click.option("--checkpoint", default=None, help="V-AURA checkpoint (default: the registry's vaura_release).")
 @click.option("--vggish-checkpoint", default=None)
 @click.option("--passt-checkpoint", default=None)
+@click.option("--panns-checkpoint", default=None, help="PANNs Cnn14 16 kHz (av-benchmark).")
 @click.option("--imagebind-checkpoint", default=None)
-@click.option("--sync-checkpoint", default=None, help="Synchformer AudioSet checkpoint.")
+@click.option("--sync-checkpoint", default=None, help="Synchformer AudioSet checkpoint (either the original "
+              "24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth).")
+@click.option("--extractor-preset", "presets", multiple=True, metavar="NAME=PRESET",
+              help="Config preset of a non-standard extractor checkpoint, e.g. sync=reduced-avbench (parity "
+                   "fixtures); NAME is one of vggish, passt, panns, ib, sync.")
 @click.option("--samples-per-clip", type=int, default=None,
-              help="V-AURA samples per clip (default as in the paper: 3 on vas, 10 elsewhere); dir: models use "
-                   "what they have.")
+              help="V-AURA samples per clip (default: the protocol's -- vaura-paper as in the paper, 3 on vas and "
+                   "10 elsewhere; av-benchmark 1); dir: models use what they have.")
 @click.option("--seed", type=int, default=None,
               help="V-AURA only: sample k of a clip uses seed + k (default 0).")
-@click.option("--metrics", "metrics", multiple=True, type=click.Choice(METRIC_CHOICES),
-              help="Only these metrics (repeatable; default: all of the protocol's).")
+@click.option("--metrics", "metrics", multiple=True,
+              help="Only these metrics (repeatable; default: all of the protocol's). vaura-paper: fad, kld, ib, "
+                   "sync_ms; av-benchmark: FD-PASST, FD-PANN, FD-VGG, KL-PANNS-softmax, KL-PASST-softmax, "
+                   "ISC-PANNS-mean, ISC-PASST-mean, IB-Score, DeSync.")
+@click.option("--batch-size", type=int, default=16, show_default=True,
+              help="av-benchmark: clips per extractor forward pass.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
              cache_dir: str | None, device: str, debug_weights: bool, checkpoint: str | None,
-             vggish_checkpoint: str | None, passt_checkpoint: str | None, imagebind_checkpoint: str | None,
-             sync_checkpoint: str | None, samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...],
+             vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
+             imagebind_checkpoint: str | None, sync_checkpoint: str | None, presets: tuple[str, ...],
+             samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...], batch_size: int,
              allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
-    from benchmarks.evaluate import EvalOptions, paper_samples_per_clip
+    from benchmarks.evaluate import EvalOptions
     from benchmarks.evaluate import evaluate as run
     from benchmarks.models import make_model
+    from benchmarks.protocols import get_protocol, select_metrics
 
+    proto = get_protocol(protocol)
+    select_metrics(protocol, list(metrics) or None)  # a misspelt metric fails before anything loads
     ds = resolve_dataset(dataset, datasets_dir)
     if model_spec == "vaura" and samples_per_clip is None:
-        samples_per_clip = paper_samples_per_clip(ds.name)
-        click.echo(f"V-AURA: {samples_per_clip} samples per clip (the paper's setting for {ds.name})")
+        samples_per_clip = proto.default_samples_per_clip(ds)
+        click.echo(f"V-AURA: {samples_per_clip} samples per clip (the {protocol} protocol's setting for {ds.name})")
     model = make_model(model_spec, checkpoint=checkpoint, debug_weights=debug_weights,
                        samples_per_clip=samples_per_clip, seed=seed, device=device, out_dir=out_dir)
     ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
-                               ("ib", imagebind_checkpoint), ("sync", sync_checkpoint)) if v}
+                               ("panns", panns_checkpoint), ("ib", imagebind_checkpoint),
+                               ("sync", sync_checkpoint)) if v}
     options = EvalOptions(protocol=protocol, out_dir=out_dir, cache_dir=cache_dir, device=device,
-                          debug_weights=debug_weights, checkpoints=ckpts, allow_missing=allow_missing,
-                          metrics=list(metrics) or None, progress=not no_progress)
+                          debug_weights=debug_weights, checkpoints=ckpts,
+                          presets=_pairs(presets, "--extractor-preset"), allow_missing=allow_missing,
+                          metrics=list(metrics) or None, progress=not no_progress, batch_size=batch_size)
     result = run(ds, model, options)
     if result["debug_weights"]:
         click.echo("DEBUG WEIGHTS: seeded random models, the numbers below are meaningless")
     counts = result["counts"]
     click.echo(f"{result['model']['name']} on {ds.name} ({result['protocol']['name']}): {counts['clips']} clips, "
                f"{counts['samples']} samples, {counts['missing']} missing")
+    for warning in result["warnings"]:
+        click.echo(f"WARNING: {warning}", err=True)
+    if result["excluded"]:
+        click.echo(f"WARNING: {len(result['excluded'])} clips or files were left out of some metric (the result "
+                   f"lists each with its reason under 'excluded')", err=True)
     click.echo(json.dumps(result["metrics"], indent=2))
+    for key, note in result["metric_notes"].items():
+        click.echo(f"note: {key}: {note}")
     click.echo(f"result: {result['_path']}")

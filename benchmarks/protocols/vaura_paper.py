@@ -1,0 +1,231 @@
+"""Protocol ``vaura-paper`` (version 1), per the V-AURA paper (arXiv 2409.13689):
+
+* **FAD**: VGGish embeddings of every 0.96 s frame (no PCA, no final ReLU), ground truth = reference set,
+  generated samples = the other set (all samples of all clips pooled); `benchmarks.metrics.fad`.
+* **KLD**: KL(ground truth || generated) of PaSST AudioSet class distributions, mean over (clip, sample) pairs,
+  with GMELab's reading / cropping rules (``KLDConfig`` preset ``paper``); `benchmarks.metrics.kld`.
+* **IB**: 100 x ImageBind cosine between the conditioning video window and the generated audio, mean over
+  samples; `benchmarks.metrics.ib`.
+* **Sync**: Synchformer (AudioSet) ``paper`` protocol offset of the video window with the generated audio,
+  1000 x mean |offset| in ms; `benchmarks.metrics.sync`.
+
+Every clip is evaluated on its manifest window (``start_sec``, ``window_sec``, 2.56 s by default); samples are
+paired with their clip by the manifest's clip id only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.cache import dataset_cache, file_fingerprint, weights_checksum
+from benchmarks.datasets import Dataset
+from benchmarks.models import Sample
+from benchmarks.protocols import EvaluationError, ProtocolRun
+from benchmarks.results import metric_keys
+
+log = logging.getLogger(__name__)
+
+PAPER_SAMPLES_PER_CLIP = 10
+PAPER_SAMPLES_PER_CLIP_BY_DATASET = {"vas": 3}
+
+
+def paper_samples_per_clip(dataset_name: str) -> int:
+    """Samples per clip the V-AURA paper generated: 3 on VAS, 10 on the other sets."""
+    return PAPER_SAMPLES_PER_CLIP_BY_DATASET.get(dataset_name, PAPER_SAMPLES_PER_CLIP)
+
+
+# ------------------------------------------------------------------------------------------------ sets
+def _sample_source(sample: Sample, **extra: Any) -> dict[str, Any]:
+    return file_fingerprint(sample.path, start=sample.start_sec, duration=sample.duration_sec, **extra)
+
+
+def _gt_samples(dataset: Dataset, ids: Sequence[str]) -> list[Sample]:
+    return [Sample(c.id, 0, c.video, c.start_sec, c.window_sec) for c in (dataset.clip(i) for i in ids)]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def _run_fad(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+    from benchmarks.metrics.fad import fad_from_embeddings
+    from benchmarks.metrics.vggish import load_vggish, vggish_embeddings
+    from visualsound.media import probe, read_audio
+
+    ckpt, sha = weights_checksum("vggish", options.checkpoints.get("vggish"), options.debug_weights)
+    model = load_vggish(options.checkpoints.get("vggish"), debug_weights=options.debug_weights,
+                        device=options.device)
+
+    def embed(sample: Sample) -> torch.Tensor:  # vggish_embeddings mixes down and resamples to 16 kHz itself
+        sr = int(probe(sample.path).sample_rate)
+        audio = read_audio(sample.path, start=sample.start_sec, duration=sample.duration_sec)
+        return torch.from_numpy(vggish_embeddings(audio.numpy(), sr, model))
+
+    caches = {}
+    feats = {}
+    for name, samples, key in (("gt", gt, "ground-truth"), ("gen", gen, set_key)):
+        cache = dataset_cache(options, dataset, key, "vggish", sha, 16000, {"model": "vggish", "pooling": "frames"})
+        by_key = {s.key: s for s in samples}
+        feats[name] = cache.get_or_compute([(s.key, _sample_source(s)) for s in samples],
+                                           lambda k, by_key=by_key: embed(by_key[k]), desc=f"VGGish ({key})",
+                                           progress=options.progress)
+        caches[name] = cache.stats()
+    value = fad_from_embeddings([v.numpy() for v in feats["gt"].values()], [v.numpy() for v in feats["gen"].values()])
+    return value, {"extractor": {"checkpoint": ckpt, "sha256": sha}, "caches": caches,
+                   "num_reference_clips": len(gt), "num_generated_samples": len(gen)}
+
+
+def _kld_rate(path: str, cfg: Any) -> int:
+    """The rate `read_kld_clip` returns for `path` (video audio is extracted at ``cfg.video_audio_rate``)."""
+    from benchmarks.metrics.kld import VIDEO_SUFFIXES
+    from visualsound.media import probe
+
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES and cfg.video_audio_rate is not None:
+        return int(cfg.video_audio_rate)
+    return int(probe(path).sample_rate)
+
+
+def _run_kld(dataset, gt, gen, set_key, options, kld_config: str) -> tuple[float, dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    from benchmarks.metrics.kld import KLDConfig, kl_per_pair, prepare_pair, read_kld_clip
+    from benchmarks.metrics.passt import load_passt, passt_probs_batch
+
+    cfg = KLDConfig.resolve(kld_config)
+    ckpt, sha = weights_checksum("passt", options.checkpoints.get("passt"), options.debug_weights)
+    model = load_passt(options.checkpoints.get("passt"), debug_weights=options.debug_weights, device=options.device)
+    gt_by_clip = {s.clip_id: s for s in gt}
+    params = {"kld_config": cfg.to_dict()}
+    gen_cache = dataset_cache(options, dataset, set_key, "passt", sha, 32000, params)
+    gt_cache = dataset_cache(options, dataset, "ground-truth", "passt-gt", sha, 32000, params)
+    p_gt, p_gen = [], []
+    for sample in tqdm(gen, desc=f"PaSST ({set_key})", unit="sample", disable=not options.progress):
+        g = gt_by_clip[sample.clip_id]
+        # the GT window PaSST sees depends on the generated clip's rate (the vaura-paper crop)
+        gt_src = _sample_source(g, paired_rate=_kld_rate(sample.path, cfg))
+        have_gt, prob_gt = gt_cache.lookup(g.key, gt_src)
+        have_gen, prob_gen = gen_cache.lookup(sample.key, _sample_source(sample))
+        if not (have_gt and have_gen):
+            gt_audio, gt_sr = read_kld_clip(g.path, cfg)
+            gen_audio, gen_sr = read_kld_clip(sample.path, cfg)
+            gen_audio = gen_audio[:, int(sample.start_sec * gen_sr):]  # the ground-truth model's own window
+            w_gt, w_gen = prepare_pair(gt_audio, gt_sr, gen_audio, gen_sr, g.start_sec, cfg)
+            if not have_gt:
+                prob_gt = passt_probs_batch(model, [w_gt])[0]
+                gt_cache.store(g.key, gt_src, prob_gt)
+            if not have_gen:
+                prob_gen = passt_probs_batch(model, [w_gen])[0]
+                gen_cache.store(sample.key, _sample_source(sample), prob_gen)
+        p_gt.append(prob_gt)
+        p_gen.append(prob_gen)
+    gt_cache.flush()
+    gen_cache.flush()
+    pq = kl_per_pair(torch.stack(p_gt), torch.stack(p_gen), cfg.eps)
+    return float(pq.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "config": cfg.to_dict(),
+                              "caches": {"gt": gt_cache.stats(), "gen": gen_cache.stats()}, "num_pairs": len(gen)}
+
+
+def _run_ib(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+    from benchmarks.metrics import ib
+
+    ckpt, sha = weights_checksum(ib.WEIGHTS_NAME, options.checkpoints.get("ib"), options.debug_weights)
+    model = ib.load_ib_model(options.checkpoints.get("ib"), debug_weights=options.debug_weights,
+                             device=options.device)
+    vid_cache = dataset_cache(options, dataset, "ground-truth", "imagebind-video", sha, None)
+    aud_cache = dataset_cache(options, dataset, set_key, "imagebind-audio", sha, 16000)
+    gt_by_key = {s.key: s for s in gt}
+    gen_by_key = {s.key: s for s in gen}
+    v = vid_cache.get_or_compute(
+        [(s.key, _sample_source(s)) for s in gt],
+        lambda k: ib.embed_video(model, ib.video_input(gt_by_key[k].path, gt_by_key[k].start_sec,
+                                                        gt_by_key[k].duration_sec)),
+        desc="ImageBind video", progress=options.progress)
+    a = aud_cache.get_or_compute(
+        [(s.key, _sample_source(s)) for s in gen],
+        lambda k: ib.embed_audio(model, ib.audio_input(gen_by_key[k].path, gen_by_key[k].start_sec,
+                                                        gen_by_key[k].duration_sec)),
+        desc=f"ImageBind audio ({set_key})", progress=options.progress)
+    gt_key = {s.clip_id: s.key for s in gt}
+    scores = ib.ib_scores([v[gt_key[s.clip_id]] for s in gen], [a[s.key] for s in gen])
+    return float(scores.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "scale": ib.SCALE,
+                                  "caches": {"video": vid_cache.stats(), "audio": aud_cache.stats()}}
+
+
+def _run_sync(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+    from benchmarks.metrics import sync
+
+    ckpt, sha = weights_checksum(sync.WEIGHTS_NAME, options.checkpoints.get("sync"), options.debug_weights)
+    model = sync.load_sync_metric_model(options.checkpoints.get("sync"), debug_weights=options.debug_weights,
+                                        device=options.device)
+    gt_by_clip = {s.clip_id: s for s in gt}
+    gen_by_key = {s.key: s for s in gen}
+
+    def predict(key: str) -> torch.Tensor:
+        s = gen_by_key[key]
+        g = gt_by_clip[s.clip_id]
+        frames, wave = sync.read_sync_inputs(g.path, g.start_sec, g.duration_sec, s.path, s.start_sec,
+                                             s.duration_sec)
+        return sync.sync_features(model, frames, wave).to_tensor()
+
+    cache = dataset_cache(options, dataset, set_key, "synchformer", sha, sync.SAMPLE_RATE,
+                   {"protocol": sync.PROTOCOL, "fps": sync.FPS})
+    items = [(s.key, {**_sample_source(s), "video": _sample_source(gt_by_clip[s.clip_id])}) for s in gen]
+    feats = cache.get_or_compute(items, predict, desc=f"Synchformer ({set_key})", progress=options.progress)
+    offsets = {k: float(sync.SyncFeatures.from_tensor(t).offset_sec) for k, t in feats.items()}
+    return sync.sync_score_ms(list(offsets.values())), {
+        "extractor": {"checkpoint": ckpt, "sha256": sha}, "protocol": sync.PROTOCOL,
+        "caches": {"gen": cache.stats()}, "offsets_sec": offsets}
+
+
+# ------------------------------------------------------------------------------------------------ protocol
+class VAuraPaperProtocol:
+    """The V-AURA paper's protocol (see the module docstring)."""
+
+    name = "vaura-paper"
+    version = 1
+    description = ("V-AURA paper (arXiv 2409.13689): FAD (VGGish), KLD (PaSST), IB (ImageBind x100), "
+                   "Sync (Synchformer AudioSet, ms)")
+    kld_config = "paper"
+    sync_protocol = "paper"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return metric_keys(self.name)
+
+    def default_samples_per_clip(self, dataset: Dataset) -> int:
+        """V-AURA samples per clip when the user gives none: the paper's count for the dataset."""
+        return paper_samples_per_clip(dataset.name)
+
+    def check(self, dataset: Dataset, model: Any) -> None:
+        no_video = [c.id for c in dataset.clips if not c.video]
+        if no_video:
+            raise EvaluationError(f"protocol {self.name} evaluates clips with a video (IB, Sync and generation need "
+                                  f"one); {len(no_video)} clips of {dataset.name!r} have none, e.g. "
+                                  f"{', '.join(no_video[:5])}")
+
+    def missing(self, dataset: Dataset, outputs: Any) -> dict[str, str]:
+        """Clips without a usable output (the model adapter's reasons)."""
+        return dict(outputs.missing)
+
+    def run(self, ctx: Any) -> ProtocolRun:
+        dataset, options, outputs = ctx.dataset, ctx.options, ctx.outputs
+        present = [cid for cid in dataset.ids if cid in outputs.samples]
+        if not present:
+            raise EvaluationError(f"no clip of {dataset.name!r} has a usable output")
+        gen = [s for cid in present for s in outputs.samples[cid]]
+        gt = _gt_samples(dataset, present)
+        runners = {"fad": lambda: _run_fad(dataset, gt, gen, ctx.set_key, options),
+                   "kld": lambda: _run_kld(dataset, gt, gen, ctx.set_key, options, self.kld_config),
+                   "ib": lambda: _run_ib(dataset, gt, gen, ctx.set_key, options),
+                   "sync_ms": lambda: _run_sync(dataset, gt, gen, ctx.set_key, options)}
+        run = ProtocolRun(counts={"clips": len(present), "samples": len(gen)})
+        for m in ctx.metrics:
+            t0 = time.perf_counter()
+            run.values[m], run.details[m] = runners[m]()
+            run.extractors[m] = run.details[m]["extractor"]
+            run.seconds[m] = round(time.perf_counter() - t0, 3)
+            log.info("%s = %.4f (%.1f s)", m, run.values[m], run.seconds[m])
+        return run
