@@ -108,8 +108,7 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     result: dict[str, Any] = {
         "format": RESULT_FORMAT, "schema_version": SCHEMA_VERSION,
         "protocol": {"name": protocol.name, "version": protocol.version, "description": protocol.description},
-        "dataset": {"name": dataset.name, "num_clips": len(dataset.clips), "fingerprint": dataset.fingerprint(),
-                    "manifest": dataset.path, "window_sec": dataset.window_sec},
+        "dataset": dataset.identity(),
         "model": info,
         "metrics": {m: run.values[m] for m in metrics},
         "metric_notes": {m: run.notes[m] for m in metrics if m in run.notes},

@@ -3,8 +3,11 @@
 * ``ground-truth``: the clip's own audio in its evaluation window (the upper bound; one sample per clip).
 * ``dir:PATH``: another model's precomputed outputs, matched to clip ids exactly: ``PATH/<clip id>.<ext>`` (one
   sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac, mp4 or
-  m4a (the audio stream is used). Nothing is matched by partial names. Each output is evaluated from its start
-  for the clip's window length (longer outputs are cut, as the ground truth is).
+  m4a (the audio stream is used). When one clip has several files (``vaura generate`` writes ``<stem>.wav`` next
+  to ``<stem>.mp4``), the lossless one is used: wav, then flac, then m4a, then mp4; a wav and a flac of one clip
+  are ambiguous and refused. Nothing is matched by partial names. Each output is evaluated from its start for
+  the clip's window length (longer outputs are cut, as the ground truth is). The adapter also lists every
+  top-level audio file by stem (`ModelOutputs.files`): the av-benchmark protocol pairs those by its own rules.
 * ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (checkpoint checksum,
   sampling parameters, clip, window, seed).
 
@@ -26,7 +29,8 @@ from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp4", ".m4a")
+AUDIO_SUFFIXES = (".wav", ".flac", ".m4a", ".mp4")  # in order of preference when one clip has several
+LOSSLESS = (".wav", ".flac")
 
 
 class ModelError(ToolkitError):
@@ -55,11 +59,13 @@ class Sample:
 
 @dataclass
 class ModelOutputs:
-    """Samples per clip id (dataset order) and ``missing``: clip id -> reason."""
+    """Samples per clip id (dataset order), ``missing``: clip id -> reason, and (``dir:`` models) ``files``:
+    every top-level output file by stem, whether or not its stem is a clip id."""
 
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     generate_seconds: float = 0.0
+    files: dict[str, Sample] = field(default_factory=dict)
 
     def all_samples(self) -> list[Sample]:
         return [s for group in self.samples.values() for s in group]
@@ -121,6 +127,15 @@ class DirModel:
         return {"name": self.name, "kind": self.kind, "path": str(self.directory.resolve()), "checkpoint": None,
                 "checkpoint_sha256": None, "samples_per_clip": max(self.samples_per_clip, 1), "seeds": []}
 
+    @staticmethod
+    def _pick(files: list[Path], what: str) -> Path:
+        """One file of several with the same stem: the most lossless (`AUDIO_SUFFIXES` order)."""
+        by_ext = {p.suffix.lower(): p for p in files}
+        if len([e for e in LOSSLESS if e in by_ext]) > 1:
+            raise ModelError(f"dir model: {what} has both {by_ext['.wav'].name} and {by_ext['.flac'].name}; "
+                             "keep one of them")
+        return next(by_ext[e] for e in AUDIO_SUFFIXES if e in by_ext)
+
     def _files(self, clip_id: str) -> list[Path]:
         single = [self.directory / f"{clip_id}{ext}" for ext in AUDIO_SUFFIXES]
         single = [p for p in single if p.is_file()]
@@ -129,9 +144,15 @@ class DirModel:
             if folder.is_dir() else []
         if single and many:
             raise ModelError(f"dir model: clip {clip_id} has both {single[0].name} and a folder of samples")
-        if len(single) > 1:
-            raise ModelError(f"dir model: clip {clip_id} has several outputs: {[p.name for p in single]}")
-        return single or many
+        return [self._pick(single, f"clip {clip_id}")] if single else many
+
+    def top_level_files(self) -> dict[str, Path]:
+        """Every top-level audio file of the folder by stem (one per stem, `_pick`), sorted by stem."""
+        stems: dict[str, list[Path]] = {}
+        for p in sorted(self.directory.iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_SUFFIXES:
+                stems.setdefault(p.stem, []).append(p)
+        return {stem: self._pick(files, f"output {stem!r}") for stem, files in sorted(stems.items())}
 
     def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
         out = ModelOutputs()
@@ -151,6 +172,7 @@ class DirModel:
                 continue
             out.samples[clip.id] = [Sample(clip.id, k, str(p), 0.0, clip.window_sec) for k, p in enumerate(files)]
             counts.add(len(files))
+        out.files = {stem: Sample(stem, 0, str(p)) for stem, p in self.top_level_files().items()}
         if not self.samples_per_clip and counts:
             if len(counts) > 1:
                 log.warning("dir model %s: clips have different sample counts %s", self.directory, sorted(counts))

@@ -75,12 +75,12 @@ def test_vggsound_official_csv_and_id_list(synth_root: Path, tmp_path: Path) -> 
     ds = build_dataset("vggsound", tmp_path / "clips", list_file=csv, pattern="{ytid}_{start:06d}.mp4")
     assert ds.ids == ["aaa_10000_20000"] and ds.clips[0].label == "dog, barking"
     starts = tmp_path / "starts.csv"
-    starts.write_text("file,start_sec\naaa_10000_20000,0.4\n")
+    starts.write_text("file,start_sec\naaa_10000_20000,0.1\n")
     ids = tmp_path / "visualsound_test.txt"
     ids.write_text("aaa_10000_20000\n\n")
     vs = build_dataset("visualsound", tmp_path / "clips", list_file=ids, pattern="{ytid}_{start:06d}.mp4",
                        starts=starts)
-    assert vs.clips[0].start_sec == 0.4 and [s["role"] for s in vs.sources] == ["list", "starts"]
+    assert vs.clips[0].start_sec == 0.1 and [s["role"] for s in vs.sources] == ["list", "starts"]
     vs_csv = tmp_path / "visualsound.csv"
     vs_csv.write_text("filename,start,desc,split\naaa,10,\"dog, barking\",test\nbbb,0,cat,train\n")
     assert read_vggsound_list(vs_csv) == [("aaa_10000_20000", None, "dog, barking")]

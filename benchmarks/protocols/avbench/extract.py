@@ -1,0 +1,281 @@
+"""Feature extraction for the av-benchmark protocol: every network's features of every file, through the caches.
+
+What is extracted (the original's cache files, one `benchmarks.cache.FeatureCache` per set and extractor):
+
+| extractor | sets | value per name |
+|---|---|---|
+| ``avb-panns`` | GT audio, generated | ``{"embedding": [2048], "logits": [527]}`` (Cnn14 16 kHz) |
+| ``avb-vggish`` | GT audio, generated | ``[n, 128]`` VGGish rows (one per 0.96 s) |
+| ``avb-passt`` | GT audio, generated | ``{"features": [768], "logits": [527]}`` (10 s zero-padded 32 kHz input) |
+| ``avb-ib-audio`` | generated | ``[E]`` ImageBind audio embedding of the whole file |
+| ``avb-sync-audio`` | generated | ``[24, 6, D]`` Synchformer AST features, or ``{"dropped": reason}`` |
+| ``avb-ib-video`` / ``avb-sync-video`` | GT video | ``[E]`` / ``[24, 8, D]``, or ``{"rejected": reason}`` |
+
+Files are read once per batch for all the extractors that miss them; each network then runs on the whole batch
+(inputs of one shape at a time), so a GPU sees batches of `batch_size` clips. A file that cannot be read is
+returned in ``failed`` with the reason (it is never replaced by another file, as the original does), and a
+too-short clip is recorded as dropped / rejected in the cache itself, so a second run does not decode it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.cache import FeatureCache, file_fingerprint, weights_checksum
+from benchmarks.protocols.avbench import audio as A
+from benchmarks.protocols.avbench import video as V
+from visualsound.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when an extractor's output changes for the same input and weights
+
+#: extractor name -> (registry name of its weights, EvalOptions.checkpoints / presets key)
+EXTRACTORS: dict[str, tuple[str, str]] = {
+    "avb-panns": ("panns_cnn14_16k", "panns"),
+    "avb-vggish": ("vggish", "vggish"),
+    "avb-passt": ("passt", "passt"),
+    "avb-ib-audio": ("imagebind_huge", "ib"),
+    "avb-ib-video": ("imagebind_huge", "ib"),
+    "avb-sync-audio": ("synchformer_audioset", "sync"),
+    "avb-sync-video": ("synchformer_audioset", "sync"),
+}
+AUDIO_EXTRACTORS = ("avb-panns", "avb-vggish", "avb-passt", "avb-ib-audio", "avb-sync-audio")
+VIDEO_EXTRACTORS = ("avb-ib-video", "avb-sync-video")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file of a set: its name (the stem the original pairs by), path, and where its audio starts."""
+
+    name: str
+    path: str
+    start_sec: float = 0.0
+
+    def source(self, **extra: Any) -> dict[str, Any]:
+        return file_fingerprint(self.path, start=self.start_sec, **extra)
+
+
+@dataclass
+class Extracted:
+    """Features per extractor per name, names that could not be read (with the reason), and cache statistics."""
+
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    caches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Models:
+    """The networks, loaded on first use; `checksum` gives each extractor's weights identity for the caches."""
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self._loaded: dict[str, torch.nn.Module] = {}
+
+    def checksum(self, extractor: str) -> tuple[str, str]:
+        registry, key = EXTRACTORS[extractor]
+        return weights_checksum(registry, self.options.checkpoints.get(key), self.options.debug_weights)
+
+    def describe(self, extractor: str) -> dict[str, str]:
+        path, sha = self.checksum(extractor)
+        _, key = EXTRACTORS[extractor]
+        out = {"checkpoint": path, "sha256": sha}
+        if key in self.options.presets:
+            out["preset"] = self.options.presets[key]
+        return out
+
+    def get(self, key: str) -> torch.nn.Module:
+        if key not in self._loaded:
+            self._loaded[key] = self._load(key)
+        return self._loaded[key]
+
+    def _load(self, key: str) -> torch.nn.Module:
+        o = self.options
+        ckpt, debug, device, preset = o.checkpoints.get(key), o.debug_weights, o.device, o.presets.get(key)
+        if key == "panns":
+            from benchmarks.metrics.panns import load_panns
+
+            return load_panns(ckpt, debug_weights=debug, device=device, config=preset)
+        if key == "vggish":
+            from benchmarks.metrics.vggish import load_vggish
+
+            if preset:
+                raise ToolkitError("VGGish has no config presets to choose from (its checkpoint fixes the size)")
+            return load_vggish(ckpt, debug_weights=debug, device=device)
+        if key == "passt":
+            from benchmarks.metrics.passt import load_passt
+
+            return load_passt(ckpt, debug_weights=debug, device=device, config=preset)
+        if key == "ib":
+            from visualsound.imagebind import load_imagebind
+
+            return load_imagebind(ckpt, debug_weights=debug, device=device, config=preset)
+        if key == "sync":
+            from vaura.synchformer import load_sync_model
+
+            return load_sync_model(ckpt, debug_weights=debug, device=device, config=preset)
+        raise KeyError(key)
+
+
+def _chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+
+
+def _by_shape(tensors: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Names grouped by input shape (one forward pass per group), in the given order within a group."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name, t in tensors.items():
+        groups.setdefault(tuple(t.shape), []).append(name)
+    return list(groups.values())
+
+
+def _run_grouped(inputs: dict[str, torch.Tensor], fn: Callable[[torch.Tensor], Any]) -> dict[str, Any]:
+    """``fn`` on stacked inputs of equal shape; results split back per name (a tensor or a tuple of tensors)."""
+    out: dict[str, Any] = {}
+    for names in _by_shape(inputs):
+        res = fn(torch.stack([inputs[n] for n in names]))
+        for i, n in enumerate(names):
+            out[n] = tuple(r[i] for r in res) if isinstance(res, tuple) else res[i]
+    return out
+
+
+def extract_audio(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
+                  models: Models, length_sec: float, batch_size: int, desc: str, progress: bool) -> Extracted:
+    """Audio-side features of `items` for `extractors` (a subset of `AUDIO_EXTRACTORS`)."""
+    out = Extracted(features={e: {} for e in extractors})
+    sources = {it.name: it.source() for it in items}
+    todo: list[Item] = []
+    for it in items:
+        missing = False
+        for e in extractors:
+            found, value = caches[e].lookup(it.name, sources[it.name])
+            if found:
+                out.features[e][it.name] = value
+            else:
+                missing = True
+        if missing:
+            todo.append(it)
+    bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress or not todo)
+    for chunk in _chunks(todo, batch_size):
+        waves: dict[str, tuple[torch.Tensor, int]] = {}
+        for it in chunk:
+            try:
+                waves[it.name] = A.read_audio(it.path, start_sec=it.start_sec)
+            except ToolkitError as e:
+                out.failed[it.name] = f"unreadable: {e}"
+                log.warning("av-benchmark: %s", out.failed[it.name])
+        need = {e: [n for n in waves if n not in out.features[e]] for e in extractors}
+        _audio_batch(waves, need, out, models, length_sec)
+        for e in extractors:
+            for n in need[e]:
+                if n in out.features[e]:
+                    caches[e].store(n, sources[n], out.features[e][n])
+        bar.update(len(chunk))
+    bar.close()
+    for e in extractors:
+        caches[e].flush()
+        out.caches[e] = caches[e].stats()
+    return out
+
+
+@torch.no_grad()
+def _audio_batch(waves: dict[str, tuple[torch.Tensor, int]], need: dict[str, list[str]], out: Extracted,
+                 models: Models, length_sec: float) -> None:
+    dev = models.options.device
+    if need.get("avb-panns"):
+        model = models.get("panns")
+        x = {n: A.network_wave(*waves[n], 16000, length_sec) for n in need["avb-panns"]}
+        res = _run_grouped(x, lambda b: (lambda o: (o.embedding, o.logits))(model(b.to(dev))))
+        for n, (emb, logits) in res.items():
+            out.features["avb-panns"][n] = {"embedding": emb.float().cpu(), "logits": logits.float().cpu()}
+    if need.get("avb-vggish"):
+        model = models.get("vggish")
+        for n in need["avb-vggish"]:  # examples of one file form one batch, as the original
+            wave = A.network_wave(*waves[n], 16000, length_sec)
+            out.features["avb-vggish"][n] = A.vggish_rows(model, wave).float().cpu()
+    if need.get("avb-passt"):
+        model = models.get("passt")
+        x = {n: A.passt_wave(A.network_wave(*waves[n], 32000, length_sec)) for n in need["avb-passt"]}
+        res = _run_grouped(x, lambda b: A.passt_outputs(model, b.to(dev)))
+        for n, (feat, logits) in res.items():
+            out.features["avb-passt"][n] = {"features": feat.float().cpu(), "logits": logits.float().cpu()}
+    if need.get("avb-ib-audio"):
+        model = models.get("ib")
+        x = {n: A.ib_audio_input(*waves[n]) for n in need["avb-ib-audio"]}
+        for n, emb in _run_grouped(x, lambda b: A.ib_audio_embedding(model, b.to(dev))).items():
+            out.features["avb-ib-audio"][n] = emb.float().cpu()
+    if need.get("avb-sync-audio"):
+        x: dict[str, torch.Tensor] = {}
+        for n in need["avb-sync-audio"]:
+            try:
+                x[n] = A.sync_audio_input(A.sync_wave(*waves[n], length_sec)[None])[0]
+            except A.AudioTooShortError as e:
+                out.features["avb-sync-audio"][n] = {"dropped": str(e)}
+        if x:
+            model = models.get("sync")
+            for n, feats in _run_grouped(x, lambda b: A.sync_audio_features(model, b.to(dev))).items():
+                out.features["avb-sync-audio"][n] = feats.float().cpu()
+
+
+def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
+                  models: Models, length_sec: float, batch_size: int, progress: bool) -> Extracted:
+    """GT-video features of `items` for `extractors` (a subset of `VIDEO_EXTRACTORS`); a rejected video is
+    stored as ``{"rejected": reason}`` in each cache."""
+    out = Extracted(features={e: {} for e in extractors})
+    sources = {it.name: it.source() for it in items}
+    todo = []
+    for it in items:
+        missing = False
+        for e in extractors:
+            found, value = caches[e].lookup(it.name, sources[it.name])
+            if found:
+                out.features[e][it.name] = value
+            else:
+                missing = True
+        if missing:
+            todo.append(it)
+    dev = models.options.device
+    bar = tqdm(total=len(todo), desc="GT videos", unit="video", disable=not progress or not todo)
+    for chunk in _chunks(todo, batch_size):
+        ib_in: dict[str, torch.Tensor] = {}
+        sync_in: dict[str, torch.Tensor] = {}
+        for it in chunk:
+            try:
+                frames = V.read_video_frames(it.path, length_sec)
+            except ToolkitError as e:
+                out.failed[it.name] = f"unreadable: {e}"
+                log.warning("av-benchmark: GT video %s", out.failed[it.name])
+                continue
+            if frames.rejection:
+                for e in extractors:
+                    out.features[e][it.name] = {"rejected": frames.rejection}
+                continue
+            if "avb-ib-video" in extractors and it.name not in out.features["avb-ib-video"]:
+                ib_in[it.name] = V.ib_video_input(frames.ib_frames)
+            if "avb-sync-video" in extractors and it.name not in out.features["avb-sync-video"]:
+                sync_in[it.name] = V.sync_segments(V.sync_video_input(frames.sync_frames))
+        with torch.no_grad():
+            if ib_in:
+                model = models.get("ib")
+                for n, emb in _run_grouped(ib_in, lambda b: V.ib_video_embedding(model, b.to(dev))).items():
+                    out.features["avb-ib-video"][n] = emb.float().cpu()
+            if sync_in:
+                model = models.get("sync")
+                for n, f in _run_grouped(sync_in, lambda b: V.sync_video_features(model, b.to(dev))).items():
+                    out.features["avb-sync-video"][n] = f.float().cpu()
+        for it in chunk:
+            for e in extractors:
+                if it.name in out.features[e] and it.name not in out.failed:
+                    caches[e].store(it.name, sources[it.name], out.features[e][it.name])
+        bar.update(len(chunk))
+    bar.close()
+    for e in extractors:
+        caches[e].flush()
+        out.caches[e] = caches[e].stats()
+    return out
