@@ -88,7 +88,8 @@ def _entry(monkeypatch, url: str, **kw) -> W.WeightsEntry:
 
 def test_registry_names_and_urls():
     expected = {"imagebind_huge", "synchformer_audioset", "synchformer_vggsound", "synchformer_lrs3",
-                "avclip_vggsound", "avclip_audioset", "vaura_release", "dac_44khz", "vggish", "passt"}
+                "avclip_vggsound", "avclip_audioset", "vaura_release", "dac_44khz", "vggish", "passt",
+                "panns_cnn14_16k"}
     assert set(W.names()) == expected
     for e in W.REGISTRY.values():
         assert e.url.startswith("https://"), e

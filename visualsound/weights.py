@@ -186,6 +186,17 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         contents="PaSST-S (patch 16, stride 10, 128 mel, SWA, AudioSet mAP .476) classifier; the KLD metric",
         approx_size="~330 MB",
         notes="URL from hear21passt's default config; licence is the PaSST repository's"),
+    WeightsEntry(
+        name="panns_cnn14_16k", filename="Cnn14_16k_mAP=0.438.pth",
+        url="https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
+        licence="CC BY 4.0 (the Zenodo record's licence; the PANNs code is MIT)",
+        source="https://github.com/qiuqiangkong/audioset_tagging_cnn",
+        contents="PANNs Cnn14 trained on AudioSet at 16 kHz (mAP .438): {'model': state dict}, including the "
+                 "front end's STFT kernels and mel matrix; the FD/KL/IS-PANNs metrics of av-benchmark",
+        notes="URL from the PANNs README and av-benchmark (which caches it as ~/.cache/audioldm_eval/ckpt/"
+              "Cnn14_16k_mAP=0.438.pth); no checksum published, so the sha256 seen at download is recorded. The "
+              "licence is the one a mirror quotes for Zenodo record 10.5281/zenodo.3987831 (check the record); "
+              "the state dict holds 84 tensors, 81,049,500 float32 values"),
 )
 
 REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in _ENTRIES}
