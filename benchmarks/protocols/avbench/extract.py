@@ -8,11 +8,13 @@ What is extracted (the original's cache files, one `benchmarks.cache.FeatureCach
 | ``avb-vggish`` | GT audio, generated | ``[n, 128]`` VGGish rows (one per 0.96 s) |
 | ``avb-passt`` | GT audio, generated | ``{"features": [768], "logits": [527]}`` (10 s zero-padded 32 kHz input) |
 | ``avb-ib-audio`` | generated | ``[E]`` ImageBind audio embedding of the whole file |
-| ``avb-sync-audio`` | generated | ``[24, 6, D]`` Synchformer AST features, or ``{"dropped": reason}`` |
+| ``avb-sync-audio`` | generated | ``[24, 6, D]`` Synchformer AST features |
 | ``avb-ib-video`` / ``avb-sync-video`` | GT video | ``[E]`` / ``[24, 8, D]``, or ``{"rejected": reason}`` |
 
-Files are read once per batch for all the extractors that miss them; each network then runs on the whole batch
-(inputs of one shape at a time), so a GPU sees batches of `batch_size` clips. A file that cannot be read is
+A clip too short for a network (Synchformer needs exactly the protocol length; VGGish one 0.96 s example; PANNs
+0.31 s; ImageBind one 25 ms frame) gets ``{"dropped": reason}`` instead, and a rejected video ``{"rejected":
+reason}``. Files are read once per batch for all the extractors that miss them; each network then runs on the
+whole batch (inputs of one shape at a time), so a GPU sees batches of `batch_size` clips. A file that cannot be read is
 returned in ``failed`` with the reason (it is never replaced by another file, as the original does), and a
 too-short clip is recorded as dropped / rejected in the cache itself, so a second run does not decode it again.
 """
@@ -28,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.cache import FeatureCache, file_fingerprint, weights_checksum
+from benchmarks.metrics.panns import PannsInputError
 from benchmarks.protocols.avbench import audio as A
 from benchmarks.protocols.avbench import video as V
 from visualsound.errors import ToolkitError
@@ -184,43 +187,58 @@ def extract_audio(items: Sequence[Item], extractors: Sequence[str], caches: dict
     return out
 
 
+def _inputs(names: Sequence[str], build: Callable[[str], torch.Tensor], dropped: dict[str, Any]
+            ) -> dict[str, torch.Tensor]:
+    """``{name: build(name)}``; a clip too short (or otherwise unusable) for this network is put in `dropped` as
+    ``{"dropped": reason}`` instead (it is cached that way and reported by the driver)."""
+    out = {}
+    for n in names:
+        try:
+            out[n] = build(n)
+        except (A.AvbenchAudioError, PannsInputError) as e:
+            dropped[n] = {"dropped": str(e)}
+    return out
+
+
 @torch.no_grad()
 def _audio_batch(waves: dict[str, tuple[torch.Tensor, int]], need: dict[str, list[str]], out: Extracted,
                  models: Models, length_sec: float) -> None:
     dev = models.options.device
+    feats = out.features
     if need.get("avb-panns"):
-        model = models.get("panns")
-        x = {n: A.network_wave(*waves[n], 16000, length_sec) for n in need["avb-panns"]}
-        res = _run_grouped(x, lambda b: (lambda o: (o.embedding, o.logits))(model(b.to(dev))))
-        for n, (emb, logits) in res.items():
-            out.features["avb-panns"][n] = {"embedding": emb.float().cpu(), "logits": logits.float().cpu()}
-    if need.get("avb-vggish"):
-        model = models.get("vggish")
-        for n in need["avb-vggish"]:  # examples of one file form one batch, as the original
-            wave = A.network_wave(*waves[n], 16000, length_sec)
-            out.features["avb-vggish"][n] = A.vggish_rows(model, wave).float().cpu()
-    if need.get("avb-passt"):
-        model = models.get("passt")
-        x = {n: A.passt_wave(A.network_wave(*waves[n], 32000, length_sec)) for n in need["avb-passt"]}
-        res = _run_grouped(x, lambda b: A.passt_outputs(model, b.to(dev)))
-        for n, (feat, logits) in res.items():
-            out.features["avb-passt"][n] = {"features": feat.float().cpu(), "logits": logits.float().cpu()}
-    if need.get("avb-ib-audio"):
-        model = models.get("ib")
-        x = {n: A.ib_audio_input(*waves[n]) for n in need["avb-ib-audio"]}
-        for n, emb in _run_grouped(x, lambda b: A.ib_audio_embedding(model, b.to(dev))).items():
-            out.features["avb-ib-audio"][n] = emb.float().cpu()
-    if need.get("avb-sync-audio"):
-        x: dict[str, torch.Tensor] = {}
-        for n in need["avb-sync-audio"]:
-            try:
-                x[n] = A.sync_audio_input(A.sync_wave(*waves[n], length_sec)[None])[0]
-            except A.AudioTooShortError as e:
-                out.features["avb-sync-audio"][n] = {"dropped": str(e)}
+        x = _inputs(need["avb-panns"], lambda n: A.network_wave(*waves[n], 16000, length_sec), feats["avb-panns"])
         if x:
-            model = models.get("sync")
-            for n, feats in _run_grouped(x, lambda b: A.sync_audio_features(model, b.to(dev))).items():
-                out.features["avb-sync-audio"][n] = feats.float().cpu()
+            panns = models.get("panns")
+            for n, (emb, logits) in _run_grouped(x, lambda b: (lambda o: (o.embedding, o.logits))(
+                    panns(b.to(dev)))).items():
+                feats["avb-panns"][n] = {"embedding": emb.float().cpu(), "logits": logits.float().cpu()}
+    if need.get("avb-vggish"):
+        x = _inputs(need["avb-vggish"], lambda n: A.vggish_examples(A.network_wave(*waves[n], 16000, length_sec)),
+                    feats["avb-vggish"])
+        if x:  # every file's examples in one batch (each example is embedded on its own), split back per file
+            rows = A.vggish_rows(models.get("vggish"), torch.cat(list(x.values())))
+            for n, part in zip(x, rows.split([t.shape[0] for t in x.values()])):
+                feats["avb-vggish"][n] = part.clone()
+    if need.get("avb-passt"):
+        x = _inputs(need["avb-passt"], lambda n: A.passt_wave(A.network_wave(*waves[n], 32000, length_sec)),
+                    feats["avb-passt"])
+        if x:
+            passt = models.get("passt")
+            for n, (feat, logits) in _run_grouped(x, lambda b: A.passt_outputs(passt, b)).items():
+                feats["avb-passt"][n] = {"features": feat.float().cpu(), "logits": logits.float().cpu()}
+    if need.get("avb-ib-audio"):
+        x = _inputs(need["avb-ib-audio"], lambda n: A.ib_audio_input(*waves[n], what=n), feats["avb-ib-audio"])
+        if x:
+            ib = models.get("ib")
+            for n, emb in _run_grouped(x, lambda b: A.ib_audio_embedding(ib, b)).items():
+                feats["avb-ib-audio"][n] = emb.float().cpu()
+    if need.get("avb-sync-audio"):
+        x = _inputs(need["avb-sync-audio"], lambda n: A.sync_audio_input(A.sync_wave(*waves[n], length_sec)[None])[0],
+                    feats["avb-sync-audio"])
+        if x:
+            sync = models.get("sync")
+            for n, f in _run_grouped(x, lambda b: A.sync_audio_features(sync, b)).items():
+                feats["avb-sync-audio"][n] = f.float().cpu()
 
 
 def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
@@ -262,12 +280,12 @@ def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict
                 sync_in[it.name] = V.sync_segments(V.sync_video_input(frames.sync_frames))
         with torch.no_grad():
             if ib_in:
-                model = models.get("ib")
-                for n, emb in _run_grouped(ib_in, lambda b: V.ib_video_embedding(model, b.to(dev))).items():
+                ib = models.get("ib")
+                for n, emb in _run_grouped(ib_in, lambda b, m=ib: V.ib_video_embedding(m, b.to(dev))).items():
                     out.features["avb-ib-video"][n] = emb.float().cpu()
             if sync_in:
-                model = models.get("sync")
-                for n, f in _run_grouped(sync_in, lambda b: V.sync_video_features(model, b.to(dev))).items():
+                sync = models.get("sync")
+                for n, f in _run_grouped(sync_in, lambda b, m=sync: V.sync_video_features(m, b.to(dev))).items():
                     out.features["avb-sync-video"][n] = f.float().cpu()
         for it in chunk:
             for e in extractors:

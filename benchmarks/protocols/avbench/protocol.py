@@ -221,14 +221,28 @@ def _set_is(run: ProtocolRun, prefix: str, logits: torch.Tensor, wanted: set[str
         run.warnings.append(f"ISC-{prefix}: {why}")
 
 
+def _usable(run: ProtocolRun, feats: dict[str, Any], names: list[str], side: str, metrics: str) -> list[str]:
+    """`names` whose features exist; a clip dropped by the network (too short) is recorded as excluded."""
+    out = []
+    for n in names:
+        value = feats[n]
+        if isinstance(value, dict) and "dropped" in value:
+            _exclude(run, f"{side} {n}", f"{metrics}: {value['dropped']}")
+        else:
+            out.append(n)
+    return out
+
+
 def _panns(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     if not wanted & {"FD-PANN", "KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"}:
         return False
     g, p = gt.features["avb-panns"], gen.features["avb-panns"]
-    _set_metric(run, "FD-PANN", lambda: fm.frechet_distance(torch.stack([p[n]["embedding"] for n in gen_names]),
-                                                            torch.stack([g[n]["embedding"] for n in gt_names])),
+    gt_ok = _usable(run, g, gt_names, "ground truth", "PANNs metrics")
+    gen_ok = _usable(run, p, gen_names, "generated", "PANNs metrics")
+    _set_metric(run, "FD-PANN", lambda: fm.frechet_distance(torch.stack([p[n]["embedding"] for n in gen_ok]),
+                                                            torch.stack([g[n]["embedding"] for n in gt_ok])),
                 wanted)
-    exact = pair(gt_names, gen_names, "exact")
+    exact = pair(gt_ok, gen_ok, "exact")
     _record_pairing(run, exact, "KL-PANNS (exact names)")
     kl = None
     if exact.pairs:
@@ -237,8 +251,8 @@ def _panns(run, gt, gen, gt_names, gen_names, wanted) -> bool:
         kl = fm.kl_per_pair(pl, gl)
     _set_metric(run, "KL-PANNS-softmax", lambda: fm.kl_softmax(pl, gl) if exact.pairs else _no_pairs("KL-PANNS"),
                 wanted)
-    _set_is(run, "PANNS", torch.stack([p[n]["logits"] for n in gen_names]), wanted)
-    run.details["panns"] = {"fd_rows": {"generated": len(gen_names), "ground_truth": len(gt_names)},
+    _set_is(run, "PANNS", torch.stack([p[n]["logits"] for n in gen_ok]), wanted)
+    run.details["panns"] = {"fd_rows": {"generated": len(gen_ok), "ground_truth": len(gt_ok)},
                             "kl_pairing": exact.to_dict(),
                             "kl_per_pair": dict(zip(exact.generated_names, kl.tolist())) if kl is not None else {}}
     return True
@@ -248,10 +262,12 @@ def _vggish(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     if "FD-VGG" not in wanted:
         return False
     g, p = gt.features["avb-vggish"], gen.features["avb-vggish"]
-    _set_metric(run, "FD-VGG", lambda: fm.frechet_distance(torch.cat([p[n] for n in gen_names]),
-                                                           torch.cat([g[n] for n in gt_names])), wanted)
-    run.details["vggish"] = {"rows": {"generated": {n: int(p[n].shape[0]) for n in gen_names},
-                                      "ground_truth": {n: int(g[n].shape[0]) for n in gt_names}}}
+    gt_ok = _usable(run, g, gt_names, "ground truth", "FD-VGG (contributes no rows, as in the original)")
+    gen_ok = _usable(run, p, gen_names, "generated", "FD-VGG (contributes no rows, as in the original)")
+    _set_metric(run, "FD-VGG", lambda: fm.frechet_distance(torch.cat([p[n] for n in gen_ok]),
+                                                           torch.cat([g[n] for n in gt_ok])), wanted)
+    run.details["vggish"] = {"rows": {"generated": {n: int(p[n].shape[0]) for n in gen_ok},
+                                      "ground_truth": {n: int(g[n].shape[0]) for n in gt_ok}}}
     return True
 
 
@@ -259,7 +275,8 @@ def _passt(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     if not wanted & {"FD-PASST", "KL-PASST-softmax", "ISC-PASST-mean", "ISC-PASST-std"}:
         return False
     g, p = gt.features["avb-passt"], gen.features["avb-passt"]
-    cleaned = pair(gt_names, gen_names, "cleaned")
+    cleaned = pair(_usable(run, g, gt_names, "ground truth", "PaSST metrics"),
+                   _usable(run, p, gen_names, "generated", "PaSST metrics"), "cleaned")
     _record_pairing(run, cleaned, "PaSST metrics (paired by clean_sample_name)")
     if not cleaned.pairs:
         for key in ("FD-PASST", "KL-PASST-softmax", "ISC-PASST-mean", "ISC-PASST-std"):
@@ -298,7 +315,8 @@ def _ib(run, gen, vid, gen_names, wanted) -> bool:
         return False
     videos = _video_features(vid, "avb-ib-video", run)
     audio = gen.features["avb-ib-audio"]
-    p = pair(list(videos), [n for n in gen_names if n in audio], "cleaned", gt_what="ground-truth video")
+    p = pair(list(videos), _usable(run, audio, gen_names, "generated", "IB-Score"), "cleaned",
+             gt_what="ground-truth video")
     _record_pairing(run, p, "IB-Score (paired with GT videos by clean_sample_name)")
     if not p.pairs:
         _set_metric(run, "IB-Score", lambda: _no_pairs("IB-Score"), wanted)
@@ -316,13 +334,9 @@ def _desync(run, gen, vid, gen_names, wanted, models: Models) -> bool:
     if "DeSync" not in wanted:
         return False
     videos = _video_features(vid, "avb-sync-video", run)
-    audio = {}
-    for n in gen_names:
-        value = gen.features["avb-sync-audio"][n]
-        if isinstance(value, dict):
-            _exclude(run, f"generated {n}", f"DeSync: {value['dropped']} (the original drops it silently)")
-        else:
-            audio[n] = value
+    feats = gen.features["avb-sync-audio"]
+    audio = {n: feats[n] for n in _usable(run, feats, gen_names, "generated",
+                                          "DeSync (the original drops such a clip silently)")}
     p = pair(list(videos), list(audio), "cleaned", gt_what="ground-truth video")
     _record_pairing(run, p, "DeSync (paired with GT videos by clean_sample_name)")
     if not p.pairs:
