@@ -17,6 +17,7 @@ from visualsound.media.errors import (
     NoVideoStreamError,
     TruncatedMediaError,
 )
+from visualsound.media.fps_filter import FpsFilter, FpsFilterError, FpsFrames, read_fps_frames, read_fps_video
 from visualsound.media.info import MediaInfo, open_media, probe
 from visualsound.media.video import center_crop, read_video, resize_short_side
 from visualsound.media.write import mux_audio, write_audio, write_video
@@ -26,3 +27,4 @@ __all__ = [
     "NoVideoStreamError", "NotMediaError", "TruncatedMediaError", "center_crop", "mux_audio", "open_media", "probe",
     "read_audio", "read_video", "resize_short_side", "write_audio", "write_video", "write_wav",
 ]
+__all__ += ["FpsFilter", "FpsFilterError", "FpsFrames", "read_fps_frames", "read_fps_video"]  # fps_filter.py
