@@ -244,25 +244,23 @@ def _audio_batch(waves: dict[str, tuple[torch.Tensor, int]], need: dict[str, lis
 def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
                   models: Models, length_sec: float, batch_size: int, progress: bool) -> Extracted:
     """GT-video features of `items` for `extractors` (a subset of `VIDEO_EXTRACTORS`); a rejected video is
-    stored as ``{"rejected": reason}`` in each cache."""
+    stored as ``{"rejected": reason}`` in each cache. Synchformer runs one video at a time (its 24 segments of 16
+    frames are one batch of 24: about 230 MB of float32 input), ImageBind on `batch_size` videos at once."""
     out = Extracted(features={e: {} for e in extractors})
     sources = {it.name: it.source() for it in items}
-    todo = []
+    need: dict[str, set[str]] = {e: set() for e in extractors}
     for it in items:
-        missing = False
         for e in extractors:
             found, value = caches[e].lookup(it.name, sources[it.name])
             if found:
                 out.features[e][it.name] = value
             else:
-                missing = True
-        if missing:
-            todo.append(it)
+                need[e].add(it.name)
+    todo = [it for it in items if any(it.name in need[e] for e in extractors)]
     dev = models.options.device
     bar = tqdm(total=len(todo), desc="GT videos", unit="video", disable=not progress or not todo)
     for chunk in _chunks(todo, batch_size):
         ib_in: dict[str, torch.Tensor] = {}
-        sync_in: dict[str, torch.Tensor] = {}
         for it in chunk:
             try:
                 frames = V.read_video_frames(it.path, length_sec)
@@ -274,22 +272,19 @@ def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict
                 for e in extractors:
                     out.features[e][it.name] = {"rejected": frames.rejection}
                 continue
-            if "avb-ib-video" in extractors and it.name not in out.features["avb-ib-video"]:
-                ib_in[it.name] = V.ib_video_input(frames.ib_frames)
-            if "avb-sync-video" in extractors and it.name not in out.features["avb-sync-video"]:
-                sync_in[it.name] = V.sync_segments(V.sync_video_input(frames.sync_frames))
-        with torch.no_grad():
-            if ib_in:
-                ib = models.get("ib")
-                for n, emb in _run_grouped(ib_in, lambda b, m=ib: V.ib_video_embedding(m, b.to(dev))).items():
-                    out.features["avb-ib-video"][n] = emb.float().cpu()
-            if sync_in:
-                sync = models.get("sync")
-                for n, f in _run_grouped(sync_in, lambda b, m=sync: V.sync_video_features(m, b.to(dev))).items():
-                    out.features["avb-sync-video"][n] = f.float().cpu()
+            if it.name in need.get("avb-ib-video", ()):
+                ib_in[it.name] = V.ib_video_input(frames.ib.frames)
+            if it.name in need.get("avb-sync-video", ()):
+                segments = V.sync_segments(V.sync_video_input(frames.sync.frames))[None]
+                out.features["avb-sync-video"][it.name] = V.sync_video_features(models.get("sync"),
+                                                                                segments)[0].cpu()
+        if ib_in:
+            ib = models.get("ib")
+            for n, emb in _run_grouped(ib_in, lambda b, m=ib: V.ib_video_embedding(m, b.to(dev))).items():
+                out.features["avb-ib-video"][n] = emb.float().cpu()
         for it in chunk:
             for e in extractors:
-                if it.name in out.features[e] and it.name not in out.failed:
+                if it.name in need[e] and it.name in out.features[e]:
                     caches[e].store(it.name, sources[it.name], out.features[e][it.name])
         bar.update(len(chunk))
     bar.close()

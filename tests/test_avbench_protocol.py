@@ -1,0 +1,146 @@
+"""``vbench evaluate --protocol av-benchmark`` end to end: the parity fixture through the CLI, and synthetic clips
+with debug weights (bad, unpaired and too-short files)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmarks.cli import main
+from tests import avbench_fixture as fx
+
+
+def _invoke(args: list[str]) -> str:
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory) -> dict:
+    """The fixture's inputs through `vbench datasets build` + `vbench evaluate --protocol av-benchmark`, with the
+    fixture's seeded weights (full-size PANNs, VGGish, PaSST; reduced Synchformer; tiny ImageBind)."""
+    root = fx.root("inputs/videos", "inputs/gt_audio", "inputs/pred_audio", "weights/synchformer_reduced_state_dict.pt",
+                   "weights/imagebind_tiny_state_dict.pt")
+    tmp = tmp_path_factory.mktemp("avbench")
+    ckpt = {"panns": tmp / "Cnn14_16k_mAP=0.438.pth", "vggish": tmp / "vggish-10086976.pth",
+            "passt": tmp / "passt-s-f128-p16-s10-ap.476-swa.pt"}
+    torch.save({"model": fx.recipe_state_dict("panns")}, ckpt["panns"])
+    torch.save(fx.recipe_state_dict("vggish"), ckpt["vggish"])
+    torch.save(fx.recipe_state_dict("passt"), ckpt["passt"])
+    manifest = tmp / "avbench-fixture.json"
+    _invoke(["datasets", "build", "avbench-fixture", "--videos", str(root / "inputs" / "videos"),
+             "--gt-audio", str(root / "inputs" / "gt_audio"), "--out", str(manifest)])
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", f"dir:{root / 'inputs' / 'pred_audio'}",
+                       "--dataset", str(manifest), "--out", str(tmp / "results"), "--allow-missing", "--no-progress",
+                       "--panns-checkpoint", str(ckpt["panns"]), "--vggish-checkpoint", str(ckpt["vggish"]),
+                       "--passt-checkpoint", str(ckpt["passt"]),
+                       "--imagebind-checkpoint", str(root / "weights" / "imagebind_tiny_state_dict.pt"),
+                       "--sync-checkpoint", str(root / "weights" / "synchformer_reduced_state_dict.pt"),
+                       "--extractor-preset", "ib=tiny", "--extractor-preset", "sync=reduced-avbench"])
+    finally:
+        torch.set_num_threads(n)
+    path = Path(out.strip().splitlines()[-1].split("result: ", 1)[1])
+    return {"result": json.loads(path.read_text()), "output": out, "tmp": tmp}
+
+
+@pytest.mark.slow
+def test_fixture_metrics_end_to_end(fixture_run: dict) -> None:
+    got, want = fixture_run["result"]["metrics"], fx.expected()["metrics"]
+    for key in ("FD-VGG", "FD-PANN", "FD-PASST"):  # README 6: rtol 1e-3 end to end
+        assert abs(got[key] - want[key]) <= 1e-3 * abs(want[key]), (key, got[key], want[key])
+    for key in ("KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score"):
+        assert abs(got[key] - want[key]) <= 1e-4, (key, got[key], want[key])
+    assert got["DeSync"] == want["DeSync"]  # classes exact, float32 grid
+    notes = fixture_run["result"]["metric_notes"]
+    for key in ("ISC-PANNS-mean", "ISC-PANNS-std", "ISC-PASST-mean", "ISC-PASST-std"):
+        assert math.isnan(want[key]) and got[key] is None and "NaN" in notes[key], key  # N = 8 and 7 < 10 splits
+
+
+@pytest.mark.slow
+def test_fixture_pairings_and_exclusions(fixture_run: dict) -> None:
+    res, d = fixture_run["result"], fx.expected()["details"]
+    det = res["metric_details"]
+    assert det["passt"]["pairing"]["pairs"] == d["passt_pairs"]
+    assert det["panns"]["kl_pairing"]["pairs"] == [[n, n] for n in d["kl_panns_pair_order"]]
+    assert sorted(map(tuple, det["ib"]["pairing"]["pairs"])) == sorted(map(tuple, d["ib_pairs"]))
+    assert det["desync"]["pairing"]["pairs"] == d["sync_pairs"]
+    assert det["vggish"]["rows"] == {"generated": dict(d["fd_vgg_rows"]["pred"]),
+                                     "ground_truth": dict(d["fd_vgg_rows"]["gt"])}
+    for name, kl in zip(d["kl_panns_pair_order"], d["kl_panns_per_pair"].tolist()):
+        assert abs(det["panns"]["kl_per_pair"][name] - kl) <= 1e-4, name
+    for (_, name), cos in zip(d["ib_pairs"], d["ib_cos_per_pair"].tolist()):
+        assert abs(det["ib"]["cosine_per_pair"][name] - cos) <= 1e-4, name
+    ex = res["excluded"]  # every file left out of a metric is listed with the reason
+    assert "DeSync" in ex["generated vid_005_drums"] and "6.000 s" in ex["generated vid_005_drums"]
+    assert "199" in ex["ground-truth video vid_005_drums"] and "lose" in ex["ground-truth video vid_005_drums"]
+    assert "ground-truth video vid_003_short" in ex
+    assert "exact" in ex["generated zxpo56cpUBU_000007-0"]  # KL-PANNS pairs exact names only
+    assert "gen_only_birds" in ex["generated gen_only_birds"] or "no ground-truth" in ex["generated gen_only_birds"]
+    assert res["counts"]["missing_ids"] == ["gt_only_wind"]
+    assert res["counts"]["clips"] == 8 and res["counts"]["samples"] == 8
+    out = fixture_run["output"]
+    assert "WARNING" in out and "clean_sample_name renamed 1" in out and "note: ISC-PANNS-mean" in out
+
+
+@pytest.mark.slow
+def test_fixture_features_match_the_originals_caches(fixture_run: dict) -> None:
+    """Our per-clip features (our caches) against the original's cache files, README 6 (10x end to end)."""
+    cache_root = fixture_run["tmp"] / "results" / "cache" / "avbench-fixture"
+
+    def ours(set_key: str, extractor: str) -> dict:
+        out = {}
+        for f in (cache_root / set_key / extractor / "features").glob("*.pt"):
+            entry = torch.load(f, weights_only=True)
+            out[entry["clip_id"]] = entry["value"]
+        return out
+
+    def close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+        tol = 10 * (1e-4 * b.abs() + 1e-4 * float(b.abs().max()))
+        assert ((a - b).abs() <= tol).all(), (what, float((a - b).abs().max()))
+
+    gen_key = next(p.name for p in cache_root.iterdir() if p.name.startswith("dir-"))
+    for side, set_key in (("gt", "ground-truth"), ("pred", gen_key)):
+        panns, passt_f, passt_l = (fx.cache(side, n) for n in ("pann_features", "passt_features_embed",
+                                                                 "passt_logits"))
+        mine = ours(set_key, "avb-panns")
+        for name, v in panns.items():
+            close(mine[name]["embedding"], v["2048"], f"{side} panns {name}")
+            close(mine[name]["logits"], v["logits"], f"{side} panns logits {name}")
+        mine = ours(set_key, "avb-passt")
+        for name in passt_f:
+            close(mine[name]["features"], passt_f[name], f"{side} passt {name}")
+            close(mine[name]["logits"], passt_l[name], f"{side} passt logits {name}")
+        mine = ours(set_key, "avb-vggish")
+        for name, v in fx.cache(side, "vggish_features").items():
+            close(mine[name], v, f"{side} vggish {name}")
+    mine = ours(gen_key, "avb-ib-audio")
+    for name, v in fx.cache("pred", "imagebind_audio").items():
+        close(mine[name], v, f"ib audio {name}")
+    mine = ours(gen_key, "avb-sync-audio")
+    for name, v in fx.cache("pred", "synchformer_audio").items():
+        close(mine[name], v, f"sync audio {name}")
+    assert mine["vid_005_drums"] == {"dropped": mine["vid_005_drums"]["dropped"]}
+    for extractor, original in (("avb-ib-video", "imagebind_video"), ("avb-sync-video", "synchformer_video")):
+        mine = ours("ground-truth", extractor)
+        orig = fx.cache("gt", original)
+        assert {n for n, v in mine.items() if not isinstance(v, dict)} == set(orig)
+        for name, v in orig.items():
+            close(mine[name], v, f"{extractor} {name}")
+
+
+@pytest.mark.slow
+def test_fixture_result_records_extractors_and_caches(fixture_run: dict) -> None:
+    res = fixture_run["result"]
+    assert res["protocol"]["name"] == "av-benchmark" and res["dataset"]["name"] == "avbench-fixture"
+    assert res["extractors"]["avb-sync-audio"]["preset"] == "reduced-avbench"
+    caches = res["metric_details"]["caches"]
+    assert caches["generated"]["avb-passt"]["computed"] == 8 and caches["video"]["avb-ib-video"]["computed"] == 7
