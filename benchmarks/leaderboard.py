@@ -2,9 +2,10 @@
 
 Measured rows come from result JSON files and are grouped by the dataset's **identity** (its name and the
 fingerprint of its clip list), so results on a 3-clip and an 8-clip manifest that share a name never share a
-table. Reported rows (`benchmarks.reported`) join only a table of their own dataset and protocol that has measured
-rows on the **complete official set** (no clip missing at build or evaluation, and at least the official number of
-clips where one is known); elsewhere a footnote says why they are hidden. Rows made with debug weights say
+table. The built-in paper rows (`benchmarks.reported`) join only a table of their own dataset and protocol that has
+measured rows on the **complete official set** (no clip missing at build or evaluation, and at least the official
+number of clips where one is known); elsewhere a footnote says why they are hidden. Rows of a user's reported-rows
+file join every table of their dataset and protocol. Rows made with debug weights say
 ``DEBUG WEIGHTS``. Columns follow the protocol's metrics (`benchmarks.results.PROTOCOL_METRICS`), shown in the
 tables' conventional units (the column header says so, e.g. ``IB-score (x100)``); ``csv`` and ``json`` keep the
 stored units. An undefined metric shows ``n/a`` with its note; a value that rounds to zero from below shows
@@ -127,10 +128,10 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
                  dataset: str | None = None) -> list[Table]:
     """Group measured results and reported rows into tables, sorted by dataset, protocol and manifest.
 
-    A reported row joins the tables of its dataset and protocol name (every version) whose measured rows are on
-    the complete official set (`incomplete_reason`); when its dataset and protocol have no measured table at all,
-    it gets a table of its own unless it is marked ``only_beside_measured`` (the built-in paper rows: context for
-    measured numbers, not tables of their own).
+    A built-in paper row (``only_beside_measured``) joins the tables of its dataset and protocol name (every
+    version) whose measured rows are on the complete official set (`incomplete_reason`; elsewhere a footnote says
+    it is hidden and why); it never makes a table of its own. A user's reported row (``--reported`` file) joins
+    every table of its dataset and protocol, or gets a table of its own.
     """
     tables: dict[tuple[str, str, int | None, str | None], Table] = {}
     incomplete: dict[tuple[str, str, int | None, str | None], str] = {}
@@ -153,14 +154,14 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
         if dataset is not None and rep.dataset != dataset:
             continue
         same = [k for k in tables if k[0] == rep.dataset and k[1] == rep.protocol]
-        targets = [k for k in same if k not in incomplete]
-        for k in same:
-            if k in incomplete:
-                hidden[k] = hidden.get(k, 0) + 1
-        if rep.only_beside_measured and not targets:
-            continue
-        if not same and not rep.only_beside_measured:
-            targets = [(rep.dataset, rep.protocol, None, None)]
+        if rep.only_beside_measured:  # built-in paper rows: beside measured rows on the complete official set
+            measured = [k for k in same if any(r.origin == "measured" for r in tables[k].rows)]
+            targets = [k for k in measured if k not in incomplete]
+            for k in measured:
+                if k in incomplete:
+                    hidden[k] = hidden.get(k, 0) + 1
+        else:  # a user's rows (--reported): wherever their dataset and protocol match, else a table of their own
+            targets = same or [(rep.dataset, rep.protocol, None, None)]
             tables.setdefault(targets[0], Table(rep.dataset, rep.protocol, None))
         for k in targets:
             tables[k].rows.append(Row(model=rep.model, origin="reported", metrics=dict(rep.metrics),
