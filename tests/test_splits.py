@@ -208,6 +208,7 @@ def test_threshold_sweep_counts():
     assert sweep.loc[2, "total"] == 0
     assert (sweep[["train", "validation", "test"]].sum(axis=1) == sweep["total"]).all()
     assert sweep.loc[0, "test"] == int((ok & (df["split"] == "test")).sum())
+    assert sweep.loc[0, "paper_train"] == 155_591 and pd.isna(sweep.loc[1, "paper_train"])  # Table II beside ours
 
 
 def test_report_files_and_debug_label(tmp_path):
@@ -219,6 +220,7 @@ def test_report_files_and_debug_label(tmp_path):
     assert "DEBUG WEIGHTS" in md and "| threshold |" in md and "playing tennis" in md
     sweep = pd.read_csv(files["sweep"])
     assert list(sweep["threshold"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert sweep["paper_train"].fillna(-1).tolist() == [155591, -1, 119469, 77265, 33225]
     # rows without the flag: the label follows the shard metadata, as `visualsound build`'s summary does
     clean = pd.DataFrame(make_rows(200))
     assert "DEBUG WEIGHTS" not in write_report(clean, tmp_path / "clean", 0.3)["markdown"].read_text()

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4)
 DEBUG_LABEL = "DEBUG WEIGHTS"
+#: The V-AURA paper's Table II (ICASSP 2025): ImageBind threshold -> VisualSound training samples it reports
+PAPER_TABLE_II_TRAIN = {0.0: 155_591, 0.2: 119_469, 0.3: 77_265, 0.4: 33_225}
 
 
 class ReportError(ToolkitError):
@@ -40,7 +42,8 @@ class ReportError(ToolkitError):
 def threshold_sweep(scores: pd.DataFrame, thresholds: Sequence[float] = SWEEP_THRESHOLDS,
                     vs_split: pd.Series | None = None) -> pd.DataFrame:
     """Kept clip counts per VisualSound split for each threshold: columns threshold, train, validation, test,
-    total. `vs_split` defaults to `assign_splits(scores)` (the carve is threshold-independent)."""
+    total, and ``paper_train``: the training-sample count the paper's Table II reports for that threshold (empty
+    where it has none). `vs_split` defaults to `assign_splits(scores)` (the carve is threshold-independent)."""
     if vs_split is None:
         vs_split = assign_splits(scores)
     rows = []
@@ -50,8 +53,9 @@ def threshold_sweep(scores: pd.DataFrame, thresholds: Sequence[float] = SWEEP_TH
         for s in VS_SPLITS:
             row[s] = int((kept & (vs_split == s)).sum())
         row["total"] = int(kept.sum())
+        row["paper_train"] = PAPER_TABLE_II_TRAIN.get(round(float(t), 6), pd.NA)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"paper_train": "Int64"})
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
@@ -163,6 +167,8 @@ def write_report(scores: pd.DataFrame, out_dir: str | os.PathLike, threshold: fl
               f"- score_version: {', '.join(sorted(set(scores['score_version'].astype(str))))}",
               f"- checkpoint sha256: {(meta or {}).get('checkpoint_sha256', 'not recorded')}",
               "", "## Threshold sweep (kept clips per split, as in the paper's Table II)", "",
+              "`paper_train` is the training-sample count the paper's Table II reports for the threshold, to put "
+              "next to `train` (ours, from the scores of this run).", "",
               markdown_table(sweep), "", "## Status of scored clips", "", markdown_table(status), "",
               "## Rejections at the threshold", "",
               markdown_table(pd.DataFrame(list(rejection_counts(scores, threshold).items()),
