@@ -144,3 +144,94 @@ def test_fixture_result_records_extractors_and_caches(fixture_run: dict) -> None
     assert res["extractors"]["avb-sync-audio"]["preset"] == "reduced-avbench"
     caches = res["metric_details"]["caches"]
     assert caches["generated"]["avb-passt"]["computed"] == 8 and caches["video"]["avb-ib-video"]["computed"] == 7
+
+
+# ------------------------------------------------------------------------------------------------ debug weights
+@pytest.fixture(scope="module")
+def synth8(tmp_path_factory) -> dict:
+    """Three 8.5 s synthetic clips, a text file and a 0.5 s clip in one folder, built as a folder dataset."""
+    from visualsound.synth import SynthConfig, make_bad_clips, synthesize
+
+    root = tmp_path_factory.mktemp("synth8")
+    synthesize(root, SynthConfig.preset("tiny").replace(count=3, duration=8.5, test_fraction=1.0))
+    zoo = make_bad_clips(root / "zoo")
+    videos = root / "video"
+    for name in ("not_media", "short"):
+        (videos / zoo[name].path.name).write_bytes(zoo[name].path.read_bytes())
+    manifest = root / "synth8.json"
+    out = _invoke(["datasets", "build", "synth8", "--videos", str(videos), "--out", str(manifest)])
+    ids = sorted(p.stem for p in videos.glob("synth*.mp4"))
+    return {"root": root, "manifest": manifest, "ids": ids, "build_output": out}
+
+
+def _gen_dir(synth8: dict, folder: Path) -> Path:
+    """A model's outputs: clip 0 (8 s, shifted), clip 1 (6 s), clip 2 missing, an unpaired file, a broken file."""
+    from visualsound.media import read_audio, write_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b, _ = synth8["ids"]
+    for cid, seconds in ((a, 8.0), (b, 6.0)):
+        wave = read_audio(synth8["root"] / "video" / f"{cid}.mp4", duration=seconds, sample_rate=44100)
+        write_wav(folder / f"{cid}.wav", torch.roll(wave, 4410, dims=1) * 0.5, 44100)
+    write_wav(folder / "unpaired_extra.wav", torch.zeros(1, 44100 * 8) + 0.01, 44100)
+    (folder / "broken.wav").write_bytes(b"RIFF but not a wav at all")
+    return folder
+
+
+def test_folder_dataset_records_rejected_files(synth8: dict) -> None:
+    data = json.loads(synth8["manifest"].read_text())
+    assert [c["id"] for c in data["clips"]] == synth8["ids"] and data["window_sec"] == 8.0
+    assert set(data["rejected"]) == {"not_media", "short"}
+    assert "too short" in data["rejected"]["short"] and "unreadable" in data["rejected"]["not_media"]
+    assert "left out short" in synth8["build_output"] and "3 clips" in synth8["build_output"]
+
+
+def test_debug_weights_end_to_end_with_bad_and_unpaired_files(synth8: dict, tmp_path: Path) -> None:
+    gen = _gen_dir(synth8, tmp_path / "other_model")
+    args = ["evaluate", "--protocol", "av-benchmark", "--model", f"dir:{gen}", "--dataset", str(synth8["manifest"]),
+            "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and synth8["ids"][2] in res.output and "--allow-missing" in res.output
+    out = _invoke([*args, "--allow-missing"])
+    result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
+    a, b, c = synth8["ids"]
+    assert result["debug_weights"] and result["counts"]["missing_ids"] == [c]
+    assert result["counts"]["clips"] == 3 and result["counts"]["samples"] == 3  # broken.wav is not a sample
+    m = result["metrics"]
+    for key in ("FD-PASST", "FD-PANN", "FD-VGG"):
+        assert m[key] is None or math.isfinite(m[key]), key
+    assert m["ISC-PANNS-mean"] is None and "NaN" in result["metric_notes"]["ISC-PANNS-mean"]
+    assert m["DeSync"] is not None and len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 1  # clip 0
+    ex = result["excluded"]
+    assert "unreadable" in ex["generated broken"]
+    assert "no ground-truth" in ex["generated unpaired_extra"]
+    assert "DeSync" in ex[f"generated {b}"] and "6.000 s" in ex[f"generated {b}"]
+    assert "WARNING" in out and "left out of at least one metric" in out
+    again = json.loads(Path(_invoke([*args, "--allow-missing"]).strip().splitlines()[-1].split("result: ", 1)[1])
+                       .read_text())
+    assert again["metrics"] == result["metrics"]
+    assert all(c["computed"] == 0 for side in again["metric_details"]["caches"].values() for c in side.values())
+
+
+def test_ground_truth_against_itself(synth8: dict, tmp_path: Path) -> None:
+    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "ground-truth", "--dataset",
+                   str(synth8["manifest"]), "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress",
+                   "--metrics", "KL-PANNS-softmax", "--metrics", "KL-PASST-softmax", "--metrics", "IB-Score"])
+    result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
+    assert set(result["metrics"]) == {"KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score"}
+    assert abs(result["metrics"]["KL-PANNS-softmax"]) < 1e-6 and abs(result["metrics"]["KL-PASST-softmax"]) < 1e-6
+    assert -1 <= result["metrics"]["IB-Score"] <= 1 and not result["excluded"]
+
+
+def test_vaura_generates_one_8s_sample_per_clip(synth8: dict, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["evaluate", "--protocol", "av-benchmark", "--model", "vaura", "--dataset",
+                                    str(synth8["manifest"]), "--debug-weights", "--samples-per-clip", "2",
+                                    "--out", str(tmp_path / "res")])
+    assert res.exit_code != 0 and "one generated file per clip" in res.output
+    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "vaura", "--dataset", str(synth8["manifest"]),
+                   "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress", "--metrics", "DeSync"])
+    assert "1 samples per clip" in out
+    result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
+    assert result["model"]["samples_per_clip"] == 1 and result["counts"]["samples"] == 3
+    assert len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 3  # 8 s generated for every clip
+    assert 0 <= result["metrics"]["DeSync"] <= 2
