@@ -1,4 +1,4 @@
-"""`vaura` command line: feature/token extraction, training and generation.
+"""`vaura` command line: feature/token extraction, training, generation and the in-sync filter.
 
 Each subcommand lives in its own module and is imported only when used; register a new one in
 `LAZY_COMMANDS` (name -> "module:attribute").
@@ -18,6 +18,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "extract": "vaura.commands.extract:extract",
     "train": "vaura.commands.train:train",
     "generate": "vaura.commands.generate:generate",
+    "sync-filter": "vaura.commands.sync_filter:sync_filter",
 }
 
 main = make_main("vaura", __doc__.splitlines()[0], LAZY_COMMANDS)

@@ -10,7 +10,12 @@ Rules:
   19,055 / 175,542. The carve runs over *every* scored train clip before thresholding, so a clip's split does
   not change with the threshold (the threshold sweep in reports stays comparable). Labels with a single train
   clip cannot be stratified and stay in train;
-- everything else kept from the train split is train.
+- everything else kept from the train split is train;
+- with an in-sync filter result (`visualsound.sync_io.SyncFilterSpec`, from `vaura sync-filter`), a kept clip must
+  also pass it: at least the split's number of windows in sync (V-AURA's defaults: train 25, validation and test
+  5, applied to the stored counts per VisualSound split) -- clips the filter could not judge go, clips absent
+  from the result stay (as in V-AURA) unless the spec says ``missing="drop"``. ``summary.json`` gets a
+  ``sync_filter`` section with what it dropped, per split and per reason.
 
 `build_visualsound` writes, atomically and byte-identically on re-runs: ``visualsound.parquet`` (kept clips, all
 score columns + ``visualsound_split``), ``visualsound_{train,validation,test}.txt`` (sorted V-AURA ids),
@@ -27,7 +32,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +41,9 @@ import pyarrow.parquet as pq
 
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_open, atomic_write_text
+
+if TYPE_CHECKING:
+    from visualsound.sync_io import SyncFilterSpec
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +148,9 @@ def uses_debug_weights(scores: pd.DataFrame, meta: Mapping[str, Any] | None = No
 def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.PathLike, *,
                       val_ids: Iterable[str] | None = None, val_source: str | None = None,
                       ratio: float = VAL_RATIO, seed: int = DEFAULT_SEED,
-                      meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build the VisualSound splits from de-duplicated `scores` (see `visualsound.scores_io.read_scores`).
+                      meta: dict[str, Any] | None = None, sync: SyncFilterSpec | None = None) -> dict[str, Any]:
+    """Build the VisualSound splits from de-duplicated `scores` (see `visualsound.scores_io.read_scores`), keeping
+    only clips that also pass the in-sync filter result `sync` when one is given.
 
     Writes the files listed in the module docstring into `out_dir` and returns the summary dict.
     """
@@ -156,6 +165,10 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
     val_list = list(val_ids) if val_ids is not None else None
     vs_split = assign_splits(scores, val_list, ratio=ratio, seed=seed)
     kept = keep_mask(scores, threshold)
+    sync_summary = None
+    if sync is not None:
+        sync_keep, sync_summary = sync.apply(scores["clip_id"], vs_split, kept)
+        kept = kept & sync_keep
     table = scores.loc[kept].assign(visualsound_split=vs_split[kept]).sort_values("clip_id", kind="mergesort")
     table = table.reset_index(drop=True)
 
@@ -172,7 +185,7 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
     atomic_write_text(out / "visualsound.csv", buf.getvalue())
 
     rates = class_keep_rates(scores, kept)
-    debug = uses_debug_weights(scores, meta)
+    debug = uses_debug_weights(scores, meta) or (sync is not None and sync.debug_weights)
     pool = {s: int((vs_split == s).sum()) for s in VS_SPLITS}
     counts = {s: int((table["visualsound_split"] == s).sum()) for s in VS_SPLITS}
     summary: dict[str, Any] = {
@@ -197,6 +210,8 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
         "checkpoint_sha256": (meta or {}).get("checkpoint_sha256"),
         "debug_weights": debug,
     }
+    if sync_summary is not None:
+        summary["sync_filter"] = sync_summary
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     log.info("VisualSound at threshold %.3f: %s (written to %s)", threshold, counts, out)
     return summary
