@@ -228,10 +228,13 @@ def test_vaura_generates_one_8s_sample_per_clip(synth8: dict, tmp_path: Path) ->
                                     str(synth8["manifest"]), "--debug-weights", "--samples-per-clip", "2",
                                     "--out", str(tmp_path / "res")])
     assert res.exit_code != 0 and "one generated file per clip" in res.output
-    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "vaura", "--dataset", str(synth8["manifest"]),
+    one = json.loads(synth8["manifest"].read_text())  # one clip keeps the 8 s generation short on a CPU
+    one["clips"] = one["clips"][:1]
+    (manifest := tmp_path / "one.json").write_text(json.dumps(one))
+    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "vaura", "--dataset", str(manifest),
                    "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress", "--metrics", "DeSync"])
     assert "1 samples per clip" in out
     result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
-    assert result["model"]["samples_per_clip"] == 1 and result["counts"]["samples"] == 3
-    assert len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 3  # 8 s generated for every clip
+    assert result["model"]["samples_per_clip"] == 1 and result["counts"]["samples"] == 1
+    assert len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 1  # 8 s were generated (else dropped)
     assert 0 <= result["metrics"]["DeSync"] <= 2
