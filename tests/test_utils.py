@@ -96,6 +96,37 @@ def test_safe_load_rejects_non_checkpoints(tmp_path, content):
         safe_torch_load(tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize(("content", "kind"), [
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "WAV audio or AVI video"),  # 'R' is pickle's REDUCE: used to be IndexError
+    (b"\x00\x00\x00\x18ftypisom", "MP4"),
+    (b"\x1aE\xdf\xa3\x01", "Matroska"),
+    (b"{\"a\": 1}", "JSON"),
+    (b"\x80\x02R", "pickle"),  # a pickle the unpicklers fail on in their own way
+    (b"\x80\x02}q\x00.", "pickle"),  # a valid pickle that is not a torch file
+])
+def test_safe_load_names_what_a_non_checkpoint_looks_like(tmp_path, content, kind):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        safe_torch_load(bad)
+    msg = str(info.value)
+    assert str(bad) in msg and kind in msg and "\n" not in msg, msg
+
+
+def test_cli_refuses_a_non_checkpoint_with_exit_2(tmp_path):
+    from vaura.cli import main
+
+    wav = tmp_path / "sound.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    res = CliRunner().invoke(main, ["generate", "--video", str(video), "--out", str(tmp_path / "o.mp4"),
+                                    "--checkpoint", str(wav)])
+    assert res.exit_code == 2, res.output
+    assert "sound.wav" in res.output and "WAV audio" in res.output
+    assert "Traceback" not in res.output and "IndexError" not in res.output
+
+
 def test_key_map_and_strict_load():
     km = KeyMap(rules=((r"module\.enc\.(.*)", r"\1"),), ignore=(r"other\..*",))
     sd = {"module.enc.weight": torch.ones(3, 2), "module.enc.bias": torch.zeros(3), "other.w": torch.ones(1)}
