@@ -20,6 +20,9 @@ duration           float64   probed duration in seconds (null when unknown)
 audio_sample_rate  int64     probed audio sample rate (null when unknown)
 audio_channels     int64     probed audio channel count (null when unknown)
 num_frames         int64     probed video frame count (null when unknown)
+bad_packets        int64     packets the decoders rejected and that were skipped, as FFmpeg's tools skip them
+                             (0 for a clean file; null when unknown). Shards written before this column existed
+                             are read with nulls.
 score_version      string    version tag of the scoring recipe (preprocessing + model)
 debug_weights      bool      True when scored with seeded random debug weights
 ================== ========= ==================================================================================
@@ -74,10 +77,14 @@ SCHEMA = pa.schema([
     ("audio_sample_rate", pa.int64()),
     ("audio_channels", pa.int64()),
     ("num_frames", pa.int64()),
+    ("bad_packets", pa.int64()),
     ("score_version", pa.string()),
     ("debug_weights", pa.bool_()),
 ])
 COLUMNS = tuple(SCHEMA.names)
+# columns added after the first release: older shards without them are read with nulls
+_ADDED_COLUMNS = ("bad_packets",)
+_OLD_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in _ADDED_COLUMNS])
 _REQUIRED_NON_NULL = ("clip_id", "youtube_id", "start_seconds", "label", "split", "path", "status", "reason",
                       "score_version", "debug_weights")
 _INT_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type))
@@ -173,7 +180,8 @@ def _read_shard(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     except (pa.ArrowInvalid, OSError) as e:
         raise ScoresSchemaError(f"{path}: not a readable Parquet file: {e}") from e
     schema = pf.schema_arrow
-    if schema.remove_metadata() != SCHEMA:
+    old = schema.remove_metadata() == _OLD_SCHEMA
+    if schema.remove_metadata() != SCHEMA and not old:
         got = {f.name: str(f.type) for f in schema}
         want = {f.name: str(f.type) for f in SCHEMA}
         diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
@@ -182,6 +190,10 @@ def _read_shard(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     table = pf.read()
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if not k.startswith(b"ARROW")}
     df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    if old:
+        for name in _ADDED_COLUMNS:
+            df[name] = pd.array([None] * len(df), dtype=pd.Int64Dtype())
+        df = df.loc[:, list(COLUMNS)]
     return df, meta
 
 
