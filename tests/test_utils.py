@@ -65,6 +65,30 @@ def test_atomic_open_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    import numpy as np
+
+    from visualsound.media import write_video, write_wav
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"a": 1})
+        write_wav(tmp_path / "b.wav", np.zeros((1, 160), np.float32), 16000)
+        write_video(tmp_path / "c.mp4", np.zeros((2, 16, 16, 3), np.uint8), 25)
+        with open(tmp_path / "plain.txt", "w") as f:  # what a plain open() gives
+            f.write("x")
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    for name in ("a.json", "b.wav", "c.mp4"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
 class Foreign:  # stands in for omegaconf.DictConfig / Lightning objects pickled into checkpoints
     def __init__(self, x):
         self.x = x

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 
 from visualsound.media.errors import MediaError, MediaWriteError, NoVideoStreamError
 from visualsound.media.info import PathLike, open_media
+from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +33,10 @@ def as_rate(fps: float | Fraction) -> Fraction:
     return Fraction(fps).limit_denominator(1000)
 
 
-@contextlib.contextmanager
-def _atomic_media_path(path: PathLike) -> Iterator[str]:
-    """A temporary path next to `path` (same suffix, so FFmpeg can reopen it for ``+faststart``) that replaces
-    `path` on success and is removed on failure. (`atomic_open` gives a file object; the mp4 muxer needs a name.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _atomic_media_path(path: PathLike) -> contextlib.AbstractContextManager[str]:
+    """A temporary path next to `path` (same suffix, so FFmpeg picks the muxer and can reopen it for
+    ``+faststart``) that replaces `path` on success and is removed on failure (`atomic_path`)."""
+    return atomic_path(path, suffix=Path(path).suffix or ".mp4")
 
 
 @contextlib.contextmanager
