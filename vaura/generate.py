@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from vaura.model import Transformer
 from vaura.sampler import SamplingParams, generate
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 
+if TYPE_CHECKING:
+    from visualsound.media.formats import VideoListing
+
 log = logging.getLogger(__name__)
 
 CODE_RATE = 86  # the release's COMPRESSION_MODEL_FRAME_RATE (44100 / 512 = 86.13)
@@ -38,7 +41,6 @@ WINDOW_SECONDS = 2.56
 WINDOW_FRAMES = 64  # 2.56 s at 25 fps
 SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # CPU linear backends of `VAuraPipeline.accelerate_cpu` ("auto": thin, else packed, each from its size threshold in
 # bytes of linear weights). scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights
 # (docs/measurements/*-thin*.json): thin-linear kernel: paper size (2.7 GB) 2.10x / 1.96x, the 57 MB `mid` preset
@@ -381,13 +383,22 @@ def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: Sa
 
 
 # -- batch mode ----------------------------------------------------------------------------------------------
-def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
-    """Videos of `source`: one video file, a directory (its video files, sorted), or a split file (``.txt``, one
-    path or id per line; relative entries resolved against `root`, default the split file's folder; entries
-    without a suffix get ``.mp4``)."""
+def find_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> VideoListing:
+    """Videos of `source`: one video file, a directory (its files with one of
+    `visualsound.media.formats.VIDEO_EXTENSIONS`, sorted; other files are returned as ``skipped`` and logged), or
+    a split file (``.txt``, one path or id per line; relative entries resolved against `root`, default the split
+    file's folder; entries without a suffix get ``.mp4``). Raises `GenerationError` for a source that is none
+    of these and for a directory or split file without a single video."""
+    from visualsound.media.formats import VideoListing, list_video_files
+
     src = Path(source)
     if src.is_dir():
-        return sorted(p for p in src.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        listing = list_video_files(src)
+        listing.log_skipped(src, log)
+        if not listing.videos:
+            raise GenerationError(f"{src} holds no video files ({len(listing.skipped)} other files skipped"
+                                  + (f", e.g. {listing.skipped[0].name}" if listing.skipped else "") + ")")
+        return listing
     if src.suffix.lower() == ".txt":
         base = Path(root) if root is not None else src.parent
         out = []
@@ -398,10 +409,32 @@ def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None
             p = Path(line)
             p = p if p.suffix else p.with_suffix(".mp4")
             out.append(p if p.is_absolute() else base / p)
-        return out
+        if not out:
+            raise GenerationError(f"{src} lists no videos")
+        return VideoListing(out, [])
     if src.is_file():
-        return [src]
+        return VideoListing([src], [])
     raise GenerationError(f"{src} is neither a video, a directory nor a .txt split file")
+
+
+def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
+    """The videos of `find_videos` (skipped files are logged there)."""
+    return find_videos(source, root).videos
+
+
+def check_unique_names(videos: Iterable[Path]) -> None:
+    """Raise `GenerationError` listing every output-name collision: outputs are named after the file stem, so
+    ``clip.mp4`` and ``clip.webm`` (or ``a/clip.mp4`` and ``b/clip.mp4``) would write the same files."""
+    by_stem: dict[str, list[str]] = {}
+    for v in videos:
+        by_stem.setdefault(Path(v).stem, []).append(str(v))
+    clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        shown = "; ".join(f"{s}: {', '.join(ps)}" for s, ps in list(clashes.items())[:10])
+        more = f" (+{len(clashes) - 10} more)" if len(clashes) > 10 else ""
+        raise GenerationError(f"{len(clashes)} output names would collide (outputs are named after the file stem): "
+                              f"{shown}{more}; rename or move the extra files, or list the ones to use in a .txt "
+                              "split file")
 
 
 def output_paths(video: Path, out_dir: Path, num_samples: int) -> list[tuple[Path, Path]]:
@@ -446,10 +479,12 @@ def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAu
                    progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[ItemResult]:
     """Generate for every video into `out_dir`; resumable (outputs that exist are skipped); a failing video is
     recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on. With a
-    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list)."""
+    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list). Videos whose names
+    would give the same outputs are refused up front (`check_unique_names`)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     videos = list(videos)
+    check_unique_names(videos)
+    out.mkdir(parents=True, exist_ok=True)
     results = []
     for video in progress(videos) if progress is not None else videos:
         item_seed = None if seed is None else video_seed(seed, video)

@@ -56,7 +56,8 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     """Generate 44.1 kHz audio for VIDEO with V-AURA."""
     from tqdm import tqdm
 
-    from vaura.generate import generate_batch, list_videos, load_pipeline
+    from vaura.generate import check_unique_names, find_videos, generate_batch, load_pipeline
+    from visualsound.media.formats import is_video_path
     from visualsound.utils.atomic import atomic_write_json
 
     if num_samples < 1:
@@ -67,6 +68,13 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
     single = src.is_file() and src.suffix.lower() != ".txt"
     if single and Path(out).suffix.lower() != ".mp4":
         raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
+    listing = None
+    if not single:
+        if is_video_path(out) or Path(out).is_file():
+            raise click.BadParameter(f"{video} is a {'folder' if src.is_dir() else 'split file'}: --out must be an "
+                                     f"output folder, not the file name {out}", param_hint="--out")
+        listing = find_videos(src, root)  # refuses an empty folder before any weights are loaded
+        check_unique_names(listing.videos)
     rows = 2 * num_samples if cfg_scale != 1.0 else num_samples  # a decode step's product rows
     # explicit backends that cannot apply are refused before any weights are loaded
     if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):
@@ -101,15 +109,17 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
             click.echo(f"V-AURA{tag}: {wav}" + ("" if no_mux else f" and {mp4}") +
                        f" ({res.duration:.2f} s, {len(res.windows)} windows, {time.perf_counter() - t0:.1f} s)")
         return
-    videos = list_videos(src, root)
+    videos = listing.videos
     results = generate_batch(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
                              skip_existing=not overwrite,
                              progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"))
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     atomic_write_json(Path(out) / "generation.json", {**settings, "source": str(src), "counts": counts,
+                                                      "not_videos": [str(p) for p in listing.skipped],
                                                       "items": [r.to_dict() for r in results]})
-    click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed "
-               f"-> {out} ({time.perf_counter() - t0:.1f} s)")
+    extra = f", {len(listing.skipped)} files without a video extension ignored" if listing.skipped else ""
+    click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed"
+               f"{extra} -> {out} ({time.perf_counter() - t0:.1f} s)")
     for r in results:
         if r.status == "failed":
             click.echo(f"  failed {r.video}: {r.reason}", err=True)
