@@ -101,22 +101,31 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
         out_path = Path(out)
         paths = output_paths(out_path, out_path.parent, num_samples)
         res = generate_for_video(src, pipe, params, num_samples, seed, stride)
-        write_outputs(src, res, paths, mux=not no_mux)
+        bad = res.bad_packets + write_outputs(src, res, paths, mux=not no_mux)
+        if bad:
+            click.echo(f"warning: {src}: {bad} undecodable video packets were skipped", err=True)
         atomic_write_json(out_path.with_suffix(".json"), {
             **settings, "video": str(src), "duration": res.duration, "windows": len(res.windows),
+            "bad_packets": bad,
             "outputs": [str(p) for pair in paths for p in (pair if not no_mux else pair[:1])]})
         for wav, mp4 in paths:
             click.echo(f"V-AURA{tag}: {wav}" + ("" if no_mux else f" and {mp4}") +
                        f" ({res.duration:.2f} s, {len(res.windows)} windows, {time.perf_counter() - t0:.1f} s)")
         return
     videos = listing.videos
+
+    def record(results: list, finished: bool = False) -> dict[str, int]:
+        counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+        atomic_write_json(Path(out) / "generation.json", {
+            **settings, "source": str(src), "finished": finished, "total": len(videos), "counts": counts,
+            "bad_packets": sum(r.bad_packets for r in results), "not_videos": [str(p) for p in listing.skipped],
+            "items": [r.to_dict() for r in results]})
+        return counts
+
     results = generate_batch(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
                              skip_existing=not overwrite,
-                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"))
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    atomic_write_json(Path(out) / "generation.json", {**settings, "source": str(src), "counts": counts,
-                                                      "not_videos": [str(p) for p in listing.skipped],
-                                                      "items": [r.to_dict() for r in results]})
+                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"), on_item=record)
+    counts = record(results, finished=True)
     extra = f", {len(listing.skipped)} files without a video extension ignored" if listing.skipped else ""
     click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed"
                f"{extra} -> {out} ({time.perf_counter() - t0:.1f} s)")

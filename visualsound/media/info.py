@@ -59,6 +59,9 @@ class MediaInfo:
     WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
     a codec frame or more), and `read_audio` returns every decoded sample. `timestamps` is False for a video
     stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
+    `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
+    the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
+    earlier or lasts longer.
     """
 
     path: str
@@ -80,6 +83,7 @@ class MediaInfo:
     audio_start: float | None = None
     duration_source: str = "header"
     timestamps: bool = True
+    video_duration: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -341,6 +345,7 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
         ends, starts = [], []
         if v is not None:
             vdur = stream_time(v, v.duration) if v.duration else None
+            video_span = vdur
             num_frames = v.frames
             video_start = stream_time(v, v.start_time) if v.start_time is not None else 0.0
             if spans is not None:
@@ -351,14 +356,16 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                     starts.append(sp["start"])
                     ends.append(sp["end"])
                     video_start = sp["start"] if v.start_time is None else video_start
+                    video_span = sp["end"] - sp["start"]
                 elif rate:
                     starts.append(0.0)
                     ends.append(sp["count"] / float(rate))
+                    video_span = sp["count"] / float(rate)
             first = _first_frame(container, v, path)
             info.update(fps=float(rate) if rate else None, width=v.codec_context.width,
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
-                        video_start=video_start, timestamps=timestamps)
+                        video_start=video_start, timestamps=timestamps, video_duration=video_span)
         audio_span = None
         if a is not None:
             if spans is not None and spans[a.index]["timed"]:
@@ -389,6 +396,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                 n = audio_span if audio_span is not None else duration
             info["num_samples"] = int(round(n * sr))
         info["duration"] = float(duration)
+        if v is not None and not info.get("video_duration"):
+            info["video_duration"] = float(duration)
     except av.error.FFmpegError as e:
         raise media_error(path, "probing failed", e) from e
     finally:
