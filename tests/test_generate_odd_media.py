@@ -185,3 +185,17 @@ def test_generation_record_grows_and_survives_a_kill(tmp_path, monkeypatch, one_
     assert (out / "b.wav").exists() and (out / "b.mp4").exists()
     with av.open(str(out / "b.wav")) as c:
         assert c.streams.audio[0].codec_context.name == "pcm_s16le"  # lossless audio next to the mp4
+
+
+def test_batch_layout_pairs_with_dir_model(tmp_path, pipe, one_thread):
+    """Batch outputs are named by clip id (file stem): ``<stem>.wav`` next to ``<stem>.mp4``, and with several
+    samples ``<stem>/<i>.wav`` -- the layout of ``vbench evaluate --model dir:OUT``."""
+    from vaura.generate import generate_batch
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    encode(src / "c1.mkv", n=8)
+    one = generate_batch([src / "c1.mkv"], tmp_path / "one", pipe, seed=0)
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c1.mp4", "c1.wav"] and one[0].status == "done"
+    generate_batch([src / "c1.mkv"], tmp_path / "two", pipe, num_samples=2, seed=0, mux=False)
+    assert sorted(p.name for p in (tmp_path / "two" / "c1").iterdir()) == ["0.wav", "1.wav"]

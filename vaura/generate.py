@@ -448,10 +448,15 @@ def check_unique_names(videos: Iterable[Path]) -> None:
                               "split file")
 
 
-def output_paths(video: Path, out_dir: Path, num_samples: int) -> list[tuple[Path, Path]]:
-    """``(wav, mp4)`` output paths of each sample of `video` in `out_dir`."""
+def output_paths(video: Path, out_dir: Path, num_samples: int, folder_per_video: bool = False
+                 ) -> list[tuple[Path, Path]]:
+    """``(wav, mp4)`` output paths of each sample of `video` in `out_dir`: ``<stem>.wav`` / ``<stem>.mp4`` for
+    one sample; for several, ``<stem>/<i>.wav`` / ``<stem>/<i>.mp4`` with `folder_per_video` (batch mode: the
+    layout ``vbench evaluate --model dir:OUT`` reads, clip id = file stem) else ``<stem>_<i>.wav`` / ``.mp4``."""
     if num_samples == 1:
         return [(out_dir / f"{video.stem}.wav", out_dir / f"{video.stem}.mp4")]
+    if folder_per_video:
+        return [(out_dir / video.stem / f"{i}.wav", out_dir / video.stem / f"{i}.mp4") for i in range(num_samples)]
     return [(out_dir / f"{video.stem}_{i}.wav", out_dir / f"{video.stem}_{i}.mp4") for i in range(num_samples)]
 
 
@@ -496,7 +501,9 @@ def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAu
                    stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
                    progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
                    on_item: Callable[[list[ItemResult]], None] | None = None) -> list[ItemResult]:
-    """Generate for every video into `out_dir`; resumable (outputs that exist are skipped); a failing video is
+    """Generate for every video into `out_dir` (``<stem>.wav`` lossless 16-bit PCM next to ``<stem>.mp4``; with
+    several samples ``<stem>/<i>.wav`` and ``.mp4``: see `output_paths`, the layout ``vbench evaluate --model
+    dir:OUT`` pairs by clip id); resumable (outputs that exist are skipped); a failing video is
     recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on. With a
     `seed`, each video uses `video_seed` (keyed by its name, not its position in the list). Videos whose names
     would give the same outputs are refused up front (`check_unique_names`). `on_item` is called with the
@@ -509,7 +516,7 @@ def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAu
     results = []
     for video in progress(videos) if progress is not None else videos:
         item_seed = None if seed is None else video_seed(seed, video)
-        paths = output_paths(video, out, num_samples)
+        paths = output_paths(video, out, num_samples, folder_per_video=True)
         wanted = [p for pair in paths for p in (pair if mux else pair[:1])]
         if skip_existing and all(p.exists() for p in wanted):
             results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted], item_seed))
