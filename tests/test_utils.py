@@ -199,3 +199,22 @@ def test_layering_imports_point_down():
         "assert not any(k.split('.')[0] == 'benchmarks' for k in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threads_option_and_default_worker_cap(monkeypatch):
+    from visualsound.utils import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.cap_default_workers(16) == 2 and threads.cap_default_workers(1) == 1
+    n = torch.get_num_threads()
+    try:
+        threads.set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(n)
+    for module, cmd in (("visualsound.cli", "score"), ("vaura.cli", "extract"), ("vaura.cli", "generate")):
+        main = __import__(module, fromlist=["main"]).main
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert "--threads" in res.output, (module, cmd)
+    res = CliRunner().invoke(__import__("visualsound.cli", fromlist=["main"]).main, ["score", "--help"])
+    assert "default: off" in res.output  # silence and minimum-duration checks are off unless asked for

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from vaura.sampler import SamplingParams
+from visualsound.utils.cli import threads_option
 
 
 @click.command("generate")
@@ -49,19 +50,29 @@ from vaura.sampler import SamplingParams
                    "with CFG); packed: weights pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 "
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
+@threads_option
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str) -> None:
-    """Generate 44.1 kHz audio for VIDEO with V-AURA."""
+             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str,
+             threads: int | None) -> None:
+    """Generate 44.1 kHz audio for VIDEO with V-AURA.
+
+    Every input frame keeps its time in the mp4 (H.264 is copied; other codecs are re-encoded keeping each
+    frame's time), with the display rotation and start time of the input; odd frame sizes are padded by one edge
+    row / column. Folder outputs: OUT/<stem>.wav next to OUT/<stem>.mp4 (what `vbench evaluate --model dir:OUT`
+    reads); OUT/generation.json is rewritten after every video.
+    """
     from tqdm import tqdm
 
     from vaura.generate import check_unique_names, find_videos, generate_batch, load_pipeline
     from visualsound.media.formats import is_video_path
     from visualsound.utils.atomic import atomic_write_json
+    from visualsound.utils.threads import set_threads
 
     if num_samples < 1:
         raise click.BadParameter("must be >= 1", param_hint="--num-samples")
+    set_threads(threads)
     params = SamplingParams(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, temperature=temperature,
                             use_sampling=not greedy)
     src = Path(video)

@@ -8,6 +8,7 @@ import click
 
 from visualsound.scores_io import STATUSES
 from visualsound.scoring import DTYPES, ScoringConfig, parse_shard, score_clips
+from visualsound.utils.cli import threads_option
 from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, resolve_pattern, summarize_index
 
 
@@ -29,7 +30,9 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
               help="Model precision (fp32 reproduces VisualSound; bf16 / fp16 are faster).")
 @click.option("--batch-size", type=int, default=None, help="Clips per model batch.")
-@click.option("--workers", type=int, default=None, help="DataLoader worker processes decoding clips (0: inline).")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes decoding clips (0: inline; default: the config's, capped at the "
+                   "available cores).")
 @click.option("--batches-per-shard", type=int, default=None,
               help="Write a shard every N batches (a killed run loses at most N batches).")
 @click.option("--shard", "shard_spec", default="0/1", show_default=True,
@@ -49,16 +52,22 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny ImageBind (scores are meaningless).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@threads_option
 def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
           shard_spec: str, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],
           max_batches: int | None, checkpoint: str | None, debug_weights: bool, no_progress: bool,
-          as_json: bool) -> None:
+          as_json: bool, threads: int | None) -> None:
     """Score every clip of CSV found under VIDEOS with ImageBind; one row per clip (failures included) in OUT."""
     overrides = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": workers,
                  "batches_per_shard": batches_per_shard, "silence_threshold": silence_threshold,
                  "min_duration": min_duration, "retry_statuses": tuple(retry) or None}
+    from visualsound.utils.threads import cap_default_workers, set_threads
+
     cfg = ScoringConfig.resolve(config_spec).replace(**{k: v for k, v in overrides.items() if v is not None})
+    if workers is None:
+        cfg = cfg.replace(workers=cap_default_workers(cfg.workers, "score decode workers"))
+    set_threads(threads)
     if max_batches is not None and max_batches < 1:
         raise click.BadParameter("--max-batches must be >= 1", param_hint="--max-batches")
     shard = parse_shard(shard_spec)
