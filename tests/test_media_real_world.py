@@ -143,3 +143,17 @@ def test_no_raw_errno_and_only_media_errors_from_readers(tmp_path):
                 assert str(p) in str(e) and not _RAW_ERRNO.search(str(e)), (reader.__name__, str(e))
             except Exception as e:  # noqa: BLE001
                 pytest.fail(f"{reader.__name__}({name}) raised {type(e).__name__}: {e}")
+
+
+def test_unreadable_file_is_a_media_error(tmp_path, monkeypatch):
+    from visualsound.media import info as info_module
+
+    p = tmp_path / "locked.mp4"
+    encode(p, n=5)
+
+    def denied(*a, **k):  # what a file without read permission gives a non-root user
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(info_module, "open", denied, raising=False)
+    with pytest.raises(MediaError, match="locked.mp4: cannot read the file: Permission denied"):
+        probe(p)

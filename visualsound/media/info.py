@@ -235,14 +235,17 @@ def open_media(path: PathLike) -> av.container.InputContainer:
         raise MissingFileError(f"no such file: {p}")
     if not p.is_file():
         raise MissingFileError(f"not a regular file: {p}")
-    size = p.stat().st_size
-    if size == 0:
-        raise NotMediaError(f"{p}: empty file")
-    with open(p, "rb") as f:
-        head = f.read(16)
-    is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
-    if is_iso:
-        _check_iso_boxes(p, size)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            raise NotMediaError(f"{p}: empty file")
+        with open(p, "rb") as f:
+            head = f.read(16)
+        is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
+        if is_iso:
+            _check_iso_boxes(p, size)
+    except OSError as e:  # permission denied, I/O error, ...: still a file-level MediaError
+        raise MediaError(f"{p}: cannot read the file: {e.strerror or e}") from e
     try:
         container = av.open(str(p), mode="r")
     except av.error.FFmpegError as e:
