@@ -407,3 +407,22 @@ def test_missing_clips_name_the_path_and_pattern(clips: dict[str, Path], tmp_pat
     assert res.exit_code == 0, res.output
     assert "pattern 'vaura'" in res.stderr and "e.g. looked for" in res.stderr
     assert str(clips["videos"] / "synth0000_0_10000.mp4") in res.stderr
+
+
+def test_shards_written_before_bad_packets_are_read_with_nulls(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from visualsound.scores_io import SCHEMA, rows_to_table
+
+    row = {"clip_id": "a_0_10000", "youtube_id": "a", "start_seconds": 0, "label": "x", "split": "train",
+           "path": "a.mp4", "score": 0.5, "status": "ok", "reason": "", "video_fps": 25.0, "duration": 2.0,
+           "audio_sample_rate": 16000, "audio_channels": 1, "num_frames": 50, "score_version": SCORE_VERSION,
+           "debug_weights": True}
+    table = rows_to_table([row])  # a row without bad_packets: null
+    assert table.column("bad_packets").to_pylist() == [None]
+    old = table.drop(["bad_packets"])
+    assert old.schema != SCHEMA
+    pq.write_table(old, tmp_path / "scores-old.parquet")
+    df = read_scores(tmp_path)
+    assert list(df.columns) == list(SCHEMA.names) and df["bad_packets"].isna().all()
+    assert isinstance(pa.Table.from_pandas(df), pa.Table)

@@ -21,8 +21,8 @@ audio_sample_rate  int64     probed audio sample rate (null when unknown)
 audio_channels     int64     probed audio channel count (null when unknown)
 num_frames         int64     probed video frame count (null when unknown)
 bad_packets        int64     packets the decoders rejected and that were skipped, as FFmpeg's tools skip them
-                             (0 for a clean file; null when unknown). Shards written before this column existed
-                             are read with nulls.
+                             (0 for a clean file; null when unknown). Shards and rows without this column
+                             (written before it existed) are read with nulls.
 score_version      string    version tag of the scoring recipe (preprocessing + model)
 debug_weights      bool      True when scored with seeded random debug weights
 ================== ========= ==================================================================================
@@ -128,6 +128,9 @@ def rows_to_table(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pa.Table:
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
     if df.empty and not len(df.columns):
         df = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    for name in _ADDED_COLUMNS:  # rows written for the first schema: the added columns are unknown (null)
+        if name not in df.columns:
+            df = df.assign(**{name: None})
     _validate_frame(df, "rows")
     df = df.loc[:, list(COLUMNS)].copy()
     df["score"] = pd.to_numeric(df["score"], errors="coerce").astype(float)
