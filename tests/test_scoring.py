@@ -369,3 +369,60 @@ def test_sigkill_mid_run_then_resume_with_workers(clips: dict[str, Path], tmp_pa
     df = read_scores(out)
     pd.testing.assert_frame_equal(df, reference, check_exact=False, atol=1e-6)
     assert all(math.isfinite(s) for s in df.loc[df["status"] == "ok", "score"])
+
+
+def test_folder_mode_extensions_and_refusals(tmp_path: Path) -> None:
+    """`score --videos DIR` without a csv: clip id = file stem, every video extension (.mpg, .ogv, ...), other
+    files listed as not scored; duplicate stems refused; a re-run with another --silence-threshold on the
+    finished folder refused with a message naming the setting."""
+    from tests.odd_media import encode
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    encode(videos / "a.mpg", codec="mpeg1video", n=25, fps=25, audio="mp2", audio_seconds=1.0)
+    encode(videos / "b.ogv", codec="libvpx", fmt="ogg", n=10, fps=10, audio="libopus", audio_seconds=1.0)
+    encode(videos / "c.mkv", n=25, fps=25, audio="aac", audio_seconds=1.0)
+    (videos / "notes.txt").write_text("not a video")
+    out = tmp_path / "scores"
+    args = ["score", "--videos", str(videos), "--out", str(out), "--workers", "0", "--debug-weights",
+            "--no-progress"]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["not_videos"] == 1 and info["statuses"] == {"ok": 3}, info
+    df = read_scores(out)
+    assert sorted(df["clip_id"]) == ["a", "b", "c"] and (df["bad_packets"] == 0).all()
+    assert df.set_index("clip_id").loc["b", "video_fps"] == 10  # Ogg: no average rate, the guessed one
+    res = CliRunner().invoke(main, [*args, "--silence-threshold", "0.01"])
+    assert res.exit_code == 2 and "silence_threshold" in res.output and str(out) in res.output, res.output
+    encode(videos / "c.webm", codec="libvpx-vp9", n=5, fps=25)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "c.mkv" in res.output and "c.webm" in res.output, res.output
+
+
+def test_missing_clips_name_the_path_and_pattern(clips: dict[str, Path], tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["score", "--csv", str(clips["csv"]), "--videos", str(clips["videos"]),
+                                    "--pattern", "vaura", "--out", str(tmp_path), "--workers", "0",
+                                    "--debug-weights", "--no-progress", "--max-batches", "1"])
+    assert res.exit_code == 0, res.output
+    assert "pattern 'vaura'" in res.stderr and "e.g. looked for" in res.stderr
+    assert str(clips["videos"] / "synth0000_0_10000.mp4") in res.stderr
+
+
+def test_shards_written_before_bad_packets_are_read_with_nulls(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from visualsound.scores_io import SCHEMA, rows_to_table
+
+    row = {"clip_id": "a_0_10000", "youtube_id": "a", "start_seconds": 0, "label": "x", "split": "train",
+           "path": "a.mp4", "score": 0.5, "status": "ok", "reason": "", "video_fps": 25.0, "duration": 2.0,
+           "audio_sample_rate": 16000, "audio_channels": 1, "num_frames": 50, "score_version": SCORE_VERSION,
+           "debug_weights": True}
+    table = rows_to_table([row])  # a row without bad_packets: null
+    assert table.column("bad_packets").to_pylist() == [None]
+    old = table.drop(["bad_packets"])
+    assert old.schema != SCHEMA
+    pq.write_table(old, tmp_path / "scores-old.parquet")
+    df = read_scores(tmp_path)
+    assert list(df.columns) == list(SCHEMA.names) and df["bad_packets"].isna().all()
+    assert isinstance(pa.Table.from_pandas(df), pa.Table)

@@ -65,6 +65,30 @@ def test_atomic_open_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    import numpy as np
+
+    from visualsound.media import write_video, write_wav
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"a": 1})
+        write_wav(tmp_path / "b.wav", np.zeros((1, 160), np.float32), 16000)
+        write_video(tmp_path / "c.mp4", np.zeros((2, 16, 16, 3), np.uint8), 25)
+        with open(tmp_path / "plain.txt", "w") as f:  # what a plain open() gives
+            f.write("x")
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert want == 0o666 & ~umask
+    for name in ("a.json", "b.wav", "c.mp4"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
 class Foreign:  # stands in for omegaconf.DictConfig / Lightning objects pickled into checkpoints
     def __init__(self, x):
         self.x = x
@@ -94,6 +118,37 @@ def test_safe_load_rejects_non_checkpoints(tmp_path, content):
         safe_torch_load(bad)
     with pytest.raises(CheckpointError, match="not found"):
         safe_torch_load(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize(("content", "kind"), [
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "WAV audio or AVI video"),  # 'R' is pickle's REDUCE: used to be IndexError
+    (b"\x00\x00\x00\x18ftypisom", "MP4"),
+    (b"\x1aE\xdf\xa3\x01", "Matroska"),
+    (b"{\"a\": 1}", "JSON"),
+    (b"\x80\x02R", "pickle"),  # a pickle the unpicklers fail on in their own way
+    (b"\x80\x02}q\x00.", "pickle"),  # a valid pickle that is not a torch file
+])
+def test_safe_load_names_what_a_non_checkpoint_looks_like(tmp_path, content, kind):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        safe_torch_load(bad)
+    msg = str(info.value)
+    assert str(bad) in msg and kind in msg and "\n" not in msg, msg
+
+
+def test_cli_refuses_a_non_checkpoint_with_exit_2(tmp_path):
+    from vaura.cli import main
+
+    wav = tmp_path / "sound.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    res = CliRunner().invoke(main, ["generate", "--video", str(video), "--out", str(tmp_path / "o.mp4"),
+                                    "--checkpoint", str(wav)])
+    assert res.exit_code == 2, res.output
+    assert "sound.wav" in res.output and "WAV audio" in res.output
+    assert "Traceback" not in res.output and "IndexError" not in res.output
 
 
 def test_key_map_and_strict_load():
@@ -144,3 +199,22 @@ def test_layering_imports_point_down():
         "assert not any(k.split('.')[0] == 'benchmarks' for k in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threads_option_and_default_worker_cap(monkeypatch):
+    from visualsound.utils import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.cap_default_workers(16) == 2 and threads.cap_default_workers(1) == 1
+    n = torch.get_num_threads()
+    try:
+        threads.set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(n)
+    for module, cmd in (("visualsound.cli", "score"), ("vaura.cli", "extract"), ("vaura.cli", "generate")):
+        main = __import__(module, fromlist=["main"]).main
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert "--threads" in res.output, (module, cmd)
+    res = CliRunner().invoke(__import__("visualsound.cli", fromlist=["main"]).main, ["score", "--help"])
+    assert "default: off" in res.output  # silence and minimum-duration checks are off unless asked for

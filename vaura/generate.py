@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from vaura.model import Transformer
 from vaura.sampler import SamplingParams, generate
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 
+if TYPE_CHECKING:
+    from visualsound.media.formats import VideoListing
+
 log = logging.getLogger(__name__)
 
 CODE_RATE = 86  # the release's COMPRESSION_MODEL_FRAME_RATE (44100 / 512 = 86.13)
@@ -38,7 +41,6 @@ WINDOW_SECONDS = 2.56
 WINDOW_FRAMES = 64  # 2.56 s at 25 fps
 SEGMENT_FRAMES = 16  # Segment AVCLIP segment (0.64 s)
 CROP = 224  # the visual encoder's input size
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # CPU linear backends of `VAuraPipeline.accelerate_cpu` ("auto": thin, else packed, each from its size threshold in
 # bytes of linear weights). scripts/bench_sampler.py, 1 thread, whole 2.56 s generation against plain weights
 # (docs/measurements/*-thin*.json): thin-linear kernel: paper size (2.7 GB) 2.10x / 1.96x, the 57 MB `mid` preset
@@ -281,14 +283,17 @@ def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
     return frames[idx]
 
 
-def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_frames: int = 256) -> torch.Tensor:
+def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_frames: int = 256,
+                report: Any = None) -> torch.Tensor:
     """The 25 fps frames of ``[start, start + duration)`` as the visual encoder sees them: uint8
     ``[T, 224, 224, 3]``.
 
     The video is decoded in chunks of `chunk_frames` frames (on the same 25 fps time grid as one read) and each
     chunk is resized / centre-cropped with the encoder's own rule (short side 256, antialiased bilinear, crop 224,
     skipped for 224 x 224 input) right away, so long or high-resolution videos never sit in memory at native size;
-    the encoder's preprocessing then leaves the frames unchanged.
+    the encoder's preprocessing then leaves the frames unchanged. `start` is a time of the video stream (its
+    first frame may be later than 0); undecodable packets are skipped and counted in `report` (a
+    `visualsound.media.info.DecodeReport`).
     """
     from vaura.synchformer.preprocess import center_crop, resize_short_side
     from visualsound.media import MediaWindowError, read_video
@@ -299,7 +304,8 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     while have < n_total:
         n = min(chunk_frames, n_total - have)
         try:
-            chunk = read_video(video, start=start + have / VIDEO_FPS, duration=n / VIDEO_FPS, fps=VIDEO_FPS)
+            chunk = read_video(video, start=start + have / VIDEO_FPS, duration=n / VIDEO_FPS, fps=VIDEO_FPS,
+                               report=report)
         except MediaWindowError:
             if not parts:
                 raise
@@ -328,6 +334,7 @@ class GeneratedAudio:
     duration: float
     windows: list[Window]
     debug_weights: bool
+    bad_packets: int = 0  # undecodable video packets skipped while reading the frames
 
 
 @torch.no_grad()
@@ -359,16 +366,21 @@ def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duratio
 def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
                        num_samples: int = 1, seed: int | None = None, stride: float = 0.64,
                        start: float = 0.0, duration: float | None = None) -> GeneratedAudio:
-    """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``,
-    default the whole video). The Python API that benchmarks call."""
+    """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``
+    seconds after the video's first frame, default the whole video stream: its own span, not the container's,
+    so the audio covers exactly what the video shows; a stream starting at ``t0 > 0`` is read from ``t0``).
+    Undecodable video packets are skipped and counted in ``bad_packets``. The Python API that benchmarks call."""
     from visualsound.media import probe
+    from visualsound.media.info import DecodeReport
 
     info = probe(video, require_video=True)
-    avail = info.duration - start
+    span = info.video_duration or info.duration
+    avail = span - start
     dur = avail if duration is None else min(duration, avail)
     if dur <= 0:
-        raise GenerationError(f"{video}: nothing to generate from {start} s (video lasts {info.duration:.2f} s)")
-    frames = read_frames(video, start, dur)
+        raise GenerationError(f"{video}: nothing to generate from {start} s (video lasts {span:.2f} s)")
+    report = DecodeReport()
+    frames = read_frames(video, (info.video_start or 0.0) + start, dur, report=report)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=pipe.device).manual_seed(seed)
@@ -377,17 +389,27 @@ def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: Sa
     n = int(round(dur * pipe.codec.sample_rate))
     if audio.shape[-1] < n:
         audio = torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
-    return GeneratedAudio(audio[..., :n].cpu(), codes.cpu(), pipe.codec.sample_rate, dur, plan, pipe.debug_weights)
+    return GeneratedAudio(audio[..., :n].cpu(), codes.cpu(), pipe.codec.sample_rate, dur, plan, pipe.debug_weights,
+                          report.total)
 
 
 # -- batch mode ----------------------------------------------------------------------------------------------
-def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
-    """Videos of `source`: one video file, a directory (its video files, sorted), or a split file (``.txt``, one
-    path or id per line; relative entries resolved against `root`, default the split file's folder; entries
-    without a suffix get ``.mp4``)."""
+def find_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> VideoListing:
+    """Videos of `source`: one video file, a directory (its files with one of
+    `visualsound.media.formats.VIDEO_EXTENSIONS`, sorted; other files are returned as ``skipped`` and logged), or
+    a split file (``.txt``, one path or id per line; relative entries resolved against `root`, default the split
+    file's folder; entries without a suffix get ``.mp4``). Raises `GenerationError` for a source that is none
+    of these and for a directory or split file without a single video."""
+    from visualsound.media.formats import VideoListing, list_video_files
+
     src = Path(source)
     if src.is_dir():
-        return sorted(p for p in src.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        listing = list_video_files(src)
+        listing.log_skipped(src, log)
+        if not listing.videos:
+            raise GenerationError(f"{src} holds no video files ({len(listing.skipped)} other files skipped"
+                                  + (f", e.g. {listing.skipped[0].name}" if listing.skipped else "") + ")")
+        return listing
     if src.suffix.lower() == ".txt":
         base = Path(root) if root is not None else src.parent
         out = []
@@ -398,16 +420,43 @@ def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None
             p = Path(line)
             p = p if p.suffix else p.with_suffix(".mp4")
             out.append(p if p.is_absolute() else base / p)
-        return out
+        if not out:
+            raise GenerationError(f"{src} lists no videos")
+        return VideoListing(out, [])
     if src.is_file():
-        return [src]
+        return VideoListing([src], [])
     raise GenerationError(f"{src} is neither a video, a directory nor a .txt split file")
 
 
-def output_paths(video: Path, out_dir: Path, num_samples: int) -> list[tuple[Path, Path]]:
-    """``(wav, mp4)`` output paths of each sample of `video` in `out_dir`."""
+def list_videos(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Path]:
+    """The videos of `find_videos` (skipped files are logged there)."""
+    return find_videos(source, root).videos
+
+
+def check_unique_names(videos: Iterable[Path]) -> None:
+    """Raise `GenerationError` listing every output-name collision: outputs are named after the file stem, so
+    ``clip.mp4`` and ``clip.webm`` (or ``a/clip.mp4`` and ``b/clip.mp4``) would write the same files."""
+    by_stem: dict[str, list[str]] = {}
+    for v in videos:
+        by_stem.setdefault(Path(v).stem, []).append(str(v))
+    clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        shown = "; ".join(f"{s}: {', '.join(ps)}" for s, ps in list(clashes.items())[:10])
+        more = f" (+{len(clashes) - 10} more)" if len(clashes) > 10 else ""
+        raise GenerationError(f"{len(clashes)} output names would collide (outputs are named after the file stem): "
+                              f"{shown}{more}; rename or move the extra files, or list the ones to use in a .txt "
+                              "split file")
+
+
+def output_paths(video: Path, out_dir: Path, num_samples: int, folder_per_video: bool = False
+                 ) -> list[tuple[Path, Path]]:
+    """``(wav, mp4)`` output paths of each sample of `video` in `out_dir`: ``<stem>.wav`` / ``<stem>.mp4`` for
+    one sample; for several, ``<stem>/<i>.wav`` / ``<stem>/<i>.mp4`` with `folder_per_video` (batch mode: the
+    layout ``vbench evaluate --model dir:OUT`` reads, clip id = file stem) else ``<stem>_<i>.wav`` / ``.mp4``."""
     if num_samples == 1:
         return [(out_dir / f"{video.stem}.wav", out_dir / f"{video.stem}.mp4")]
+    if folder_per_video:
+        return [(out_dir / video.stem / f"{i}.wav", out_dir / video.stem / f"{i}.mp4") for i in range(num_samples)]
     return [(out_dir / f"{video.stem}_{i}.wav", out_dir / f"{video.stem}_{i}.mp4") for i in range(num_samples)]
 
 
@@ -418,10 +467,11 @@ class ItemResult:
     reason: str
     outputs: list[str]
     seed: int | None = None
+    bad_packets: int = 0  # undecodable video packets skipped (reading the frames and muxing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"video": self.video, "status": self.status, "reason": self.reason, "outputs": self.outputs,
-                "seed": self.seed}
+                "seed": self.seed, "bad_packets": self.bad_packets}
 
 
 def video_seed(seed: int, video: Path) -> int:
@@ -430,41 +480,59 @@ def video_seed(seed: int, video: Path) -> int:
     return seed + zlib.crc32(video.stem.encode())
 
 
-def write_outputs(video: Path, result: GeneratedAudio, paths: list[tuple[Path, Path]], mux: bool = True) -> None:
-    """Write each sample as a 44.1 kHz wav and (with `mux`) an mp4 of the input video with that audio."""
+def write_outputs(video: Path, result: GeneratedAudio, paths: list[tuple[Path, Path]], mux: bool = True) -> int:
+    """Write each sample as a 44.1 kHz wav and (with `mux`) an mp4 of the input video with that audio
+    (`visualsound.media.mux_audio`: every frame at its input time, rotation and start kept). The mp4 is written
+    first, so a video that cannot be muxed leaves no wav behind. Returns the undecodable video packets the muxer
+    skipped."""
     from visualsound.media import mux_audio, write_wav
+    from visualsound.media.info import DecodeReport
 
+    report = DecodeReport()
     for (wav, mp4), audio in zip(paths, result.audio):
-        write_wav(wav, audio, result.sample_rate)
         if mux:
-            mux_audio(video, audio, result.sample_rate, mp4)
+            mux_audio(video, audio, result.sample_rate, mp4, report=report)
+        write_wav(wav, audio, result.sample_rate)
+    return report.total
 
 
 def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAuraPipeline,
                    params: SamplingParams = SamplingParams(), num_samples: int = 1, seed: int | None = None,
                    stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
-                   progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[ItemResult]:
-    """Generate for every video into `out_dir`; resumable (outputs that exist are skipped); a failing video is
+                   progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
+                   on_item: Callable[[list[ItemResult]], None] | None = None) -> list[ItemResult]:
+    """Generate for every video into `out_dir` (``<stem>.wav`` lossless 16-bit PCM next to ``<stem>.mp4``; with
+    several samples ``<stem>/<i>.wav`` and ``.mp4``: see `output_paths`, the layout ``vbench evaluate --model
+    dir:OUT`` pairs by clip id); resumable (outputs that exist are skipped); a failing video is
     recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on. With a
-    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list)."""
+    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list). Videos whose names
+    would give the same outputs are refused up front (`check_unique_names`). `on_item` is called with the
+    results so far after every video (`vaura generate` rewrites ``generation.json`` there, so a killed batch
+    keeps the record of what it finished)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     videos = list(videos)
+    check_unique_names(videos)
+    out.mkdir(parents=True, exist_ok=True)
     results = []
     for video in progress(videos) if progress is not None else videos:
         item_seed = None if seed is None else video_seed(seed, video)
-        paths = output_paths(video, out, num_samples)
+        paths = output_paths(video, out, num_samples, folder_per_video=True)
         wanted = [p for pair in paths for p in (pair if mux else pair[:1])]
         if skip_existing and all(p.exists() for p in wanted):
             results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted], item_seed))
-            continue
-        try:
-            res = generate_for_video(video, pipe, params, num_samples, item_seed, stride)
-            write_outputs(video, res, paths, mux)
-        except ToolkitError as e:
-            log.error("%s: %s", video, e)
-            results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
-            continue
-        results.append(ItemResult(str(video), "done", f"{len(res.windows)} windows, {res.duration:.2f} s",
-                                  [str(p) for p in wanted], item_seed))
+        else:
+            try:
+                res = generate_for_video(video, pipe, params, num_samples, item_seed, stride)
+                bad = res.bad_packets + write_outputs(video, res, paths, mux)
+            except ToolkitError as e:
+                log.error("%s: %s", video, e)
+                results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
+            else:
+                note = f"; {bad} undecodable video packets skipped" if bad else ""
+                if bad:
+                    log.warning("%s: %d undecodable video packets were skipped", video, bad)
+                results.append(ItemResult(str(video), "done", f"{len(res.windows)} windows, {res.duration:.2f} s"
+                                          f"{note}", [str(p) for p in wanted], item_seed, bad))
+        if on_item is not None:
+            on_item(results)
     return results

@@ -20,6 +20,9 @@ duration           float64   probed duration in seconds (null when unknown)
 audio_sample_rate  int64     probed audio sample rate (null when unknown)
 audio_channels     int64     probed audio channel count (null when unknown)
 num_frames         int64     probed video frame count (null when unknown)
+bad_packets        int64     packets the decoders rejected and that were skipped, as FFmpeg's tools skip them
+                             (0 for a clean file; null when unknown). Shards and rows without this column
+                             (written before it existed) are read with nulls.
 score_version      string    version tag of the scoring recipe (preprocessing + model)
 debug_weights      bool      True when scored with seeded random debug weights
 ================== ========= ==================================================================================
@@ -81,6 +84,7 @@ SCHEMA = pa.schema([
     ("audio_sample_rate", pa.int64()),
     ("audio_channels", pa.int64()),
     ("num_frames", pa.int64()),
+    ("bad_packets", pa.int64()),
     ("score_version", pa.string()),
     ("debug_weights", pa.bool_()),
 ])
@@ -105,6 +109,7 @@ class ShardFormat:
     required_non_null: tuple[str, ...]
     check: Callable[[pd.DataFrame, str], None] | None = None
     prefix: str = "scores"
+    added_columns: tuple[str, ...] = ()  # columns added later: older shards and rows without them read as nulls
 
     def __post_init__(self) -> None:
         missing = [c for c in ("clip_id", "status", "reason") if c not in self.schema.names]
@@ -114,6 +119,11 @@ class ShardFormat:
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
+
+    @property
+    def old_schema(self) -> pa.Schema:
+        """The schema before `added_columns` existed."""
+        return pa.schema([f for f in self.schema if f.name not in self.added_columns])
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def _check_scores(df: pd.DataFrame, where: str) -> None:
         raise ScoresSchemaError(f"{where}: a row with a non-ok status has a score (must be NaN)")
 
 
-SCORES = ShardFormat("scores", SCHEMA, _REQUIRED_NON_NULL, _check_scores, "scores")
+SCORES = ShardFormat("scores", SCHEMA, _REQUIRED_NON_NULL, _check_scores, "scores", added_columns=("bad_packets",))
 
 
 def _validate_frame(df: pd.DataFrame, where: str, fmt: ShardFormat = SCORES) -> None:
@@ -164,6 +174,9 @@ def rows_to_table(rows: pd.DataFrame | Sequence[Mapping[str, Any]], fmt: ShardFo
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
     if df.empty and not len(df.columns):
         df = pd.DataFrame({c: pd.Series(dtype=object) for c in fmt.columns})
+    for name in fmt.added_columns:  # rows written for the older schema: the added columns are unknown (null)
+        if name not in df.columns:
+            df = df.assign(**{name: None})
     _validate_frame(df, "rows", fmt)
     df = df.loc[:, list(fmt.columns)].copy()
     if fmt is SCORES:
@@ -229,7 +242,8 @@ def _read_shard(path: Path, fmt: ShardFormat = SCORES) -> tuple[pd.DataFrame, di
     except (pa.ArrowInvalid, OSError) as e:
         raise ScoresSchemaError(f"{path}: not a readable Parquet file: {e}") from e
     schema = pf.schema_arrow
-    if schema.remove_metadata() != fmt.schema:
+    old = bool(fmt.added_columns) and schema.remove_metadata() == fmt.old_schema
+    if schema.remove_metadata() != fmt.schema and not old:
         got = {f.name: str(f.type) for f in schema}
         want = {f.name: str(f.type) for f in fmt.schema}
         diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
@@ -238,6 +252,12 @@ def _read_shard(path: Path, fmt: ShardFormat = SCORES) -> tuple[pd.DataFrame, di
     table = pf.read()
     meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if not k.startswith(b"ARROW")}
     df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    if old:
+        for f in fmt.schema:
+            if f.name in fmt.added_columns:
+                df[f.name] = pd.array([None] * len(df), dtype=pd.Int64Dtype() if pa.types.is_integer(f.type)
+                                      else object)
+        df = df.loc[:, list(fmt.columns)]
     return df, meta
 
 

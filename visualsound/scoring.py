@@ -64,7 +64,7 @@ DEBUG_CHECKPOINT_TAG = "debug-weights"
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
 RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype", "silence_threshold", "min_duration")
 STALE_TEMP_SECONDS = 3600  # temp files of killed shard writes older than this are removed when a run starts
-FACT_COLUMNS = ("video_fps", "duration", "audio_sample_rate", "audio_channels", "num_frames")
+FACT_COLUMNS = ("video_fps", "duration", "audio_sample_rate", "audio_channels", "num_frames", "bad_packets")
 # torch's messages for a dead DataLoader worker: "DataLoader worker (pid 12) is killed by signal: ..." and
 # "DataLoader worker (pid(s) 12, 34) exited unexpectedly".
 _CRASH_PIDS = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\)")
@@ -160,7 +160,7 @@ def _probe_facts(path: str) -> dict[str, Any]:
         log.debug("no decode facts for %s: %s", path, e)
         return _empty_facts()
     return {"video_fps": info.fps, "duration": info.duration, "audio_sample_rate": info.sample_rate,
-            "audio_channels": info.channels, "num_frames": info.num_frames}
+            "audio_channels": info.channels, "num_frames": info.num_frames, "bad_packets": None}
 
 
 def load_item(record: Mapping[str, Any], silence_threshold: float | None = None,
@@ -424,8 +424,10 @@ def check_recipe(out_dir: str | os.PathLike, meta: Mapping[str, str]) -> None:
     """Raise `ScoringError` if shards in `out_dir` were scored with another recipe than `meta`."""
     for k, values in _existing_recipes(Path(out_dir)).items():
         if values != {str(meta[k])}:
-            raise ScoringError(f"{out_dir} holds scores with {k}={sorted(values)}, this run has {k}={meta[k]}; "
-                               "use another --out folder (scores of different recipes must not be mixed)")
+            raise ScoringError(f"{out_dir} holds scores made with {k}={', '.join(sorted(values))}, this run asks for "
+                               f"{k}={meta[k]}; the setting would not apply to the clips already scored there. Use "
+                               "another --out folder (scores of different recipes are never mixed), or the same "
+                               "settings to resume")
 
 
 @contextlib.contextmanager
@@ -495,6 +497,13 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     if missing_cols:
         raise ScoringError(f"clip index lacks columns {missing_cols}; build it with vggsound.index_clips")
     out = Path(out_dir)
+    # the recipe is checked before anything else: a re-run with other settings on a finished folder must not
+    # report "nothing to do" as if its settings had been applied
+    ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
+    meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
+            "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
+            "min_duration": f"{cfg.min_duration:g}"}
+    check_recipe(out, meta)
     part = select_shard(index, shard)
     done = done_clip_ids(out, retry_statuses=cfg.retry_statuses)
     todo = part.loc[~part["clip_id"].isin(done)]
@@ -509,11 +518,6 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ScoringError(f"device {cfg.device!r} requested but CUDA is not available here (use --device cpu)")
-    ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
-    meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
-            "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
-            "min_duration": f"{cfg.min_duration:g}"}
-    check_recipe(out, meta)
     _remove_stale_temps(out)
     from visualsound import __version__
     from visualsound.imagebind import load_imagebind

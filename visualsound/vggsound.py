@@ -13,6 +13,9 @@ are allowed (``{split}/{ytid}_{start:06d}.mp4``). Named presets:
 
 - ``vggsound``: ``{ytid}_{start:06d}.mp4`` (the layout of the public VGGSound download)
 - ``vaura``: ``{ytid}_{start_ms}_{end_ms}.mp4`` (V-AURA / Synchformer re-encoded clips)
+
+Without a csv, `index_folder` indexes a plain folder of videos: clip id = file stem (duplicate stems are
+refused), every file with a `visualsound.media.formats.VIDEO_EXTENSIONS` extension, the others logged as skipped.
 """
 
 from __future__ import annotations
@@ -123,11 +126,16 @@ class IndexSummary:
     found: int
     missing: int
     per_split: dict[str, dict[str, int]]
+    example_missing: str | None = None  # one path that was looked for and not found
 
     def text(self) -> str:
-        """One line: ``found/total clips found, N missing (split: found/total; ...)``."""
+        """One line: ``found/total clips found, N missing (split: found/total; ...)``, plus an example of a path
+        that was looked for when clips are missing."""
         parts = [f"{s}: {c['found']}/{c['total']} found" for s, c in self.per_split.items()]
-        return f"{self.found}/{self.total} clips found, {self.missing} missing ({'; '.join(parts)})"
+        line = f"{self.found}/{self.total} clips found, {self.missing} missing ({'; '.join(parts)})"
+        if self.example_missing:
+            line += f"; e.g. looked for {self.example_missing}"
+        return line
 
 
 def index_clips(csv: str | os.PathLike | pd.DataFrame, root: str | os.PathLike,
@@ -151,8 +159,43 @@ def index_clips(csv: str | os.PathLike | pd.DataFrame, root: str | os.PathLike,
     df["path"] = [str(root / r) for r in rel]
     df["exists"] = [os.path.normpath(r) in present for r in rel]
     s = summarize_index(df)
-    log.info("VGGSound index under %s (%s): %s", root, pattern, s.text())
+    if s.missing:
+        log.warning("VGGSound index under %s (pattern %s = %r): %s", root, pattern, resolve_pattern(pattern),
+                    s.text())
+    else:
+        log.info("VGGSound index under %s (%s): %s", root, pattern, s.text())
     return df
+
+
+def index_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[Path]]:
+    """Index a plain folder of videos (no VGGSound csv): one row per file with a video extension
+    (`visualsound.media.formats.VIDEO_EXTENSIONS`), ``clip_id`` = ``youtube_id`` = the file stem,
+    ``start_seconds`` 0, empty ``label`` and ``split``, ``exists`` True. Returns the index and the files skipped
+    for their extension (also logged). Raises `VGGSoundIndexError` when two files share a stem (their clip ids
+    would collide) or the folder holds no video."""
+    from visualsound.media.formats import VIDEO_EXTENSIONS, list_video_files
+
+    root = Path(root)
+    if not root.is_dir():
+        raise VGGSoundIndexError(f"clip root {root} is not a folder")
+    listing = list_video_files(root)
+    listing.log_skipped(root, log)
+    by_stem: dict[str, list[str]] = {}
+    for p in listing.videos:
+        by_stem.setdefault(p.stem, []).append(p.name)
+    dups = {k: v for k, v in by_stem.items() if len(v) > 1}
+    if dups:
+        shown = "; ".join(f"{', '.join(v)}" for v in list(dups.values())[:10])
+        raise VGGSoundIndexError(f"{root}: {len(dups)} clip ids are shared by several files (the clip id is the file "
+                                 f"stem): {shown}; rename or move the extra files")
+    if not listing.videos:
+        raise VGGSoundIndexError(f"{root} holds no video files ({len(listing.skipped)} other files skipped; known "
+                                 f"extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    df = pd.DataFrame({"youtube_id": [p.stem for p in listing.videos], "start_seconds": 0, "label": "",
+                       "split": "", "clip_id": [p.stem for p in listing.videos],
+                       "path": [str(p) for p in listing.videos], "exists": True})
+    log.info("folder index of %s: %d videos, %d other files skipped", root, len(df), len(listing.skipped))
+    return df, listing.skipped
 
 
 def summarize_index(df: pd.DataFrame) -> IndexSummary:
@@ -161,4 +204,5 @@ def summarize_index(df: pd.DataFrame) -> IndexSummary:
     for split, g in df.groupby("split", sort=True):
         per[str(split)] = {"total": len(g), "found": int(g["exists"].sum()), "missing": int((~g["exists"]).sum())}
     found = int(df["exists"].sum())
-    return IndexSummary(total=len(df), found=found, missing=len(df) - found, per_split=per)
+    example = str(df.loc[~df["exists"], "path"].iloc[0]) if found < len(df) and "path" in df.columns else None
+    return IndexSummary(total=len(df), found=found, missing=len(df) - found, per_split=per, example_missing=example)

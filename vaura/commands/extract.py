@@ -6,6 +6,8 @@ import json
 
 import click
 
+from visualsound.utils.cli import threads_option
+
 
 @click.command("extract")
 @click.option("--data", required=True,
@@ -28,11 +30,14 @@ import click
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--shard-size", type=int, default=256, show_default=True, help="Clips per shard.")
 @click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--workers", type=int, default=None, help="Decoding workers (default: data.num_workers).")
+@click.option("--workers", type=int, default=None,
+              help="Decoding workers (default: data.num_workers, capped at the available cores).")
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
+@threads_option
 def extract(data: str, out: str, split: str | None, fixed_starts: str | None, grid: bool | None, config: str,
             overrides: tuple[str, ...], checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool,
-            shard_size: int, feature_dtype: str, workers: int | None, device: str | None) -> None:
+            shard_size: int, feature_dtype: str, workers: int | None, device: str | None,
+            threads: int | None) -> None:
     """Cache codes (uint16) and visual features of the clips in DATA under OUT, with a manifest."""
     from tqdm import tqdm
 
@@ -43,6 +48,11 @@ def extract(data: str, out: str, split: str | None, fixed_starts: str | None, gr
     changes = {"encoder_checkpoint": checkpoint or cfg.encoder_checkpoint,
                "codec_checkpoint": codec_checkpoint or cfg.codec_checkpoint,
                "debug_weights": debug_weights or cfg.debug_weights}
+    from visualsound.utils.threads import cap_default_workers, set_threads
+
+    set_threads(threads)
+    if workers is None and not any(o.split("=", 1)[0].strip() == "data.num_workers" for o in overrides):
+        workers = cap_default_workers(cfg.data.num_workers, "extract decode workers")
     if workers is not None:
         changes["data"] = cfg.data.replace(num_workers=workers)
     cfg = cfg.replace(**changes)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from vaura.sampler import SamplingParams
+from visualsound.utils.cli import threads_option
 
 
 @click.command("generate")
@@ -49,24 +50,42 @@ from vaura.sampler import SamplingParams
                    "with CFG); packed: weights pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 "
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
+@threads_option
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str) -> None:
-    """Generate 44.1 kHz audio for VIDEO with V-AURA."""
+             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str,
+             threads: int | None) -> None:
+    """Generate 44.1 kHz audio for VIDEO with V-AURA.
+
+    Every input frame keeps its time in the mp4 (H.264 is copied; other codecs are re-encoded keeping each
+    frame's time), with the display rotation and start time of the input; odd frame sizes are padded by one edge
+    row / column. Folder outputs: OUT/<stem>.wav next to OUT/<stem>.mp4 (what `vbench evaluate --model dir:OUT`
+    reads); OUT/generation.json is rewritten after every video.
+    """
     from tqdm import tqdm
 
-    from vaura.generate import generate_batch, list_videos, load_pipeline
+    from vaura.generate import check_unique_names, find_videos, generate_batch, load_pipeline
+    from visualsound.media.formats import is_video_path
     from visualsound.utils.atomic import atomic_write_json
+    from visualsound.utils.threads import set_threads
 
     if num_samples < 1:
         raise click.BadParameter("must be >= 1", param_hint="--num-samples")
+    set_threads(threads)
     params = SamplingParams(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, temperature=temperature,
                             use_sampling=not greedy)
     src = Path(video)
     single = src.is_file() and src.suffix.lower() != ".txt"
     if single and Path(out).suffix.lower() != ".mp4":
         raise click.BadParameter("for one video, --out must be an .mp4 path", param_hint="--out")
+    listing = None
+    if not single:
+        if is_video_path(out) or Path(out).is_file():
+            raise click.BadParameter(f"{video} is a {'folder' if src.is_dir() else 'split file'}: --out must be an "
+                                     f"output folder, not the file name {out}", param_hint="--out")
+        listing = find_videos(src, root)  # refuses an empty folder before any weights are loaded
+        check_unique_names(listing.videos)
     rows = 2 * num_samples if cfg_scale != 1.0 else num_samples  # a decode step's product rows
     # explicit backends that cannot apply are refused before any weights are loaded
     if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):
@@ -93,23 +112,34 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
         out_path = Path(out)
         paths = output_paths(out_path, out_path.parent, num_samples)
         res = generate_for_video(src, pipe, params, num_samples, seed, stride)
-        write_outputs(src, res, paths, mux=not no_mux)
+        bad = res.bad_packets + write_outputs(src, res, paths, mux=not no_mux)
+        if bad:
+            click.echo(f"warning: {src}: {bad} undecodable video packets were skipped", err=True)
         atomic_write_json(out_path.with_suffix(".json"), {
             **settings, "video": str(src), "duration": res.duration, "windows": len(res.windows),
+            "bad_packets": bad,
             "outputs": [str(p) for pair in paths for p in (pair if not no_mux else pair[:1])]})
         for wav, mp4 in paths:
             click.echo(f"V-AURA{tag}: {wav}" + ("" if no_mux else f" and {mp4}") +
                        f" ({res.duration:.2f} s, {len(res.windows)} windows, {time.perf_counter() - t0:.1f} s)")
         return
-    videos = list_videos(src, root)
+    videos = listing.videos
+
+    def record(results: list, finished: bool = False) -> dict[str, int]:
+        counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+        atomic_write_json(Path(out) / "generation.json", {
+            **settings, "source": str(src), "finished": finished, "total": len(videos), "counts": counts,
+            "bad_packets": sum(r.bad_packets for r in results), "not_videos": [str(p) for p in listing.skipped],
+            "items": [r.to_dict() for r in results]})
+        return counts
+
     results = generate_batch(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
                              skip_existing=not overwrite,
-                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"))
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    atomic_write_json(Path(out) / "generation.json", {**settings, "source": str(src), "counts": counts,
-                                                      "items": [r.to_dict() for r in results]})
-    click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed "
-               f"-> {out} ({time.perf_counter() - t0:.1f} s)")
+                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"), on_item=record)
+    counts = record(results, finished=True)
+    extra = f", {len(listing.skipped)} files without a video extension ignored" if listing.skipped else ""
+    click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed"
+               f"{extra} -> {out} ({time.perf_counter() - t0:.1f} s)")
     for r in results:
         if r.status == "failed":
             click.echo(f"  failed {r.video}: {r.reason}", err=True)

@@ -42,7 +42,12 @@ def train(config: str, data: str | None, val_data: str | None, out: str, overrid
         return
     if data is None:
         raise click.UsageError("--data is required (except with --plot-only)")
+    from visualsound.utils.threads import cap_default_workers
+
     cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
+    if not any(o.split("=", 1)[0].strip() == "data.num_workers" for o in overrides):
+        cfg = cfg.replace(data=cfg.data.replace(num_workers=cap_default_workers(cfg.data.num_workers,
+                                                                                "train decode workers")))
     cfg = cfg.replace(encoder_checkpoint=checkpoint or cfg.encoder_checkpoint,
                       codec_checkpoint=codec_checkpoint or cfg.codec_checkpoint,
                       debug_weights=debug_weights or cfg.debug_weights)

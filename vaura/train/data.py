@@ -35,11 +35,12 @@ import torch.nn.functional as F
 
 from vaura.train.config import DataConfig
 from visualsound.errors import ConfigError, ToolkitError
+from visualsound.media.formats import VIDEO_EXTENSIONS, list_video_files
 from visualsound.utils.config import FrozenConfig
 
 log = logging.getLogger(__name__)
 
-MEDIA_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+MEDIA_SUFFIXES = VIDEO_EXTENSIONS  # the toolkit's one list (visualsound.media.formats)
 KINDS = ("auto", "parquet", "lists", "vggsound", "list", "dir")
 
 
@@ -173,7 +174,7 @@ def _default_video_dir(path: Path) -> Path:
 def _find_media(video_dir: Path, name: str) -> Path:
     """``video_dir/name`` if it exists (name with extension), else the first ``name + suffix`` that exists."""
     direct = video_dir / name
-    if direct.suffix in MEDIA_SUFFIXES:
+    if direct.suffix.lower() in MEDIA_SUFFIXES:
         return direct
     for suffix in MEDIA_SUFFIXES:
         cand = video_dir / f"{name}{suffix}"
@@ -264,8 +265,14 @@ def _from_list(src: DataSource, video_dir: Path) -> list[tuple[str, str, float |
 
 
 def _from_dir(src: DataSource, video_dir: Path) -> list[tuple[str, str, float | None]]:
-    root = Path(src.path)
-    return [(p.stem, str(p), None) for p in sorted(root.iterdir()) if p.suffix.lower() in MEDIA_SUFFIXES]
+    listing = list_video_files(src.path)
+    listing.log_skipped(src.path, log)
+    stems = [p.stem for p in listing.videos]
+    dups = sorted({s for s in stems if stems.count(s) > 1})
+    if dups:
+        raise DataError(f"{src.path}: several videos share the names {dups[:5]} (clip ids are file stems); rename "
+                        "or remove the extra files")
+    return [(p.stem, str(p), None) for p in listing.videos]
 
 
 def _is_number(s: str) -> bool:

@@ -246,13 +246,27 @@ def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=k, axes=(0, 1))) if k else rgb
 
 
-def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) -> dict[int, Any]:
+def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str, report: Any = None
+                     ) -> dict[int, Any]:
     """Decode the frames whose pts are in `wanted` from `packets` (decode order) -> {pts: av.VideoFrame}.
 
     For every wanted frame, decoding starts at the last keyframe at or before its packet (decode order) and
     stops at its packet, then drains; consecutive targets that share a run are decoded in one pass. Packets
     that are not wanted are sent with ``skip_frame=NONREF`` so that unneeded non-reference frames are skipped.
+    A packet the decoder rejects is skipped and counted in `report` (a `visualsound.media.info.DecodeReport`);
+    a wanted frame that never decodes is a ``corrupt`` `ClipError`.
     """
+    import av
+
+    def decode(pk: Any) -> list:
+        try:
+            return cc.decode(pk)
+        except av.error.FFmpegError as e:
+            if report is None or pk is None:
+                raise
+            report.add(path, "video", None if pk.pts is None else float(pk.pts * stream.time_base), e)
+            return []
+
     cc = stream.codec_context
     position = {pk.pts: i for i, pk in enumerate(packets)}
     keyframes = [(i, pk.pts) for i, pk in enumerate(packets) if pk.is_keyframe]
@@ -269,9 +283,9 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str) ->
     for first, last in runs:
         for pk in packets[first:last + 1]:
             cc.skip_frame = "DEFAULT" if pk.pts in wanted else "NONREF"
-            found.update((fr.pts, fr) for fr in cc.decode(pk) if fr.pts in wanted)
+            found.update((fr.pts, fr) for fr in decode(pk) if fr.pts in wanted)
         cc.skip_frame = "DEFAULT"
-        found.update((fr.pts, fr) for fr in cc.decode(None) if fr.pts in wanted)
+        found.update((fr.pts, fr) for fr in decode(None) if fr.pts in wanted)
         cc.flush_buffers()
     missing = sorted(wanted - found.keys())
     if missing:
@@ -294,9 +308,10 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         NoVideoStreamError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import display_rotation
+    from visualsound.media.info import DecodeReport, display_rotation
 
     path = str(path)
+    report = DecodeReport()
     statuses = ((MissingFileError, "missing"), (TruncatedMediaError, "truncated"),
                 (NoVideoStreamError, "no_video"), (NoAudioStreamError, "no_audio"))
     try:
@@ -315,20 +330,27 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         try:
             for pk in container.demux(vs, aus):  # one pass: decode audio now, keep compressed video packets
                 if pk.stream.index == aus.index:
-                    audio_frames.extend(pk.decode())
+                    try:
+                        audio_frames.extend(pk.decode())
+                    except (av.error.EOFError, av.error.ExitError):
+                        raise
+                    except av.error.FFmpegError as e:  # FFmpeg's tools skip such a packet: so do we (counted)
+                        report.add(path, "audio", None if pk.pts is None else float(pk.pts * aus.time_base), e)
                 elif pk.size:
                     packets.append(pk)
             if any(pk.pts is None for pk in packets):
                 raise ClipError("corrupt", f"{path}: video packets without timestamps")
             if not packets:
                 raise ClipError("no_video", f"{path}: the video stream has no packets")
-            fps = float(vs.average_rate or 0)
+            # the average rate (decord's), else FFmpeg's guessed rate (Ogg streams state no average rate)
+            fps = float(vs.average_rate or vs.guessed_rate or 0)
             if not fps > 0:
-                raise ClipError("corrupt", f"{path}: the video stream has no average frame rate")
+                raise ClipError("corrupt", f"{path}: the video stream has neither an average nor a guessed frame "
+                                           "rate")
             pts_sorted = sorted(pk.pts for pk in packets)
             _, kept = video_frame_indices(len(packets), fps)
             wanted = {pts_sorted[i] for pair in kept for i in pair}
-            decoded = _decode_selected(vs, packets, wanted, path)
+            decoded = _decode_selected(vs, packets, wanted, path, report)
             rotation = display_rotation(next(iter(decoded.values())))
             frames = None
             for w, pair in enumerate(kept):  # RGB straight into one [5, 2, H, W, 3] array
@@ -342,12 +364,19 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
                                                    f"({rgb.shape[:2]} vs {frames.shape[2:4]})")
                     frames[w, t] = rgb
             waveform = torch.from_numpy(audio_frames_to_array(audio_frames))
-        except (av.error.FFmpegError, MediaError) as e:
+        except av.error.FFmpegError as e:
+            from visualsound.media.info import ffmpeg_reason
+
+            raise ClipError("corrupt", f"{path}: decoding failed: {ffmpeg_reason(e)}") from e
+        except MediaError as e:
             raise ClipError("corrupt", f"{path}: decoding failed: {e}") from e
         sample_rate, channels = int(aus.codec_context.sample_rate), int(aus.codec_context.channels)
     finally:
         container.close()
     if not waveform.numel():
+        if report.bad_packets.get("audio"):
+            raise ClipError("corrupt", f"{path}: no audio packet decodes ({report.bad_packets['audio']} rejected; "
+                                       f"first: {report.examples[0]})")
         raise ClipError("no_audio", f"{path}: the audio stream decoded to no samples")
     frames = torch.from_numpy(frames)
     facts = {
@@ -356,6 +385,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         "video_frame_indices": [list(p) for p in kept], "video_size_hw": list(frames.shape[2:4]),
         "video_rotation": rotation, "audio_num_samples": int(waveform.shape[1]),
         "audio_peak": float(max(waveform.max(), -waveform.min())),
+        "bad_packets": report.total,
     }
     return frames, waveform, facts
 
@@ -368,7 +398,8 @@ def preprocess_clip(path: str | os.PathLike, silence_threshold: float | None = N
     (``video_fps``, ``duration`` (= frames / fps, what the sampler used), ``audio_sample_rate``,
     ``audio_channels``, ``num_frames``, plus the sampling details: ``video_frame_indices`` [5][2],
     ``video_size_hw`` (decoded, rotated), ``video_rotation``, ``audio_num_samples``, ``audio_num_samples_16k``,
-    ``audio_window_samples`` [3][2], ``audio_peak``).
+    ``audio_window_samples`` [3][2], ``audio_peak``, ``bad_packets``: packets the decoders rejected and that were
+    skipped, as FFmpeg's tools skip them).
 
     Raises `ClipError` with ``status`` missing / corrupt / truncated / no_video / no_audio / too_short (fewer
     than 400 samples at 16 kHz) / silent (only if `silence_threshold` is given and the peak is at or below it).

@@ -17,6 +17,11 @@ decoded from the first packet without any seek (a seek to the start skips the AA
 1024 samples would decode cold, with ~450 zeros), so a read from the start equals a plain sequential decode
 (`decode_audio_stream`, the FAD / KLD / ImageBind readers) exactly.
 
+Damaged packets: a packet the decoder rejects (one bad AC-3 frame in an AVI) is skipped, counted in the
+`DecodeReport` passed as ``report`` and logged, as FFmpeg's own tools do; the samples around it keep their
+timestamps (`read_audio` fills the hole with silence, `decode_audio_stream` appends what decodes, as libsndfile and
+torchaudio do).
+
 Resampling uses ``torchaudio.functional.resample`` (``sinc_interp_hann``, width 6, rolloff 0.99). The window is
 decoded with a margin on both sides and its first sample aligned to the resampler's period, so a resampled window
 equals the same slice of the whole file resampled at once (up to float rounding).
@@ -40,7 +45,15 @@ from visualsound.media.errors import (
     NoAudioStreamError,
     TruncatedMediaError,
 )
-from visualsound.media.info import PathLike, check_window, open_media, stream_time
+from visualsound.media.info import (
+    DecodeReport,
+    PathLike,
+    check_window,
+    decode_tolerant,
+    media_error,
+    open_media,
+    stream_time,
+)
 from visualsound.utils.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -90,14 +103,15 @@ def audio_frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
     return out
 
 
-def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None) -> tuple[np.ndarray, int]:
+def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None, report: DecodeReport | None = None
+                        ) -> tuple[np.ndarray, int]:
     """Every decoded frame of the first audio stream, appended as is: float32 ``[C, N]`` and its sample rate.
 
     No timestamp placement and no padding trim (unlike `read_audio`): what libsndfile (``soundfile.read``) and
     ``torchaudio.load`` return for a whole file, which the FAD and KLD readers reproduce. `resample_s16_to`
     first converts with libswresample to 16-bit at that rate, as ``ffmpeg -ar RATE`` extraction to a wav does.
     Raises `NoAudioStreamError` (no audio stream, or one that decodes to no samples), `TruncatedMediaError`
-    (undecodable data) and the errors of `open_media`.
+    (undecodable data) and the errors of `open_media`; rejected packets are skipped and counted in `report`.
     """
     with open_media(path) as container:
         if not container.streams.audio:
@@ -107,29 +121,30 @@ def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None) -> t
         frames: list[av.AudioFrame] = []
         try:
             if resample_s16_to is None:
-                frames.extend(container.decode(stream))
+                frames.extend(decode_tolerant(container, stream, path, report))
             else:
                 rate = int(resample_s16_to)
                 resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=rate)
-                for frame in container.decode(stream):
+                for frame in decode_tolerant(container, stream, path, report):
                     frames.extend(resampler.resample(frame))
                 frames.extend(resampler.resample(None))
             audio = audio_frames_to_array(frames)
         except av.error.FFmpegError as e:
-            raise TruncatedMediaError(f"{path}: audio decoding failed: {e}") from e
+            raise media_error(path, "audio decoding failed", e, TruncatedMediaError) from e
     if not audio.size:
         raise NoAudioStreamError(f"{path}: the audio stream decodes to no samples")
     return audio, rate
 
 
 def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
-               mono: bool = False, trim_padding: bool = True) -> torch.Tensor:
+               mono: bool = False, trim_padding: bool = True, report: DecodeReport | None = None) -> torch.Tensor:
     """Decode ``[start, start + duration)`` seconds of the first audio stream as float32 ``[C, N]``.
 
     ``sample_rate=None`` keeps the source rate; otherwise the audio is resampled with torchaudio's sinc
     resampler. ``mono=True`` averages the channels (``C = 1``), otherwise channels are preserved. ``N`` is
     ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
-    Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`.
+    Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`;
+    packets the decoder rejects are skipped (silence in their place) and counted in `report`.
     """
     check_window(start, duration)
     if sample_rate is not None and sample_rate <= 0:
@@ -162,9 +177,9 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
             b = total
         if b is not None and a >= b:
             raise MediaWindowError(f"{path}: window start {start:.3f} s is at or after the end of the audio")
-        x = _decode_range(container, stream, a, b, t0, src_sr)
+        x = _decode_range(container, stream, a, b, t0, src_sr, path, report)
     except av.error.FFmpegError as e:
-        raise TruncatedMediaError(f"{path}: audio decoding failed: {e}") from e
+        raise media_error(path, "audio decoding failed", e, TruncatedMediaError) from e
     finally:
         container.close()
     if x.shape[1] == 0:
@@ -179,7 +194,8 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     return wav.contiguous()
 
 
-def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int) -> np.ndarray:
+def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int, path: PathLike = "?",
+                  report: DecodeReport | None = None) -> np.ndarray:
     """Source samples ``[a, b)`` (relative to `t0`; ``b=None`` = to the end) as float32 ``[C, b - a]``."""
     seek_sample = a - _PREROLL
     fresh = True  # nothing read yet: a window near the start is decoded from the first packet, without a seek
@@ -192,7 +208,7 @@ def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int) 
         chunks: list[np.ndarray] = []
         pos = None  # sample index (relative to t0) just after the last kept sample
         first_idx = None
-        for frame in container.decode(stream):
+        for frame in decode_tolerant(container, stream, path, report):
             idx = int(round((stream_time(stream, frame.pts) - t0) * sr)) if frame.pts is not None else pos or 0
             if first_idx is None:
                 first_idx = idx

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import struct
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +40,28 @@ class MediaInfo:
     """What `probe` reports about a file. Fields of a missing stream are ``None``.
 
     `rotation` is the display rotation stored in the container (display matrix), in degrees counter-clockwise,
-    one of 0/90/180/270 (FFmpeg/PyAV convention; a phone portrait clip usually reports 270). `duration` is the
-    container duration in seconds (else the video stream's, else the audio stream's). `num_samples` excludes the
-    AAC priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
+    one of 0/90/180/270 (FFmpeg/PyAV convention; a phone portrait clip usually reports 270).
+
+    `duration` (seconds) follows one rule (`duration_source` says which branch applied):
+
+    * ``"header"``: the file's header states the video's frame count and a positive duration (mp4, mov, m4a, avi,
+      asf, ...): the container's duration (else the video stream's, else the audio stream's) is used as is;
+    * ``"packets"``: otherwise (Matroska / WebM, Ogg, MPEG program / transport streams, FLV, elementary streams,
+      a header without a frame count or with a missing or zero duration) every packet is read (not decoded) and
+      the duration is the span of the packet timestamps across streams: the earliest pts to the latest
+      ``pts + duration``. A stream whose packets carry no timestamps (raw H.264, some elementary streams)
+      counts ``1 / fps`` per video packet. The container's own estimate (a bit-rate guess in MPEG streams; an
+      MPEG-1 elementary stream of 4 s reports 0.0006 s) is not used then; it is logged when it differs.
+
+    `num_frames` is the header's frame count, else the number of video packets. `num_samples` excludes the AAC
+    priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
     WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
-    WebM, MPEG-TS) it is only estimated from the container duration (it can differ from the decoded count by
-    a codec frame or more), and `read_audio` returns every decoded sample.
+    WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
+    a codec frame or more), and `read_audio` returns every decoded sample. `timestamps` is False for a video
+    stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
+    `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
+    the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
+    earlier or lasts longer.
     """
 
     path: str
@@ -62,10 +81,124 @@ class MediaInfo:
     num_samples: int | None = None
     audio_codec: str | None = None
     audio_start: float | None = None
+    duration_source: str = "header"
+    timestamps: bool = True
+    video_duration: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
         return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- FFmpeg errors
+_RAW_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+_UNDEFINED = re.compile(r"Error number (-?\d+) occurred")
+_ERRNO_WORDS = {
+    errno.EPERM: "the operation is not possible on this file (FFmpeg cannot seek in a stream without timestamps "
+                 "or an index)",
+    errno.ENOSYS: "the operation is not supported by this container",
+    errno.EACCES: "permission denied",
+    errno.ENOENT: "no such file",
+    errno.ENOMEM: "out of memory",
+    errno.EIO: "input/output error",
+    errno.ENOSPC: "no space left on the device",
+    errno.EINVAL: "invalid argument (a codec or container setting FFmpeg refuses)",
+}
+
+
+def ffmpeg_reason(e: BaseException) -> str:
+    """Plain words for an FFmpeg (PyAV) failure, never a raw errno: ``InvalidDataError`` -> "invalid data
+    (corrupt or unsupported)", ``EOFError`` -> "unexpected end of file", an undefined code (e.g. a decoder's own
+    error) -> "undecodable data (FFmpeg error code N)", an OS errno -> its meaning in media terms
+    (``EPERM`` from a seek: no timestamps to seek by)."""
+    if isinstance(e, av.error.InvalidDataError):
+        return "invalid data (corrupt or unsupported)"
+    if isinstance(e, av.error.EOFError):
+        return "unexpected end of file"
+    code = getattr(e, "errno", None)
+    if isinstance(code, int) and code in _ERRNO_WORDS:
+        return _ERRNO_WORDS[code]
+    text = getattr(e, "strerror", None) or str(e)
+    text = _RAW_ERRNO.sub("", str(text)).strip()
+    m = _UNDEFINED.search(text)
+    if m:
+        return f"undecodable data (FFmpeg error code {m.group(1)})"
+    return text or type(e).__name__
+
+
+def media_error(path: PathLike, what: str, e: BaseException, cls: type[MediaError] = MediaError) -> MediaError:
+    """A `cls` (default `MediaError`) saying ``"{path}: {what}: {plain reason}"`` for an FFmpeg failure `e`
+    (see `ffmpeg_reason`); chain it with ``raise ... from e``."""
+    return cls(f"{path}: {what}: {ffmpeg_reason(e)}")
+
+
+# ------------------------------------------------------------------------------------ tolerant decoding
+@dataclass
+class DecodeReport:
+    """Packets a reader skipped because the decoder rejected them, as FFmpeg's own tools skip them (one bad AC-3
+    packet in an AVI must not lose the other 11 s). Pass one to a reader to learn what it skipped; every skip is
+    also logged as a warning. `bad_packets` counts per stream type (``"video"`` / ``"audio"``); `examples` keeps
+    the first few reasons."""
+
+    bad_packets: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    _seen: set = field(default_factory=set, repr=False)  # (kind, pts): a packet decoded twice counts once
+
+    @property
+    def total(self) -> int:
+        """Bad packets of every stream."""
+        return sum(self.bad_packets.values())
+
+    def add(self, path: PathLike, kind: str, pts_seconds: float | None, e: BaseException) -> None:
+        """Count one skipped packet of stream type `kind` and log it (once per packet timestamp)."""
+        if pts_seconds is not None:
+            if (kind, pts_seconds) in self._seen:
+                return
+            self._seen.add((kind, pts_seconds))
+        self.bad_packets[kind] = self.bad_packets.get(kind, 0) + 1
+        where = "?" if pts_seconds is None else f"{pts_seconds:.3f} s"
+        msg = f"{kind} packet at {where}: {ffmpeg_reason(e)}"
+        if len(self.examples) < 5:
+            self.examples.append(msg)
+        log.warning("%s: skipped an undecodable %s", path, msg)
+
+    def merge(self, other: DecodeReport) -> None:
+        """Add `other`'s counts and examples to this report."""
+        for k, n in other.bad_packets.items():
+            self.bad_packets[k] = self.bad_packets.get(k, 0) + n
+        self._seen |= other._seen
+        self.examples.extend(other.examples[:max(0, 5 - len(self.examples))])
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"bad_packets": {...}, "examples": [...]}``."""
+        return {"bad_packets": dict(self.bad_packets), "examples": list(self.examples)}
+
+
+def decode_tolerant(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike,
+                    report: DecodeReport | None = None) -> Iterator[Any]:
+    """Decoded frames of `stream`, like ``container.decode(stream)``, except that a packet the decoder rejects
+    is skipped, counted in `report` and logged (FFmpeg's command-line tools do the same). Demuxing errors
+    propagate (the container itself is damaged there). Raises `TruncatedMediaError` when packets were
+    rejected and not a single frame decoded."""
+    report = report if report is not None else DecodeReport()
+    kind = stream.type
+    bad = 0
+    good = False
+    for pkt in container.demux(stream):
+        try:
+            frames = pkt.decode()
+        except (av.error.EOFError, av.error.ExitError):
+            raise
+        except av.error.FFmpegError as e:
+            bad += 1
+            report.add(path, kind, None if pkt.pts is None else float(pkt.pts * stream.time_base), e)
+            continue
+        for frame in frames:
+            good = True
+            yield frame
+    if bad and not good:
+        raise TruncatedMediaError(f"{path}: no {kind} packet decodes ({bad} rejected by the decoder; first: "
+                                  f"{report.examples[0] if report.examples else '?'})")
 
 
 def _check_iso_boxes(path: Path, size: int) -> None:
@@ -102,20 +235,24 @@ def open_media(path: PathLike) -> av.container.InputContainer:
         raise MissingFileError(f"no such file: {p}")
     if not p.is_file():
         raise MissingFileError(f"not a regular file: {p}")
-    size = p.stat().st_size
-    if size == 0:
-        raise NotMediaError(f"{p}: empty file")
-    with open(p, "rb") as f:
-        head = f.read(16)
-    is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
-    if is_iso:
-        _check_iso_boxes(p, size)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            raise NotMediaError(f"{p}: empty file")
+        with open(p, "rb") as f:
+            head = f.read(16)
+        is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
+        if is_iso:
+            _check_iso_boxes(p, size)
+    except OSError as e:  # permission denied, I/O error, ...: still a file-level MediaError
+        raise MediaError(f"{p}: cannot read the file: {e.strerror or e}") from e
     try:
         container = av.open(str(p), mode="r")
     except av.error.FFmpegError as e:
         if is_iso or head.startswith(_MAGICS):
-            raise TruncatedMediaError(f"{p}: looks like media but FFmpeg cannot open it (truncated?): {e}") from e
-        raise NotMediaError(f"{p}: not a media file FFmpeg can read: {e}") from e
+            raise TruncatedMediaError(f"{p}: looks like media but FFmpeg cannot open it (truncated?): "
+                                      f"{ffmpeg_reason(e)}") from e
+        raise NotMediaError(f"{p}: not a media file FFmpeg can read: {ffmpeg_reason(e)}") from e
     if not container.streams.video and not container.streams.audio:
         container.close()
         raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name})")
@@ -140,53 +277,132 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+def _header_is_complete(container: av.container.InputContainer) -> bool:
+    """True when the header states the video's frame count and a positive duration (mp4, mov, avi, ...; for an
+    audio-only file: a positive duration and an audio stream duration)."""
+    if container.duration is None or container.duration <= 0:
+        return False
+    if container.streams.video:
+        return bool(container.streams.video[0].frames)
+    return bool(container.streams.audio[0].duration)
+
+
+def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
+                  ) -> dict[int, dict[str, Any]]:
+    """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed"}`` in
+    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets)."""
+    spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0} for s in streams}
+    for pkt in container.demux(*streams):
+        if not pkt.size:
+            continue
+        sp = spans[pkt.stream.index]
+        sp["count"] += 1
+        ts = pkt.pts if pkt.pts is not None else pkt.dts
+        if ts is None:
+            continue
+        tb = pkt.time_base or pkt.stream.time_base
+        t0 = float(ts * tb)
+        dur = float(pkt.duration * tb) if pkt.duration else (1.0 / rate if pkt.stream.type == "video" and rate
+                                                            else 0.0)
+        sp["timed"] += 1
+        sp["start"] = t0 if sp["start"] is None else min(sp["start"], t0)
+        sp["end"] = t0 + dur if sp["end"] is None else max(sp["end"], t0 + dur)
+    return spans
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike) -> Any:
+    """The first decodable frame of `stream` (undecodable packets before it are skipped and logged)."""
+    try:
+        first = next(decode_tolerant(container, stream, path), None)
+    except av.error.FFmpegError as e:
+        raise media_error(path, "cannot decode the first video frame", e, TruncatedMediaError) from e
+    if first is None:
+        raise TruncatedMediaError(f"{path}: video stream has no decodable frame")
+    return first
+
+
 def probe(path: PathLike, require_video: bool = False, require_audio: bool = False) -> MediaInfo:
-    """Report container, video and audio facts of `path` (decodes one video frame to read the rotation).
+    """Report container, video and audio facts of `path` (decodes one video frame to read the rotation; reads
+    every packet, without decoding, when the header lacks a frame count or duration: see `MediaInfo`).
 
     Raises `NoVideoStreamError` / `NoAudioStreamError` when `require_video` / `require_audio` and the stream is
-    missing, and the errors of `open_media`.
+    missing, and the errors of `open_media`; every FFmpeg failure is a `MediaError` naming the file.
     """
     container = open_media(path)
     try:
         info: dict[str, Any] = {"path": str(path), "format": container.format.name,
                                 "has_video": bool(container.streams.video),
                                 "has_audio": bool(container.streams.audio)}
-        durations = []
-        if container.duration is not None:
-            durations.append(container.duration / av.time_base)
-        if container.streams.video:
-            v = container.streams.video[0]
-            rate = v.average_rate or v.guessed_rate or v.base_rate
+        v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
+        rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
+        container_dur = container.duration / av.time_base if container.duration is not None else None
+        spans = None
+        if not _header_is_complete(container):
+            spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None)
+            container.close()  # reopen instead of seeking back: files without timestamps cannot seek
+            container = open_media(path)
+            v = container.streams.video[0] if v is not None else None
+            a = container.streams.audio[0] if a is not None else None
+        timestamps = True
+        ends, starts = [], []
+        if v is not None:
             vdur = stream_time(v, v.duration) if v.duration else None
+            video_span = vdur
             num_frames = v.frames
-            if not num_frames:  # container without a frame count (mkv, webm, ts): count packets, no decoding
-                num_frames = sum(1 for pkt in container.demux(v) if pkt.size)
-                container.seek(0)
-            try:
-                first = next(container.decode(v), None)
-            except av.error.FFmpegError as e:
-                raise TruncatedMediaError(f"{path}: cannot decode the first video frame: {e}") from e
-            if first is None:
-                raise TruncatedMediaError(f"{path}: video stream has no decodable frame")
+            video_start = stream_time(v, v.start_time) if v.start_time is not None else 0.0
+            if spans is not None:
+                sp = spans[v.index]
+                num_frames = sp["count"] if not num_frames else num_frames
+                timestamps = sp["timed"] > 0
+                if timestamps:
+                    starts.append(sp["start"])
+                    ends.append(sp["end"])
+                    video_start = sp["start"] if v.start_time is None else video_start
+                    video_span = sp["end"] - sp["start"]
+                elif rate:
+                    starts.append(0.0)
+                    ends.append(sp["count"] / float(rate))
+                    video_span = sp["count"] / float(rate)
+            first = _first_frame(container, v, path)
             info.update(fps=float(rate) if rate else None, width=v.codec_context.width,
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
-                        video_start=stream_time(v, v.start_time))
-            if vdur:
-                durations.append(vdur)
-        if container.streams.audio:
-            a = container.streams.audio[0]
-            sr = a.codec_context.sample_rate
-            if a.duration:
-                num_samples = int(round(stream_time(a, a.duration) * sr))
-                durations.append(stream_time(a, a.duration))
+                        video_start=video_start, timestamps=timestamps, video_duration=video_span)
+        audio_span = None
+        if a is not None:
+            if spans is not None and spans[a.index]["timed"]:
+                sp = spans[a.index]
+                starts.append(sp["start"])
+                ends.append(sp["end"])
+                audio_span = sp["end"] - sp["start"]
+            info.update(sample_rate=int(a.codec_context.sample_rate), channels=int(a.codec_context.channels),
+                        audio_codec=a.codec_context.name,
+                        audio_start=stream_time(a, a.start_time) if a.start_time is not None
+                        else (spans[a.index]["start"] or 0.0) if spans is not None else 0.0)
+        if spans is None:
+            durations = [d for d in (container_dur, vdur if v is not None else None,
+                                     stream_time(a, a.duration) if a is not None and a.duration else None) if d]
+            duration = float(durations[0]) if durations else 0.0
+            info["duration_source"] = "header"
+        else:
+            duration = max(ends) - min(starts) if ends else float(container_dur or 0.0)
+            info["duration_source"] = "packets" if ends else "header"
+            if container_dur is not None and ends and abs(container_dur - duration) > 0.1:
+                log.info("%s: container states %.3f s, the packets span %.3f s: using the packets", path,
+                         container_dur, duration)
+        if a is not None:
+            sr = info["sample_rate"]
+            if a.duration and spans is None:
+                n = stream_time(a, a.duration)
             else:
-                num_samples = int(round(max(durations, default=0.0) * sr))
-            info.update(sample_rate=int(sr), channels=int(a.codec_context.channels), num_samples=num_samples,
-                        audio_codec=a.codec_context.name, audio_start=stream_time(a, a.start_time))
-        info["duration"] = float(durations[0] if durations else 0.0)
+                n = audio_span if audio_span is not None else duration
+            info["num_samples"] = int(round(n * sr))
+        info["duration"] = float(duration)
+        if v is not None and not info.get("video_duration"):
+            info["video_duration"] = float(duration)
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: probing failed: {e}") from e
+        raise media_error(path, "probing failed", e) from e
     finally:
         container.close()
     result = MediaInfo(**info)

@@ -11,6 +11,11 @@ Only the window is decoded: the reader seeks to the keyframe at or before ``star
 B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
 Pixels are converted to RGB24 by FFmpeg's swscale in the calling thread (`frame_to_rgb`).
 
+Damaged and timestamp-less input: a packet the decoder rejects is skipped, counted and logged (`DecodeReport`),
+as FFmpeg's own tools do; a stream whose frames carry no timestamps (raw H.264, some elementary streams) gets
+``start_time + i / fps`` for its ``i``-th frame and is decoded from the start (such files cannot be sought in).
+The frame rate is the stream's average rate, else FFmpeg's guessed rate (Ogg streams have no average rate).
+
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
 """
@@ -27,7 +32,16 @@ import torch
 import torch.nn.functional as F
 
 from visualsound.media.errors import MediaWindowError, NoVideoStreamError, TruncatedMediaError
-from visualsound.media.info import PathLike, check_window, display_rotation, open_media, stream_time
+from visualsound.media.info import (
+    DecodeReport,
+    PathLike,
+    check_window,
+    decode_tolerant,
+    display_rotation,
+    media_error,
+    open_media,
+    stream_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +70,14 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
-               apply_rotation: bool = False) -> torch.Tensor:
+               apply_rotation: bool = False, report: DecodeReport | None = None) -> torch.Tensor:
     """Decode the frames of ``[start, start + duration)`` resampled to `fps` (see the module docstring rule).
 
     ``duration=None`` reads to the end of the video; ``fps=None`` returns the native frames whose presentation
     time lies in the window. Returns uint8 ``[T, H, W, 3]`` RGB with ``T = round(duration * fps)`` (fewer when
     the window runs past the end). Raises `NoVideoStreamError`, `MediaWindowError` (bad window, or ``start`` at
-    or after the end of the video) and `TruncatedMediaError` (undecodable data).
+    or after the end of the video) and `TruncatedMediaError` (undecodable data). Packets the decoder rejects are
+    skipped and counted in `report` (see the module docstring).
     """
     check_window(start, duration)
     if fps is not None and fps <= 0:
@@ -73,9 +88,16 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
             raise NoVideoStreamError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = _decode_window(container, stream, start, duration, fps, path)
+        try:
+            frames = _decode_window(container, stream, start, duration, fps, path, report)
+        except _Unseekable:  # a failed seek leaves the demuxer unusable: reopen and decode from the start
+            container.close()
+            container = open_media(path)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = _decode_window(container, stream, start, duration, fps, path, report, seekable=False)
     except av.error.FFmpegError as e:
-        raise TruncatedMediaError(f"{path}: video decoding failed: {e}") from e
+        raise media_error(path, "video decoding failed", e, TruncatedMediaError) from e
     finally:
         container.close()
     if apply_rotation and frames:
@@ -87,33 +109,71 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     return torch.from_numpy(np.stack(frames))
 
 
-def _seek_decoder(container, stream, target: float, first_time: float):
-    """Yield ``(time, frame)`` in presentation order from a keyframe at or before `target` seconds."""
+def stream_rate(stream: av.video.stream.VideoStream) -> float | None:
+    """Frames per second of a video stream: its average rate, else FFmpeg's guessed rate, else its base rate."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else None
+
+
+def timed_frames(frames, stream, first_time: float, default_dur: float):
+    """Yield ``(seconds, frame)``; a frame without a timestamp is placed one frame duration after the previous
+    one (the first at `first_time`)."""
+    t_prev, d_prev = None, default_dur
+    for frame in frames:
+        if frame.time is not None:
+            t = float(frame.time)
+        else:
+            t = first_time if t_prev is None else t_prev + d_prev
+        d_prev = float(frame.duration * stream.time_base) if frame.duration else default_dur
+        t_prev = t
+        yield t, frame
+
+
+class _Unseekable(Exception):
+    """The demuxer refused the first seek (no timestamps or index): reopen and decode from the start."""
+
+
+def _seek_decoder(container, stream, target: float, first_time: float, path, report, seekable: bool = True):
+    """Yield ``(time, frame)`` in presentation order from a keyframe at or before `target` seconds (from the
+    first packet when `target` is at the start or not `seekable`). Raises `_Unseekable` when the first seek
+    fails."""
+    rate = stream_rate(stream)
+    default_dur = 1.0 / rate if rate else 0.04
     back = 0.0
+    fresh = True  # nothing read yet: decoding from the start needs no seek
     while True:
         seek_to = target - back
-        if seek_to > first_time + _EPS:
-            container.seek(int(math.floor(seek_to / stream.time_base)), stream=stream, backward=True)
-        else:
-            container.seek(stream.start_time or 0, stream=stream, backward=True)
-        gen = container.decode(stream)
+        if not seekable:
+            seek_to = first_time
+        try:
+            if seek_to > first_time + _EPS:
+                container.seek(int(math.floor(seek_to / stream.time_base)), stream=stream, backward=True)
+            elif not fresh:
+                container.seek(stream.start_time or 0, stream=stream, backward=True)
+        except av.error.FFmpegError as e:
+            if not fresh:
+                raise
+            log.debug("%s: cannot seek (%s); decoding from the start", path, e)
+            raise _Unseekable() from e
+        fresh = False
+        gen = timed_frames(decode_tolerant(container, stream, path, report), stream, first_time, default_dur)
         first = next(gen, None)
         if first is None:
             return
-        t = float(first.time) if first.time is not None else first_time
+        t = first[0]
         if t <= target + _EPS or seek_to <= first_time + _EPS:
-            yield t, first
-            for frame in gen:
-                yield (float(frame.time) if frame.time is not None else t), frame
+            yield first
+            yield from gen
             return
         log.debug("seek to %.3f s landed at %.3f s > %.3f s; seeking further back", seek_to, t, target)
         back = max(1.0, 2 * back)
 
 
-def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[np.ndarray, int]]:
+def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True
+                   ) -> list[tuple[np.ndarray, int]]:
     first_time = stream_time(stream, stream.start_time)
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    default_frame_dur = 1.0 / float(rate) if rate else 0.04
+    rate = stream_rate(stream)
+    default_frame_dur = 1.0 / rate if rate else 0.04
     end = math.inf if duration is None else start + duration
     if fps is not None and duration is not None:
         n_out = int(round(duration * fps))
@@ -139,7 +199,7 @@ def _decode_window(container, stream, start, duration, fps, path) -> list[tuple[
     prev_time = None
     last_dur = default_frame_dur
     decoded, first_decoded = 0, None
-    for t, frame in _seek_decoder(container, stream, start, first_time):
+    for t, frame in _seek_decoder(container, stream, start, first_time, path, report, seekable):
         decoded += 1
         if first_decoded is None:
             first_decoded = t

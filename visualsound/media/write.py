@@ -1,12 +1,31 @@
 """Writing H.264 (yuv420p) + AAC mp4 files: `write_video` (frames, optional audio) and `mux_audio` (replace the
-audio of an existing video; an H.264 video stream is copied without re-encoding)."""
+audio of an existing video, keeping every frame at its time).
+
+`mux_audio` rules (what a generated mp4 shows is what the input showed, with the new audio under it):
+
+* **Frames and times.** An H.264 stream whose packets carry timestamps is copied packet by packet (no quality
+  loss), whatever the container (mp4, mov, MKV, WebM, MPEG-TS, ...). Packets without a DTS (Matroska stores only
+  presentation times; FFmpeg's mp4 muxer drops such packets, which used to lose the whole first GOP) get one
+  synthesised from the presentation times: the sorted pts shifted by the stream's largest reordering delay, so
+  every DTS is <= its pts and strictly increasing. Every other input (VP8/VP9, MPEG-1/2/4, Theora, ..., or
+  H.264 without timestamps) is decoded and re-encoded to H.264 yuv420p with **each frame keeping its own
+  presentation time** (variable frame rates stay variable; frames without a timestamp are placed
+  ``1 / fps`` apart). Packets the decoder rejects are skipped and counted (`DecodeReport`).
+* **Start time.** A video that starts at ``t0 > 0`` keeps ``t0``; the audio is placed at ``t0`` too, so its first
+  sample plays with the first frame (to within 1 ms; the mp4 then keeps the AAC encoder's 1024-sample priming
+  frame just before ``t0``, which decodes to near-silence).
+* **Rotation.** The display rotation (display matrix) is written to the output, so players turn the picture as
+  they turned the input.
+* **Odd sizes.** H.264 4:2:0 needs even sizes: a re-encoded frame of odd width or height (e.g. 720x405) gets
+  one column / row repeating its edge (720x406); the picture is kept whole, nothing is cropped or scaled.
+  A copied H.264 stream keeps its own size (H.264 codes odd sizes by cropping).
+* **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +34,16 @@ import av
 import numpy as np
 import torch
 
-from visualsound.media.errors import MediaError, MediaWriteError, NoVideoStreamError
-from visualsound.media.info import PathLike, open_media
+from visualsound.media.errors import MediaError, MediaWriteError
+from visualsound.media.info import (
+    DecodeReport,
+    PathLike,
+    decode_tolerant,
+    ffmpeg_reason,
+    media_error,
+    open_media,
+)
+from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +61,10 @@ def as_rate(fps: float | Fraction) -> Fraction:
     return Fraction(fps).limit_denominator(1000)
 
 
-@contextlib.contextmanager
-def _atomic_media_path(path: PathLike) -> Iterator[str]:
-    """A temporary path next to `path` (same suffix, so FFmpeg can reopen it for ``+faststart``) that replaces
-    `path` on success and is removed on failure. (`atomic_open` gives a file object; the mp4 muxer needs a name.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _atomic_media_path(path: PathLike) -> contextlib.AbstractContextManager[str]:
+    """A temporary path next to `path` (same suffix, so FFmpeg picks the muxer and can reopen it for
+    ``+faststart``) that replaces `path` on success and is removed on failure (`atomic_path`)."""
+    return atomic_path(path, suffix=Path(path).suffix or ".mp4")
 
 
 @contextlib.contextmanager
@@ -57,7 +73,7 @@ def _ffmpeg_errors(what: str) -> Iterator[None]:
     try:
         yield
     except av.error.FFmpegError as e:
-        raise MediaError(f"{what} failed: {e}") from e
+        raise MediaError(f"{what} failed: {ffmpeg_reason(e)}") from e
 
 
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -82,13 +98,14 @@ def _add_aac(container, sample_rate: int, channels: int, bit_rate: int | None):
     return stream
 
 
-def _encode_audio(container, stream, a: np.ndarray, sample_rate: int) -> None:
+def _encode_audio(container, stream, a: np.ndarray, sample_rate: int, start: int = 0) -> None:
+    """Encode `a` ``[C, N]`` into `stream`, its first sample at sample `start` of the timeline."""
     layout = "stereo" if a.shape[0] == 2 else "mono"
     a = np.clip(a, -1.0, 1.0)
     for i in range(0, a.shape[1], _AAC_FRAME):
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(a[:, i:i + _AAC_FRAME]), format="fltp", layout=layout)
         frame.sample_rate = int(sample_rate)
-        frame.pts = i
+        frame.pts = start + i
         for pkt in stream.encode(frame):
             container.mux(pkt)
     for pkt in stream.encode(None):
@@ -149,55 +166,146 @@ def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: i
             container.close()
 
 
+_COPY_CODECS = ("h264",)  # copied into mp4 as they are; everything else is re-encoded to H.264
+_ENCODE_TIME_BASE = Fraction(1, 90000)  # re-encoded frame times are kept to 1/90000 s
+
+
+def synthesize_dts(pts: list[int]) -> list[int]:
+    """Decode timestamps for packets (in decode order) that have presentation times `pts` but no DTS: the sorted
+    pts shifted back by the largest reordering delay, so that ``dts[i] <= pts[i]`` and the DTS strictly
+    increase (the presentation times must be distinct)."""
+    order = sorted(pts)
+    delay = max(0, max(o - p for o, p in zip(order, pts)))
+    return [o - delay for o in order]
+
+
+def _copy_plan(container, vin, path: PathLike) -> list | None:
+    """The packets of `vin` (all read) with a DTS everywhere, or None when the stream cannot be copied (not
+    H.264, packets without presentation times, repeated presentation times)."""
+    if vin.codec_context.name not in _COPY_CODECS:
+        return None
+    packets = [p for p in container.demux(vin) if p.size]
+    if not packets or any(p.pts is None for p in packets):
+        log.info("%s: video packets without timestamps; re-encoding", path)
+        return None
+    pts = [p.pts for p in packets]
+    if len(set(pts)) != len(pts):
+        log.info("%s: repeated video timestamps; re-encoding", path)
+        return None
+    dts = [p.dts for p in packets]
+    if any(d is None for d in dts) or any(b <= a for a, b in zip(dts, dts[1:])) or any(
+            d > q for d, q in zip(dts, pts)):
+        log.info("%s: %d of %d video packets lack a usable DTS (as Matroska stores them); synthesising them from "
+                 "the presentation times", path, sum(d is None for d in dts), len(dts))
+        for p, d in zip(packets, synthesize_dts(pts)):
+            p.dts = d
+    return packets
+
+
+def _even_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """`frame` as yuv420p; an odd width / height gets one column / row repeating its edge (picture kept whole)."""
+    w, h = frame.width, frame.height
+    if w % 2 == 0 and h % 2 == 0:
+        return frame.reformat(format="yuv420p")
+    rgb = frame.to_ndarray(format="rgb24")
+    rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+
+
+def _encode_one(out, vout, pts: int, frame: av.VideoFrame, duration: int) -> None:
+    """Encode `frame` at `pts` lasting `duration` (both in `_ENCODE_TIME_BASE`) and mux what comes out."""
+    f = _even_frame(frame)
+    f.pts, f.time_base, f.duration = pts, _ENCODE_TIME_BASE, duration
+    for pkt in vout.encode(f):
+        out.mux(pkt)
+
+
 def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int, out_path: PathLike, *,
-              trim_audio: bool = True, crf: int = 18, preset: str = "veryfast") -> None:
+              trim_audio: bool = True, crf: int = 18, preset: str = "veryfast",
+              report: DecodeReport | None = None) -> str:
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
-    An H.264 video stream is copied packet by packet (no quality loss); any other codec is re-encoded to H.264
-    yuv420p at its average frame rate (frame ``i`` at ``i / fps``; 25 fps, with a warning, when it has none).
-    The source's own audio is dropped. With `trim_audio`, audio longer than the video is cut to the video's
-    duration. Raises `NoVideoStreamError` when `video_path` has no video, `MediaError` when FFmpeg fails.
+    Frames keep their times, start time and rotation (see the module docstring: H.264 with timestamps is
+    copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time; odd
+    sizes are padded by one edge row / column). The audio starts with the first frame; with `trim_audio` audio
+    longer than the video's span is cut. The source's own audio is dropped. Returns ``"copy"`` or
+    ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video, `MediaError` (naming the file)
+    when FFmpeg fails; re-encoded packets the decoder rejects are skipped and counted in `report`.
     """
+    from visualsound.media.info import probe
+    from visualsound.media.video import stream_rate, timed_frames
+
     a = _check_audio(audio, sample_rate)
     if Path(video_path).resolve() == Path(out_path).resolve():
         raise MediaWriteError(f"mux_audio cannot overwrite its input {video_path}; choose another out_path")
+    info = probe(video_path, require_video=True)
+    t0 = float(info.video_start or 0.0)
+    span = info.video_duration or info.duration
+    if trim_audio and span:
+        a = a[:, :int(round(span * sample_rate))]
     src = open_media(video_path)
+    mode = "copy"
     try:
-        if not src.streams.video:
-            raise NoVideoStreamError(f"{video_path}: no video stream to mux audio onto")
         vin = src.streams.video[0]
-        if trim_audio and vin.duration:
-            max_n = int(round(float(vin.duration * vin.time_base) * sample_rate))
-            a = a[:, :max_n]
+        packets = _copy_plan(src, vin, video_path)
+        if packets is None:
+            src.close()
+            src = open_media(video_path)  # reopen rather than seek back: some files cannot seek
+            vin = src.streams.video[0]
+            mode = "re-encode"
         with _atomic_media_path(out_path) as tmp:
             out = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
             try:
-                if vin.codec_context.name == "h264":
+                if packets is not None:
                     vout = out.add_stream_from_template(vin)
+                    if info.rotation:
+                        vout.set_display_rotation(info.rotation)
                     As = _add_aac(out, sample_rate, a.shape[0], None)
-                    for pkt in src.demux(vin):
-                        if pkt.dts is None:
-                            continue
+                    default_dur = int(round(1 / (stream_rate(vin) or 25) / vin.time_base))
+                    for pkt in packets:
+                        if not pkt.duration:
+                            pkt.duration = default_dur
                         pkt.stream = vout
                         out.mux(pkt)
                 else:
-                    src_rate = vin.average_rate or vin.guessed_rate
-                    if not src_rate:
-                        log.warning("%s: the video stream has no frame rate; re-encoding at 25 fps", video_path)
-                    rate = as_rate(src_rate or 25)
-                    vout = _add_h264(out, rate, vin.codec_context.width, vin.codec_context.height, crf, preset, None)
+                    rate = stream_rate(vin)
+                    if not rate:
+                        log.warning("%s: the video stream has no frame rate; timing frames without timestamps "
+                                    "at 25 fps", video_path)
+                    rate = as_rate(rate or 25)
+                    w, h = vin.codec_context.width, vin.codec_context.height
+                    if w % 2 or h % 2:
+                        log.info("%s: %dx%d frames are padded to %dx%d (one edge column / row repeated) for "
+                                 "H.264 4:2:0", video_path, w, h, w + w % 2, h + h % 2)
+                    vout = _add_h264(out, rate, w + w % 2, h + h % 2, crf, preset, None)
+                    # no B-frames: decode order = presentation order, so the mp4's sample durations (DTS deltas)
+                    # are the frames' own durations and a variable-rate track ends where its last frame ends
+                    vout.options = {**vout.options, "bf": "0"}
+                    vout.codec_context.time_base = _ENCODE_TIME_BASE
+                    if info.rotation:
+                        vout.set_display_rotation(info.rotation)
                     As = _add_aac(out, sample_rate, a.shape[0], None)
-                    for i, frame in enumerate(src.decode(vin)):
-                        f = frame.reformat(format="yuv420p")
-                        f.pts, f.time_base = i, 1 / rate  # frame-index timestamps
-                        for pkt in vout.encode(f):
-                            out.mux(pkt)
+                    frames = decode_tolerant(src, vin, video_path, report)
+                    held = None  # (pts, frame): encoded once the next frame's time gives its duration
+                    for t, frame in timed_frames(frames, vin, t0, 1.0 / float(rate)):
+                        pts = int(round(t / _ENCODE_TIME_BASE))
+                        if held is not None and pts <= held[0]:
+                            log.debug("%s: dropping a frame with a repeated time %.6f s", video_path, t)
+                            continue
+                        if held is not None:
+                            _encode_one(out, vout, *held, pts - held[0])
+                        held = (pts, frame)
+                    if held is not None:
+                        last = held[1]
+                        dur = (float(last.duration * vin.time_base) if last.duration else 1.0 / float(rate))
+                        _encode_one(out, vout, *held, max(1, int(round(dur / _ENCODE_TIME_BASE))))
                     for pkt in vout.encode(None):
                         out.mux(pkt)
-                _encode_audio(out, As, a, sample_rate)
+                _encode_audio(out, As, a, sample_rate, start=int(round(t0 * sample_rate)))
             finally:
                 out.close()
     except av.error.FFmpegError as e:
-        raise MediaError(f"muxing audio onto {video_path} failed: {e}") from e
+        raise media_error(video_path, f"muxing audio into {out_path} failed", e) from e
     finally:
         src.close()
+    return mode

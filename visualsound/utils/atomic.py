@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary file in the target directory, fsync, then `os.replace`.
 
 A process killed at any moment leaves either the old file (or nothing) or the complete new file, never a
-partial one under the final name.
+partial one under the final name. Files are created with the mode a plain ``open()`` would give them
+(``0o666`` minus the process umask), not the ``0o600`` of `tempfile.mkstemp`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,49 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc/self/status`` where it exists, else by setting and restoring it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_sibling(path: Path, suffix: str) -> tuple[int, str]:
+    """``(fd, name)`` of a new hidden temporary file next to `path`, with the mode ``open()`` would give."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file name next to `path` (ending in `suffix`, e.g. the media suffix a muxer needs) for a
+    writer that wants a name rather than a file object; it replaces `path` on success and is removed on failure."""
+    path = Path(path)
+    fd, tmp = _temp_sibling(path, suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of `path` for writing; on success it replaces `path` atomically.
@@ -24,8 +68,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     if "w" not in mode:
         raise ValueError(f"atomic_open needs a write mode, got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_sibling(path, ".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f

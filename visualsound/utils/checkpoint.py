@@ -116,11 +116,63 @@ def restricted_torch_load(path: str | os.PathLike, map_location: Any = "cpu") ->
     return obj
 
 
+# What a file that is not a torch checkpoint usually is, by its first bytes (for the error message only).
+_FILE_KINDS: tuple[tuple[bytes, int, str], ...] = (
+    (b"RIFF", 0, "a RIFF file (WAV audio or AVI video)"),
+    (b"ftyp", 4, "an MP4 / MOV / M4A media file"),
+    (b"\x1aE\xdf\xa3", 0, "a Matroska / WebM media file"),
+    (b"OggS", 0, "an Ogg media file"),
+    (b"fLaC", 0, "a FLAC audio file"),
+    (b"ID3", 0, "an MP3 audio file"),
+    (b"\x00\x00\x01\xba", 0, "an MPEG program stream"),
+    (b"\x00\x00\x01\xb3", 0, "an MPEG video elementary stream"),
+    (b"\x1f\x8b", 0, "a gzip archive (a .tar.gz still to be extracted?)"),
+    (b"\x89HDF", 0, "an HDF5 file (Keras / TensorFlow weights?)"),
+    (b"\x93NUMPY", 0, "a NumPy .npy array"),
+    (b"PAR1", 0, "a Parquet table"),
+)
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """A short guess of what `path` holds from its first bytes (``"an empty file"``, ``"a RIFF file (WAV audio or
+    AVI video)"``, ``"a text file"``, ...), for error messages about files of the wrong kind."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    for magic, offset, kind in _FILE_KINDS:
+        if head[offset:offset + len(magic)] == magic:
+            return kind
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "a tar archive"
+    if head[:1] == b"\x80":
+        return "a pickle"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of unknown kind"
+    first = text.lstrip()[:1]
+    return "a JSON file" if first in "{[" and first else "a text file"
+
+
+def _looks_like_torch_file(path: str | os.PathLike) -> bool:
+    """A ``torch.save`` file is a zip archive (since torch 1.6) or a legacy pickle (first byte: protocol 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``; falls back to `restricted_torch_load` for files that pickle foreign
-    objects (never to an unrestricted unpickler). A missing or unreadable file raises `CheckpointError`."""
+    objects (never to an unrestricted unpickler). A missing file, a file that is not a ``torch.save`` file (its
+    first bytes are neither a zip archive nor a pickle) and any file the unpicklers fail on raise a one-line
+    `CheckpointError` naming the file and saying what it looks like (`describe_file`)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: it looks like {describe_file(path)}")
     try:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -128,9 +180,12 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             log.info("%s is not a plain weights file (%s); reading it with the restricted unpickler", path,
                      str(e).splitlines()[0])
         return restricted_torch_load(path, map_location=map_location)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'empty or truncated file'})") from e
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 -- arbitrary bytes make the unpickler fail in arbitrary ways
+        first = str(e).splitlines()[0] if str(e) else "empty or truncated file"
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: it looks like {describe_file(path)} "
+                              f"({type(e).__name__}: {first})") from e
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,14 @@ class LazyGroup(click.Group):
             sys.exit(2)
 
 
+def threads_option(func: Any) -> Any:
+    """The shared ``--threads N`` option of the CPU-heavy commands (apply it with
+    `visualsound.utils.threads.set_threads`)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for the model in this process (default: torch's, one per core); decode "
+                             "workers use one thread each.")(func)
+
+
 def setup_logging(verbose: int) -> None:
     """CLI logging: WARNING by default, INFO with -v, DEBUG with -vv."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
