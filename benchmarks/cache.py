@@ -164,14 +164,25 @@ class FeatureCache:
         self._write_manifest()
 
     def get_or_compute(self, items: Sequence[tuple[str, Mapping[str, Any]]], compute: Callable[[str], Any],
-                       desc: str = "features", progress: bool = False) -> dict[str, Any]:
+                       desc: str = "features", progress: bool = False,
+                       failures: dict[str, str] | None = None) -> dict[str, Any]:
         """Features of ``[(clip id, source fingerprint)]``: stored ones are read, the others computed with
-        ``compute(clip_id)`` and stored; the manifest is flushed at the end."""
+        ``compute(clip_id)`` and stored; the manifest is flushed at the end. With a `failures` dict, a clip whose
+        ``compute`` raises a `ToolkitError` (an unreadable or too short file) is recorded there with the message
+        and left out of the result (nothing is stored for it, so a later run tries again); without one it
+        raises."""
         out: dict[str, Any] = {}
         for clip_id, source in tqdm(items, desc=desc, unit="clip", disable=not progress):
             found, value = self.lookup(clip_id, source)
             if not found:
-                value = compute(clip_id)
+                try:
+                    value = compute(clip_id)
+                except ToolkitError as e:
+                    if failures is None:
+                        raise
+                    failures[clip_id] = f"{type(e).__name__}: {e}"
+                    log.warning("%s: %s left out: %s", desc, clip_id, failures[clip_id])
+                    continue
                 self.store(clip_id, source, value)
             out[clip_id] = value
         self.flush()

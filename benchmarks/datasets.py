@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from visualsound.errors import ToolkitError
+from visualsound.media.formats import VIDEO_EXTENSIONS
 from visualsound.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,7 @@ VAS_DROPPED_CLASSES = ("fireworks",)
 VGGSOUND_SPARSE_SIZE = 444
 AV_BENCHMARK_WINDOW_SEC = 8.0
 MIN_CLIP_SEC = 1.0  # VGGish needs one 0.975 s example; shorter clips are rejected at build time
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".mpv", ".m2v", ".ts",
-                    ".m2ts", ".mts", ".ogv", ".flv", ".wmv", ".3gp")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".opus", ".m4a", ".aac")  # GT audio files (videos count too)
 
 
 class DatasetError(ToolkitError):

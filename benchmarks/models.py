@@ -3,11 +3,12 @@
 * ``ground-truth``: the clip's own audio in its evaluation window (the upper bound; one sample per clip).
 * ``dir:PATH``: another model's precomputed outputs, matched to clip ids exactly: ``PATH/<clip id>.<ext>`` (one
   sample) or ``PATH/<clip id>/<any name>.<ext>`` (several samples, in name order); ``ext`` is wav, flac, mp4 or
-  m4a (the audio stream is used). When one clip has several files (``vaura generate`` writes ``<stem>.wav`` next
-  to ``<stem>.mp4``), the lossless one is used: wav, then flac, then m4a, then mp4; a wav and a flac of one clip
-  are ambiguous and refused. Nothing is matched by partial names. Each output is evaluated from its start for
-  the clip's window length (longer outputs are cut, as the ground truth is). The adapter also lists every
-  top-level audio file by stem (`ModelOutputs.files`): the av-benchmark protocol pairs those by its own rules.
+  m4a (the audio stream is used). When one clip or sample has several files of one stem (``vaura generate``
+  writes ``<stem>.wav`` next to ``<stem>.mp4``), the lossless one is used: wav, then flac, then m4a, then mp4;
+  a wav and a flac of one stem are ambiguous and refused. Nothing is matched by partial names. Each output is
+  evaluated from its start for the clip's window length (longer outputs are cut, as the ground truth is). The
+  adapter also lists every top-level audio file by stem (`ModelOutputs.files`): the av-benchmark protocol pairs
+  those by its own rules.
 * ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (checkpoint checksum,
   sampling parameters, clip, window, seed).
 
@@ -140,8 +141,12 @@ class DirModel:
         single = [self.directory / f"{clip_id}{ext}" for ext in AUDIO_SUFFIXES]
         single = [p for p in single if p.is_file()]
         folder = self.directory / clip_id
-        many = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES) \
-            if folder.is_dir() else []
+        by_stem: dict[str, list[Path]] = {}
+        if folder.is_dir():  # one sample per stem: `vaura generate` writes <i>.wav next to <i>.mp4
+            for p in sorted(folder.iterdir()):
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_SUFFIXES:
+                    by_stem.setdefault(p.stem, []).append(p)
+        many = [self._pick(files, f"clip {clip_id} sample {stem!r}") for stem, files in sorted(by_stem.items())]
         if single and many:
             raise ModelError(f"dir model: clip {clip_id} has both {single[0].name} and a folder of samples")
         return [self._pick(single, f"clip {clip_id}")] if single else many

@@ -296,3 +296,23 @@ def test_metric_subsets_write_separate_results(synth, tmp_path: Path) -> None:
                                                                 metrics=["fad"]))
     assert kld["_path"] != fad["_path"] and list(kld["metrics"]) == ["kld"]
     assert load_result(kld["_path"])["metrics"].keys() == {"kld"}
+
+
+def test_one_bad_clip_never_aborts_an_evaluation(synth, tmp_path: Path) -> None:
+    """A generated file that reads but is too short for VGGish (0.5 s) is left out of FAD, listed with the reason,
+    and every metric is still computed from the other samples."""
+    from visualsound.media import read_audio, write_wav
+
+    _, ds = synth
+    out = tmp_path / "model"
+    _write_outputs(ds, out, ds.ids[1:])
+    short = read_audio(ds.clips[0].video, duration=0.5, sample_rate=44100)
+    write_wav(out / f"{ds.ids[0]}.wav", short, 44100)
+    result = evaluate(ds, make_model(f"dir:{out}"), EvalOptions(out_dir=tmp_path / "res", debug_weights=True))
+    key = f"{ds.ids[0]}#0"
+    assert list(result["excluded"]) == [key] and result["excluded"][key].startswith("fad: ")
+    assert "0.975" in result["excluded"][key] or "too short" in result["excluded"][key].lower()
+    assert all(v is not None for v in result["metrics"].values())
+    assert result["metric_details"]["fad"]["num_generated_samples"] == 2
+    assert any("fad: 1 clips or samples" in w for w in result["warnings"])
+    assert validate_result(result)

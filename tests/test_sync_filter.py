@@ -33,7 +33,6 @@ from vaura.sync_filter import (
     SyncFilterJobError,
     SynchformerWindows,
     filter_clips,
-    folder_index,
     load_clip,
 )
 from vaura.synchformer import preprocess as P
@@ -49,6 +48,7 @@ from visualsound.sync_io import (
     read_sync_results,
     sync_keep_mask,
 )
+from visualsound.vggsound import VGGSoundIndexError, index_folder
 
 FPS = 25
 DURATION = 7.2  # 180 frames: 16 windows at the default stride of 4 frames
@@ -142,7 +142,7 @@ def test_known_offsets_are_found_in_every_window_and_shifted_audio_is_rejected(s
                                                                                 tmp_path: Path) -> None:
     judge = EnvelopePredictor()
     cfg = SyncFilterConfig(workers=0, split="validation")  # threshold 5 of 16 windows
-    s = filter_clips(folder_index(shifted_clips), tmp_path, cfg, predictor=judge, progress=False)
+    s = filter_clips(index_folder(shifted_clips)[0], tmp_path, cfg, predictor=judge, progress=False)
     assert s.judged == 8 and s.statuses == {"ok": 8} and s.passed == 4
     df = read_sync_results(tmp_path).set_index("clip_id")
     for kind in ("flash", "drum"):
@@ -175,7 +175,7 @@ def test_the_judge_detects_misaligned_windows(shifted_clips: Path) -> None:
 
 def test_tolerance_count_and_thresholds_on_known_offsets(shifted_clips: Path, tmp_path: Path) -> None:
     """tol1 counts windows within one class (0.2 s) of offset 0; a 0.6 s shift is still out."""
-    index = folder_index(shifted_clips)
+    index = index_folder(shifted_clips)[0]
     index = index[index["clip_id"].str.startswith("flash")]
     cfg = SyncFilterConfig(workers=0, count_key="tol1", min_sync_windows=16)
     filter_clips(index, tmp_path, cfg, predictor=EnvelopePredictor(), progress=False)
@@ -323,8 +323,8 @@ def test_cli_plain_folder_needs_a_threshold(synth_set: dict[str, Path], tmp_path
     (tmp_path / "v").mkdir()
     for name in ("a.mp4", "a.webm"):
         (tmp_path / "v" / name).write_bytes(b"")
-    with pytest.raises(SyncFilterJobError, match="several files share a name"):
-        folder_index(tmp_path / "v")
+    with pytest.raises(VGGSoundIndexError, match="shared by several files"):
+        index_folder(tmp_path / "v")
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -347,14 +347,14 @@ def test_prediction_failure_is_the_clips_row_and_crashed_worker_is_blamed(shifte
 
     monkeypatch.setattr(SF, "load_clip", segfaulting)
     cfg = SyncFilterConfig(workers=2, clips_per_batch=2, min_sync_windows=5)
-    s = filter_clips(folder_index(shifted_clips), tmp_path, cfg, predictor=Flaky(), predictor_tag="envelope",
+    s = filter_clips(index_folder(shifted_clips)[0], tmp_path, cfg, predictor=Flaky(), predictor_tag="envelope",
                      progress=False)
     assert s.judged == 8 and s.statuses == {"error": 2, "ok": 6}
     df = read_sync_results(tmp_path).set_index("clip_id")
     assert "worker crashed" in df.loc["drum_2", "reason"]
     assert df.loc["flash_15", "reason"] == "RuntimeError: model exploded" and not df.loc["flash_15", "passed"]
     monkeypatch.setattr(SF, "load_clip", real)
-    s2 = filter_clips(folder_index(shifted_clips), tmp_path, cfg.replace(workers=0), predictor=EnvelopePredictor(),
+    s2 = filter_clips(index_folder(shifted_clips)[0], tmp_path, cfg.replace(workers=0), predictor=EnvelopePredictor(),
                       predictor_tag="envelope", progress=False)
     assert (s2.skipped, s2.judged, s2.statuses) == (6, 2, {"ok": 2})  # error rows are retried
     df = read_sync_results(tmp_path).set_index("clip_id")
@@ -364,7 +364,7 @@ def test_prediction_failure_is_the_clips_row_and_crashed_worker_is_blamed(shifte
 
 def test_new_threshold_redecides_without_the_model_and_recipes_do_not_mix(shifted_clips: Path,
                                                                           tmp_path: Path) -> None:
-    index = folder_index(shifted_clips)
+    index = index_folder(shifted_clips)[0]
     cfg = SyncFilterConfig(workers=0, min_sync_windows=5)
     filter_clips(index, tmp_path, cfg, predictor=EnvelopePredictor(), predictor_tag="envelope", progress=False)
 

@@ -74,7 +74,6 @@ DEBUG_CHECKPOINT_TAG = "debug-weights"
 RECIPE_KEYS = ("sync_version", "checkpoint_sha256", "debug_weights", "stride_frames", "max_seconds", "dtype")
 INDEX_COLUMNS = ("clip_id", "path", "label", "split")
 # video containers a plain folder is searched for (the shared list of visualsound.media replaces this once it lands)
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg", ".ogv", ".ts", ".flv", ".3gp")
 RESIZE_CHUNK = 32  # frames resized / normalised at once (bounds the temporary buffers)
 DECODE_CHUNK_SECONDS = 8.0  # full-size frames decoded at once
 
@@ -378,29 +377,6 @@ def _finish(row: dict[str, Any], cfg: SyncFilterConfig, debug_weights: bool) -> 
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def folder_index(videos: str | os.PathLike) -> pd.DataFrame:
-    """Every video file directly under `videos` (`VIDEO_SUFFIXES`, case-insensitive) as an index: ``clip_id`` (the
-    file stem), ``path``, ``label`` and ``split`` (null). Two files with one stem raise (their rows would collide)."""
-    root = Path(videos)
-    if not root.is_dir():
-        raise SyncFilterJobError(f"videos folder {root} does not exist")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                   and not p.name.startswith("."))
-    skipped = sorted(p.name for p in root.iterdir() if p.is_file() and p not in set(files))
-    if skipped:
-        log.warning("skipping %d files that are not videos (%s): %s", len(skipped), ", ".join(VIDEO_SUFFIXES),
-                    skipped[:20])
-    if not files:
-        raise SyncFilterJobError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {root}")
-    stems = Counter(p.stem for p in files)
-    dups = sorted(s for s, n in stems.items() if n > 1)
-    if dups:
-        raise SyncFilterJobError(f"{root}: several files share a name ({', '.join(dups[:5])}): clip ids come from "
-                                 "file names, so rename or move them")
-    return pd.DataFrame({"clip_id": [p.stem for p in files], "path": [str(p) for p in files],
-                         "label": [None] * len(files), "split": [None] * len(files)})
-
-
 # ------------------------------------------------------------------------------------------------ the job
 @dataclass
 class SyncFilterSummary:
@@ -468,7 +444,8 @@ def filter_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: SyncFi
     """Judge the clips of `index` that belong to `shard` and are not yet in `out_dir`; write result shards there.
 
     `index`: one row per clip with ``clip_id`` and ``path`` (optional ``label``, ``split``, ``exists``), e.g.
-    `visualsound.vggsound.index_clips` or `folder_index`. `predictor` replaces the Synchformer (tests; then
+    `visualsound.vggsound.index_clips` or `visualsound.vggsound.index_folder`. `predictor` replaces the
+    Synchformer (tests; then
     `predictor_tag` names it in the shards' ``checkpoint_sha256`` so that its rows never mix with a model's).
     `max_batches` stops after that many loader batches (an interrupted run).
     """

@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 
 from benchmarks.metrics.passt import PasstTagger, load_passt, passt_probs_batch, to_passt_input
 from visualsound.errors import ConfigError, ToolkitError
+from visualsound.media.formats import is_video_path
 from visualsound.utils.config import FrozenConfig, register_preset
 
 log = logging.getLogger(__name__)
 
 CROP_MODES = ("vaura-paper", "corrected")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 
 
 class KLDInputError(ToolkitError, ValueError):
@@ -191,7 +191,7 @@ class KLDResult:
 
 def read_kld_clip(path: str | os.PathLike, cfg: KLDConfig) -> tuple[torch.Tensor, int]:
     """One KLD input file -> (float32 ``[C, N]``, rate); video files go through the 24 kHz extraction rule."""
-    video = Path(path).suffix.lower() in VIDEO_SUFFIXES
+    video = is_video_path(path)
     return read_audio_file(path, resample_to=cfg.video_audio_rate if video else None)
 
 

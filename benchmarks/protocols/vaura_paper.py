@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from benchmarks.datasets import Dataset
 from benchmarks.models import Sample
 from benchmarks.protocols import EvaluationError, ProtocolRun
 from benchmarks.results import metric_keys
+from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _gt_samples(dataset: Dataset, ids: Sequence[str]) -> list[Sample]:
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def _run_fad(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+def _run_fad(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics.fad import fad_from_embeddings
     from benchmarks.metrics.vggish import load_vggish, vggish_embeddings
     from visualsound.media import probe, read_audio
@@ -71,24 +71,25 @@ def _run_fad(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]
         by_key = {s.key: s for s in samples}
         feats[name] = cache.get_or_compute([(s.key, _sample_source(s)) for s in samples],
                                            lambda k, by_key=by_key: embed(by_key[k]), desc=f"VGGish ({key})",
-                                           progress=options.progress)
+                                           progress=options.progress, failures=failed)
         caches[name] = cache.stats()
     value = fad_from_embeddings([v.numpy() for v in feats["gt"].values()], [v.numpy() for v in feats["gen"].values()])
     return value, {"extractor": {"checkpoint": ckpt, "sha256": sha}, "caches": caches,
-                   "num_reference_clips": len(gt), "num_generated_samples": len(gen)}
+                   "num_reference_clips": len(feats["gt"]), "num_generated_samples": len(feats["gen"])}
 
 
 def _kld_rate(path: str, cfg: Any) -> int:
     """The rate `read_kld_clip` returns for `path` (video audio is extracted at ``cfg.video_audio_rate``)."""
-    from benchmarks.metrics.kld import VIDEO_SUFFIXES
     from visualsound.media import probe
+    from visualsound.media.formats import is_video_path
 
-    if Path(path).suffix.lower() in VIDEO_SUFFIXES and cfg.video_audio_rate is not None:
+    if is_video_path(path) and cfg.video_audio_rate is not None:
         return int(cfg.video_audio_rate)
     return int(probe(path).sample_rate)
 
 
-def _run_kld(dataset, gt, gen, set_key, options, kld_config: str) -> tuple[float, dict[str, Any]]:
+def _run_kld(dataset, gt, gen, set_key, options, kld_config: str, failed: dict[str, str]
+             ) -> tuple[float, dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from benchmarks.metrics.kld import KLDConfig, kl_per_pair, prepare_pair, read_kld_clip
@@ -109,26 +110,35 @@ def _run_kld(dataset, gt, gen, set_key, options, kld_config: str) -> tuple[float
         have_gt, prob_gt = gt_cache.lookup(g.key, gt_src)
         have_gen, prob_gen = gen_cache.lookup(sample.key, _sample_source(sample))
         if not (have_gt and have_gen):
-            gt_audio, gt_sr = read_kld_clip(g.path, cfg)
-            gen_audio, gen_sr = read_kld_clip(sample.path, cfg)
-            gen_audio = gen_audio[:, int(sample.start_sec * gen_sr):]  # the ground-truth model's own window
-            w_gt, w_gen = prepare_pair(gt_audio, gt_sr, gen_audio, gen_sr, g.start_sec, cfg)
+            try:
+                gt_audio, gt_sr = read_kld_clip(g.path, cfg)
+                gen_audio, gen_sr = read_kld_clip(sample.path, cfg)
+                gen_audio = gen_audio[:, int(sample.start_sec * gen_sr):]  # the ground-truth model's own window
+                w_gt, w_gen = prepare_pair(gt_audio, gt_sr, gen_audio, gen_sr, g.start_sec, cfg)
+                if not have_gt:
+                    prob_gt = passt_probs_batch(model, [w_gt])[0]
+                if not have_gen:
+                    prob_gen = passt_probs_batch(model, [w_gen])[0]
+            except ToolkitError as e:  # one clip never aborts the run: it is left out and listed
+                failed[sample.key] = f"{type(e).__name__}: {e}"
+                log.warning("KLD: %s left out: %s", sample.key, failed[sample.key])
+                continue
             if not have_gt:
-                prob_gt = passt_probs_batch(model, [w_gt])[0]
                 gt_cache.store(g.key, gt_src, prob_gt)
             if not have_gen:
-                prob_gen = passt_probs_batch(model, [w_gen])[0]
                 gen_cache.store(sample.key, _sample_source(sample), prob_gen)
         p_gt.append(prob_gt)
         p_gen.append(prob_gen)
     gt_cache.flush()
     gen_cache.flush()
+    if not p_gt:
+        raise EvaluationError(f"KLD: no clip could be scored ({len(failed)} failed, e.g. {next(iter(failed.items()))})")
     pq = kl_per_pair(torch.stack(p_gt), torch.stack(p_gen), cfg.eps)
     return float(pq.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "config": cfg.to_dict(),
-                              "caches": {"gt": gt_cache.stats(), "gen": gen_cache.stats()}, "num_pairs": len(gen)}
+                              "caches": {"gt": gt_cache.stats(), "gen": gen_cache.stats()}, "num_pairs": len(p_gt)}
 
 
-def _run_ib(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+def _run_ib(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics import ib
 
     ckpt, sha = weights_checksum(ib.WEIGHTS_NAME, options.checkpoints.get("ib"), options.debug_weights)
@@ -142,19 +152,25 @@ def _run_ib(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
         [(s.key, _sample_source(s)) for s in gt],
         lambda k: ib.embed_video(model, ib.video_input(gt_by_key[k].path, gt_by_key[k].start_sec,
                                                         gt_by_key[k].duration_sec)),
-        desc="ImageBind video", progress=options.progress)
+        desc="ImageBind video", progress=options.progress, failures=failed)
     a = aud_cache.get_or_compute(
         [(s.key, _sample_source(s)) for s in gen],
         lambda k: ib.embed_audio(model, ib.audio_input(gen_by_key[k].path, gen_by_key[k].start_sec,
                                                         gen_by_key[k].duration_sec)),
-        desc=f"ImageBind audio ({set_key})", progress=options.progress)
+        desc=f"ImageBind audio ({set_key})", progress=options.progress, failures=failed)
     gt_key = {s.clip_id: s.key for s in gt}
-    scores = ib.ib_scores([v[gt_key[s.clip_id]] for s in gen], [a[s.key] for s in gen])
+    usable = [s for s in gen if s.key in a and gt_key[s.clip_id] in v]
+    for s in gen:
+        if s.key in a and gt_key[s.clip_id] not in v:
+            failed.setdefault(s.key, f"its clip's video failed: {failed.get(gt_key[s.clip_id], '')}")
+    if not usable:
+        raise EvaluationError(f"IB: no clip could be scored ({len(failed)} failed)")
+    scores = ib.ib_scores([v[gt_key[s.clip_id]] for s in usable], [a[s.key] for s in usable])
     return float(scores.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "scale": ib.SCALE,
                                   "caches": {"video": vid_cache.stats(), "audio": aud_cache.stats()}}
 
 
-def _run_sync(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]]:
+def _run_sync(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics import sync
 
     ckpt, sha = weights_checksum(sync.WEIGHTS_NAME, options.checkpoints.get("sync"), options.debug_weights)
@@ -171,9 +187,10 @@ def _run_sync(dataset, gt, gen, set_key, options) -> tuple[float, dict[str, Any]
         return sync.sync_features(model, frames, wave).to_tensor()
 
     cache = dataset_cache(options, dataset, set_key, "synchformer", sha, sync.SAMPLE_RATE,
-                   {"protocol": sync.PROTOCOL, "fps": sync.FPS})
+                          {"protocol": sync.PROTOCOL, "fps": sync.FPS})
     items = [(s.key, {**_sample_source(s), "video": _sample_source(gt_by_clip[s.clip_id])}) for s in gen]
-    feats = cache.get_or_compute(items, predict, desc=f"Synchformer ({set_key})", progress=options.progress)
+    feats = cache.get_or_compute(items, predict, desc=f"Synchformer ({set_key})", progress=options.progress,
+                                 failures=failed)
     offsets = {k: float(sync.SyncFeatures.from_tensor(t).offset_sec) for k, t in feats.items()}
     return sync.sync_score_ms(list(offsets.values())), {
         "extractor": {"checkpoint": ckpt, "sha256": sha}, "protocol": sync.PROTOCOL,
@@ -217,15 +234,21 @@ class VAuraPaperProtocol:
             raise EvaluationError(f"no clip of {dataset.name!r} has a usable output")
         gen = [s for cid in present for s in outputs.samples[cid]]
         gt = _gt_samples(dataset, present)
-        runners = {"fad": lambda: _run_fad(dataset, gt, gen, ctx.set_key, options),
-                   "kld": lambda: _run_kld(dataset, gt, gen, ctx.set_key, options, self.kld_config),
-                   "ib": lambda: _run_ib(dataset, gt, gen, ctx.set_key, options),
-                   "sync_ms": lambda: _run_sync(dataset, gt, gen, ctx.set_key, options)}
+        runners = {"fad": lambda f: _run_fad(dataset, gt, gen, ctx.set_key, options, f),
+                   "kld": lambda f: _run_kld(dataset, gt, gen, ctx.set_key, options, self.kld_config, f),
+                   "ib": lambda f: _run_ib(dataset, gt, gen, ctx.set_key, options, f),
+                   "sync_ms": lambda f: _run_sync(dataset, gt, gen, ctx.set_key, options, f)}
         run = ProtocolRun(counts={"clips": len(present), "samples": len(gen)})
         for m in ctx.metrics:
             t0 = time.perf_counter()
-            run.values[m], run.details[m] = runners[m]()
+            failed: dict[str, str] = {}  # sample or clip key -> why this metric left it out
+            run.values[m], run.details[m] = runners[m](failed)
             run.extractors[m] = run.details[m]["extractor"]
             run.seconds[m] = round(time.perf_counter() - t0, 3)
+            for key, why in failed.items():
+                run.excluded[key] = f"{run.excluded[key]}; {m}: {why}" if key in run.excluded else f"{m}: {why}"
+            if failed:
+                run.warnings.append(f"{m}: {len(failed)} clips or samples could not be read or scored and are "
+                                    f"left out (listed under 'excluded')")
             log.info("%s = %.4f (%.1f s)", m, run.values[m], run.seconds[m])
         return run

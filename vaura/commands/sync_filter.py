@@ -61,7 +61,7 @@ def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, s
     (V-AURA's thresholds: 25 for train, 5 for validation / test). One row per clip, failures included, in OUT."""
     import torch
 
-    from vaura.sync_filter import SyncFilterConfig, filter_clips, folder_index
+    from vaura.sync_filter import SyncFilterConfig, filter_clips
     from visualsound.scoring import parse_shard
 
     overrides = {"device": device, "dtype": dtype, "workers": workers, "split": split,
@@ -71,12 +71,9 @@ def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, s
     if threads is not None:
         torch.set_num_threads(threads)
     shard = parse_shard(shard_spec)
-    if csv_path is not None:
-        from visualsound.vggsound import index_clips
+    from visualsound.vggsound import index_clips, index_folder
 
-        index = index_clips(csv_path, videos, pattern)
-    else:
-        index = folder_index(videos)
+    index = index_clips(csv_path, videos, pattern) if csv_path is not None else index_folder(videos)[0]
     s = filter_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights,
                      weights_name=weights_name, shard=shard, max_batches=max_batches, progress=not no_progress)
     info = {"shard": f"{shard[0]}/{shard[1]}", "in_shard": s.in_shard, "skipped": s.skipped, "judged": s.judged,
