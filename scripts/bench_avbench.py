@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python scripts/bench_avbench.py                        # CPU, 1 thread, batch 4, 3 clips per stage
+    .venv/bin/python scripts/bench_avbench.py --threads 2 --batch 2 --clips 2 --heavy-clips 1   # what the README quotes
     .venv/bin/python scripts/bench_avbench.py --device cuda --batch 16 --clips 64 --threads 8
     .venv/bin/python scripts/bench_avbench.py --skip avb-ib-video --skip avb-sync-video   # audio side only
 
@@ -40,7 +41,13 @@ sys.path.insert(0, str(REPO))
 from benchmarks.evaluate import EvalOptions  # noqa: E402
 from benchmarks.protocols.avbench import audio as A  # noqa: E402
 from benchmarks.protocols.avbench import video as V  # noqa: E402
-from benchmarks.protocols.avbench.extract import AUDIO_EXTRACTORS, Extracted, Models, _audio_batch  # noqa: E402
+from benchmarks.protocols.avbench.extract import (  # noqa: E402
+    AUDIO_EXTRACTORS,
+    EXTRACTORS,
+    Extracted,
+    Models,
+    _audio_batch,
+)
 
 VGGSOUND_TEST_CLIPS = 15220
 LENGTH = 8.0
@@ -52,23 +59,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def paper_models(options: EvalOptions) -> Models:
-    """`Models` holding the paper-size architectures with random weights."""
+HEAVY = ("avb-ib-audio", "avb-ib-video", "avb-sync-video")  # full-size transformers: tens of seconds a clip on a CPU
+
+
+def paper_models(options: EvalOptions, keys: set[str]) -> Models:
+    """`Models` holding the paper-size architectures (only `keys`) with random weights."""
     from benchmarks.metrics.panns import load_panns
     from benchmarks.metrics.passt import load_passt
     from benchmarks.metrics.vggish import VGGish, VGGishConfig, init_random_
     from vaura.synchformer import load_sync_model
     from visualsound.imagebind import load_imagebind
 
-    models = Models(options)
     dev = options.device
-    models._loaded.update({
-        "panns": load_panns(debug_weights=True, config="paper", device=dev),
-        "vggish": init_random_(VGGish(VGGishConfig.preset("paper")), seed=0).eval().to(dev),
-        "passt": load_passt(debug_weights=True, config="paper", device=dev),
-        "ib": load_imagebind(debug_weights=True, config="huge", device=dev),
-        "sync": load_sync_model(debug_weights=True, config="paper", device=dev),
-    })
+    builders = {
+        "panns": lambda: load_panns(debug_weights=True, config="paper", device=dev),
+        "vggish": lambda: init_random_(VGGish(VGGishConfig.preset("paper")), seed=0).eval().to(dev),
+        "passt": lambda: load_passt(debug_weights=True, config="paper", device=dev),
+        "ib": lambda: load_imagebind(debug_weights=True, config="huge", device=dev),
+        "sync": lambda: load_sync_model(debug_weights=True, config="paper", device=dev),
+    }
+    models = Models(options)
+    models._loaded.update({k: builders[k]() for k in sorted(keys)})
     return models
 
 
@@ -86,9 +97,11 @@ def make_media(folder: Path) -> tuple[Path, Path]:
     return video, wav
 
 
-def time_stage(fn, clips: int, batch: int, device: str) -> dict[str, Any]:
-    """``fn(n)`` processes `n` clips; one warm-up batch, then `clips` clips timed in batches of `batch`."""
-    fn(min(batch, clips))
+def time_stage(fn, clips: int, batch: int, device: str, warmup: bool = True) -> dict[str, Any]:
+    """``fn(n)`` processes `n` clips; one warm-up batch (unless `warmup` is false), then `clips` clips timed in
+    batches of `batch`."""
+    if warmup:
+        fn(min(batch, clips))
     _sync(device)
     done, start = 0, time.perf_counter()
     while done < clips:
@@ -98,7 +111,7 @@ def time_stage(fn, clips: int, batch: int, device: str) -> dict[str, Any]:
     _sync(device)
     seconds = time.perf_counter() - start
     return {"clips": clips, "seconds": round(seconds, 3), "s_per_clip": round(seconds / clips, 4),
-            "clips_per_s": round(clips / seconds, 3)}
+            "clips_per_s": round(clips / seconds, 3), "warmup": warmup}
 
 
 def main() -> None:
@@ -107,12 +120,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--batch", type=int, default=4, help="clips per forward pass")
     parser.add_argument("--clips", type=int, default=3, help="timed clips per stage (after one warm-up batch)")
+    parser.add_argument("--heavy-clips", type=int, default=1,
+                        help="timed clips of the ImageBind-Huge and Synchformer-video stages, without a warm-up "
+                             "(tens of seconds a clip on a CPU; the first call's overhead is small next to that)")
     parser.add_argument("--skip", action="append", default=[], help="extractor to skip (repeatable)")
     parser.add_argument("--out", default=None, help="JSON path (default: docs/measurements/...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = EvalOptions(protocol="av-benchmark", device=args.device, debug_weights=True)
-    models = paper_models(options)
+    stages_wanted = [e for e in (*AUDIO_EXTRACTORS, "avb-ib-video", "avb-sync-video") if e not in args.skip]
+    keys = {EXTRACTORS[e][1] for e in stages_wanted}
+    models = paper_models(options, keys)
     stages: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         video, wav = make_media(Path(tmp))
@@ -129,18 +147,20 @@ def main() -> None:
                 batch = {f"c{i}": waves for i in range(n)}
                 _audio_batch(batch, {e: list(batch)}, Extracted(features={e: {}}), models, LENGTH)
 
-            stages[e] = time_stage(run, args.clips, args.batch, args.device)
+            heavy = e in HEAVY
+            stages[e] = time_stage(run, args.heavy_clips if heavy else args.clips, args.batch, args.device,
+                                   warmup=not heavy)
         frames = V.read_video_frames(video, LENGTH)
         if "avb-ib-video" not in args.skip:
             x = V.ib_video_input(frames.ib.frames)
             stages["avb-ib-video"] = time_stage(
                 lambda n: V.ib_video_embedding(models.get("ib"), torch.stack([x] * n).to(args.device)),
-                args.clips, args.batch, args.device)
+                args.heavy_clips, args.batch, args.device, warmup=False)
         if "avb-sync-video" not in args.skip:
             seg = V.sync_segments(V.sync_video_input(frames.sync.frames))[None]
             stages["avb-sync-video"] = time_stage(
                 lambda n: [V.sync_video_features(models.get("sync"), seg) for _ in range(n)],
-                args.clips, args.batch, args.device)
+                args.heavy_clips, args.batch, args.device, warmup=False)
     per_clip = {k: v["s_per_clip"] for k, v in stages.items()}
     gt = per_clip["decode-audio"] + sum(per_clip.get(e, 0.0) for e in GT_AUDIO)
     gen = per_clip["decode-audio"] + sum(per_clip.get(e, 0.0) for e in AUDIO_EXTRACTORS)
@@ -157,8 +177,10 @@ def main() -> None:
         "stages": stages, "skipped": args.skip,
         "s_per_clip": {"ground_truth_audio": round(gt, 4), "generated_audio": round(gen, 4), "video": round(vid, 4)},
         "vggsound_test_extrapolated": {"clips": VGGSOUND_TEST_CLIPS, "hours": round(total_s / 3600, 2),
+                                       "complete": not args.skip,
                                        "note": "one process, features computed once (the caches then serve any "
-                                               "further model: only its generated audio is new)"},
+                                               "further model: only its generated audio is new)"
+                                               + (f"; WITHOUT the skipped stages {args.skip}" if args.skip else "")},
     }
     text = json.dumps(result, indent=2)
     print(text)
