@@ -304,25 +304,35 @@ def metric_chart_png(table: Table, spec: MetricSpec) -> bytes:
     return buf.getvalue()
 
 
+def html_table(table: Table) -> str:
+    """One table as an HTML fragment (``<h2>`` title, ``<table class='leaderboard'>``, footnotes), without charts:
+    `render_html` adds its bar charts; `benchmarks.report` puts it in the listening report."""
+    t = table
+    parts = [f"<h2>{html.escape(t.title)}</h2><table class='leaderboard'><tr>"
+             + "".join(f"<th>{html.escape(c)}</th>" for c in _columns(t)) + "</tr>"]
+    for r in t.rows:
+        cls = " ".join(c for c, on in (("reported", r.origin == "reported"), ("debug", r.debug_weights)) if on)
+        parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(t, r))
+                     + "</tr>")
+    parts.append("</table>")
+    notes = _footnotes(t)
+    if notes:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return "\n".join(parts)
+
+
+DEBUG_NOTE = f"{DEBUG_LABEL}: rows marked so were made with seeded random models; their numbers are meaningless."
+
+
 def render_html(tables: Sequence[Table]) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>vbench leaderboard</title>",
              "<style>body{font-family:sans-serif} table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px} tr.reported{color:#555;font-style:italic}"
              "tr.debug td:first-child{color:#b00}</style></head><body><h1>vbench leaderboard</h1>"]
     if any(r.debug_weights for t in tables for r in t.rows):
-        parts.append(f"<p><strong>{DEBUG_LABEL}</strong>: rows marked so were made with seeded random models; "
-                     "their numbers are meaningless.</p>")
+        parts.append(f"<p><strong>{DEBUG_LABEL}</strong>{html.escape(DEBUG_NOTE[len(DEBUG_LABEL):])}</p>")
     for t in tables:
-        parts.append(f"<h2>{html.escape(t.title)}</h2><table><tr>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in _columns(t)) + "</tr>")
-        for r in t.rows:
-            cls = " ".join(c for c, on in (("reported", r.origin == "reported"), ("debug", r.debug_weights)) if on)
-            parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(t, r))
-                         + "</tr>")
-        parts.append("</table>")
-        notes = _footnotes(t)
-        if notes:
-            parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        parts.append(html_table(t))
         for spec in (m for m in t.metrics() if any(r.metrics.get(m.key) is not None for r in t.rows)):
             png = base64.b64encode(metric_chart_png(t, spec)).decode("ascii")
             parts.append(f"<img alt='{html.escape(t.dataset)} {html.escape(spec.label)}' "

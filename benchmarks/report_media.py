@@ -1,0 +1,303 @@
+"""Media of the listening report (`benchmarks.report`): web-sized videos, posters and spectrograms, encoded once.
+
+For one clip the gallery shows the ground truth and one track per model:
+
+* **ground truth** ``gt.mp4``: the clip's evaluation window of its video (25 fps), scaled to `MediaSettings.width`
+  pixels wide (never up), H.264 + AAC with the clip's ground-truth audio (from ``gt_audio_path``, which may be a
+  separate audio file); a JPEG poster (the first frame) and a spectrogram PNG of the audio. An audio-only clip
+  gets an AAC ``.m4a`` instead of the video.
+* **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the scaled ground-truth
+  video with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
+  ``.m4a`` when the clip has no video (or its video cannot be read); a spectrogram PNG.
+
+Every output file is named by a hash of what it is made from (source paths with their size and modification
+time, the window, the settings and `MEDIA_VERSION`), so a re-run finds and reuses what it already wrote (a
+killed run resumes; a changed input gets a new name), and writes are atomic. A file that cannot be read becomes
+a `TrackMedia.error` with the reason; the build goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visualsound.errors import ToolkitError
+from visualsound.utils.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+MEDIA_VERSION = 1  # bump when the encoding or the images change: every cached file is then made again
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    """Sizes of the report's media: video width (px, even; smaller videos keep their size), frame rate, H.264
+    quality (`crf`), spectrogram size (px) and dynamic range (dB below the track's peak)."""
+
+    width: int = 320
+    fps: float = 25.0
+    crf: int = 28
+    spec_width: int = 320
+    spec_height: int = 96
+    spec_range_db: float = 80.0
+
+    def key(self) -> str:
+        return f"v{MEDIA_VERSION}-w{self.width}-f{self.fps}-c{self.crf}-s{self.spec_width}x{self.spec_height}" \
+               f"-r{self.spec_range_db}"
+
+
+@dataclass
+class TrackMedia:
+    """One track's files, relative to the report folder (``None`` where not made), and why not (`error`)."""
+
+    media: str | None = None  # mp4 (video + this track's audio) or m4a (audio only)
+    kind: str = "video"       # "video" or "audio"
+    poster: str | None = None
+    spectrogram: str | None = None
+    error: str = ""
+    encoded: int = 0          # files written by this call (0: everything was reused)
+
+
+@dataclass
+class ClipSources:
+    """What one clip's media are made from (paths as the per-clip table states them)."""
+
+    clip_id: str
+    video_path: str | None
+    gt_audio_path: str | None
+    start_sec: float
+    window_sec: float | None
+    generated: dict[str, str | None] = field(default_factory=dict)  # track key -> generated audio path
+
+
+def _stat_key(path: str | None) -> str:
+    if not path:
+        return "-"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}|absent"
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def _scaled_size(width: int, height: int, target: int) -> tuple[int, int]:
+    """``(w, h)`` at most `target` wide keeping the aspect ratio, both even (H.264 4:2:0)."""
+    if width > target:
+        height = height * target / width
+        width = target
+    w = max(2, int(round(width / 2)) * 2)
+    h = max(2, int(round(height / 2)) * 2)
+    return w, h
+
+
+def scale_frames(frames: torch.Tensor, width: int) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, H', W', 3]`` at most `width` wide (aspect kept, sizes even;
+    bilinear with antialiasing)."""
+    assert frames.ndim == 4 and frames.shape[-1] == 3, f"frames must be [T, H, W, 3], got {tuple(frames.shape)}"
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    new_w, new_h = _scaled_size(w, h, width)
+    if (new_w, new_h) == (w, h):
+        return frames
+    x = frames.permute(0, 3, 1, 2).float()
+    y = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                                        antialias=True)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+_LUT: np.ndarray | None = None
+
+
+def _colormap() -> np.ndarray:
+    """matplotlib's 'magma' as a uint8 ``[256, 3]`` lookup table."""
+    global _LUT
+    if _LUT is None:
+        from matplotlib import colormaps
+
+        _LUT = (colormaps["magma"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    return _LUT
+
+
+def spectrogram_image(audio: torch.Tensor, sample_rate: int, settings: MediaSettings) -> np.ndarray:
+    """A mel spectrogram of `audio` (float ``[C, N]``, channels averaged) as uint8 levels ``[H, W]``
+    (`spec_height` x `spec_width`; low frequencies at the bottom; 0 = `spec_range_db` or more below the track's
+    peak, 255 = the peak; silence is 0). `save_spectrogram` colours it."""
+    import torchaudio.functional as AF
+    from PIL import Image
+
+    x = audio.float().mean(dim=0)
+    n_fft = 1024 if sample_rate > 24000 else 512
+    if x.numel() < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.numel()))
+    hop = max(n_fft // 8, int(math.ceil(x.numel() / (2 * settings.spec_width))))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
+    n_mels = min(2 * settings.spec_height, n_fft // 8)  # no empty mel bands at 16 kHz
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate)  # [F, M]
+    db = 10 * torch.log10((fb.T @ spec).clamp_min(1e-12))  # [M, frames]
+    top = float(db.max())
+    if top <= -110.0:  # digital silence
+        level = torch.zeros_like(db)
+    else:
+        level = ((db - (top - settings.spec_range_db)) / settings.spec_range_db).clamp(0, 1)
+    img = Image.fromarray((level.flip(0).numpy() * 255).round().astype(np.uint8))
+    return np.asarray(img.resize((settings.spec_width, settings.spec_height), Image.BILINEAR))
+
+
+def save_spectrogram(path: Path, levels: np.ndarray) -> None:
+    """Write uint8 levels ``[H, W]`` as a palette PNG coloured with matplotlib's 'magma' (one byte per pixel:
+    about a third of an RGB PNG's size), atomically."""
+    from PIL import Image
+
+    levels = np.ascontiguousarray(levels, dtype=np.uint8)
+    img = Image.frombytes("P", (levels.shape[1], levels.shape[0]), levels.tobytes())
+    img.putpalette(_colormap().reshape(-1).tolist())
+    with atomic_open(path, "wb") as f:
+        img.save(f, format="PNG", optimize=True)
+
+
+def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(rgb).save(f, format="JPEG", quality=80)
+
+
+def _read_window(path: str, start: float, window: float | None) -> tuple[torch.Tensor, int]:
+    """Audio ``[C, N]`` (C <= 2: more channels are averaged) of ``[start, start + window)`` and its rate."""
+    from visualsound.media import probe, read_audio
+
+    info = probe(path, require_audio=True)
+    audio = read_audio(path, start=start, duration=window)
+    return (audio.mean(dim=0, keepdim=True) if audio.shape[0] > 2 else audio), int(info.sample_rate)
+
+
+class ClipEncoder:
+    """Makes (or finds) the media of clips under ``<root>/media/<clip folder>/``; see the module docstring."""
+
+    def __init__(self, root: Path, settings: MediaSettings = MediaSettings()) -> None:
+        self.root = Path(root)
+        self.settings = settings
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def encode(self, folder: str, src: ClipSources) -> tuple[TrackMedia, dict[str, TrackMedia]]:
+        """The ground-truth track and one track per `src.generated` key for the clip in ``media/<folder>/``."""
+        from visualsound.media import write_audio
+
+        s = self.settings
+        out = self.root / "media" / folder
+        gt_key = _digest("gt", _stat_key(src.video_path), _stat_key(src.gt_audio_path), src.start_sec,
+                         src.window_sec, s.key())
+        gt = TrackMedia()
+        gt_mp4 = out / f"gt-{gt_key}.mp4"
+        gt_audio: tuple[torch.Tensor, int] | None = None
+        window = src.window_sec
+        if src.video_path:
+            gt_poster = out / f"gt-{gt_key}.jpg"
+            if not (gt_mp4.is_file() and gt_poster.is_file()):
+                try:
+                    gt_audio, gt.error = self._gt_audio(src)
+                    gt.encoded += self._gt_video(src, gt_mp4, gt_poster, gt_audio)
+                except ToolkitError as e:
+                    gt.error = f"cannot read the video {src.video_path}: {e}"
+            if gt_mp4.is_file():
+                gt.media, gt.poster = self._rel(gt_mp4), self._rel(gt_poster)
+                if window is None:  # the whole video: generated audio is cut to its length
+                    from visualsound.media import probe
+
+                    try:
+                        window = probe(gt_mp4).video_duration
+                    except ToolkitError as e:
+                        gt.error = f"cannot read back {gt_mp4}: {e}"
+        else:
+            gt.kind = "audio"
+        if src.gt_audio_path:
+            gt_spec = out / f"gt-{gt_key}.png"
+            gt_m4a = out / f"gt-{gt_key}.m4a"
+            need_m4a = gt.media is None
+            if not gt_spec.is_file() or (need_m4a and not gt_m4a.is_file()):
+                try:
+                    if gt_audio is None:
+                        gt_audio, err = self._gt_audio(src)
+                        if err:
+                            raise ToolkitError(err)
+                    if need_m4a:
+                        write_audio(gt_m4a, *gt_audio)
+                        gt.encoded += 1
+                    save_spectrogram(gt_spec, spectrogram_image(*gt_audio, s))
+                    gt.encoded += 1
+                except ToolkitError as e:
+                    gt.error = gt.error or str(e)
+            if gt_spec.is_file():
+                gt.spectrogram = self._rel(gt_spec)
+            if need_m4a and gt_m4a.is_file():
+                gt.media, gt.kind = self._rel(gt_m4a), "audio"
+        elif not gt.error:
+            gt.error = "the clip has no ground-truth audio file"
+        video = gt_mp4 if gt.kind == "video" and gt.media else None
+        tracks = {k: self._track(out, gt_key, path, video, window) for k, path in src.generated.items()}
+        for t in tracks.values():
+            if t.kind == "video" and t.media:
+                t.poster = gt.poster  # the same picture
+        return gt, tracks
+
+    def _gt_audio(self, src: ClipSources) -> tuple[tuple[torch.Tensor, int] | None, str]:
+        if not src.gt_audio_path:
+            return None, "the clip has no ground-truth audio file"
+        try:
+            return _read_window(src.gt_audio_path, src.start_sec, src.window_sec), ""
+        except ToolkitError as e:
+            return None, f"cannot read the ground-truth audio {src.gt_audio_path}: {e}"
+
+    def _gt_video(self, src: ClipSources, mp4: Path, poster: Path, audio: tuple[torch.Tensor, int] | None) -> int:
+        from visualsound.media import read_video, write_video
+
+        s = self.settings
+        frames = scale_frames(read_video(src.video_path, start=src.start_sec, duration=src.window_sec, fps=s.fps,
+                                         apply_rotation=True), s.width)
+        a, sr = audio if audio is not None else (None, None)
+        if a is not None:
+            a = a[:, :int(round(frames.shape[0] / s.fps * sr))]
+        write_video(mp4, frames, s.fps, a, sr, crf=s.crf)
+        _save_jpeg(poster, frames[0].numpy())
+        return 2
+
+    def _track(self, out: Path, gt_key: str, path: str | None, gt_mp4: Path | None, window: float | None
+               ) -> TrackMedia:
+        """The generated audio at `path` (its first `window` seconds) under the video `gt_mp4`, or as m4a."""
+        from visualsound.media import mux_audio, write_audio
+
+        t = TrackMedia(kind="video" if gt_mp4 is not None else "audio")
+        if not path:
+            t.error = "no generated audio for this clip"
+            return t
+        tkey = _digest("track", gt_key if gt_mp4 is not None else "-", _stat_key(path), window, self.settings.key())
+        media = out / f"gen-{tkey}.{'mp4' if gt_mp4 is not None else 'm4a'}"
+        spec = out / f"gen-{tkey}.png"
+        if not (media.is_file() and spec.is_file()):
+            try:
+                audio, sr = _read_window(path, 0.0, None)
+                if window:
+                    audio = audio[:, :int(round(window * sr))]
+                if gt_mp4 is not None:
+                    mux_audio(gt_mp4, audio, sr, media)
+                else:
+                    write_audio(media, audio, sr)
+                save_spectrogram(spec, spectrogram_image(audio, sr, self.settings))
+                t.encoded += 2
+            except ToolkitError as e:
+                t.error = f"cannot read the generated audio {path}: {e}"
+                return t
+        t.media, t.spectrogram = self._rel(media), self._rel(spec)
+        return t
