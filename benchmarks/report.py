@@ -39,6 +39,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +53,7 @@ from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, Tra
 from benchmarks.results import MetricSpec, load_result, load_results, metric_specs
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_write_json, atomic_write_text
+from visualsound.utils.threads import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -780,8 +782,9 @@ class ReportSummary:
 def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
                  select_terms: Sequence[str] = (), seed: int = 0, sample: int = 0,
                  settings: MediaSettings = MediaSettings(), progress: bool = False,
-                 max_default: int = DEFAULT_MAX_CLIPS) -> ReportSummary:
-    """Write the listening report of `result_paths` into `out` (see the module docstring)."""
+                 max_default: int = DEFAULT_MAX_CLIPS, jobs: int | None = None) -> ReportSummary:
+    """Write the listening report of `result_paths` into `out` (see the module docstring); clips are encoded by
+    `jobs` threads (default: one per available core)."""
     t0 = time.perf_counter()
     out = Path(out)
     selectors = [parse_select(s) for s in select_terms]
@@ -792,38 +795,44 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     groups = build_groups(results)
     selections = select(groups, selectors, seed, sample, max_default)
     encoder = ClipEncoder(out, settings)
-    galleries: list[list[GalleryClip]] = []
+    tasks = []
+    for gi, (g, chosen) in enumerate(zip(groups, selections)):
+        played = {r.key: g.played(r, sample) for r in g.runs}
+        for clip_id, why in chosen:
+            info = g.clips.loc[clip_id].to_dict()
+            items = {k: (p.loc[clip_id].to_dict() if clip_id in p.index else None) for k, p in played.items()}
+            gen = {k: None if it["status"] == "missing" else _str(it["generated_path"])
+                   for k, it in items.items() if it is not None}
+            src = ClipSources(clip_id, _str(info["video_path"]), _str(info["gt_audio_path"]),
+                              _float(info["start_sec"], 0.0), _float(info["window_sec"], None), gen)
+            tasks.append((gi, clip_id, why, info, items, src))
+    galleries: list[list[GalleryClip]] = [[] for _ in groups]
     errors: list[str] = []
     encoded = 0
-    total = sum(len(s) for s in selections)
+    total = len(tasks)
+    workers = max(1, min(jobs or available_cores(), total))
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="report media", unit="clip")
-    for g, chosen in zip(groups, selections):
-        played = {r.key: g.played(r, sample) for r in g.runs}
-        gallery = []
-        for clip_id, why in chosen:
-            info = g.clips.loc[clip_id].to_dict()
-            items = {k: (p.loc[clip_id].to_dict() if clip_id in p.index else None) for k, p in played.items()}
-            gen = {k: (None if it is None or it["status"] == "missing" else _str(it["generated_path"]))
-                   for k, it in items.items()}
-            src = ClipSources(clip_id, _str(info["video_path"]), _str(info["gt_audio_path"]),
-                              _float(info["start_sec"], 0.0), _float(info["window_sec"], None),
-                              {k: v for k, v in gen.items() if items[k] is not None})
-            gt, tracks = encoder.encode(_clip_folder(clip_id), src)
-            encoded += gt.encoded + sum(t.encoded for t in tracks.values())
-            for who, t in [("ground truth", gt), *((k, t) for k, t in tracks.items())]:
-                if t.error and not (who != "ground truth" and items[who] is not None
-                                    and items[who]["status"] == "missing"):
-                    errors.append(f"{clip_id} ({who}): {t.error}")
-            gallery.append(GalleryClip(clip_id, why, info, gt, tracks, items))
-            if bar is not None:
-                bar.update(1)
-        galleries.append(gallery)
+
+    def encode(task: tuple) -> tuple[TrackMedia, dict[str, TrackMedia]]:
+        media = encoder.encode(_clip_folder(task[1]), task[5])
+        if bar is not None:
+            bar.update(1)
+        return media
+
+    with ThreadPoolExecutor(workers) as pool:  # PyAV and numpy release the GIL while they encode and compute
+        made = list(pool.map(encode, tasks))
     if bar is not None:
         bar.close()
+    for (gi, clip_id, why, info, items, _), (gt, tracks) in zip(tasks, made):
+        encoded += gt.encoded + sum(t.encoded for t in tracks.values())
+        for who, t in [("ground truth", gt), *tracks.items()]:
+            if t.error and not (who != "ground truth" and items[who]["status"] == "missing"):
+                errors.append(f"{clip_id} ({who}): {t.error}")
+        galleries[gi].append(GalleryClip(clip_id, why, info, gt, tracks, items))
     for msg in errors:
         log.warning("report media: %s", msg)
     plots: dict[int, list[str]] = {}

@@ -59,8 +59,8 @@ def write_generated(folder: Path, clips: list[dict[str, Any]], delay_sec: float 
     rng = np.random.default_rng(seed)
     out = {}
     for c in clips:
-        audio = read_audio(c["video"]).numpy()
         sr = 16000
+        audio = read_audio(c["video"], sample_rate=sr, mono=True).numpy()
         shift = int(delay_sec * sr)
         gen = np.concatenate([np.zeros((audio.shape[0], shift), np.float32), audio[:, :audio.shape[1] - shift]], 1)
         gen = np.clip(gen + noise * rng.standard_normal(gen.shape).astype(np.float32), -1, 1)
@@ -82,7 +82,8 @@ def clip_rows(protocol: str, clips: list[dict[str, Any]], generated: dict[str, s
     rows = []
     for c in clips:
         for s in range(samples if c["clip_id"] not in missing else 1):
-            item = f"{c['clip_id']}#{s}" if protocol == "vaura-paper" else Path(generated.get(c["clip_id"], "x")).stem
+            stem = Path(generated.get(c["clip_id"]) or c["clip_id"]).stem  # av-benchmark: the generated file's stem
+            item = f"{c['clip_id']}#{s}" if protocol == "vaura-paper" else stem
             row = {"item": item, "clip_id": c["clip_id"], "sample": s, "label": c["label"],
                    "generated_path": generated.get(c["clip_id"]), "gt_audio_path": c["video"],
                    "video_path": c["video"], "start_sec": 0.0, "window_sec": c["duration"],
@@ -121,7 +122,7 @@ def result_json(protocol: str, model: str, rows: list[dict[str, Any]], num_clips
     metrics: dict[str, Any] = {}
     for key in metric_keys(protocol):
         if key in PER_ITEM_METRICS[protocol]:
-            vals = [r[key] for r in rows if r.get(key) is not None]
+            vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
             metrics[key] = float(np.mean(vals)) if vals else None
         elif key.startswith("ISC"):
             metrics[key] = 2.0

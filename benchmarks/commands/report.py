@@ -19,16 +19,18 @@ import click
               help="Which generated sample of each clip the gallery plays (and shows the metrics of).")
 @click.option("--width", type=click.IntRange(min=32), default=320, show_default=True,
               help="Width of the gallery videos in pixels (smaller videos keep their size).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Clips encoded at once (default: one per available core).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def report(results: tuple[str, ...], out: str, select_terms: tuple[str, ...], seed: int, sample: int, width: int,
-           no_progress: bool) -> None:
+           jobs: int | None, no_progress: bool) -> None:
     """Build the listening report of RESULTS (result JSON files or folders of them; each needs its per-clip
     table) in --out. Open OUT/index.html in a browser: no server and no network needed."""
     from benchmarks.report import build_report
     from benchmarks.report_media import MediaSettings
 
     summary = build_report(results, out, select_terms, seed=seed, sample=sample,
-                           settings=MediaSettings(width=width - width % 2), progress=not no_progress)
+                           settings=MediaSettings(width=width - width % 2), progress=not no_progress, jobs=jobs)
     click.echo(f"report -> {summary.index} ({summary.clips} clips, {summary.encoded} media files written, "
                f"{summary.removed} stale files removed, {summary.seconds:.1f} s)")
     for msg in summary.errors:

@@ -91,10 +91,12 @@ def _check_audio(audio: torch.Tensor | np.ndarray, sample_rate: int | None) -> n
     return a
 
 
-def _add_aac(container, sample_rate: int, channels: int, bit_rate: int | None):
+def _add_aac(container, sample_rate: int, channels: int, bit_rate: int | None, coder: str | None = None):
     stream = container.add_stream("aac", rate=int(sample_rate))
     stream.layout = "stereo" if channels == 2 else "mono"
     stream.bit_rate = bit_rate or 96000 * channels
+    if coder:  # FFmpeg's AAC coder: 'twoloop' (its default, best) or 'fast' (about 2.5x faster, for previews)
+        stream.codec_context.options = {"aac_coder": coder}
     return stream
 
 
@@ -124,12 +126,14 @@ def _add_h264(container, rate: Fraction, width: int, height: int, crf: int, pres
 
 def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | Fraction,
                 audio: torch.Tensor | np.ndarray | None = None, sample_rate: int | None = None, *, crf: int = 18,
-                preset: str = "veryfast", gop: int | None = None, audio_bitrate: int | None = None) -> None:
+                preset: str = "veryfast", gop: int | None = None, audio_bitrate: int | None = None,
+                aac_coder: str | None = None) -> None:
     """Write uint8 RGB ``[T, H, W, 3]`` frames as an H.264 yuv420p mp4 (``+faststart``), atomically.
 
-    Optional `audio` float ``[C, N]`` (C = 1 or 2) at `sample_rate` is encoded as AAC. `gop` is the keyframe
-    interval (default: 2 seconds of frames); `crf` / `preset` go to libx264. Raises `MediaWriteError` on bad input
-    and `MediaError` when FFmpeg fails (nothing is left at `path` then).
+    Optional `audio` float ``[C, N]`` (C = 1 or 2) at `sample_rate` is encoded as AAC (`aac_coder`: FFmpeg's AAC
+    coder, None = its default 'twoloop'; 'fast' for previews). `gop` is the keyframe interval (default: 2 seconds
+    of frames); `crf` / `preset` go to libx264. Raises `MediaWriteError` on bad input and `MediaError` when FFmpeg
+    fails (nothing is left at `path` then).
     """
     v = _to_numpy(frames)
     if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3 or v.shape[0] == 0:
@@ -140,7 +144,7 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
         container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             vs = _add_h264(container, rate, v.shape[2], v.shape[1], crf, preset, gop)
-            As = _add_aac(container, sample_rate, a.shape[0], audio_bitrate) if a is not None else None
+            As = _add_aac(container, sample_rate, a.shape[0], audio_bitrate, aac_coder) if a is not None else None
             for i in range(v.shape[0]):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(v[i]), format="rgb24")
                 frame.pts = i
@@ -155,13 +159,15 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
 
 
 def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int, *,
-                bit_rate: int | None = None) -> None:
-    """Write float ``[C, N]`` audio (C = 1 or 2) as AAC in an audio-only mp4 container (``.m4a``), atomically."""
+                bit_rate: int | None = None, aac_coder: str | None = None) -> None:
+    """Write float ``[C, N]`` audio (C = 1 or 2) as AAC in an audio-only mp4 container (``.m4a``), atomically
+    (`aac_coder` as in `write_video`)."""
     a = _check_audio(audio, sample_rate)
     with _atomic_media_path(path) as tmp, _ffmpeg_errors(f"writing {path}"):
         container = av.open(tmp, mode="w", format="mp4")
         try:
-            _encode_audio(container, _add_aac(container, sample_rate, a.shape[0], bit_rate), a, sample_rate)
+            _encode_audio(container, _add_aac(container, sample_rate, a.shape[0], bit_rate, aac_coder), a,
+                          sample_rate)
         finally:
             container.close()
 
@@ -222,15 +228,16 @@ def _encode_one(out, vout, pts: int, frame: av.VideoFrame, duration: int) -> Non
 
 def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int, out_path: PathLike, *,
               trim_audio: bool = True, crf: int = 18, preset: str = "veryfast",
-              report: DecodeReport | None = None) -> str:
+              report: DecodeReport | None = None, aac_coder: str | None = None) -> str:
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
     Frames keep their times, start time and rotation (see the module docstring: H.264 with timestamps is
     copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time; odd
     sizes are padded by one edge row / column). The audio starts with the first frame; with `trim_audio` audio
-    longer than the video's span is cut. The source's own audio is dropped. Returns ``"copy"`` or
-    ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video, `MediaError` (naming the file)
-    when FFmpeg fails; re-encoded packets the decoder rejects are skipped and counted in `report`.
+    longer than the video's span is cut (`aac_coder` as in `write_video`). The source's own audio is dropped.
+    Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video,
+    `MediaError` (naming the file) when FFmpeg fails; re-encoded packets the decoder rejects are skipped and
+    counted in `report`.
     """
     from visualsound.media.info import probe
     from visualsound.media.video import stream_rate, timed_frames
@@ -260,7 +267,7 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout = out.add_stream_from_template(vin)
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
-                    As = _add_aac(out, sample_rate, a.shape[0], None)
+                    As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
                     default_dur = int(round(1 / (stream_rate(vin) or 25) / vin.time_base))
                     for pkt in packets:
                         if not pkt.duration:
@@ -284,7 +291,7 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout.codec_context.time_base = _ENCODE_TIME_BASE
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
-                    As = _add_aac(out, sample_rate, a.shape[0], None)
+                    As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
                     frames = decode_tolerant(src, vin, video_path, report)
                     held = None  # (pts, frame): encoded once the next frame's time gives its duration
                     for t, frame in timed_frames(frames, vin, t0, 1.0 / float(rate)):

@@ -1,0 +1,498 @@
+"""`vbench report` (the listening report): strict reading of the per-clip tables, clip selection, the page's
+structure (one row per clip, media that exist and decode, no network), the DEBUG WEIGHTS label, media reuse on a
+re-run, and a 15,220-row table. The page in a real browser: tests/test_report_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.report import (
+    ReportError,
+    build_groups,
+    build_report,
+    load_inputs,
+    parse_select,
+    read_per_clip,
+    resolve_metric,
+    select,
+    select_clips,
+)
+from benchmarks.results import load_result
+from tests.report_fixture import (
+    clip_rows,
+    make_report_inputs,
+    schema,
+    synth_clips,
+    write_generated,
+    write_result,
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class _Page(HTMLParser):
+    """Tags of interest in a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.media: list[tuple[str, dict]] = []
+        self.scripts: list[dict] = []
+        self.links: list[dict] = []
+        self.imgs: list[dict] = []
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table" and "gallery" in (a.get("class") or ""):
+            self.tables.append({"rows": [], "headers": []})
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body and self.tables:
+            self.tables[-1]["rows"].append(a.get("data-clip"))
+        elif tag == "th" and self.tables and not self._in_body:
+            self.tables[-1]["headers"].append(a)
+        elif tag in ("video", "audio"):
+            self.media.append((tag, a))
+        elif tag == "script":
+            self.scripts.append(a)
+        elif tag == "link":
+            self.links.append(a)
+        elif tag == "img":
+            self.imgs.append(a)
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+
+
+def parse(index: Path) -> _Page:
+    p = _Page()
+    p.feed(index.read_text())
+    return p
+
+
+def fake_clips(n: int) -> list[dict]:
+    """Clips whose files do not exist (for reading and selection tests; no media is made)."""
+    return [{"clip_id": f"clip{i:05d}", "video": f"/nonexistent/clip{i:05d}.mp4", "label": ["dog", "cat", "car"][i % 3],
+             "duration": 8.0} for i in range(n)]
+
+
+def fake_results(tmp_path: Path, n: int = 10, protocol: str = "av-benchmark", models=("a", "b"),
+                 debug: bool = False, samples: int = 1) -> list[Path]:
+    clips = fake_clips(n)
+    gen = {c["clip_id"]: f"/nonexistent/gen/{c['clip_id']}.wav" for c in clips}
+    return [write_result(tmp_path / "results", protocol, m, clip_rows(protocol, clips, gen, seed=i, samples=samples),
+                         n, debug, samples=samples) for i, m in enumerate(models)]
+
+
+def groups_of(paths):
+    return build_groups(load_inputs(paths))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A report of two debug models on four synthetic clips (av-benchmark), built once for the module."""
+    root = tmp_path_factory.mktemp("report")
+    paths = make_report_inputs(root, count=4)
+    summary = build_report(paths, root / "out")
+    return root, paths, summary
+
+
+# ------------------------------------------------------------------------------------------------ reading
+@pytest.mark.parametrize("protocol", ["av-benchmark", "vaura-paper"])
+def test_read_per_clip_gives_the_schema_columns(tmp_path, protocol):
+    (path, _) = fake_results(tmp_path, n=5, protocol=protocol)
+    df = read_per_clip(load_result(path))
+    assert len(df) == 5
+    assert {"item", "clip_id", "sample", "status", "reason", "generated_path"} <= set(df.columns)
+    assert (df["status"] == "scored").all()
+    assert df["sample"].dtype == "Int64" and df["start_sec"].dtype == np.float64
+
+
+def test_a_result_without_a_per_clip_table_is_refused(tmp_path):
+    (path, _) = fake_results(tmp_path)
+    data = json.loads(path.read_text())
+    del data["per_clip"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match=rf"{re.escape(str(path))}: the result records no per-clip table"):
+        build_groups(load_inputs([path]))
+
+
+def test_a_missing_table_file_is_refused(tmp_path):
+    (path, _) = fake_results(tmp_path)
+    table = path.parent / (path.stem + ".clips.parquet")
+    table.unlink()
+    with pytest.raises(ReportError, match="does not exist"):
+        read_per_clip(load_result(path))
+
+
+def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path):
+    (path, _) = fake_results(tmp_path)
+    table = path.parent / (path.stem + ".clips.parquet")
+    table.write_bytes(b"item,clip_id\na,b\n")
+    data = json.loads(path.read_text())
+    del data["per_clip"]["sha256"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match=rf"{re.escape(str(table))}: not a per-clip table \(not readable as Parquet"):
+        read_per_clip(load_result(path))
+
+
+def test_a_table_changed_after_the_result_is_refused(tmp_path):
+    (path, other) = fake_results(tmp_path)
+    table = path.parent / (path.stem + ".clips.parquet")
+    table.write_bytes((other.parent / (other.stem + ".clips.parquet")).read_bytes())
+    with pytest.raises(ReportError, match="sha256 differs"):
+        read_per_clip(load_result(path))
+
+
+def test_missing_and_mistyped_columns_are_named(tmp_path):
+    clips = fake_clips(3)
+    gen = {c["clip_id"]: "/x.wav" for c in clips}
+    rows = clip_rows("av-benchmark", clips, gen)
+    no_desync = pa.schema([f for f in schema("av-benchmark") if f.name != "DeSync"])
+    path = write_result(tmp_path / "a", "av-benchmark", "m", [{k: v for k, v in r.items() if k != "DeSync"}
+                                                              for r in rows], 3, table_schema=no_desync)
+    with pytest.raises(ReportError, match=r"clips\.parquet: not a valid per-clip table .*missing columns \['DeSync'\]"):
+        read_per_clip(load_result(path))
+    typed = pa.schema([pa.field("sample", pa.string()) if f.name == "sample" else f for f in schema("av-benchmark")])
+    path = write_result(tmp_path / "b", "av-benchmark", "m", [{**r, "sample": "0"} for r in rows], 3,
+                        table_schema=typed)
+    with pytest.raises(ReportError, match="column 'sample' is string, expected int64"):
+        read_per_clip(load_result(path))
+
+
+def test_a_table_of_another_protocol_is_refused(tmp_path):
+    """A vaura-paper table recorded by an av-benchmark result: its metric columns are missing, its metadata
+    disagrees."""
+    clips = fake_clips(3)
+    rows = clip_rows("vaura-paper", clips, {c["clip_id"]: "/x.wav" for c in clips})
+    path = write_result(tmp_path, "av-benchmark", "m", rows, 3, table_schema=schema("vaura-paper"),
+                        metadata={"protocol": "vaura-paper"})
+    with pytest.raises(ReportError) as e:
+        read_per_clip(load_result(path))
+    assert "missing columns ['KL-PANNS-softmax'" in str(e.value)
+    assert "metadata protocol='vaura-paper' but the result says 'av-benchmark'" in str(e.value)
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"model": "other"}, "metadata model='other' but the result says 'm'"),
+    ({"debug_weights": "true"}, "metadata debug_weights='true' but the result says 'false'"),
+    ({"dataset_fingerprint": "0" * 64}, "metadata dataset_fingerprint="),
+    ({"result_file": "x.json"}, "metadata result_file='x.json'"),
+])
+def test_metadata_must_agree_with_the_result(tmp_path, meta, message):
+    clips = fake_clips(2)
+    rows = clip_rows("av-benchmark", clips, {c["clip_id"]: "/x.wav" for c in clips})
+    path = write_result(tmp_path, "av-benchmark", "m", rows, 2, debug=False, metadata=meta)
+    with pytest.raises(ReportError, match=re.escape(message)):
+        read_per_clip(load_result(path))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda rows: rows[1].update(item=rows[0]["item"]), "1 repeated items"),
+    (lambda rows: rows[0].update(status="great"), "unknown status ['great']"),
+    (lambda rows: rows[0].update(reason=None), "1 rows have a null 'reason'"),
+    (lambda rows: rows[1].update(clip_id=rows[0]["clip_id"]), "repeated (clip_id, sample) pairs"),
+    (lambda rows: rows[0].update(DeSync=float("inf")), "column 'DeSync' holds inf"),
+])
+def test_bad_rows_are_refused(tmp_path, change, message):
+    clips = fake_clips(3)
+    rows = clip_rows("av-benchmark", clips, {c["clip_id"]: f"/{c['clip_id']}.wav" for c in clips})
+    change(rows)
+    loose = pa.schema([f.with_nullable(True) for f in schema("av-benchmark")])
+    path = write_result(tmp_path, "av-benchmark", "m", rows, 3, table_schema=loose)
+    with pytest.raises(ReportError, match=re.escape(message)):
+        read_per_clip(load_result(path))
+
+
+def test_a_row_count_that_disagrees_with_the_result_is_refused(tmp_path):
+    (path, _) = fake_results(tmp_path, n=4)
+    data = json.loads(path.read_text())
+    data["per_clip"]["rows"] = 5
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="4 rows but the result records 5"):
+        read_per_clip(load_result(path))
+
+
+def test_the_cli_prints_a_one_line_error_naming_the_file(tmp_path):
+    from benchmarks.cli import main
+
+    (path, _) = fake_results(tmp_path)
+    data = json.loads(path.read_text())
+    del data["per_clip"]
+    path.write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["report", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert f"error: {path}: the result records no per-clip table" in res.output
+
+
+# ------------------------------------------------------------------------------------------------ selection
+@pytest.mark.parametrize("text,expect", [
+    ("ids:a,b", ("ids", ("a", "b"), "", 0, None)),
+    ("worst:DeSync:20", ("worst", (), "DeSync", 20, None)),
+    ("best:ib:10", ("best", (), "ib", 10, None)),
+    ("worst:IB-Score:3:dir:my model", ("worst", (), "IB-Score", 3, "dir:my model")),
+    ("random:50", ("random", (), "", 50, None)),
+])
+def test_parse_select(text, expect):
+    s = parse_select(text)
+    assert (s.kind, s.ids, s.metric, s.n, s.model) == expect
+
+
+@pytest.mark.parametrize("text,message", [
+    ("worst:DeSync", "use ids:A,B"), ("random:x", "'x' is not a number"), ("random:0", ">= 1"),
+    ("ids:", "no clip ids"), ("top:ib:3", "unknown kind 'top'"),
+])
+def test_parse_select_refuses_bad_terms(text, message):
+    with pytest.raises(ReportError, match=re.escape(message)):
+        parse_select(text)
+
+
+def test_worst_and_best_follow_each_metrics_direction(tmp_path):
+    (group,) = groups_of(fake_results(tmp_path, n=12))
+    a, b = (r.rows.set_index("clip_id") for r in group.runs)
+    mean_desync = ((a["DeSync"] + b["DeSync"]) / 2).sort_values()
+    mean_ib = ((a["IB-Score"] + b["IB-Score"]) / 2).sort_values()
+    (worst_desync,) = select([group], [parse_select("worst:DeSync:3")])
+    assert [c for c, _ in worst_desync] == list(mean_desync.index[::-1][:3])  # lower is better: highest first
+    assert worst_desync[0][1] == ["worst DeSync #1"]
+    (worst_ib,) = select([group], [parse_select("worst:ib:3")])  # 'ib' names IB-Score; higher is better
+    assert [c for c, _ in worst_ib] == list(mean_ib.index[:3])
+    (best_ib_of_b,) = select([group], [parse_select("best:IB-score:2:b")])
+    assert [c for c, _ in best_ib_of_b] == list(b["IB-Score"].sort_values().index[::-1][:2])
+
+
+def test_terms_union_in_order_and_ids_keep_their_order(tmp_path):
+    (group,) = groups_of(fake_results(tmp_path, n=12))
+    (chosen,) = select([group], [parse_select("ids:clip00007,clip00002"), parse_select("worst:DeSync:2")])
+    ids = [c for c, _ in chosen]
+    assert ids[:2] == ["clip00007", "clip00002"]
+    assert len(ids) == len(set(ids)) and 3 <= len(ids) <= 4
+
+
+def test_random_selection_is_seeded(tmp_path):
+    (group,) = groups_of(fake_results(tmp_path, n=40))
+    pick = [parse_select("random:10")]
+    first = select_clips(group, pick, seed=0)
+    assert len(first) == 10 and all(w == ["random"] for _, w in first)
+    assert select_clips(group, pick, seed=0) == first
+    assert select_clips(group, pick, seed=1) != first
+
+
+def test_default_selection_shows_all_small_sets_and_a_mix_of_large_ones(tmp_path):
+    (small,) = groups_of(fake_results(tmp_path / "s", n=7))
+    assert [w for _, w in select_clips(small, [])] == [["all"]] * 7
+    (large,) = groups_of(fake_results(tmp_path / "l", n=300))
+    chosen = select_clips(large, [], seed=0)
+    assert len(chosen) == 50
+    whys = [w for _, ws in chosen for w in ws]
+    for metric in ("DeSync", "IB-score", "KL_PANNs", "KL_PaSST"):
+        assert f"worst {metric} #1" in whys and f"best {metric} #1" in whys
+    assert "random" in whys
+
+
+def test_unknown_metrics_models_and_clips_are_refused(tmp_path):
+    (group,) = groups_of(fake_results(tmp_path, n=5))
+    with pytest.raises(ReportError, match="no per-clip metric 'loudness' in these results; known: DeSync"):
+        select([group], [parse_select("worst:loudness:3")])
+    with pytest.raises(ReportError, match="FD_PaSST' is a set-level metric"):
+        select([group], [parse_select("worst:FD_PaSST:3")])
+    with pytest.raises(ReportError, match="'kl' is ambiguous"):
+        resolve_metric("kl", group)
+    with pytest.raises(ReportError, match="no model 'zzz'; models: a, b"):
+        select([group], [parse_select("worst:DeSync:3:zzz")])
+    with pytest.raises(ReportError, match="no clip nope in any of the results"):
+        select([group], [parse_select("ids:clip00001,nope")])
+
+
+def test_played_sample_picks_the_items_shown(tmp_path):
+    (path,) = fake_results(tmp_path, n=4, protocol="vaura-paper", models=("a",), samples=2)
+    (group,) = groups_of([path])
+    rows = group.runs[0].rows
+    s1 = rows[rows["sample"] == 1].set_index("clip_id")["ib"].sort_values()
+    (chosen,) = select([group], [parse_select("worst:ib:1")], sample=1)
+    assert chosen[0][0] == s1.index[0]
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def test_page_has_one_row_per_clip_and_every_media_file_exists_and_decodes(built):
+    from visualsound.media import probe, read_audio
+
+    root, paths, summary = built
+    out = summary.index.parent
+    page = parse(summary.index)
+    report = json.loads((out / "report.json").read_text())
+    (table,) = page.tables
+    clips = [c["clip_id"] for c in report["groups"][0]["clips"]]
+    assert table["rows"] == clips and len(clips) == 4 == summary.clips
+    # columns: ground truth + a media column per model, a sortable column per (metric, model)
+    metric_headers = [h for h in table["headers"] if h.get("data-metric")]
+    assert len(metric_headers) == 4 * 2
+    assert all(h.get("data-sort") == "num" for h in metric_headers)
+    # 4 GT videos + 4 (ground-truth model) + 3 (vaura: its last clip is missing)
+    assert len(page.media) == 11 and all(tag == "video" for tag, _ in page.media)
+    for _, attrs in page.media:
+        f = out / attrs["src"]
+        info = probe(f, require_video=True, require_audio=True)
+        assert info.width <= 320 and info.video_codec == "h264" and info.audio_codec == "aac", info
+        assert read_audio(f).shape[1] > 0
+        assert (out / attrs["poster"]).is_file()
+    specs = [i["src"] for i in page.imgs if "spectrogram" in i.get("alt", "")]
+    assert len(specs) == 11 and all((out / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for s in specs)
+    plots = [i["src"] for i in page.imgs if i.get("alt") == "distribution"]
+    assert len(plots) == 4 and all((out / p).is_file() for p in plots)
+    assert set(report["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*")
+                                    if p.is_file() and p.name != "report.json"}
+
+
+def test_page_needs_no_network_and_inlines_its_code(built):
+    _, _, summary = built
+    text = summary.index.read_text()
+    page = parse(summary.index)
+    assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", text)
+    assert all("src" not in s for s in page.scripts) and not page.links
+    assert "@import" not in text and "url(" not in text
+    assert len(text) < 200_000  # media are referenced, not inlined
+    assert "data:" not in text
+
+
+def test_page_states_statuses_and_the_leaderboard(built):
+    _, _, summary = built
+    text = summary.index.read_text()
+    assert "excluded: DeSync: audio too short for the network" in text
+    assert "missing: no generated file for this clip" in text
+    assert "1 generated files pair with no clip (status &#x27;unpaired&#x27;)" in text
+    assert "<table class='leaderboard'>" in text and "synthetic -- protocol av-benchmark v1" in text
+
+
+def test_debug_weights_are_labelled(built, tmp_path):
+    _, _, summary = built
+    text = summary.index.read_text()
+    assert "<title>vbench listening report [DEBUG WEIGHTS]</title>" in text
+    assert "class='debug-banner'" in text
+    assert text.count("vaura [DEBUG WEIGHTS]") >= 3  # leaderboard row, gallery column, model checkbox
+    assert json.loads((summary.index.parent / "report.json").read_text())["debug_weights"] is True
+    # the same models with real weights: no label anywhere
+    clips = synth_clips(tmp_path / "synth", count=1, duration=1.0)
+    gen = write_generated(tmp_path / "gen", clips)
+    path = write_result(tmp_path / "results", "av-benchmark", "real", clip_rows("av-benchmark", clips, gen), 1,
+                        debug=False)
+    real = build_report([path], tmp_path / "out")
+    assert "DEBUG" not in real.index.read_text()
+
+
+def test_a_rerun_reuses_the_media_and_a_new_selection_drops_stale_files(built):
+    root, paths, summary = built
+    out = summary.index.parent
+    media = {p: p.stat().st_mtime_ns for p in (out / "media").rglob("*") if p.is_file()}
+    (out / "media" / ".left-by-a-killed-run.mp4").write_bytes(b"partial")
+    t0 = time.perf_counter()
+    again = build_report(paths, out)
+    assert again.encoded == 0 and again.removed == 1, again
+    assert {p: p.stat().st_mtime_ns for p in (out / "media").rglob("*") if p.is_file()} == media
+    assert time.perf_counter() - t0 < 10
+    one = build_report(paths, out, ["ids:synth0001_000000"])
+    assert one.encoded == 0 and one.clips == 1
+    assert {p.parent.name for p in (out / "media").rglob("*.mp4")} == {
+        next(p.parent.name for p in media if "synth0001_000000" in p.parent.name)}
+    build_report(paths, out)  # back to the full report for the other tests of this module
+
+
+def test_a_foreign_output_folder_is_refused(built, tmp_path):
+    _, paths, _ = built
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(ReportError, match="holds no report.json of a vbench report"):
+        build_report(paths, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
+
+
+def test_unreadable_media_are_reported_not_fatal(tmp_path):
+    clips = synth_clips(tmp_path / "synth", count=2, duration=1.0)
+    gen = write_generated(tmp_path / "gen", clips)
+    Path(gen[clips[1]["clip_id"]]).write_bytes(b"not audio")
+    path = write_result(tmp_path / "results", "av-benchmark", "m", clip_rows("av-benchmark", clips, gen), 2)
+    summary = build_report([path], tmp_path / "out")
+    assert len(summary.errors) == 1 and clips[1]["clip_id"] in summary.errors[0]
+    assert "cannot read the generated audio" in summary.errors[0]
+    assert "cannot read the generated audio" in summary.index.read_text()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["errors"] == summary.errors
+
+
+def test_audio_only_clips_get_audio_players(tmp_path):
+    clips = synth_clips(tmp_path / "synth", count=2, duration=1.0)
+    gen = write_generated(tmp_path / "gen", clips)
+    rows = clip_rows("vaura-paper", clips, gen)
+    for r in rows:
+        r["video_path"] = None
+    path = write_result(tmp_path / "results", "vaura-paper", "m", rows, 2)
+    summary = build_report([path], tmp_path / "out")
+    page = parse(summary.index)
+    assert [t for t, _ in page.media] == ["audio"] * 4 and not summary.errors
+    assert all((summary.index.parent / a["src"]).suffix == ".m4a" for _, a in page.media)
+
+
+def test_two_protocols_make_two_galleries_and_intervals_are_shown(tmp_path):
+    clips = fake_clips(3)
+    gen = {c["clip_id"]: None for c in clips}
+    a = write_result(tmp_path / "r", "av-benchmark", "m", clip_rows("av-benchmark", clips, gen), 3,
+                     metric_ci={"DeSync": [0.4, 0.6], "IB-Score": {"lo": 0.2, "hi": 0.3}})
+    b = write_result(tmp_path / "r", "vaura-paper", "m", clip_rows("vaura-paper", clips, gen), 3)
+    summary = build_report([a, b], tmp_path / "out")
+    page = parse(summary.index)
+    assert [len(t["rows"]) for t in page.tables] == [3, 3]
+    text = summary.index.read_text()
+    assert "95% intervals" in text and "[0.400, 0.600]" in text and "[20.00, 30.00]" in text
+    data = json.loads(a.read_text())
+    data["metric_ci"] = {"DeSync": 0.5}
+    a.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match=r"metric_ci\['DeSync'\] must be \[lo, hi\]"):
+        build_report([a, b], tmp_path / "out")
+
+
+def test_cli_builds_a_report(built, tmp_path):
+    from benchmarks.cli import main
+
+    _, paths, _ = built
+    res = CliRunner().invoke(main, ["report", str(paths[0].parent), "--out", str(tmp_path / "r"), "--no-progress",
+                                    "--select", "worst:DeSync:2", "--select", "ids:synth0002_000000"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    chosen = {c["clip_id"]: c["why"] for c in report["groups"][0]["clips"]}
+    assert "ids" in chosen["synth0002_000000"] and sum("worst DeSync #1" in w for w in chosen.values()) == 1
+    assert f"report -> {tmp_path / 'r' / 'index.html'} ({len(chosen)} clips" in res.output
+    assert parse(tmp_path / "r" / "index.html").tables[0]["rows"] == list(chosen)
+
+
+def test_a_15220_row_table_builds_in_seconds(tmp_path):
+    """VGGSound-test size: two models x 15,220 rows; a 3-clip gallery of real media."""
+    real = synth_clips(tmp_path / "synth", count=3, duration=1.0)
+    n = 15220
+    clips = [{**real[i % 3], "clip_id": f"clip{i:05d}"} for i in range(n)]
+    gen = {c["clip_id"]: c["video"] for c in clips}
+    paths = []
+    for i, m in enumerate(("a", "b")):
+        rows = clip_rows("av-benchmark", clips, gen, seed=i)
+        for r in rows:
+            r["item"] = r["clip_id"]  # the generated files are shared: their stems would repeat
+        paths.append(write_result(tmp_path / "results", "av-benchmark", m, rows, n))
+    t0 = time.perf_counter()
+    summary = build_report(paths, tmp_path / "out", ["ids:clip00000,clip00001,clip00002"])
+    seconds = time.perf_counter() - t0
+    print(f"15,220-row report (3 clips encoded): {seconds:.1f} s")
+    assert summary.clips == 3 and not summary.errors
+    assert seconds < 60, seconds  # ~2 s on 2 busy cores; the bound only catches a pathological slowdown
+    t0 = time.perf_counter()
+    again = build_report(paths, tmp_path / "out", ["ids:clip00000,clip00001,clip00002"])
+    print(f"  again (media reused): {time.perf_counter() - t0:.1f} s")
+    assert again.encoded == 0
+    (group,) = build_groups(load_inputs(paths))
+    assert [len(r.rows) for r in group.runs] == [n, n] and len(group.clips) == n
