@@ -73,10 +73,9 @@ PER_ITEM_METRICS: dict[str, tuple[str, ...]] = {
     "vaura-paper": ("kld", "ib", "sync_ms"),
     "av-benchmark": ("KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score", "DeSync"),
 }
-PROTOCOL_COLUMNS: dict[str, tuple[str, ...]] = {  # further float64 columns of each protocol
-    "vaura-paper": ("sync_offset_sec",),
-    "av-benchmark": ("desync_first_sec", "desync_last_sec"),
-}
+# float64 detail columns, in every file (all null where the protocol has none: sync_offset_sec is vaura-paper's,
+# the desync windows av-benchmark's)
+DETAIL_COLUMNS = ("desync_first_sec", "desync_last_sec", "sync_offset_sec")
 METADATA_KEYS = ("protocol", "dataset", "dataset_fingerprint", "model", "debug_weights", "result_file")
 
 
@@ -89,7 +88,7 @@ def per_clip_columns(protocol: str) -> dict[str, str]:
     if protocol not in PER_ITEM_METRICS:
         raise ReportError(f"no per-clip table is defined for protocol {protocol!r}; known: "
                           f"{', '.join(PER_ITEM_METRICS)}")
-    return {**BASE_COLUMNS, **{c: "float64" for c in PER_ITEM_METRICS[protocol] + PROTOCOL_COLUMNS[protocol]}}
+    return {**BASE_COLUMNS, **{c: "float64" for c in PER_ITEM_METRICS[protocol] + DETAIL_COLUMNS}}
 
 
 def _arrow_kind(typ: Any) -> str:
@@ -589,38 +588,41 @@ def _fmt_value(spec: MetricSpec, v: float | None) -> tuple[str, str]:
     return repr(round(d, 6)), f"{d:.{spec.digits}f}"
 
 
-def _ci_pair(value: Any, where: str, key: str) -> tuple[float, float]:
-    if isinstance(value, dict) and "lo" in value and "hi" in value:
-        value = (value["lo"], value["hi"])
-    if (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)):
-        return float(value[0]), float(value[1])
-    raise ReportError(f"{where}: metric_ci[{key!r}] must be [lo, hi] or {{'lo': .., 'hi': ..}}, got {value!r}")
+def _ci_bounds(ci: Any, where: str, key: str) -> tuple[float, float, float | None]:
+    """``(lo, hi, level)`` of one ``metric_ci`` entry (``{"lo", "hi", "level", ...}``, stored units)."""
+    ok = isinstance(ci, dict) and all(isinstance(ci.get(k), (int, float)) and not isinstance(ci.get(k), bool)
+                                      and math.isfinite(ci[k]) for k in ("lo", "hi"))
+    if not ok:
+        raise ReportError(f"{where}: metric_ci[{key!r}] must be an object with finite 'lo' and 'hi', got {ci!r}")
+    level = ci.get("level")
+    return float(ci["lo"]), float(ci["hi"]), float(level) if isinstance(level, (int, float)) else None
 
 
 def interval_table(group: Group) -> str:
-    """The 95 % intervals of the group's results that carry ``metric_ci`` (``{key: [lo, hi]}`` or
-    ``{key: {"lo", "hi", ...}}``, stored units) as a small HTML table in display units; '' when none has any."""
+    """The bootstrap intervals of the group's results that carry ``metric_ci`` (``{key: {"lo", "hi", "level",
+    ...}}``, stored units) as ``[lo, hi]`` in display units (the leaderboard shows value ± half-width; a percentile
+    interval need not be symmetric); '' when no result has one."""
     runs = [r for r in group.runs if r.result.get("metric_ci")]
     if not runs:
         return ""
-    specs = [m for m in group.table.metrics() if any(m.key in r.result["metric_ci"] for r in runs)]
-    out = ["<table class='intervals'><tr><th>model</th>"
-           + "".join(f"<th>{_e(m.label)} 95% CI</th>" for m in specs) + "</tr>"]
     for r in runs:
-        ci = r.result["metric_ci"]
-        if not isinstance(ci, dict):
-            raise ReportError(f"{r.path}: metric_ci must be an object, got {type(ci).__name__}")
+        if not isinstance(r.result["metric_ci"], dict):
+            raise ReportError(f"{r.path}: metric_ci must be an object, got {type(r.result['metric_ci']).__name__}")
+    specs = [m for m in group.table.metrics() if any(m.key in r.result["metric_ci"] for r in runs)]
+    bounds = {(r.key, m.key): _ci_bounds(r.result["metric_ci"][m.key], r.path, m.key)
+              for r in runs for m in specs if r.result["metric_ci"].get(m.key) is not None}
+    levels = sorted({f"{100 * b[2]:g}%" for b in bounds.values() if b[2] is not None})
+    out = ["<table class='intervals'><tr><th>model</th>"
+           + "".join(f"<th>{_e(m.label)} [lo, hi]</th>" for m in specs) + "</tr>"]
+    for r in runs:
         cells = []
         for m in specs:
-            if m.key in ci and ci[m.key] is not None:
-                lo, hi = _ci_pair(ci[m.key], r.path, m.key)
-                cells.append(f"[{m.display(lo):.{m.digits}f}, {m.display(hi):.{m.digits}f}]")
-            else:
-                cells.append("-")
+            b = bounds.get((r.key, m.key))
+            cells.append("-" if b is None else f"[{m.display(b[0]):.{m.digits}f}, {m.display(b[1]):.{m.digits}f}]")
         out.append(f"<tr><td>{_e(r.label)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
-    return "\n".join(out)
+    title = f"{'/'.join(levels) or 'Bootstrap'} intervals"
+    return f"<h3>{_e(title)}</h3>\n" + "\n".join(out)
 
 
 def _media_html(t: TrackMedia, preload: str, alt: str) -> str:
@@ -723,9 +725,7 @@ def page_html(groups: Sequence[Group], galleries: Sequence[Sequence[GalleryClip]
     for g, gal in zip(groups, galleries):
         out.append(f"<section class='group' id='group-{g.index}'>")
         out.append(html_table(g.table))
-        ci = interval_table(g)
-        if ci:
-            out.append(f"<h3>95% intervals</h3>{ci}")
+        out.append(interval_table(g))
         if plots.get(g.index):
             out.append("<h3>Per-item distributions</h3><div class='plots'>"
                        + "".join(f"<img alt='distribution' src='{_e(p)}'>" for p in plots[g.index]) + "</div>")

@@ -23,6 +23,7 @@ from benchmarks.results import metric_keys, result_filename
 
 PER_ITEM_METRICS = {"vaura-paper": ("kld", "ib", "sync_ms"),
                     "av-benchmark": ("KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score", "DeSync")}
+DETAIL_COLUMNS = ("desync_first_sec", "desync_last_sec", "sync_offset_sec")  # in every file
 EXTRA_COLUMNS = {"vaura-paper": ("sync_offset_sec",), "av-benchmark": ("desync_first_sec", "desync_last_sec")}
 BASE_SCHEMA = [("item", pa.string()), ("clip_id", pa.string()), ("sample", pa.int64()), ("label", pa.string()),
                ("generated_path", pa.string()), ("gt_audio_path", pa.string()), ("video_path", pa.string()),
@@ -34,9 +35,10 @@ RANGES = {"kld": (0.5, 4.0), "ib": (5.0, 40.0), "sync_ms": (0.0, 800.0), "KL-PAN
 
 
 def schema(protocol: str) -> pa.Schema:
-    """The per-clip table's Arrow schema for `protocol` (item / status / reason not nullable)."""
+    """The per-clip table's Arrow schema for `protocol` (item / status / reason not nullable; every detail column,
+    null where the protocol has none)."""
     fields = [pa.field(n, t, nullable=n not in ("item", "status", "reason")) for n, t in BASE_SCHEMA]
-    fields += [pa.field(n, pa.float64()) for n in PER_ITEM_METRICS[protocol] + EXTRA_COLUMNS[protocol]]
+    fields += [pa.field(n, pa.float64()) for n in PER_ITEM_METRICS[protocol] + DETAIL_COLUMNS]
     return pa.schema(fields)
 
 

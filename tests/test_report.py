@@ -444,7 +444,10 @@ def test_two_protocols_make_two_galleries_and_intervals_are_shown(tmp_path):
     clips = fake_clips(3)
     gen = {c["clip_id"]: None for c in clips}
     a = write_result(tmp_path / "r", "av-benchmark", "m", clip_rows("av-benchmark", clips, gen), 3,
-                     metric_ci={"DeSync": [0.4, 0.6], "IB-Score": {"lo": 0.2, "hi": 0.3}})
+                     metric_ci={"DeSync": {"lo": 0.4, "hi": 0.6, "level": 0.95, "resamples": 1000,
+                                           "method": "percentile"},
+                                "IB-Score": {"lo": 0.2, "hi": 0.3, "level": 0.95, "resamples": 1000,
+                                             "method": "percentile"}})
     b = write_result(tmp_path / "r", "vaura-paper", "m", clip_rows("vaura-paper", clips, gen), 3)
     summary = build_report([a, b], tmp_path / "out")
     page = parse(summary.index)
@@ -452,9 +455,9 @@ def test_two_protocols_make_two_galleries_and_intervals_are_shown(tmp_path):
     text = summary.index.read_text()
     assert "95% intervals" in text and "[0.400, 0.600]" in text and "[20.00, 30.00]" in text
     data = json.loads(a.read_text())
-    data["metric_ci"] = {"DeSync": 0.5}
+    data["metric_ci"] = {"DeSync": [0.4, 0.6]}
     a.write_text(json.dumps(data))
-    with pytest.raises(ReportError, match=r"metric_ci\['DeSync'\] must be \[lo, hi\]"):
+    with pytest.raises(ReportError, match=r"metric_ci\['DeSync'\] must be an object with finite 'lo' and 'hi'"):
         build_report([a, b], tmp_path / "out")
 
 
