@@ -11,7 +11,9 @@ Every step is a real call of the console scripts installed next to this Python (
 4. ``vaura generate`` on the VisualSound test clips (mp4s with generated audio);
 5. ``vbench datasets build synthetic``, ``vbench evaluate`` of ``vaura`` and ``ground-truth``;
 6. ``vbench leaderboard`` (table on stdout, HTML file);
-7. ``vbench plot`` of one test clip (frames, ground-truth and generated waveforms, true event times).
+7. ``vbench plot`` of one test clip (frames, ground-truth and generated waveforms, true event times);
+8. ``vbench report``: the listening report (``report/index.html``: leaderboard, per-item distributions, every
+   test clip with each model's audio under its video, spectrograms, sortable per-clip metrics).
 
 Everything lands in ``--out``; ``DEBUG_WEIGHTS_README.txt`` at its top says that all outputs come from random
 weights. Re-running starts clean: an existing ``--out`` is deleted and rebuilt only when it holds this script's
@@ -61,6 +63,7 @@ Layout:
   vbench/results/          `vbench evaluate` result JSONs (+ generated audio and feature caches)
   leaderboard.html         `vbench leaderboard --format html`
   clip_plot.png            `vbench plot` of one test clip
+  report/index.html        `vbench report`: the listening report (open it in a browser; media in report/media/)
 
 Re-running scripts/demo.py with the same --out deletes this folder and starts clean.
 """
@@ -299,9 +302,13 @@ def run_demo(out: Path, cfg: Settings) -> list[Path]:
     run("vbench", "plot", "--dataset", manifest, "--clip", clip, "--generated", wav, "--debug-weights",
         "--out", out / "clip_plot.png")
 
+    note("8. listening report: the leaderboard, per-item distributions and every test clip with each model's audio")
+    run("vbench", "report", results, "--out", out / "report", "--no-progress")
+
     artefacts = [out / README, vs / "report" / "report.md", vs / "report" / "scores_hist.png",
                  vs / "build" / "summary.json", run_dir / "last.pt", run_dir / "loss_curve.png", *mp4s,
-                 *sorted(results.glob("*.json")), out / "leaderboard.html", out / "clip_plot.png"]
+                 *sorted(results.glob("*.json")), out / "leaderboard.html", out / "clip_plot.png",
+                 out / "report" / "index.html"]
     print("\ndemo: step timings", flush=True)
     for name, seconds in run.timings:
         print(f"  {seconds:7.1f} s  {name}")
@@ -333,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     write_marker(out, {"status": "complete", "small": args.small, "steps": cfg.steps, "seconds": round(seconds, 1),
                        "artefacts": [str(p.relative_to(out)) for p in artefacts]})
     print(f"\ndemo: done in {seconds:.0f} s; everything is in {out} (DEBUG WEIGHTS: all outputs come from random "
-          f"models, see {README})")
+          f"models, see {README}); open {out / 'report' / 'index.html'} in a browser to listen")
     for p in artefacts:
         print(f"  {p.relative_to(out)}  ({p.stat().st_size:,} bytes)")
     return 0

@@ -140,7 +140,7 @@ def test_small_demo_writes_every_artefact(tmp_path):
     for cmd in ("visualsound synth", "visualsound score", "visualsound build", "visualsound report",
                 "vaura extract", "vaura train", "vaura generate", "vbench datasets build synthetic",
                 "vbench evaluate --model vaura", "vbench evaluate --model ground-truth", "vbench leaderboard",
-                "vbench plot"):
+                "vbench plot", "vbench report"):
         assert f"\n$ {cmd}" in log, f"{cmd!r} not printed"
     assert re.search(r"threshold -?\d\.\d+: debug ImageBind scores are random", log)
 
@@ -191,3 +191,20 @@ def test_small_demo_writes_every_artefact(tmp_path):
     assert html.count("<table") == len(datasets) == 1
     assert "DEBUG WEIGHTS" in html
     assert "[DEBUG WEIGHTS]" in log  # the leaderboard table printed to stdout
+
+    # the listening report ends the demo: every test clip once, both models' media playable, labelled debug
+    assert log.rstrip().splitlines()[-1].strip().startswith("report/index.html")
+    report_dir = out / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["debug_weights"] is True and not report["errors"]
+    (group,) = report["groups"]
+    test_clips = json.loads((out / "vbench" / "datasets" / "synthetic.json").read_text())["clips"]
+    assert sorted(c["clip_id"] for c in group["clips"]) == sorted(c["id"] for c in test_clips)
+    page = (report_dir / "index.html").read_text()
+    assert "<title>vbench listening report [DEBUG WEIGHTS]</title>" in page
+    assert page.count("<tr data-clip=") == len(test_clips)
+    media = re.findall(r"<(?:video|audio) [^>]*src='([^']+)'", page)
+    assert len(media) == len(test_clips) * 3  # ground truth + vaura + ground-truth model
+    for rel in media:
+        info = probe(report_dir / rel)
+        assert info.has_audio, rel
