@@ -33,7 +33,7 @@ from visualsound.utils.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 1  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 2  # bump when the encoding or the images change: every cached file is then made again
 
 
 @dataclass(frozen=True)
@@ -145,19 +145,19 @@ def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 def spectrogram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, settings: MediaSettings) -> np.ndarray:
     """A mel spectrogram of `audio` (float ``[C, N]``, channels averaged) as uint8 levels ``[H, W]``
     (`spec_height` x `spec_width`; low frequencies at the bottom; 0 = `spec_range_db` or more below the track's
-    peak, 255 = the peak; silence is 0). `save_spectrogram` colours it. Hann-windowed frames of 512 samples (1024
-    above 24 kHz), about two per output column; numpy only (small tensors are slow in torch under contention)."""
+    peak, 255 = the peak; silence is 0). `save_spectrogram` colours it. 64 mel bands of Hann-windowed frames of 512
+    samples (2048 above 24 kHz: no empty low bands), about two frames per output column; numpy only (small tensors
+    are slow in torch under contention)."""
     from PIL import Image
 
     x = np.asarray(audio, dtype=np.float32).mean(axis=0)
-    n_fft = 1024 if sample_rate > 24000 else 512
+    n_fft = 2048 if sample_rate > 24000 else 512
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
     hop = max(n_fft // 8, int(math.ceil(x.size / (2 * settings.spec_width))))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # [frames, n_fft]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=1)) ** 2  # [frames, F]
-    n_mels = min(2 * settings.spec_height, n_fft // 8)  # no empty mel bands at 16 kHz
-    db = 10 * np.log10(np.maximum(_mel_matrix(sample_rate, n_fft, n_mels) @ power.T, 1e-12))  # [M, frames]
+    db = 10 * np.log10(np.maximum(_mel_matrix(sample_rate, n_fft, 64) @ power.T, 1e-12))  # [M, frames]
     top = float(db.max())
     if top <= -110.0:  # digital silence
         level = np.zeros_like(db)

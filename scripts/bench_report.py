@@ -1,0 +1,136 @@
+"""Benchmark: `vbench report` on a VGGSound-test-sized result set (15,220 clips) with a 200-clip gallery.
+
+Writes `--sources` synthetic 10 s clips (640x360, 25 fps, textured moving picture, 44.1 kHz stereo chirp: web-video
+sized) and a "generated" 10 s mono wav per clip and model, then result JSONs + per-clip tables (the issue-17 schema,
+written by tests/report_fixture.py) of `--models` models over 15,220 clip ids that reuse the sources in turn (so
+every gallery clip is encoded on its own, as distinct clips would be). Times, in one process:
+
+- reading and checking the per-clip tables (`load_inputs` + `build_groups`);
+- ranking the clips (`select` of ``worst:DeSync:200``);
+- the first build of a 200-clip gallery (``random:200``: decode, scale to 320 px, encode each clip's media once);
+- a re-run of the same report (every media file reused: what a changed selection of known clips or a new page
+  costs), and its page size.
+
+    .venv/bin/python scripts/bench_report.py [--clips 200] [--rows 15220] [--sources 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.report_fixture writes the per-clip tables
+
+from benchmarks.report import build_groups, build_report, load_inputs, parse_select, select  # noqa: E402
+from tests.report_fixture import clip_rows, write_result  # noqa: E402
+from visualsound.media import write_video, write_wav  # noqa: E402
+from visualsound.utils.threads import available_cores  # noqa: E402
+
+
+def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 640, height: int = 360,
+                 fps: int = 25, sr: int = 44100) -> list[Path]:
+    """`count` textured, moving 10 s clips with a stereo chirp (each one different)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = np.arange(int(seconds * sr)) / sr
+    paths = []
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        texture = rng.integers(0, 40, size=(height, width, 3)).astype(np.float32)
+        frames = np.empty((int(seconds * fps), height, width, 3), np.uint8)
+        for k in range(frames.shape[0]):
+            wave = np.sin((xx + (3 + i) * k) / 23.0) * np.cos((yy - 2 * k) / (17.0 + i))
+            base = 100 + 80 * wave[..., None]
+            frames[k] = np.clip(base + np.roll(texture, k, axis=1), 0, 255).astype(np.uint8)
+        chirp = 0.3 * np.sin(2 * np.pi * ((200 + 20 * i) * t + 40 * t ** 2))
+        path = folder / f"src{i:03d}.mp4"
+        write_video(path, frames, fps, np.stack([chirp, 0.5 * chirp]).astype(np.float32), sr, gop=2 * fps)
+        paths.append(path)
+    return paths
+
+
+def make_generated(folder: Path, count: int, seed: int, seconds: float = 10.0, sr: int = 44100) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    out = []
+    for i in range(count):
+        tone = 0.2 * np.sin(2 * np.pi * (300 + 37 * i) * t) * (np.sin(2 * np.pi * (0.5 + i / 10) * t) > 0)
+        wav = (tone + 0.02 * rng.standard_normal(t.size)).astype(np.float32)[None]
+        path = folder / f"gen{i:03d}.wav"
+        write_wav(path, wav, sr)
+        out.append(path)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=15220, help="clips in the result set (VGGSound test: 15,220)")
+    ap.add_argument("--clips", type=int, default=200, help="clips in the gallery")
+    ap.add_argument("--sources", type=int, default=20, help="distinct source videos (reused in turn)")
+    ap.add_argument("--models", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--json", type=Path, default=None, help="write the measurements here")
+    args = ap.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_report-"))
+    t0 = time.perf_counter()
+    sources = make_sources(work / "sources", args.sources)
+    gens = [make_generated(work / f"model{m}", args.sources, seed=m) for m in range(args.models)]
+    clips = [{"clip_id": f"clip{i:05d}", "video": str(sources[i % len(sources)]), "label": f"class {i % 309}",
+              "duration": 10.0} for i in range(args.rows)]
+    paths = []
+    for m in range(args.models):
+        gen = {c["clip_id"]: str(gens[m][i % len(sources)]) for i, c in enumerate(clips)}
+        rows = clip_rows("av-benchmark", clips, gen, seed=m)
+        for r in rows:
+            r["item"] = r["clip_id"]  # generated files are shared between clip ids: their stems would repeat
+        paths.append(write_result(work / "results", "av-benchmark", f"model-{m}", rows, args.rows, debug=False))
+    setup_s = time.perf_counter() - t0
+    print(f"inputs: {args.sources} sources, {args.models} models x {args.rows} rows ({setup_s:.1f} s) in {work}")
+
+    t0 = time.perf_counter()
+    groups = build_groups(load_inputs(paths))
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    select(groups, [parse_select(f"worst:DeSync:{args.clips}")])
+    select_s = time.perf_counter() - t0
+    print(f"read + check {args.models} x {args.rows} rows: {load_s:.2f} s; rank clips: {select_s:.2f} s")
+
+    out = work / "report"
+    terms = [f"random:{args.clips}"]
+    t0 = time.perf_counter()
+    first = build_report(paths, out, terms, jobs=args.jobs)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = build_report(paths, out, terms, jobs=args.jobs)
+    again_s = time.perf_counter() - t0
+    media = [p for p in (out / "media").rglob("*") if p.is_file()]
+    media_mb = sum(p.stat().st_size for p in media) / 1e6
+    html_kb = (out / "index.html").stat().st_size / 1e3
+    print(f"first build, {args.clips}-clip gallery: {first_s:.1f} s ({first.encoded} files written, "
+          f"{first_s / args.clips:.2f} s per clip, {len(first.errors)} errors)")
+    print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written)")
+    print(f"index.html {html_kb:.0f} kB; media {len(media)} files, {media_mb:.1f} MB "
+          f"({media_mb / args.clips:.2f} MB per clip)")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "command": "scripts/bench_report.py " + " ".join(sys.argv[1:]), "machine": platform.platform(),
+            "cpus": available_cores(), "rows": args.rows, "models": args.models,
+            "gallery_clips": args.clips, "sources": "640x360 25 fps 10 s H.264 + 44.1 kHz stereo AAC",
+            "read_check_s": round(load_s, 3), "rank_s": round(select_s, 3), "first_build_s": round(first_s, 2),
+            "rerun_s": round(again_s, 2), "files_written_first": first.encoded, "files_written_rerun": again.encoded,
+            "index_html_kb": round(html_kb, 1), "media_mb": round(media_mb, 2)}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
