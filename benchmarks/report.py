@@ -580,12 +580,18 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _fmt_display(spec: MetricSpec, stored: float) -> str:
+    """A stored value in display units and digits; a value that rounds to zero from below shows 0.00, not -0.00
+    (the leaderboard's rule: the ground truth's KLD is about -1e-4 from float rounding)."""
+    text = f"{spec.display(stored):.{spec.digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def _fmt_value(spec: MetricSpec, v: float | None) -> tuple[str, str]:
     """(data-v, text) of a per-item value in display units."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "", "–"
-    d = spec.display(float(v))
-    return repr(round(d, 6)), f"{d:.{spec.digits}f}"
+    return repr(round(spec.display(float(v)), 6)), _fmt_display(spec, float(v))
 
 
 def _ci_bounds(ci: Any, where: str, key: str) -> tuple[float, float, float | None]:
@@ -618,7 +624,7 @@ def interval_table(group: Group) -> str:
         cells = []
         for m in specs:
             b = bounds.get((r.key, m.key))
-            cells.append("-" if b is None else f"[{m.display(b[0]):.{m.digits}f}, {m.display(b[1]):.{m.digits}f}]")
+            cells.append("-" if b is None else f"[{_fmt_display(m, b[0])}, {_fmt_display(m, b[1])}]")
         out.append(f"<tr><td>{_e(r.label)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     title = f"{'/'.join(levels) or 'Bootstrap'} intervals"

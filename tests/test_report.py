@@ -499,3 +499,13 @@ def test_a_15220_row_table_builds_in_seconds(tmp_path):
     assert again.encoded == 0
     (group,) = build_groups(load_inputs(paths))
     assert [len(r.rows) for r in group.runs] == [n, n] and len(group.clips) == n
+
+
+def test_values_rounding_to_zero_from_below_show_no_minus():
+    from benchmarks.report import _fmt_display, _fmt_value
+    from benchmarks.results import metric_specs
+
+    kld = next(m for m in metric_specs("vaura-paper") if m.key == "kld")
+    ib = next(m for m in metric_specs("av-benchmark") if m.key == "IB-Score")
+    assert _fmt_display(kld, -1e-4) == "0.00" and _fmt_display(kld, -0.01) == "-0.01"
+    assert _fmt_value(ib, 0.2913) == ("29.13", "29.13") and _fmt_value(ib, float("nan")) == ("", "–")
