@@ -104,16 +104,18 @@ def _scaled_size(width: int, height: int, target: int) -> tuple[int, int]:
 
 def scale_frames(frames: torch.Tensor, width: int) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, H', W', 3]`` at most `width` wide (aspect kept, sizes even;
-    bilinear with antialiasing)."""
+    bilinear with antialiasing on torch's native uint8 kernel: no float copy of the clip, within one level of
+    the float computation)."""
     assert frames.ndim == 4 and frames.shape[-1] == 3, f"frames must be [T, H, W, 3], got {tuple(frames.shape)}"
+    assert frames.dtype == torch.uint8, f"frames must be uint8, got {frames.dtype}"
     h, w = int(frames.shape[1]), int(frames.shape[2])
     new_w, new_h = _scaled_size(w, h, width)
     if (new_w, new_h) == (w, h):
         return frames
-    x = frames.permute(0, 3, 1, 2).float()
+    x = frames.permute(0, 3, 1, 2)  # a channels-last view: the layout of the uint8 kernel
     y = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
                                         antialias=True)
-    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return y.permute(0, 2, 3, 1).contiguous()
 
 
 _LUT: np.ndarray | None = None

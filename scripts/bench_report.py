@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +44,10 @@ def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 6
     t = np.arange(int(seconds * sr)) / sr
     paths = []
     for i in range(count):
+        path = folder / f"src{i:03d}.mp4"
+        paths.append(path)
+        if path.is_file():  # a previous run's (the content is a function of i)
+            continue
         rng = np.random.default_rng(i)
         texture = rng.integers(0, 40, size=(height, width, 3)).astype(np.float32)
         frames = np.empty((int(seconds * fps), height, width, 3), np.uint8)
@@ -51,9 +56,7 @@ def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 6
             base = 100 + 80 * wave[..., None]
             frames[k] = np.clip(base + np.roll(texture, k, axis=1), 0, 255).astype(np.uint8)
         chirp = 0.3 * np.sin(2 * np.pi * ((200 + 20 * i) * t + 40 * t ** 2))
-        path = folder / f"src{i:03d}.mp4"
         write_video(path, frames, fps, np.stack([chirp, 0.5 * chirp]).astype(np.float32), sr, gop=2 * fps)
-        paths.append(path)
     return paths
 
 
@@ -107,6 +110,7 @@ def main() -> None:
     print(f"read + check {args.models} x {args.rows} rows: {load_s:.2f} s; rank clips: {select_s:.2f} s")
 
     out = work / "report"
+    shutil.rmtree(out, ignore_errors=True)  # a cold first build
     terms = [f"random:{args.clips}"]
     t0 = time.perf_counter()
     first = build_report(paths, out, terms, jobs=args.jobs)
