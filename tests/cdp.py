@@ -89,8 +89,12 @@ class Chromium:
             raise BrowserError(f"{self.executable} did not start: {e}; stderr: {err}") from e
 
     def _stderr_tail(self) -> str:
-        if self.proc is None or self.proc.poll() is None or self.proc.stderr is None:
-            return "(still running)"
+        if self.proc is None or self.proc.stderr is None:
+            return ""
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "(the browser is still running)"
         return self.proc.stderr.read().decode(errors="replace")[-2000:]
 
     def _send(self, message: dict[str, Any]) -> None:

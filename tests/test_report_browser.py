@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from benchmarks.report import build_report
@@ -43,6 +44,14 @@ MEDIA_STATE = ("Array.from(document.querySelectorAll('video, audio')).map(m => (
 
 
 def test_report_in_headless_chromium(tmp_path):
+    browser = _browser_or_skip()  # before building anything: a skip costs nothing
+    try:
+        _check_report_in(browser, tmp_path)
+    finally:
+        browser.close()
+
+
+def _check_report_in(browser: Chromium, tmp_path: Path) -> None:
     from visualsound.media import probe, read_audio
 
     paths = make_report_inputs(tmp_path, count=4)
@@ -51,84 +60,78 @@ def test_report_in_headless_chromium(tmp_path):
     report = json.loads((out / "report.json").read_text())
     clips = [c["clip_id"] for c in report["groups"][0]["clips"]]
     rows = {}
-    import pandas as pd
-
     for p in paths:  # the DeSync of each clip per model, to know the sorted order
         df = pd.read_parquet(p.parent / (p.stem + ".clips.parquet"))
         rows[json.loads(p.read_text())["model"]["name"]] = df[df["clip_id"].notna()].set_index("clip_id")["DeSync"]
 
-    browser = _browser_or_skip()
-    try:
-        page = browser.new_page(width=1500, height=1000)
-        page.goto(summary.index.resolve().as_uri())
-        assert "DEBUG WEIGHTS" in page.evaluate("document.title")
-        assert page.evaluate("!!document.getElementById('debug-banner')")
+    page = browser.new_page(width=1500, height=1000)
+    page.goto(summary.index.resolve().as_uri())
+    assert "DEBUG WEIGHTS" in page.evaluate("document.title")
+    assert page.evaluate("!!document.getElementById('debug-banner')")
 
-        # one row per clip, in the selection order
-        assert page.evaluate(ROW_IDS) == clips
+    # one row per clip, in the selection order
+    assert page.evaluate(ROW_IDS) == clips
 
-        # sorting by a metric (the ground-truth model's DeSync: every clip has one): worst (highest) first, then
-        # best first
-        header = ("Array.from(document.querySelectorAll('table.gallery th[data-metric=\"DeSync\"]'))"
-                  f".find(th => th.dataset.model === '{_key(report, 'ground-truth')}')")
-        expected = list(rows["ground-truth"].loc[clips].sort_values(ascending=False).index)
-        assert expected != clips, "the fixture's order must differ from the sorted one for this check to bite"
-        page.evaluate(f"{header}.click()")
-        assert page.evaluate(ROW_IDS) == expected
-        assert page.evaluate(f"{header}.getAttribute('aria-sort')") == "descending"
-        page.evaluate(f"{header}.click()")
-        assert page.evaluate(ROW_IDS) == expected[::-1]
-        # a model's DeSync with a missing value: the empty cell stays last in both directions
-        vaura = ("Array.from(document.querySelectorAll('table.gallery th[data-metric=\"DeSync\"]'))"
-                 f".find(th => th.dataset.model === '{_key(report, 'vaura')}')")
-        page.evaluate(f"{vaura}.click()")
-        order = page.evaluate(ROW_IDS)
-        have = rows["vaura"].loc[clips].dropna().sort_values(ascending=False)
-        assert order[:len(have)] == list(have.index) and len(order) == len(clips)
-        page.evaluate("document.querySelector('table.gallery th').click()")  # '#': back to the selection order
-        assert page.evaluate(ROW_IDS) == clips
+    # sorting by a metric (the ground-truth model's DeSync: every clip has one): worst (highest) first, then
+    # best first
+    header = ("Array.from(document.querySelectorAll('table.gallery th[data-metric=\"DeSync\"]'))"
+              f".find(th => th.dataset.model === '{_key(report, 'ground-truth')}')")
+    expected = list(rows["ground-truth"].loc[clips].sort_values(ascending=False).index)
+    assert expected != clips, "the fixture's order must differ from the sorted one for this check to bite"
+    page.evaluate(f"{header}.click()")
+    assert page.evaluate(ROW_IDS) == expected
+    assert page.evaluate(f"{header}.getAttribute('aria-sort')") == "descending"
+    page.evaluate(f"{header}.click()")
+    assert page.evaluate(ROW_IDS) == expected[::-1]
+    # a model's DeSync with a missing value: the empty cell stays last in both directions
+    vaura = ("Array.from(document.querySelectorAll('table.gallery th[data-metric=\"DeSync\"]'))"
+             f".find(th => th.dataset.model === '{_key(report, 'vaura')}')")
+    page.evaluate(f"{vaura}.click()")
+    order = page.evaluate(ROW_IDS)
+    have = rows["vaura"].loc[clips].dropna().sort_values(ascending=False)
+    assert order[:len(have)] == list(have.index) and len(order) == len(clips)
+    page.evaluate("document.querySelector('table.gallery th').click()")  # '#': back to the selection order
+    assert page.evaluate(ROW_IDS) == clips
 
-        # the text filter hides rows; the model checkbox hides that model's columns
-        page.evaluate("(() => { const f = document.querySelector('input.filter'); f.value = 'drum'; "
-                      "f.dispatchEvent(new Event('input')); })()")
-        visible = page.evaluate(VISIBLE_IDS)
-        labels = dict(zip(clips, _labels(paths[0], clips)))
-        assert visible == [c for c in clips if "drum" in labels[c]] and 0 < len(visible) < len(clips)
-        assert page.evaluate("document.querySelector('.count').textContent") == f"{len(visible)} of {len(clips)} clips"
-        page.evaluate("(() => { const f = document.querySelector('input.filter'); f.value = ''; "
-                      "f.dispatchEvent(new Event('input')); })()")
-        key = _key(report, "vaura")
-        page.evaluate(f"(() => {{ const b = document.querySelector('input.model-toggle[value={key}]'); "
-                      "b.checked = false; b.dispatchEvent(new Event('change')); })()")
-        hidden = page.evaluate(f"Array.from(document.querySelectorAll('.m-{key}'))"
-                               ".every(e => getComputedStyle(e).display === 'none')")
-        assert hidden
-        page.evaluate(f"(() => {{ const b = document.querySelector('input.model-toggle[value={key}]'); "
-                      "b.checked = true; b.dispatchEvent(new Event('change')); })()")
+    # the text filter hides rows; the model checkbox hides that model's columns
+    page.evaluate("(() => { const f = document.querySelector('input.filter'); f.value = 'drum'; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    visible = page.evaluate(VISIBLE_IDS)
+    labels = dict(zip(clips, _labels(paths[0], clips)))
+    assert visible == [c for c in clips if "drum" in labels[c]] and 0 < len(visible) < len(clips)
+    assert page.evaluate("document.querySelector('.count').textContent") == f"{len(visible)} of {len(clips)} clips"
+    page.evaluate("(() => { const f = document.querySelector('input.filter'); f.value = ''; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    key = _key(report, "vaura")
+    page.evaluate(f"(() => {{ const b = document.querySelector('input.model-toggle[value={key}]'); "
+                  "b.checked = false; b.dispatchEvent(new Event('change')); })()")
+    hidden = page.evaluate(f"Array.from(document.querySelectorAll('.m-{key}'))"
+                           ".every(e => getComputedStyle(e).display === 'none')")
+    assert hidden
+    page.evaluate(f"(() => {{ const b = document.querySelector('input.model-toggle[value={key}]'); "
+                  "b.checked = true; b.dispatchEvent(new Event('change')); })()")
 
-        # every media element: its file exists and decodes (PyAV), and the browser loads it without an error
-        media = page.wait_for(f"(() => {{ const m = {MEDIA_STATE}; "
-                              "return m.every(x => x.ready >= 1 || x.error) ? m : null; })()", timeout=30)
-        assert len(media) == 11
-        for m in media:
-            f = out / m["src"]
-            info = probe(f, require_audio=True)
-            assert read_audio(f, duration=0.5).shape[1] > 0
-            assert m["error"] is None and m["ready"] >= 1, m
-            assert abs(m["duration"] - info.duration) < 0.1, (m, info.duration)
-        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy spectrograms load when seen
-        images = page.wait_for("(() => { const i = Array.from(document.images); "
-                               "return i.every(x => x.complete && x.naturalWidth > 0) ? "
-                               "i.map(x => x.getAttribute('src')) : null; })()", timeout=20)
-        assert len(images) == 4 + 11  # distribution plots + spectrograms
-        page.evaluate("window.scrollTo(0, 0)")
+    # every media element: its file exists and decodes (PyAV), and the browser loads it without an error
+    media = page.wait_for(f"(() => {{ const m = {MEDIA_STATE}; "
+                          "return m.every(x => x.ready >= 1 || x.error) ? m : null; })()", timeout=30)
+    assert len(media) == 11
+    for m in media:
+        f = out / m["src"]
+        info = probe(f, require_audio=True)
+        assert read_audio(f, duration=0.5).shape[1] > 0
+        assert m["error"] is None and m["ready"] >= 1, m
+        assert abs(m["duration"] - info.duration) < 0.1, (m, info.duration)
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy spectrograms load when seen
+    images = page.wait_for("(() => { const i = Array.from(document.images); "
+                           "return i.every(x => x.complete && x.naturalWidth > 0) ? "
+                           "i.map(x => x.getAttribute('src')) : null; })()", timeout=20)
+    assert len(images) == 4 + 11  # distribution plots + spectrograms
+    page.evaluate("window.scrollTo(0, 0)")
 
-        assert page.errors() == []
-        shot = page.screenshot(ARTIFACTS / "report_screenshot.png", full_page=True)
-        print(f"screenshot: {shot}")
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        browser.close()
+    assert page.errors() == []
+    shot = page.screenshot(ARTIFACTS / "report_screenshot.png", full_page=True)
+    print(f"screenshot: {shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _key(report: dict, model: str) -> str:
@@ -139,8 +142,6 @@ def _key(report: dict, model: str) -> str:
 
 
 def _labels(result: Path, clips: list[str]) -> list[str]:
-    import pandas as pd
-
     df = pd.read_parquet(result.parent / (result.stem + ".clips.parquet"))
     labels = df[df["clip_id"].notna()].drop_duplicates("clip_id").set_index("clip_id")["label"]
     return [labels[c] for c in clips]
