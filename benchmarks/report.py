@@ -110,8 +110,10 @@ def per_clip_path(result: dict[str, Any]) -> Path:
     if rec is None:
         raise ReportError(f"{where}: the result records no per-clip table ('per_clip'): it was written before "
                           "per-clip results existed; evaluate the model again with this version of vbench")
-    if not isinstance(rec, dict) or not isinstance(rec.get("file"), str) or not rec["file"]:
-        raise ReportError(f"{where}: 'per_clip' must be an object with a 'file' name, got {rec!r}")
+    if not (isinstance(rec, dict) and isinstance(rec.get("file"), str) and rec["file"]
+            and isinstance(rec.get("sha256"), str) and isinstance(rec.get("rows"), int)):
+        raise ReportError(f"{where}: 'per_clip' must be an object with 'file' (str), 'rows' (int) and 'sha256' (str), "
+                          f"got {rec!r}")
     return Path(where).parent / rec["file"]
 
 
@@ -133,7 +135,7 @@ def read_per_clip(result: dict[str, Any]) -> pd.DataFrame:
     if not path.is_file():
         raise ReportError(f"{where}: its per-clip table {path} does not exist")
     data = path.read_bytes()
-    if rec.get("sha256") and hashlib.sha256(data).hexdigest() != rec["sha256"]:
+    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
         raise ReportError(f"{path}: its sha256 differs from the one in {where}: the table was changed or replaced "
                           "after the result was written")
     try:
@@ -158,7 +160,7 @@ def read_per_clip(result: dict[str, Any]) -> pd.DataFrame:
             problems.append(f"metadata {key!r} missing")
         elif meta[key] != expected[key] and not (key == "result_file" and where == "result"):
             problems.append(f"metadata {key}={meta[key]!r} but the result says {expected[key]!r}")
-    if isinstance(rec.get("rows"), int) and rec["rows"] != table.num_rows:
+    if rec["rows"] != table.num_rows:
         problems.append(f"{table.num_rows} rows but the result records {rec['rows']}")
     if problems:
         raise ReportError(f"{path}: not a valid per-clip table of {where}: " + "; ".join(problems))

@@ -4,6 +4,7 @@ re-run, and a 15,220-row table. The page in a real browser: tests/test_report_br
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -35,6 +36,7 @@ from tests.report_fixture import (
     write_generated,
     write_result,
 )
+from visualsound.errors import ToolkitError
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -140,7 +142,7 @@ def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path):
     table = path.parent / (path.stem + ".clips.parquet")
     table.write_bytes(b"item,clip_id\na,b\n")
     data = json.loads(path.read_text())
-    del data["per_clip"]["sha256"]
+    data["per_clip"]["sha256"] = hashlib.sha256(table.read_bytes()).hexdigest()
     path.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=rf"{re.escape(str(table))}: not a per-clip table \(not readable as Parquet"):
         read_per_clip(load_result(path))
@@ -211,6 +213,15 @@ def test_bad_rows_are_refused(tmp_path, change, message):
     loose = pa.schema([f.with_nullable(True) for f in schema("av-benchmark")])
     path = write_result(tmp_path, "av-benchmark", "m", rows, 3, table_schema=loose)
     with pytest.raises(ReportError, match=re.escape(message)):
+        read_per_clip(load_result(path))
+
+
+def test_an_incomplete_per_clip_record_is_refused(tmp_path):
+    (path, _) = fake_results(tmp_path)
+    data = json.loads(path.read_text())
+    del data["per_clip"]["sha256"]
+    path.write_text(json.dumps(data))
+    with pytest.raises((ReportError, ToolkitError), match="sha256"):
         read_per_clip(load_result(path))
 
 
