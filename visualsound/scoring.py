@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from visualsound.errors import ConfigError, ToolkitError
 from visualsound.scores_io import STATUSES, done_clip_ids, list_shards, write_shard
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.weights import DEBUG_WEIGHTS_TAG, checkpoint_digest
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 # change could move a score, so that old and new scores are never mixed in one folder.
 SCORE_VERSION = "imagebind-visualsound-v1"
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEBUG_CHECKPOINT_TAG = "debug-weights"
+DEBUG_CHECKPOINT_TAG = DEBUG_WEIGHTS_TAG
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
 RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype", "silence_threshold", "min_duration")
 STALE_TEMP_SECONDS = 3600  # temp files of killed shard writes older than this are removed when a run starts
@@ -456,19 +457,6 @@ def _remove_stale_temps(out_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> N
                 p.unlink()
 
 
-def _checkpoint_digest(checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[Path | None, str]:
-    if debug_weights:
-        if checkpoint is not None:
-            raise ConfigError("pass either a checkpoint or debug weights, not both")
-        return None, DEBUG_CHECKPOINT_TAG
-    from visualsound.imagebind.checkpoint import WEIGHTS_NAME
-    from visualsound.weights import file_digest, resolve
-
-    path = resolve(WEIGHTS_NAME, checkpoint)
-    log.info("hashing %s", path)
-    return path, file_digest(path)
-
-
 def _compact(paths: list[Path], out_dir: Path, meta: Mapping[str, str]) -> Path:
     """Rewrite this run's shards as one shard (atomic), then delete them. A kill in between leaves identical
     duplicate rows, which `read_scores` resolves."""
@@ -499,7 +487,9 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     out = Path(out_dir)
     # the recipe is checked before anything else: a re-run with other settings on a finished folder must not
     # report "nothing to do" as if its settings had been applied
-    ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
+    from visualsound.imagebind.checkpoint import WEIGHTS_NAME
+
+    ckpt_path, digest = checkpoint_digest(WEIGHTS_NAME, checkpoint, debug_weights)
     meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
             "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
             "min_duration": f"{cfg.min_duration:g}"}
