@@ -238,3 +238,19 @@ def test_vaura_generates_one_8s_sample_per_clip(synth8: dict, tmp_path: Path) ->
     assert result["model"]["samples_per_clip"] == 1 and result["counts"]["samples"] == 1
     assert len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 1  # 8 s were generated (else dropped)
     assert 0 <= result["metrics"]["DeSync"] <= 2
+
+
+def test_vbench_sync_is_the_protocols_desync(synth8: dict, tmp_path: Path) -> None:
+    """`vbench sync --protocol av-benchmark` of one clip gives the offsets `vbench evaluate` computes for it."""
+    a = synth8["root"] / "video" / f"{synth8['ids'][0]}.mp4"
+    res = CliRunner().invoke(main, ["sync", str(a), "--debug-weights", "--protocol", "av-benchmark", "--json"])
+    assert res.exit_code == 0, res.output
+    one = json.loads(res.output.strip().splitlines()[-1])
+    assert one["window_starts_sec"] == [0.0, 3.2] and len(one["top3"]) == 3
+    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "ground-truth", "--dataset",
+                   str(synth8["manifest"]), "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress",
+                   "--metrics", "DeSync"])
+    result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
+    per_pair = result["metric_details"]["desync"]["abs_offset_sec_per_pair"][synth8["ids"][0]]
+    assert [abs(o) for o in one["window_offsets_sec"]] == pytest.approx(per_pair)
+    assert one["desync_sec"] == pytest.approx(sum(per_pair) / 2, abs=1e-4)

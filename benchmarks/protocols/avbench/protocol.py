@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -344,21 +346,70 @@ def _desync(run, gen, vid, gen_names, wanted, models: Models) -> bool:
         run.details["desync"] = {"pairing": p.to_dict()}
         return True
     model = models.get("sync")
-    dev = next(model.parameters()).device
     logits = []
-    with torch.no_grad():
-        for i in range(0, len(p.pairs), DESYNC_BATCH):
-            v = torch.stack([videos[g] for g in p.gt_names[i:i + DESYNC_BATCH]]).to(dev)
-            a = torch.stack([audio[n] for n in p.generated_names[i:i + DESYNC_BATCH]]).to(dev)
-            if v.shape[1] < WINDOW_SEGMENTS or a.shape[1] < WINDOW_SEGMENTS:
-                raise EvaluationError(f"DeSync needs {WINDOW_SEGMENTS} segments per window; got video "
-                                      f"{tuple(v.shape)}, audio {tuple(a.shape)}")
-            first = model.compare(v[:, :WINDOW_SEGMENTS], a[:, :WINDOW_SEGMENTS])[0]
-            last = model.compare(v[:, -WINDOW_SEGMENTS:], a[:, -WINDOW_SEGMENTS:])[0]
-            logits.append(torch.stack([first, last], dim=1).float().cpu())
-    window_logits = torch.cat(logits)  # [N, 2, 21]
-    offsets = fm.desync_offsets(window_logits)
+    for i in range(0, len(p.pairs), DESYNC_BATCH):
+        v = torch.stack([videos[g] for g in p.gt_names[i:i + DESYNC_BATCH]])
+        a = torch.stack([audio[n] for n in p.generated_names[i:i + DESYNC_BATCH]])
+        logits.append(window_logits(model, v, a))
+    offsets = fm.desync_offsets(torch.cat(logits))  # logits [N, 2, 21] -> [N, 2]
     _set_metric(run, "DeSync", lambda: fm.desync(offsets), wanted)
     run.details["desync"] = {"pairing": p.to_dict(), "abs_offset_sec_per_pair": {
         n: offsets[i].tolist() for i, n in enumerate(p.generated_names)}}
     return True
+
+
+# ------------------------------------------------------------------------------------------------ one clip
+@torch.no_grad()
+def window_logits(model: torch.nn.Module, video_feats: torch.Tensor, audio_feats: torch.Tensor) -> torch.Tensor:
+    """The sync head on the first and the last 14 segments of each pair: features ``[B, S, 8, Dv]`` and
+    ``[B, S, 6, Da]`` (S = 24 for 8 s) -> logits ``[B, 2, 21]`` (float32, CPU), as the original's two
+    ``compare_v_a`` calls."""
+    if video_feats.shape[1] < WINDOW_SEGMENTS or audio_feats.shape[1] < WINDOW_SEGMENTS:
+        raise EvaluationError(f"DeSync needs {WINDOW_SEGMENTS} segments per window; got video "
+                              f"{tuple(video_feats.shape)}, audio {tuple(audio_feats.shape)}")
+    dev = next(model.parameters()).device
+    v, a = video_feats.to(dev), audio_feats.to(dev)
+    first = model.compare(v[:, :WINDOW_SEGMENTS], a[:, :WINDOW_SEGMENTS])[0]
+    last = model.compare(v[:, -WINDOW_SEGMENTS:], a[:, -WINDOW_SEGMENTS:])[0]
+    return torch.stack([first, last], dim=1).float().cpu()
+
+
+@dataclass(frozen=True)
+class ClipDesync:
+    """One clip's DeSync as the protocol computes it: the two windows' logits ``[2, 21]`` (first 4.8 s, last
+    4.8 s of the first `length_sec`), their signed offsets (s, audio relative to video) and the clip's DeSync
+    (mean absolute offset, s)."""
+
+    logits: torch.Tensor
+    offsets_sec: tuple[float, float]
+    desync_sec: float
+    window_starts_sec: tuple[float, float]
+
+    def top(self, k: int = 3) -> list[tuple[float, float]]:
+        """The `k` most likely ``(offset_sec, probability)`` of the mean of the two windows' softmax."""
+        probs = self.logits.softmax(-1).mean(0)
+        p, i = probs.topk(min(k, probs.numel()))
+        grid = fm.sync_grid()
+        return [(float(grid[j]), float(q)) for q, j in zip(p, i)]
+
+
+def clip_desync(model: torch.nn.Module, video: str | os.PathLike, audio: str | os.PathLike | None = None,
+                length_sec: float = LENGTH_SEC) -> ClipDesync:
+    """DeSync of one clip exactly as ``vbench evaluate --protocol av-benchmark`` computes it for a pair: the
+    video's 25 fps frames (FFmpeg's ``fps`` rule, the lost last frame) and the audio of `audio` (default: the
+    video's own track). Raises `EvaluationError` with the original's rejection reason for a video it would drop,
+    and `AudioTooShortError` for audio shorter than `length_sec`."""
+    from benchmarks.protocols.avbench import audio as A
+    from benchmarks.protocols.avbench import video as V
+
+    frames = V.read_video_frames(video, length_sec)
+    if frames.rejection:
+        raise EvaluationError(f"{video}: the av-benchmark protocol rejects this video: {frames.rejection}")
+    wave, sr = A.read_audio(audio if audio is not None else video)
+    a = A.sync_audio_features(model, A.sync_audio_input(A.sync_wave(wave, sr, length_sec)[None]))
+    v = V.sync_video_features(model, V.sync_segments(V.sync_video_input(frames.sync.frames))[None])
+    logits = window_logits(model, v, a)[0]
+    grid = fm.sync_grid()
+    offsets = (float(grid[logits[0].argmax()]), float(grid[logits[1].argmax()]))
+    last_start = (a.shape[1] - WINDOW_SEGMENTS) * A.SYNC_SEGMENT_HOP / A.SYNC_SAMPLE_RATE  # 3.2 s for 8 s
+    return ClipDesync(logits, offsets, fm.desync(fm.desync_offsets(logits[None])), (0.0, last_start))
