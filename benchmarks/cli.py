@@ -1,4 +1,4 @@
-"""`vbench` command line: weights registry, datasets, evaluation, leaderboard and Synchformer offsets.
+"""`vbench` command line: weights registry, datasets, evaluation, leaderboard, comparisons and Synchformer offsets.
 
 Each subcommand lives in its own module and is imported only when used; register a new one in
 `LAZY_COMMANDS` (name -> "module:attribute").
@@ -13,6 +13,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "benchmarks.commands.evaluate:evaluate",
     "leaderboard": "benchmarks.commands.leaderboard:leaderboard",
     "plot": "benchmarks.commands.plot:plot",
+    "compare": "benchmarks.commands.compare:compare",
 }
 
 main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)
