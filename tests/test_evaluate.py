@@ -174,8 +174,15 @@ def test_cli_evaluate_writes_result(synth, tmp_path: Path) -> None:
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "DEBUG WEIGHTS" in res.output
+    assert "95% interval [" in res.output and "percentile bootstrap over clips, 1000 resamples" in res.output
     files = list((tmp_path / "res").glob("*.json"))
     assert len(files) == 1 and validate_result(json.loads(files[0].read_text()))["metrics"].keys() == {"kld"}
+    assert files[0].with_name(files[0].name.replace(".json", ".clips.parquet")).is_file()
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", str(manifest),
+                                    "--debug-weights", "--metrics", "kld", "--out", str(tmp_path / "res"),
+                                    "--no-progress", "--bootstrap", "0"])
+    assert res.exit_code == 0 and "interval" not in res.output
+    assert "metric_ci" not in json.loads(files[0].read_text())
 
 
 @pytest.mark.slow
@@ -316,3 +323,38 @@ def test_one_bad_clip_never_aborts_an_evaluation(synth, tmp_path: Path) -> None:
     assert result["metric_details"]["fad"]["num_generated_samples"] == 2
     assert any("fad: 1 clips or samples" in w for w in result["warnings"])
     assert validate_result(result)
+
+
+def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
+    """Both results' per-clip tables reproduce their KLD / IB / Sync; every metric has an interval (FAD from the
+    clips' VGGish frames); `compare` pairs the common clips, names the one only the ground truth has, and on a
+    result against itself rebuilds FAD from the caches to the reported value with a zero difference."""
+    from benchmarks.compare import compare_results
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    _, ds = synth
+    out = tmp_path / "model"
+    _write_outputs(ds, out, ds.ids[1:])
+    res = tmp_path / "res"
+    model = evaluate(ds, make_model(f"dir:{out}"), EvalOptions(out_dir=res, debug_weights=True, allow_missing=True))
+    truth = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=res, debug_weights=True, bootstrap=200))
+    rows = assert_per_clip_reproduces(load_result(model["_path"]))
+    assert [r["item"] for r in rows] == [f"{c}#0" for c in ds.ids[1:]] + [f"gt:{ds.ids[0]}"]
+    assert rows[0]["generated_path"] == str((out / f"{ds.ids[1]}.wav").resolve())
+    assert rows[0]["sync_ms"] == pytest.approx(1000 * abs(rows[0]["sync_offset_sec"]))
+    assert "missing" in rows[-1]["reason"] and rows[-1]["kld"] is None
+    assert_per_clip_reproduces(load_result(truth["_path"]))
+    ci = model["metric_ci"]
+    assert set(ci) == {"fad", "kld", "ib", "sync_ms"} and model["bootstrap"]["resamples"] == 1000
+    assert ci["fad"]["method"] == "normal" and ci["fad"]["resamples"] == 100 and ci["kld"]["method"] == "percentile"
+    assert truth["metric_ci"]["kld"]["resamples"] == 200
+    c = compare_results(load_result(truth["_path"]), load_result(model["_path"]), resamples=200, fd_resamples=50)
+    assert c.common == sorted(ds.ids[1:]) and c.only_a == [ds.ids[0]] and c.only_b == []
+    assert c.metrics["kld"]["diff"] > 0 and set(c.metrics) == {"fad", "kld", "ib", "sync_ms"}
+    same = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=200, fd_resamples=50)
+    for key, entry in same.metrics.items():
+        assert entry["a"] == pytest.approx(model["metrics"][key], rel=1e-6), key
+        assert entry["diff"] == 0 and entry["p"] == 1.0, key
+    no_ci = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=tmp_path / "r0", debug_weights=True,
+                                                                  metrics=["kld"], bootstrap=0))
+    assert "metric_ci" not in no_ci and "bootstrap" not in no_ci and no_ci["per_clip"]["rows"] == 3
