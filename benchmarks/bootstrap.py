@@ -22,6 +22,11 @@ Statistics (each yields one or more metric keys from ``W``):
   the resampled rows (softmax and entropies precomputed once; a split's class mean is a counts-matrix product).
   Interval: **normal**.
 
+Resample counts: `DEFAULT_RESAMPLES` (1000) for per-item metrics, whose percentile intervals need many and cost
+one product each; `DEFAULT_SET_RESAMPLES` (100) for the set-level statistics, whose normal intervals need only a
+standard deviation (100 resamples estimate it within about 7 %) and which cost up to seconds each (README: cost
+table, ``scripts/bench_bootstrap.py``).
+
 Interval methods: ``percentile`` for means (unbiased, cheap, so many resamples are affordable); ``normal`` --
 ``value ± z * sd(replicates)``, centred on the reported value -- for set statistics, whose replicates are biased
 by resampling itself (a resample holds ~63 % distinct clips: an FD rises, an IS falls; a percentile interval
@@ -49,14 +54,15 @@ from statistics import NormalDist
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
 LEVEL = 0.95
-DEFAULT_RESAMPLES = 1000  # per-item metrics and IS
-DEFAULT_FD_RESAMPLES = 100  # Fréchet distances (a D x D eigenvalue problem each; see the README's cost table)
+DEFAULT_RESAMPLES = 1000  # per-item metrics (percentile intervals)
+DEFAULT_SET_RESAMPLES = 100  # set-level metrics: FAD / FD_* (a D x D eigenvalue problem each) and IS (normal)
 PERCENTILE = "percentile"
 NORMAL = "normal"
 IS_SPLITS = 10
@@ -70,7 +76,8 @@ class BootstrapError(ToolkitError):
 
 class Statistic(Protocol):
     """What the resampler needs from a statistic: the metric keys it yields, its units (sorted), its interval
-    method, whether it is a Fréchet distance (``kind == "fd"``: the smaller resample count) and ``evaluate``."""
+    method, whether it is a set-level statistic (``kind == "set"``: the smaller resample count) and
+    ``evaluate``."""
 
     name: str
     keys: tuple[str, ...]
@@ -172,67 +179,86 @@ def _stack(entries: Sequence[tuple[str, Any]], what: str) -> tuple[list[str], np
 
 
 class _WeightedSet:
-    """One side of a Fréchet distance: rows centred at their mean, kept in float32, with each row's unit index."""
+    """One side of a Fréchet distance on `device`: rows centred at their mean, kept in float32 (as the caches
+    hold them), with each row's unit index; moments are computed in float64."""
 
-    def __init__(self, rows: np.ndarray, unit_idx: np.ndarray) -> None:
-        self.center = rows.mean(axis=0)
-        self.rows = (rows - self.center).astype(np.float32)
-        self.unit_idx = unit_idx
+    def __init__(self, rows: np.ndarray, unit_idx: np.ndarray, device: str) -> None:
+        center = rows.mean(axis=0)
+        self.center = torch.from_numpy(center).to(device)
+        self.rows = torch.from_numpy((rows - center).astype(np.float32)).to(device)
+        self.unit_idx = torch.from_numpy(unit_idx).to(device)
 
-    def moments(self, w_units: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """``(mean [D], factor A [m, D], n)`` of the weighted rows with ``cov = A^T A`` (weights: the units'
-        counts); None with fewer than 2 rows drawn."""
-        w = w_units[self.unit_idx]
-        nz = w > 0
+    def moments(self, w: torch.Tensor, factor: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(mean [D], A, S)`` of the rows weighted by `w` ``[N]`` (a row's unit count): with `factor` the
+        factor ``A [m, D]`` of the covariance (``S = A^T A``; S not formed), else the covariance ``S [D, D]``
+        itself (A None) -- both equal ``np.cov`` of the rows repeated by their weights. None with fewer than 2
+        rows drawn."""
         n = float(w.sum())
         if n < 2:
             return None
-        x = self.rows[nz].astype(np.float64)
+        nz = w > 0
+        x = self.rows[nz].double()
         wn = w[nz]
-        mean = wn @ x / n
-        x -= mean
-        x *= np.sqrt(wn / (n - 1.0))[:, None]
-        return self.center + mean, x, n
+        mean = (wn @ x) / n
+        if factor:
+            x -= mean
+            x *= torch.sqrt(wn / (n - 1.0))[:, None]
+            return self.center + mean, x, None
+        cov = (x.T @ (x * wn[:, None]) - n * torch.outer(mean, mean)) / (n - 1.0)  # rows are centred already
+        return self.center + mean, None, cov
 
 
-def _cov(a: np.ndarray) -> np.ndarray:
-    return a.T @ a
+def _as_tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, dtype=np.float64))
 
 
-def trace_sqrt_product(a1: np.ndarray, a2: np.ndarray) -> float:
-    """``tr sqrtm(S1 S2)`` for ``S1 = a1^T a1``, ``S2 = a2^T a2`` (factors ``[m1, D]``, ``[m2, D]``): the sum of the
-    square roots of the (real, non-negative) eigenvalues of ``S1 S2``, from the smallest symmetric form."""
+def trace_sqrt_product(a1: np.ndarray | torch.Tensor, a2: np.ndarray | torch.Tensor) -> float:
+    """``tr sqrtm(S1 S2)`` for ``S1 = a1^T a1``, ``S2 = a2^T a2`` given by factors ``[m1, D]``, ``[m2, D]``
+    (float64): the sum of the square roots of the (real, non-negative) eigenvalues of ``S1 S2``, from the
+    ``m x m`` form ``(a1 a2^T)(a1 a2^T)^T`` when a side has fewer rows than dimensions, else from the
+    covariances (`trace_sqrt_product_cov`)."""
+    a1, a2 = _as_tensor(a1), _as_tensor(a2)
     m1, d = a1.shape
     m2 = a2.shape[0]
-    if min(m1, m2) < d:  # eig(S1 S2) \ {0} = eig(a1 S2 a1^T) = sigma^2(a1 a2^T)
-        g = a1 @ a2.T  # [m1, m2]
-        small = g @ g.T if m1 <= m2 else g.T @ g
-        ev = np.linalg.eigvalsh(small)
-    else:
-        s1, s2 = _cov(a1), _cov(a2)
-        try:
-            lower = np.linalg.cholesky(s1)
-        except np.linalg.LinAlgError:  # singular S1: any factor S1 = L L^T will do
-            e, v = np.linalg.eigh(s1)
-            lower = v * np.sqrt(np.clip(e, 0.0, None))
-        ev = np.linalg.eigvalsh(lower.T @ s2 @ lower)
-    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+    if min(m1, m2) >= d:
+        return trace_sqrt_product_cov(a1.T @ a1, a2.T @ a2)
+    g = a1 @ a2.T  # [m1, m2]: eig(S1 S2) \ {0} = eig(a1 S2 a1^T) = sigma^2(a1 a2^T)
+    ev = torch.linalg.eigvalsh(g @ g.T if m1 <= m2 else g.T @ g)
+    return float(torch.sqrt(ev.clamp(min=0.0)).sum())
 
 
-def frechet_from_moments(mu1: np.ndarray, a1: np.ndarray, mu2: np.ndarray, a2: np.ndarray) -> float:
+def trace_sqrt_product_cov(s1: torch.Tensor, s2: torch.Tensor) -> float:
+    """``tr sqrtm(S1 S2)`` of covariances ``[D, D]``: ``sum sqrt(eig(L^T S2 L))`` with ``S1 = L L^T`` (Cholesky;
+    an eigendecomposition when ``S1`` is singular) -- one symmetric eigenvalue problem."""
+    lower, info = torch.linalg.cholesky_ex(s1)
+    if int(info) != 0:  # singular S1: any factor S1 = L L^T will do
+        e, v = torch.linalg.eigh(s1)
+        lower = v * torch.sqrt(e.clamp(min=0.0))
+    ev = torch.linalg.eigvalsh(lower.T @ s2 @ lower)
+    return float(torch.sqrt(ev.clamp(min=0.0)).sum())
+
+
+def frechet_from_moments(mu1: torch.Tensor, a1: torch.Tensor, mu2: torch.Tensor, a2: torch.Tensor) -> float:
     """``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrtm(S1 S2)`` with covariances given by factors (see above)."""
     diff = mu1 - mu2
-    return float(diff @ diff + np.einsum("ij,ij->", a1, a1) + np.einsum("ij,ij->", a2, a2)
-                 - 2.0 * trace_sqrt_product(a1, a2))
+    return float(diff @ diff + (a1 * a1).sum() + (a2 * a2).sum()) - 2.0 * trace_sqrt_product(a1, a2)
+
+
+def frechet_from_covariances(mu1: torch.Tensor, s1: torch.Tensor, mu2: torch.Tensor, s2: torch.Tensor) -> float:
+    """The same from covariance matrices ``[D, D]``."""
+    diff = mu1 - mu2
+    return float(diff @ diff + torch.trace(s1) + torch.trace(s2)) - 2.0 * trace_sqrt_product_cov(s1, s2)
 
 
 class FrechetStatistic:
-    """A Fréchet distance between generated and reference rows, each row tagged with its unit."""
+    """A Fréchet distance between generated and reference rows, each row tagged with its unit; computed with
+    torch in float64 on `device` (a GPU makes the D x D eigenvalue problems of 2048-d features cheap)."""
 
     method = NORMAL
-    kind = "fd"
+    kind = "set"
 
-    def __init__(self, key: str, generated: Sequence[tuple[str, Any]], reference: Sequence[tuple[str, Any]]) -> None:
+    def __init__(self, key: str, generated: Sequence[tuple[str, Any]], reference: Sequence[tuple[str, Any]],
+                 device: str = "cpu") -> None:
         self.name = self.key = key
         self.keys = (key,)
         gen_units, gen = _stack(generated, f"{key} generated")
@@ -240,14 +266,23 @@ class FrechetStatistic:
         if gen.shape[1] != ref.shape[1]:
             raise BootstrapError(f"{key}: feature sizes differ, generated {gen.shape}, reference {ref.shape}")
         self.units, idx = _unit_index(gen_units + ref_units)
-        self.sides = (_WeightedSet(gen, idx[:len(gen_units)]), _WeightedSet(ref, idx[len(gen_units):]))
+        self.device = device
+        self.sides = (_WeightedSet(gen, idx[:len(gen_units)], device),
+                      _WeightedSet(ref, idx[len(gen_units):], device))
 
+    @torch.no_grad()
     def evaluate(self, counts: np.ndarray) -> np.ndarray:
         out = np.full((counts.shape[0], 1), np.nan)
-        for b, w in enumerate(counts):
-            m1, m2 = self.sides[0].moments(w), self.sides[1].moments(w)
-            if m1 is not None and m2 is not None:
-                out[b, 0] = frechet_from_moments(m1[0], m1[1], m2[0], m2[1])
+        weights = torch.from_numpy(counts).to(self.device)
+        dim = self.sides[0].rows.shape[1]
+        for b in range(counts.shape[0]):
+            w1, w2 = (weights[b][side.unit_idx] for side in self.sides)
+            factor = min(int((w1 > 0).sum()), int((w2 > 0).sum())) < dim  # the m x m form is the smaller one
+            m1, m2 = self.sides[0].moments(w1, factor), self.sides[1].moments(w2, factor)
+            if m1 is None or m2 is None:
+                continue
+            out[b, 0] = (frechet_from_moments(m1[0], m1[1], m2[0], m2[1]) if factor
+                         else frechet_from_covariances(m1[0], m1[2], m2[0], m2[2]))
         return out
 
 
@@ -366,19 +401,19 @@ def p_value(replicates: np.ndarray, observed: float, method: str) -> float:
     return float(2.0 * (1.0 - NormalDist().cdf(abs(observed) / sd)))
 
 
-def _count(stat: Statistic | SetInput, resamples: int, fd_resamples: int) -> int:
-    return fd_resamples if stat.kind == "fd" else resamples
+def _count(stat: Statistic | SetInput, resamples: int, set_resamples: int) -> int:
+    return resamples if stat.kind == "item" else set_resamples
 
 
 def confidence_intervals(stats: Sequence[Statistic | SetInput], values: Mapping[str, float | None], resamples: int,
-                         fd_resamples: int, seed: int = 0, level: float = LEVEL) -> dict[str, dict[str, Any]]:
+                         set_resamples: int, seed: int = 0, level: float = LEVEL) -> dict[str, dict[str, Any]]:
     """``{metric key: {"lo", "hi", "level", "resamples", "method", "unit", "seconds"}}`` for every statistic
     whose metric has a value (a `SetInput` is built only then, one at a time); the normal method centres on
     ``values[key]`` (the reported value). A statistic with fewer than two finite replicates gets no interval
     (logged); fewer finite replicates than drawn are recorded as ``"undefined_resamples"``."""
     out: dict[str, dict[str, Any]] = {}
     for item in stats:
-        n = _count(item, resamples, fd_resamples)
+        n = _count(item, resamples, set_resamples)
         keys = [k for k in item.keys if values.get(k) is not None]
         if n <= 0 or not keys:
             continue
@@ -404,7 +439,7 @@ def confidence_intervals(stats: Sequence[Statistic | SetInput], values: Mapping[
     return out
 
 
-def paired_differences(pairs: Sequence[tuple[Statistic, Statistic]], resamples: int, fd_resamples: int,
+def paired_differences(pairs: Sequence[tuple[Statistic, Statistic]], resamples: int, set_resamples: int,
                        seed: int = 0, level: float = LEVEL) -> dict[str, dict[str, Any]]:
     """For each ``(A statistic, B statistic)`` over the same units: ``{metric key: {"a", "b", "diff", "lo", "hi",
     "p", "level", "resamples", "method", "units"}}`` with ``diff = b - a`` on these units and its bootstrap
@@ -414,7 +449,7 @@ def paired_differences(pairs: Sequence[tuple[Statistic, Statistic]], resamples: 
         if sa.units != sb.units or sa.keys != sb.keys:
             raise BootstrapError(f"{sa.name}: paired statistics need the same units and keys "
                                  f"({len(sa.units)} vs {len(sb.units)} units)")
-        n = _count(sa, resamples, fd_resamples)
+        n = _count(sa, resamples, set_resamples)
         a, b = value_of(sa), value_of(sb)
         reps = _replicates([sa, sb], n, seed) if n > 0 else np.empty((0, 2, len(sa.keys)))
         for j, key in enumerate(sa.keys):

@@ -54,7 +54,7 @@ class Comparison:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     resamples: int = bs.DEFAULT_RESAMPLES
-    fd_resamples: int = bs.DEFAULT_FD_RESAMPLES
+    set_resamples: int = bs.DEFAULT_SET_RESAMPLES
     seed: int = 0
     level: float = bs.LEVEL
 
@@ -99,7 +99,7 @@ def _scored_clips(rows: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DEFAULT_RESAMPLES,
-                    fd_resamples: int = bs.DEFAULT_FD_RESAMPLES, seed: int = 0, level: float = bs.LEVEL
+                    set_resamples: int = bs.DEFAULT_SET_RESAMPLES, seed: int = 0, level: float = bs.LEVEL
                     ) -> Comparison:
     """Compare result `b` with result `a` (both loaded with ``_path``) on their common clips."""
     from benchmarks.protocols import get_protocol
@@ -110,7 +110,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
     clips_a, clips_b = _scored_clips(rows_a), _scored_clips(rows_b)
     common = sorted(clips_a & clips_b)
     out = Comparison(a, b, common, sorted(clips_a - clips_b), sorted(clips_b - clips_a), resamples=resamples,
-                     fd_resamples=fd_resamples, seed=seed, level=level)
+                     set_resamples=set_resamples, seed=seed, level=level)
     if not common:
         raise CompareError(f"A {_who(a)} and B {_who(b)} have no scored clip in common ({len(clips_a)} and "
                            f"{len(clips_b)} clips)")
@@ -151,7 +151,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
                 why = problems_a.get(k) or problems_b.get(k) or "its features could not be read back"
                 side = "A" if k in problems_a else "B" if k in problems_b else "A/B"
                 out.skipped[k] = f"{side}: {why}"
-    diffs = bs.paired_differences(pairs, resamples, fd_resamples, seed, level)
+    diffs = bs.paired_differences(pairs, resamples, set_resamples, seed, level)
     order = [m.key for m in metric_specs(out.protocol)]
     out.metrics = {k: diffs[k] for k in order if k in diffs and k in both}
     out.skipped = {k: out.skipped[k] for k in sorted(out.skipped, key=lambda k: order.index(k) if k in order else 99)}
@@ -244,8 +244,8 @@ def _header_lines(c: Comparison) -> list[str]:
     lines.append(f"clips compared: {len(c.common)} in common; {len(c.only_a)} only in A"
                  + (f" ({_ids(c.only_a)})" if c.only_a else "") + f"; {len(c.only_b)} only in B"
                  + (f" ({_ids(c.only_b)})" if c.only_b else ""))
-    lines.append(f"paired bootstrap over the common clips: {c.resamples} resamples ({c.fd_resamples} for Fréchet "
-                 f"distances), seed {c.seed}, {100 * c.level:g}% intervals of B - A; values are on the common "
+    lines.append(f"paired bootstrap over the common clips: {c.resamples} resamples ({c.set_resamples} for the "
+                 f"set-level metrics), seed {c.seed}, {100 * c.level:g}% intervals of B - A; values are on the common "
                  f"clips")
     return lines
 
@@ -277,7 +277,7 @@ def to_dict(c: Comparison) -> dict[str, Any]:
     return {"format": "vbench-compare", "protocol": c.a["protocol"], "dataset": c.a["dataset"],
             "debug_weights": bool(c.a["debug_weights"]), "a": side(c.a), "b": side(c.b),
             "clips": {"common": len(c.common), "only_a": c.only_a, "only_b": c.only_b},
-            "bootstrap": {"resamples": c.resamples, "fd_resamples": c.fd_resamples, "seed": c.seed,
+            "bootstrap": {"resamples": c.resamples, "set_resamples": c.set_resamples, "seed": c.seed,
                           "level": c.level, "unit": "clip"},
             "metrics": c.metrics, "not_compared": c.skipped}
 

@@ -62,7 +62,7 @@ class EvalOptions:
     progress: bool = False
     batch_size: int = 16  # clips per extractor forward pass (av-benchmark)
     bootstrap: int = bs.DEFAULT_RESAMPLES  # resamples per metric (0: no intervals)
-    bootstrap_fd: int = bs.DEFAULT_FD_RESAMPLES  # resamples for Fréchet distances (FAD, FD_*)
+    bootstrap_set: int = bs.DEFAULT_SET_RESAMPLES  # resamples for set-level metrics (FAD, FD_*, IS)
     bootstrap_seed: int = 0
 
     @property
@@ -98,8 +98,8 @@ def _intervals(protocol: str, run: Any, values: dict[str, float | None], options
     t0 = time.perf_counter()
     item_stats = per_clip.item_statistics(run.items, [m for m in per_clip.item_metrics(protocol) if m in values])
     ci = bs.confidence_intervals([*item_stats.values(), *run.set_statistics], values, options.bootstrap,
-                                        options.bootstrap_fd, options.bootstrap_seed)
-    record = {"resamples": options.bootstrap, "fd_resamples": options.bootstrap_fd, "seed": options.bootstrap_seed,
+                                        options.bootstrap_set, options.bootstrap_seed)
+    record = {"resamples": options.bootstrap, "set_resamples": options.bootstrap_set, "seed": options.bootstrap_seed,
               "level": bs.LEVEL, "unit": "clip", "seconds": round(time.perf_counter() - t0, 3)}
     return ci, record
 

@@ -18,7 +18,7 @@ One result file holds one (model, dataset, protocol) evaluation::
      # optional (issue 17; results without them stay valid):
      "per_clip": {"file": "<name>.clips.parquet", "rows", "sha256"},   # `benchmarks.per_clip`
      "metric_ci": {key: {"lo", "hi", "level": 0.95, "resamples", "method": "percentile" | "normal", ...}},
-     "bootstrap": {"resamples", "fd_resamples", "seed", "level", "unit": "clip", "seconds"}}
+     "bootstrap": {"resamples", "set_resamples", "seed", "level", "unit": "clip", "seconds"}}
 
 Units are the protocol's own: ``vaura-paper`` stores IB x100 and Sync in milliseconds (as the paper prints them);
 ``av-benchmark`` stores the original's ``output_metrics.json`` keys and units (IB-Score a plain cosine, DeSync in

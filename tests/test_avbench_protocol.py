@@ -158,7 +158,7 @@ def test_fixture_per_clip_table_and_intervals(fixture_run: dict) -> None:
     assert rows["zxpo56cpUBU_000007-0"]["KL-PASST-softmax"] is not None
     defined = {k for k, v in res["metrics"].items() if v is not None}
     assert set(res["metric_ci"]) == defined
-    same = compare_results(res, res, resamples=50, fd_resamples=10)
+    same = compare_results(res, res, resamples=50, set_resamples=10)
     # 7 rows in 768 dimensions: the original's sqrtm of the rank-6 product is off by 7.6e-5 (relative) from the
     # float64 SVD value, which the bootstrap's eigenvalue form reproduces to 5e-7
     assert same.metrics["FD-PASST"]["a"] == pytest.approx(res["metrics"]["FD-PASST"], rel=2e-4)
@@ -261,7 +261,7 @@ def _check_per_clip_and_compare(result: dict, path: Path, synth8: dict) -> None:
     assert rows[a]["window_sec"] == 8.0 and rows[a]["video_path"].endswith(f"{a}.mp4")
     defined = {k for k, v in result["metrics"].items() if v is not None}
     assert set(result["metric_ci"]) == defined and result["metric_ci"]["FD-PANN"]["method"] == "normal"
-    same = compare_results(loaded, loaded, resamples=100, fd_resamples=20)
+    same = compare_results(loaded, loaded, resamples=100, set_resamples=20)
     assert same.common == [a, b] and not same.only_a and "ISC-PANNS-mean" in same.skipped
     assert {"FD-PANN", "FD-VGG", "KL-PANNS-softmax", "IB-Score", "DeSync"} <= set(same.metrics)
     assert all(e["diff"] == 0 and e["p"] in (1.0, None) for e in same.metrics.values())

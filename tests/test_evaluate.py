@@ -348,10 +348,10 @@ def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
     assert set(ci) == {"fad", "kld", "ib", "sync_ms"} and model["bootstrap"]["resamples"] == 1000
     assert ci["fad"]["method"] == "normal" and ci["fad"]["resamples"] == 100 and ci["kld"]["method"] == "percentile"
     assert truth["metric_ci"]["kld"]["resamples"] == 200
-    c = compare_results(load_result(truth["_path"]), load_result(model["_path"]), resamples=200, fd_resamples=50)
+    c = compare_results(load_result(truth["_path"]), load_result(model["_path"]), resamples=200, set_resamples=50)
     assert c.common == sorted(ds.ids[1:]) and c.only_a == [ds.ids[0]] and c.only_b == []
     assert c.metrics["kld"]["diff"] > 0 and set(c.metrics) == {"fad", "kld", "ib", "sync_ms"}
-    same = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=200, fd_resamples=50)
+    same = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=200, set_resamples=50)
     for key, entry in same.metrics.items():
         assert entry["a"] == pytest.approx(model["metrics"][key], rel=1e-6), key
         assert entry["diff"] == 0 and entry["p"] == 1.0, key

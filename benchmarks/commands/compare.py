@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from benchmarks.bootstrap import DEFAULT_FD_RESAMPLES, DEFAULT_RESAMPLES
+from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
 from benchmarks.compare import FORMATS
 
 
@@ -18,12 +18,13 @@ from benchmarks.compare import FORMATS
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=DEFAULT_RESAMPLES, show_default=True,
               help="Paired bootstrap resamples over the common clips (0: differences only, no intervals).")
-@click.option("--bootstrap-fd", "fd_resamples", type=click.IntRange(min=0), default=None,
-              help=f"Resamples for Fréchet distances (default {DEFAULT_FD_RESAMPLES}, at most --bootstrap).")
+@click.option("--bootstrap-set", "set_resamples", type=click.IntRange(min=0), default=None,
+              help=f"Resamples for the set-level metrics: FAD, FD_*, IS (default {DEFAULT_SET_RESAMPLES}, at most "
+                   f"--bootstrap).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 def compare(first: str, second: str, results_dir: str | None, dataset: str | None, protocol: str | None, fmt: str,
-            resamples: int, fd_resamples: int | None, seed: int, out: str | None) -> None:
+            resamples: int, set_resamples: int | None, seed: int, out: str | None) -> None:
     """Compare result B (SECOND) with result A (FIRST): the difference B - A of every metric on the clips both
     scored, with its 95 % paired-bootstrap interval and p-value, and the clips only one side has. FIRST and
     SECOND are result JSON files, or model names with --results DIR --dataset NAME. Refuses results of different
@@ -32,8 +33,8 @@ def compare(first: str, second: str, results_dir: str | None, dataset: str | Non
     from visualsound.utils.atomic import atomic_write_text
 
     a, b = load_pair(first, second, results_dir, dataset, protocol)
-    fd = min(DEFAULT_FD_RESAMPLES, resamples) if fd_resamples is None else fd_resamples
-    text = render(compare_results(a, b, resamples, fd, seed), fmt)
+    n_set = min(DEFAULT_SET_RESAMPLES, resamples) if set_resamples is None else set_resamples
+    text = render(compare_results(a, b, resamples, n_set, seed), fmt)
     if out:
         atomic_write_text(out, text)
         click.echo(f"comparison ({fmt}) -> {out}")

@@ -6,15 +6,15 @@ import json
 
 import click
 
-from benchmarks.bootstrap import DEFAULT_FD_RESAMPLES, DEFAULT_RESAMPLES
+from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
 
 
-def _bootstrap_counts(n: int | None, fd: int | None) -> dict[str, int]:
-    """``--bootstrap`` / ``--bootstrap-fd`` -> EvalOptions fields: FD resamples default to the smaller of their
-    default and ``--bootstrap`` (so ``--bootstrap 0`` turns every interval off)."""
+def _bootstrap_counts(n: int | None, n_set: int | None) -> dict[str, int]:
+    """``--bootstrap`` / ``--bootstrap-set`` -> EvalOptions fields: set-level resamples default to the smaller of
+    their default and ``--bootstrap`` (so ``--bootstrap 0`` turns every interval off)."""
     n = DEFAULT_RESAMPLES if n is None else n
-    fd = min(DEFAULT_FD_RESAMPLES, n) if fd is None else fd
-    return {"bootstrap": n, "bootstrap_fd": fd if n > 0 else 0}
+    n_set = min(DEFAULT_SET_RESAMPLES, n) if n_set is None else n_set
+    return {"bootstrap": n, "bootstrap_set": n_set if n > 0 else 0}
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -63,11 +63,11 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--batch-size", type=int, default=16, show_default=True,
               help="av-benchmark: clips per extractor forward pass.")
 @click.option("--bootstrap", "bootstrap_n", type=click.IntRange(min=0), default=None,
-              help="Bootstrap resamples over clips for every metric's 95 % interval (default "
+              help="Bootstrap resamples over clips for the per-item metrics' 95 % intervals (default "
                    f"{DEFAULT_RESAMPLES}; 0: no intervals).")
-@click.option("--bootstrap-fd", "bootstrap_fd", type=click.IntRange(min=0), default=None,
-              help=f"Resamples for the Fréchet distances (FAD, FD_*), which cost a DxD eigenvalue problem each "
-                   f"(default {DEFAULT_FD_RESAMPLES}, at most --bootstrap).")
+@click.option("--bootstrap-set", "bootstrap_set", type=click.IntRange(min=0), default=None,
+              help=f"Resamples for the set-level metrics: FAD / FD_* (a DxD eigenvalue problem each) and IS "
+                   f"(default {DEFAULT_SET_RESAMPLES}, at most --bootstrap).")
 @click.option("--bootstrap-seed", type=int, default=0, show_default=True)
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
@@ -76,7 +76,7 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
              vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
              imagebind_checkpoint: str | None, sync_checkpoint: str | None, presets: tuple[str, ...],
              samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...], batch_size: int,
-             bootstrap_n: int | None, bootstrap_fd: int | None, bootstrap_seed: int, allow_missing: bool,
+             bootstrap_n: int | None, bootstrap_set: int | None, bootstrap_seed: int, allow_missing: bool,
              no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
@@ -100,7 +100,7 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
                           debug_weights=debug_weights, checkpoints=ckpts,
                           presets=_pairs(presets, "--extractor-preset"), allow_missing=allow_missing,
                           metrics=list(metrics) or None, progress=not no_progress, batch_size=batch_size,
-                          **_bootstrap_counts(bootstrap_n, bootstrap_fd), bootstrap_seed=bootstrap_seed)
+                          **_bootstrap_counts(bootstrap_n, bootstrap_set), bootstrap_seed=bootstrap_seed)
     result = run(ds, model, options)
     if result["debug_weights"]:
         click.echo("DEBUG WEIGHTS: seeded random models, the numbers below are meaningless")
