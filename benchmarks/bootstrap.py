@@ -354,9 +354,10 @@ class SetInput:
         return SetInput(self.kind, self.keys, [e for e in self.generated if e[0] in units],
                         [e for e in self.reference if e[0] in units])
 
-    def statistic(self) -> Statistic:
+    def statistic(self, device: str = "cpu") -> Statistic:
+        """The statistic (an FD computes on `device`)."""
         if self.kind == "fd":
-            return FrechetStatistic(self.keys[0], self.generated, self.reference)
+            return FrechetStatistic(self.keys[0], self.generated, self.reference, device)
         if self.kind == "is":
             return InceptionStatistic((self.keys[0], self.keys[1]), self.generated)
         raise BootstrapError(f"unknown set statistic kind {self.kind!r}")
@@ -406,7 +407,8 @@ def _count(stat: Statistic | SetInput, resamples: int, set_resamples: int) -> in
 
 
 def confidence_intervals(stats: Sequence[Statistic | SetInput], values: Mapping[str, float | None], resamples: int,
-                         set_resamples: int, seed: int = 0, level: float = LEVEL) -> dict[str, dict[str, Any]]:
+                         set_resamples: int, seed: int = 0, level: float = LEVEL, device: str = "cpu"
+                         ) -> dict[str, dict[str, Any]]:
     """``{metric key: {"lo", "hi", "level", "resamples", "method", "unit", "seconds"}}`` for every statistic
     whose metric has a value (a `SetInput` is built only then, one at a time); the normal method centres on
     ``values[key]`` (the reported value). A statistic with fewer than two finite replicates gets no interval
@@ -417,7 +419,7 @@ def confidence_intervals(stats: Sequence[Statistic | SetInput], values: Mapping[
         keys = [k for k in item.keys if values.get(k) is not None]
         if n <= 0 or not keys:
             continue
-        stat = item.statistic() if isinstance(item, SetInput) else item
+        stat = item.statistic(device) if isinstance(item, SetInput) else item
         t0 = time.perf_counter()
         reps = _replicates([stat], n, seed)[:, 0, :]
         seconds = round(time.perf_counter() - t0, 3)

@@ -99,9 +99,10 @@ def _scored_clips(rows: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DEFAULT_RESAMPLES,
-                    set_resamples: int = bs.DEFAULT_SET_RESAMPLES, seed: int = 0, level: float = bs.LEVEL
-                    ) -> Comparison:
-    """Compare result `b` with result `a` (both loaded with ``_path``) on their common clips."""
+                    set_resamples: int = bs.DEFAULT_SET_RESAMPLES, seed: int = 0, level: float = bs.LEVEL,
+                    device: str = "cpu") -> Comparison:
+    """Compare result `b` with result `a` (both loaded with ``_path``) on their common clips (Fréchet distances
+    computed on `device`)."""
     from benchmarks.protocols import get_protocol
 
     check_comparable(a, b)
@@ -144,7 +145,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
             if not shared:
                 out.skipped[name] = "no common clip has features on both sides"
                 continue
-            pairs.append((ia.restrict(shared).statistic(), ib.restrict(shared).statistic()))
+            pairs.append((ia.restrict(shared).statistic(device), ib.restrict(shared).statistic(device)))
         done = {k for pair in pairs for k in pair[0].keys}
         for k in set_keys:
             if k not in done and k not in out.skipped:

@@ -98,7 +98,7 @@ def _intervals(protocol: str, run: Any, values: dict[str, float | None], options
     t0 = time.perf_counter()
     item_stats = per_clip.item_statistics(run.items, [m for m in per_clip.item_metrics(protocol) if m in values])
     ci = bs.confidence_intervals([*item_stats.values(), *run.set_statistics], values, options.bootstrap,
-                                        options.bootstrap_set, options.bootstrap_seed)
+                                        options.bootstrap_set, options.bootstrap_seed, device=options.device)
     record = {"resamples": options.bootstrap, "set_resamples": options.bootstrap_set, "seed": options.bootstrap_seed,
               "level": bs.LEVEL, "unit": "clip", "seconds": round(time.perf_counter() - t0, 3)}
     return ci, record

@@ -5,14 +5,15 @@ Usage::
     .venv/bin/python scripts/bench_bootstrap.py                     # 15,220 clips, what the README quotes
     .venv/bin/python scripts/bench_bootstrap.py --clips 2000 --timed-fd 5
 
-Random features of the real sizes stand in for the caches (the cost does not depend on the values): the per-item
+Random features of the real sizes stand in for the caches (the cost does not depend on the values). The per-item
 metrics of both protocols (av-benchmark: 4 metrics, one file per clip; vaura-paper: 3 metrics, 10 samples per
-clip) are bootstrapped with the default resample count (1000) in full; the set-level statistics are timed on a few
-resamples each (``--timed`` / ``--timed-fd``) and extrapolated to their default count (100): IS over PANNs / PaSST logits
-(527 classes, one row per clip), FD_VGG (128-d, 8 VGGish rows per 8 s clip per side), FD_PaSST (768-d), FD_PANNs
-(2048-d, one row per clip per side) and the vaura-paper FAD (128-d, 2 VGGish rows per 2.56 s window, 10 samples per
-clip). FDs run with torch in float64 on the CPU (``--threads``). The JSON (printed, and written to ``--out``; default
-``docs/measurements/<date>-cpu-bench_bootstrap.json``) holds seconds per resample and the extrapolated totals.
+clip) are bootstrapped in full with their default count (1000 resamples). The set-level statistics are timed on a
+few resamples each (``--timed`` / ``--timed-fd``) and extrapolated to their default count (100): IS over PANNs /
+PaSST logits (527 classes, one row per clip), FD_VGG (128-d, 8 VGGish rows per 8 s clip and side), FD_PaSST
+(768-d) and FD_PANNs (2048-d; one row per clip and side), and the vaura-paper FAD (128-d, 2 VGGish rows per 2.56 s
+window, 10 samples per clip). Fréchet distances run with torch in float64 on ``--device`` (``--threads`` on the
+CPU). The JSON (printed, and written to ``--out``; default ``docs/measurements/<date>-<device>-bench_bootstrap.json``)
+holds seconds per resample and the extrapolated totals.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--timed", type=int, default=50, help="resamples timed for IS and the 128-d FDs")
     ap.add_argument("--timed-fd", type=int, default=3, help="resamples timed for FD_PaSST and FD_PANNs")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="where the Fréchet distances run (cpu, cuda)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -77,7 +79,7 @@ def main() -> None:
                                           "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                                           "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
                                           "processor": platform.processor() or platform.machine()},
-                              "date": dt.date.today().isoformat(), "stages": {}}
+                              "device": args.device, "date": dt.date.today().isoformat(), "stages": {}}
     stages = report["stages"]
 
     for name, samples, keys in (("per-item av-benchmark (4 metrics)", 1, ["KL-PANNS", "KL-PASST", "IB", "DeSync"]),
@@ -91,22 +93,19 @@ def main() -> None:
                         "seconds": round(time.perf_counter() - t0, 2)}
         print(name, stages[name], flush=True)
 
+    def fd(key: str, gen_rows: int, ref_rows: int, dim: int) -> bs.FrechetStatistic:
+        return bs.FrechetStatistic(key, _features(rng, units, gen_rows, dim, 0.1),
+                                   _features(rng, units, ref_rows, dim, 0.0), args.device)
+
+    n_set = bs.DEFAULT_SET_RESAMPLES
     sets = [
         ("IS (527 logits, one row per clip)", lambda: bs.InceptionStatistic(
-            ("m", "s"), [(u, 3 * rng.standard_normal(527).astype(np.float32)) for u in units]), args.timed,
-         bs.DEFAULT_SET_RESAMPLES),
-        ("FD_VGG (128-d, 8 rows per clip and side)", lambda: bs.FrechetStatistic(
-            "FD-VGG", _features(rng, units, 8, 128, 0.1), _features(rng, units, 8, 128, 0.0)), args.timed,
-         bs.DEFAULT_SET_RESAMPLES),
-        ("vaura-paper FAD (128-d, 2 rows per window, 10 samples per clip)", lambda: bs.FrechetStatistic(
-            "fad", _features(rng, units, 20, 128, 0.1), _features(rng, units, 2, 128, 0.0)), args.timed,
-         bs.DEFAULT_SET_RESAMPLES),
-        ("FD_PaSST (768-d, one row per clip and side)", lambda: bs.FrechetStatistic(
-            "FD-PASST", _features(rng, units, 1, 768, 0.1), _features(rng, units, 1, 768, 0.0)), args.timed_fd,
-         bs.DEFAULT_SET_RESAMPLES),
-        ("FD_PANNs (2048-d, one row per clip and side)", lambda: bs.FrechetStatistic(
-            "FD-PANN", _features(rng, units, 1, 2048, 0.1), _features(rng, units, 1, 2048, 0.0)), args.timed_fd,
-         bs.DEFAULT_SET_RESAMPLES),
+            ("m", "s"), [(u, 3 * rng.standard_normal(527).astype(np.float32)) for u in units]), args.timed, n_set),
+        ("FD_VGG (128-d, 8 rows per clip and side)", lambda: fd("FD-VGG", 8, 8, 128), args.timed, n_set),
+        ("vaura-paper FAD (128-d, 2 rows per window, 10 samples per clip)", lambda: fd("fad", 20, 2, 128),
+         args.timed, n_set),
+        ("FD_PaSST (768-d, one row per clip and side)", lambda: fd("FD-PASST", 1, 1, 768), args.timed_fd, n_set),
+        ("FD_PANNs (2048-d, one row per clip and side)", lambda: fd("FD-PANN", 1, 1, 2048), args.timed_fd, n_set),
     ]
     for name, build, timed, default in sets:
         t0 = time.perf_counter()
@@ -127,7 +126,8 @@ def main() -> None:
     report["load_average_at_end"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)
-    out = Path(args.out) if args.out else REPO / "docs" / "measurements" / f"{report['date']}-cpu-bench_bootstrap.json"
+    default = REPO / "docs" / "measurements" / f"{report['date']}-{args.device}-bench_bootstrap.json"
+    out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(f"-> {out}")

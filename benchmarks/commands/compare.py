@@ -22,9 +22,10 @@ from benchmarks.compare import FORMATS
               help=f"Resamples for the set-level metrics: FAD, FD_*, IS (default {DEFAULT_SET_RESAMPLES}, at most "
                    f"--bootstrap).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Where the Fréchet distances' resamples run.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 def compare(first: str, second: str, results_dir: str | None, dataset: str | None, protocol: str | None, fmt: str,
-            resamples: int, set_resamples: int | None, seed: int, out: str | None) -> None:
+            resamples: int, set_resamples: int | None, seed: int, device: str, out: str | None) -> None:
     """Compare result B (SECOND) with result A (FIRST): the difference B - A of every metric on the clips both
     scored, with its 95 % paired-bootstrap interval and p-value, and the clips only one side has. FIRST and
     SECOND are result JSON files, or model names with --results DIR --dataset NAME. Refuses results of different
@@ -34,7 +35,7 @@ def compare(first: str, second: str, results_dir: str | None, dataset: str | Non
 
     a, b = load_pair(first, second, results_dir, dataset, protocol)
     n_set = min(DEFAULT_SET_RESAMPLES, resamples) if set_resamples is None else set_resamples
-    text = render(compare_results(a, b, resamples, n_set, seed), fmt)
+    text = render(compare_results(a, b, resamples, n_set, seed, device=device), fmt)
     if out:
         atomic_write_text(out, text)
         click.echo(f"comparison ({fmt}) -> {out}")
