@@ -40,7 +40,7 @@ def test_grouped_percentile_interval_covers_the_mean_95_percent_of_the_time() ->
     assert hits_item / trials < 0.86, hits_item
 
 
-def test_normal_interval_of_a_frechet_distance_covers_its_mean() -> None:
+def test_normal_interval_of_a_frechet_distance_covers_its_mean(one_thread) -> None:
     """1-d Gaussians (generated N(0, 1), reference N(0.5, 1.2^2)), 150 clips each with one row per side: over 150
     data sets the normal interval with the default resample count (bootstrap sd of the clip-resampled FD) holds
     the FD's expectation close to 95 % of the time (the expectation, estimated from 4000 draws, is what the
@@ -138,7 +138,7 @@ def test_paired_difference_sign_and_symmetry() -> None:
     assert none["diff"] == pytest.approx(0, abs=1e-12) and none["lo"] < 0 < none["hi"] and none["p"] > 0.5
 
 
-def test_paired_frechet_difference_flips_with_the_sides() -> None:
+def test_paired_frechet_difference_flips_with_the_sides(one_thread) -> None:
     rng = np.random.default_rng(2)
     units = [f"c{i}" for i in range(80)]
     ref = rng.standard_normal((80, 4))

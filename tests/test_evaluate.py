@@ -355,6 +355,10 @@ def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
     for key, entry in same.metrics.items():
         assert entry["a"] == pytest.approx(model["metrics"][key], rel=1e-6), key
         assert entry["diff"] == 0 and entry["p"] == 1.0, key
+    manifest = Path(model["metric_details"]["fad"]["caches"]["gen"]["directory"]) / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "weights_sha256": "other"}))
+    stale = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=50)
+    assert "fad" not in stale.metrics and "other weights" in stale.skipped["fad"] and "kld" in stale.metrics
     no_ci = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=tmp_path / "r0", debug_weights=True,
                                                                   metrics=["kld"], bootstrap=0))
     assert "metric_ci" not in no_ci and "bootstrap" not in no_ci and no_ci["per_clip"]["rows"] == 3

@@ -217,9 +217,12 @@ class AVBenchmarkProtocol:
                 continue
             try:
                 caches = result["metric_details"]["caches"]
-                sha = result["extractors"][extractor]["sha256"]
-                gen = read_cached_features(caches["generated"][extractor]["directory"], list(gen_of), sha)
-                gt = read_cached_features(caches["ground-truth"][extractor]["directory"], sorted(units), sha)
+                described = result["extractors"][extractor]
+                params = {"length_sec": float(result["counts"]["length_sec"]), "code_version": CODE_VERSION,
+                          **({"preset": described["preset"]} if "preset" in described else {})}
+                args = (described["sha256"], params)
+                gen = read_cached_features(caches["generated"][extractor]["directory"], list(gen_of), *args)
+                gt = read_cached_features(caches["ground-truth"][extractor]["directory"], sorted(units), *args)
             except (KeyError, TypeError) as e:
                 problems.update({keys[0]: f"the result does not record its {extractor} caches ({e})"
                                  for _, keys, _ in specs})
