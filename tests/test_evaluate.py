@@ -362,3 +362,25 @@ def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
     no_ci = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=tmp_path / "r0", debug_weights=True,
                                                                   metrics=["kld"], bootstrap=0))
     assert "metric_ci" not in no_ci and "bootstrap" not in no_ci and no_ci["per_clip"]["rows"] == 3
+
+
+def test_a_failing_ground_truth_is_named_and_in_its_samples_rows(synth, tmp_path: Path) -> None:
+    """A clip whose window starts 0.1 s before the end of its video: its ground truth is too short for VGGish, so
+    FAD leaves it out as ``ground truth <clip id>`` (not under its first sample's key, which the generated sample
+    shares) and the clip's sample row carries that reason."""
+    import dataclasses
+
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    _, ds = synth
+    out = tmp_path / "model"
+    _write_outputs(ds, out, ds.ids)
+    late = dataclasses.replace(ds.clips[0], start_sec=2.7)
+    moved = Dataset(name="late", window_sec=ds.window_sec, clips=(late, *ds.clips[1:]))
+    result = evaluate(moved, make_model(f"dir:{out}"), EvalOptions(out_dir=tmp_path / "res", debug_weights=True,
+                                                                    metrics=["fad"], bootstrap_set=50))
+    key = f"ground truth {late.id}"
+    assert list(result["excluded"]) == [key] and result["excluded"][key].startswith("fad: ")
+    rows = {r["item"]: r for r in assert_per_clip_reproduces(load_result(result["_path"]))}
+    assert rows[f"{late.id}#0"]["status"] == "excluded" and rows[f"{late.id}#0"]["reason"].startswith(f"{key}: fad")
+    assert rows[f"{ds.ids[1]}#0"]["status"] == "scored" and result["metric_ci"]["fad"]["resamples"] == 50

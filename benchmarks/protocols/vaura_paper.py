@@ -42,8 +42,8 @@ from visualsound.errors import ToolkitError
 log = logging.getLogger(__name__)
 
 PAPER_SAMPLES_PER_CLIP = 10
-FAD_PARAMS = {"model": "vggish", "pooling": "frames"}
 PAPER_SAMPLES_PER_CLIP_BY_DATASET = {"vas": 3}
+FAD_PARAMS = {"model": "vggish", "pooling": "frames"}  # the VGGish caches' extractor parameters
 
 
 def paper_samples_per_clip(dataset_name: str) -> int:
