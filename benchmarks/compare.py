@@ -143,7 +143,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
             ia, ib = inputs_a[name], inputs_b[name]
             shared = ia.paired_units() & ib.paired_units()
             if not shared:
-                out.skipped[name] = "no common clip has features on both sides"
+                out.skipped.update({k: "no common clip has features on both sides" for k in ia.keys})
                 continue
             pairs.append((ia.restrict(shared).statistic(device), ib.restrict(shared).statistic(device)))
         done = {k for pair in pairs for k in pair[0].keys}

@@ -224,11 +224,11 @@ class AVBenchmarkProtocol:
                 gen = read_cached_features(caches["generated"][extractor]["directory"], list(gen_of), *args)
                 gt = read_cached_features(caches["ground-truth"][extractor]["directory"], sorted(units), *args)
             except (KeyError, TypeError) as e:
-                problems.update({keys[0]: f"the result does not record its {extractor} caches ({e})"
-                                 for _, keys, _ in specs})
+                problems.update({k: f"the result does not record its {extractor} caches ({e})"
+                                 for _, keys, _ in specs for k in keys})
                 continue
             except ToolkitError as e:
-                problems.update({keys[0]: str(e) for _, keys, _ in specs})
+                problems.update({k: str(e) for _, keys, _ in specs for k in keys})
                 continue
             gen = {n: v for n, v in gen.items() if not _dropped(v)}
             gt = {n: v for n, v in gt.items() if not _dropped(v)}
