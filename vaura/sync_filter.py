@@ -449,7 +449,7 @@ def filter_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: SyncFi
     `predictor_tag` names it in the shards' ``checkpoint_sha256`` so that its rows never mix with a model's).
     `max_batches` stops after that many loader batches (an interrupted run).
     """
-    from visualsound.scoring import select_shard
+    from visualsound.utils.shard import select_shard
 
     cfg = config or DEFAULT
     t0 = time.perf_counter()
