@@ -376,7 +376,7 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int | Sequenc
             logits = stepper(prefix, cache.length)
             cache.length += 1
         else:
-            logits = model.forward_tokens(prefix, vis, cache)
+            logits = model.forward_tokens(prefix, vis, cache, last_only=True)
         last = logits[:, :, -1].float()  # [rows, K, V]
         if use_cfg:
             cond, unc = last[:b], last[b:]

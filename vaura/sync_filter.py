@@ -60,13 +60,13 @@ from visualsound.sync_io import (
     read_sync_results,
 )
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.utils.dtypes import DTYPES
 
 log = logging.getLogger(__name__)
 
 # Tag of the recipe (model input, windowing, preprocessing, counting); bump it whenever a change could move a
 # prediction, so that old and new judgements never mix in one folder.
 SYNC_VERSION = "synchformer-insync-v1"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_NAMES = ("synchformer_vggsound", "synchformer_audioset", "synchformer_lrs3")
 DEBUG_CHECKPOINT_TAG = "debug-weights"
 # shard metadata that must agree between a run and the shards already in its folder (the threshold and count key

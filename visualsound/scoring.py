@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from visualsound.errors import ConfigError, ToolkitError
 from visualsound.scores_io import STATUSES, done_clip_ids, list_shards, write_shard
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.utils.dtypes import DTYPES
 from visualsound.utils.shard import select_shard
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 # Tag of the scoring recipe (exact VisualSound preprocessing + ImageBind-huge cosine score); bump it whenever a
 # change could move a score, so that old and new scores are never mixed in one folder.
 SCORE_VERSION = "imagebind-visualsound-v1"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEBUG_CHECKPOINT_TAG = "debug-weights"
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
 RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype", "silence_threshold", "min_duration")
