@@ -57,6 +57,7 @@ class EvalOptions:
     metrics: Sequence[str] | None = None  # default: all of the protocol's
     progress: bool = False
     batch_size: int = 16  # clips per extractor forward pass (av-benchmark)
+    shard: Any = None  # a sharded `visualsound.utils.shard.Shard`: generate this part only, no metrics
 
     @property
     def cache_root(self) -> Path:
@@ -92,6 +93,15 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     metrics = select_metrics(protocol.name, options.metrics)
     protocol.check(dataset, model)
     t_start = time.perf_counter()
+    if options.shard is not None and options.shard.sharded:  # metrics need every clip: generate this part only
+        import dataclasses
+
+        from visualsound.utils.shard import select_items
+
+        part = dataclasses.replace(dataset, clips=tuple(select_items(dataset.clips, options.shard, lambda c: c.id)))
+        outputs = model.outputs(part, progress=options.progress)
+        return {"shard": str(options.shard), "clips": len(part.clips), "samples": len(outputs.all_samples()),
+                "missing": dict(outputs.missing), "generate_s": round(time.perf_counter() - t_start, 3)}
     outputs: ModelOutputs = model.outputs(dataset, progress=options.progress)
     t_gen = time.perf_counter() - t_start
     missing = protocol.missing(dataset, outputs)
