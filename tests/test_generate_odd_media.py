@@ -164,10 +164,10 @@ def test_generation_record_grows_and_survives_a_kill(tmp_path, monkeypatch, one_
     (src / "notes.txt").write_text("x")
     real = g.read_clip
 
-    def killed_on_b(request):
+    def killed_on_b(request, device=None):
         if Path(request.video).name == "b.mpv":
             raise KeyboardInterrupt
-        return real(request)
+        return real(request, device)
 
     monkeypatch.setattr(g, "read_clip", killed_on_b)
     out = tmp_path / "out"

@@ -304,7 +304,7 @@ def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
 
 
 def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_frames: int = 256,
-                report: Any = None) -> torch.Tensor:
+                report: Any = None, device: torch.device | str | None = None) -> torch.Tensor:
     """The 25 fps frames of ``[start, start + duration)`` as the visual encoder sees them: uint8
     ``[T, 224, 224, 3]``.
 
@@ -313,7 +313,9 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     skipped for 224 x 224 input) right away, so long or high-resolution videos never sit in memory at native size;
     the encoder's preprocessing then leaves the frames unchanged. `start` is a time of the video stream (its
     first frame may be later than 0); undecodable packets are skipped and counted in `report` (a
-    `visualsound.media.info.DecodeReport`).
+    `visualsound.media.info.DecodeReport`). With a CUDA `device` the resize runs there (the float resize is most
+    of the CPU time of reading a clip; results may differ from the CPU's by one level in rare pixels); the frames
+    are returned on the CPU either way.
     """
     from vaura.synchformer.preprocess import center_crop, resize_short_side
     from visualsound.media import MediaWindowError, read_video
@@ -333,7 +335,8 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
         if chunk.shape[0] == 0:
             break
         if chunk.shape[1:3] != (CROP, CROP):
-            chunk = center_crop(resize_short_side(chunk, 256, mode="bilinear"), CROP)[0]
+            on = chunk if device is None else chunk.to(device)
+            chunk = center_crop(resize_short_side(on, 256, mode="bilinear"), CROP)[0].cpu()
         parts.append(chunk)
         have += chunk.shape[0]
         if chunk.shape[0] < n:  # the video ended inside this chunk
@@ -429,9 +432,10 @@ class _Frames:
     seconds: float
 
 
-def read_clip(request: ClipRequest) -> _Frames:
-    """The 25 fps frames of a request's span (see `read_frames`), its duration and the undecodable packets
-    skipped. Raises `GenerationError` for an empty span, `visualsound.media.MediaError` for unreadable input."""
+def read_clip(request: ClipRequest, device: torch.device | None = None) -> _Frames:
+    """The 25 fps frames of a request's span (see `read_frames`; resized on `device` if it is a GPU), its
+    duration and the undecodable packets skipped. Raises `GenerationError` for an empty span,
+    `visualsound.media.MediaError` for unreadable input."""
     from visualsound.media import probe
     from visualsound.media.info import DecodeReport
 
@@ -444,17 +448,18 @@ def read_clip(request: ClipRequest) -> _Frames:
     if dur <= 0:
         raise GenerationError(f"{video}: nothing to generate from {request.start} s (video lasts {span:.2f} s)")
     report = DecodeReport()
-    frames = read_frames(video, (info.video_start or 0.0) + request.start, dur, report=report)
+    frames = read_frames(video, (info.video_start or 0.0) + request.start, dur, report=report,
+                         device=device if device is not None and device.type == "cuda" else None)
     return _Frames(frames, dur, report.total, time.perf_counter() - t0)
 
 
-def _decoded(requests: list[ClipRequest], workers: int, lookahead: int
+def _decoded(requests: list[ClipRequest], workers: int, lookahead: int, device: torch.device | None = None
              ) -> Iterator[tuple[ClipRequest, _Frames | ToolkitError]]:
     """`read_clip` of every request, in order; with `workers` threads decoding up to `lookahead` clips ahead
     (while the caller samples on the device). `ToolkitError`s are returned, other exceptions raised."""
     def safe(req: ClipRequest) -> _Frames | ToolkitError:
         try:
-            return read_clip(req)
+            return read_clip(req, device)
         except ToolkitError as e:
             return e
 
@@ -656,7 +661,7 @@ def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params:
         waiting.clear()
 
     t_wait = time.perf_counter()
-    for req, fr in _decoded(requests, decode_workers, 2 * batch_clips):
+    for req, fr in _decoded(requests, decode_workers, 2 * batch_clips, device):
         if times is not None:
             times.add("decode_wait", time.perf_counter() - t_wait)
         clip = None
