@@ -1,13 +1,14 @@
 """Benchmark `vaura generate` end to end on 8 s clips: seconds per clip at batch 1, clips/s at each batch size, by
 stage, for each precision and step mode, on CPU or CUDA; JSON with the commit and the command.
 
-The pipeline is built with random weights (timing does not depend on values): ``--size tiny`` is the debug
-pipeline of ``--debug-weights`` (tiny transformer, MotionFormer and DAC), ``--size paper`` the release's
-architecture (694.5 M transformer, paper MotionFormer, DAC 44 kHz). Input: synthetic 8 s clips
+The pipeline is built with random weights (`vaura.generate.random_pipeline`; timing does not depend on values):
+``--size tiny`` is the debug pipeline of ``--debug-weights`` (tiny transformer, MotionFormer and DAC), ``--size
+paper`` the release's architecture (694.5 M transformer, paper MotionFormer, DAC 44 kHz). Input: synthetic 8 s clips
 (`visualsound.synth`, 25 fps, ``--width`` x ``--height``, H.264), reused cyclically when ``--clips`` asks for
-more. Every configuration runs once untimed on one batch first (CUDA context, graph capture, ``torch.compile``),
-then ``--clips`` clips are timed through `vaura.generate.generate_batch` (what ``vaura generate --batch-clips``
-and ``vbench evaluate --model vaura`` run) plus the wav + mp4 writing of `vaura.generate.write_outputs`.
+more. Every configuration runs once untimed on one clip in a batch of its shape first (CUDA context, graph
+capture, ``torch.compile``), then ``--clips`` clips are timed through `vaura.generate.generate_batch` (what
+``vaura generate --batch-clips`` and ``vbench evaluate --model vaura`` run) plus the wav + mp4 writing of
+`vaura.generate.write_outputs`.
 
 Stages (seconds per clip; `StageTimes`, CUDA-synchronised at each boundary): ``decode`` (reading and resizing
 the frames, in ``--decode-workers`` threads, so it overlaps the rest; ``decode_wait`` is the time the main thread
@@ -40,32 +41,17 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vaura.generate import ClipRequest, StageTimes, VAuraPipeline, generate_batch, write_outputs  # noqa: E402
+from vaura.generate import (  # noqa: E402
+    ClipRequest,
+    StageTimes,
+    VAuraPipeline,
+    generate_batch,
+    random_pipeline,
+    write_outputs,
+)
 from vaura.sampler import SamplingParams  # noqa: E402
 
 CLIP_SECONDS = 8.0
-
-
-def build_pipeline(size: str, device: str) -> VAuraPipeline:
-    """Random-weight pipeline: ``tiny`` = `load_pipeline(debug_weights=True)`, ``paper`` = the release's sizes."""
-    from vaura.generate import load_pipeline
-
-    if size == "tiny":
-        return load_pipeline(debug_weights=True, device=device)
-    from vaura.codec import Codec, build_dac
-    from vaura.config import VAuraConfig
-    from vaura.model import build_model
-    from vaura.synchformer import load_visual_encoder
-
-    cfg = VAuraConfig.preset(size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        codec = Codec(build_dac(latent_dim=cfg.audio_width), debug_weights=True)
-    transformer = build_model(cfg, debug_weights=True, seed=0)
-    transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(0))
-    visual = load_visual_encoder(debug_weights=True, config="paper")
-    return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
-                         f"random weights, {size} size")
 
 
 def make_clips(folder: Path, count: int, width: int, height: int) -> list[Path]:
@@ -110,7 +96,7 @@ def bench(args: argparse.Namespace, videos: list[Path], out: Path) -> dict:
     results: dict = {}
     for dtype in args.dtypes:
         for mode in args.modes:
-            pipe = build_pipeline(args.size, args.device)
+            pipe = random_pipeline(args.size, args.device)
             pipe.compile_step = mode == "compiled"
             backend = pipe.accelerate_cpu("auto", rows=2 * max(args.samples) * max(args.batches)) \
                 if pipe.device.type == "cpu" and dtype == "fp32" else "off"
@@ -123,8 +109,8 @@ def bench(args: argparse.Namespace, videos: list[Path], out: Path) -> dict:
                     n = max(args.clips, batch)
                     if pipe.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(pipe.device)
-                    if not args.no_warmup:  # untimed: CUDA context, graph capture, compilation, allocator
-                        run_once(pipe, videos, batch, batch, samples, args.decode_workers, out, False)
+                    if not args.no_warmup:  # untimed, one clip in a batch of this shape: CUDA context, graph
+                        run_once(pipe, videos, 1, batch, samples, args.decode_workers, out, False)  # capture, compile
                     r = run_once(pipe, videos, n, batch, samples, args.decode_workers, out, not args.no_mux)
                     if pipe.device.type == "cuda":
                         r["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(pipe.device) / 1024 ** 3

@@ -182,7 +182,6 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
     """
     from vaura.checkpoint import is_own_checkpoint, load_checkpoint, read_release
     from vaura.codec import load_codec
-    from vaura.model import build_model
     from vaura.synchformer import load_visual_encoder
 
     own = checkpoint is not None and is_own_checkpoint(checkpoint)
@@ -190,14 +189,8 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
         raise ConfigError("a visual encoder / codec checkpoint goes with one of our own V-AURA checkpoints only: "
                           "the released checkpoint carries both, the debug model uses random ones")
     if debug_weights and checkpoint is None:
-        cfg = VAuraConfig.preset("tiny")
-        codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
-        transformer = build_model(cfg, debug_weights=True, seed=seed)
-        transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(seed))
-        visual = load_visual_encoder(debug_weights=True)
         log.warning("V-AURA with DEBUG WEIGHTS (seeded random tiny models)")
-        return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
-                             "debug weights")
+        return random_pipeline("tiny", device, seed)
     if own:
         transformer, meta = load_checkpoint(checkpoint, device)
         trained_on_debug = debug_weights or bool(meta.get("debug_weights", False))
@@ -217,6 +210,29 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
 
     path = resolve("vaura_release", checkpoint)
     return pipeline_from_release(read_release(path), device, visual_config, str(path))
+
+
+def random_pipeline(size: str = "tiny", device: torch.device | str = "cpu", seed: int = 0) -> VAuraPipeline:
+    """Seeded random models (``debug_weights``): ``tiny`` = the debug pipeline (tiny transformer, MotionFormer and
+    DAC; what ``--debug-weights`` loads); another `VAuraConfig` preset (``mid``, ``paper``) = that transformer with
+    the paper MotionFormer and the DAC 44 kHz architecture, for timing and GPU checks at the release's sizes."""
+    from vaura.codec import Codec, build_dac, load_codec
+    from vaura.model import build_model
+    from vaura.synchformer import load_visual_encoder
+
+    cfg = VAuraConfig.preset(size)
+    if size == "tiny":
+        codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            codec = Codec(build_dac(latent_dim=cfg.audio_width), debug_weights=True)
+    transformer = build_model(cfg, debug_weights=True, seed=seed)
+    transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(seed))
+    visual = load_visual_encoder(debug_weights=True, config=None if size == "tiny" else "paper")
+    source = "debug weights" if size == "tiny" else f"debug weights ({size} size)"
+    return _checked(VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
+                                  source))
 
 
 def pipeline_from_release(parts: Any, device: torch.device | str = "cpu", visual_config: Any = "paper",
