@@ -337,6 +337,9 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     from visualsound.media import MediaWindowError, read_video
 
     n_total = round(duration * VIDEO_FPS)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    # a decode thread resizes on its own CUDA stream (the main thread may be capturing or replaying a graph)
+    stream = torch.cuda.stream(torch.cuda.Stream(device)) if on_gpu else contextlib.nullcontext()
     parts: list[torch.Tensor] = []
     have = 0
     while have < n_total:
@@ -351,8 +354,9 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
         if chunk.shape[0] == 0:
             break
         if chunk.shape[1:3] != (CROP, CROP):
-            on = chunk if device is None else chunk.to(device)
-            chunk = center_crop(resize_short_side(on, 256, mode="bilinear"), CROP)[0].cpu()
+            with stream:
+                on = chunk.to(device) if on_gpu else chunk
+                chunk = center_crop(resize_short_side(on, 256, mode="bilinear"), CROP)[0].cpu()
         parts.append(chunk)
         have += chunk.shape[0]
         if chunk.shape[0] < n:  # the video ended inside this chunk

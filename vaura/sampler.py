@@ -117,7 +117,8 @@ class StaticStep:
                         self.step_fn(self.tokens, vis, cache, self.pos)
                 torch.cuda.current_stream(dev).wait_stream(side)
                 self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(dev)):
+                # thread-local capture: decode threads (`vaura.generate.read_clip`) may use the GPU meanwhile
+                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(dev), capture_error_mode="thread_local"):
                     self.out = self.step_fn(self.tokens, vis, cache, self.pos)
 
     def __call__(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
