@@ -57,7 +57,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--batch-clips", type=click.IntRange(min=1), default=1, show_default=True,
               help="V-AURA: clips per sampler batch (a sample's audio does not depend on the other clips).")
 @click.option("--shard", "shard_spec", default=None,
-              help=shard_option_help("clips (by clip id)") + " A sharded run generates its part only and computes "
+              help=shard_option_help("clips", "clip id") + " A sharded run generates its part only and computes "
                    "no metrics; a final run without --shard reuses every generated file and scores.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)

@@ -53,12 +53,13 @@ from visualsound.utils.shard import shard_option_help
                    "fp32 reproduces the release; bf16 / fp16 are for GPUs (see the README's fidelity numbers).")
 @click.option("--decode-workers", type=click.IntRange(min=0), default=None,
               help="Threads reading videos ahead of the sampler (default: 0 on CPU, 4 on CUDA, capped at the cores).")
-@click.option("--shard", "shard_spec", default=None, help=shard_option_help("videos (by file stem)"))
+@click.option("--shard", "shard_spec", default=None, help=shard_option_help("videos", "file stem"))
 @click.option("--cpu-linear", type=click.Choice(["auto", "thin", "packed", "off"]), default="auto",
               show_default=True,
               help="CPU: how the transformer's linear layers run. thin: an AVX2 kernel built on first use (a "
-                   "paper-size generation ~2x faster than plain, equal up to float rounding; up to 16 samples "
-                   "with CFG); packed: weights pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 "
+                   "paper-size generation ~2x faster than plain, equal up to float rounding; up to 32 rows a "
+                   "step: 2 x samples x batch clips with CFG); packed: weights pre-packed for oneDNN (~1.5x; also "
+                   "beyond 32 rows); off: plain torch. auto: thin from 16 "
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
 @threads_option

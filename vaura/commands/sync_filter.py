@@ -40,7 +40,7 @@ from visualsound.utils.shard import shard_option_help
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads of the main process (default: torch's choice).")
 @click.option("--shard", "shard_spec", default=None,
-              help=shard_option_help("clips") + " build reads several folders at once.")
+              help=shard_option_help("clips", "clip id") + " build reads several folders at once.")
 @click.option("--retry", "retry", multiple=True, type=click.Choice(STATUSES),
               help="Statuses a resumed run judges again (repeatable; default: error).")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,

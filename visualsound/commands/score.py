@@ -37,7 +37,7 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
 @click.option("--batches-per-shard", type=int, default=None,
               help="Write a shard every N batches (a killed run loses at most N batches).")
 @click.option("--shard", "shard_spec", default=None,
-              help=shard_option_help("clips") + " Shards may share one --out folder, or be merged with "
+              help=shard_option_help("clips", "clip id") + " Shards may share one --out folder, or be merged with "
                    "`visualsound merge`.")
 @click.option("--silence-threshold", type=float, default=None,
               help="Mark clips whose audio peak is <= this value 'silent' instead of scoring them (default: off, "

@@ -177,8 +177,8 @@ def select_shard(index: pd.DataFrame, shard: tuple[int, int] | Shard) -> pd.Data
     return index.loc[keep].reset_index(drop=True)
 
 
-def shard_option_help(what: str) -> str:
-    """The ``--shard`` help text of every command (`what`: the items, e.g. 'clips')."""
-    return (f"Work on partition i of n of the {what} (by a hash of each id): 'i/n', or 'auto' for the SLURM job "
+def shard_option_help(what: str, key: str = "id") -> str:
+    """The ``--shard`` help text of every command (`what`: the items, e.g. 'clips'; `key`: what is hashed)."""
+    return (f"Work on partition i of n of the {what} (by a hash of each {key}): 'i/n', or 'auto' for the SLURM job "
             "array task (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT, or of MAX - MIN + 1). Under torchrun each "
             "rank takes its part of that share (RANK / WORLD_SIZE; --device cuda becomes cuda:LOCAL_RANK).")
