@@ -632,7 +632,7 @@ def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params:
     for), padded when fewer clips are left, and every sample draws from its own stream (`ClipRequest`); features
     and audio are computed per clip. So a request's codes and audio depend only on the request, the pipeline,
     the sampling parameters, `batch_clips` and `samples_per_clip` -- not on which other clips share its batch
-    or in which slot (`tests/test_vaura_generate.py` checks this bit for bit). Other batch shapes may round floats
+    or in which slot (`tests/test_vaura_batch.py` checks this bit for bit). Other batch shapes may round floats
     differently, which can change a sampled token: results are reproducible for one ``--batch-clips`` setting.
 
     Frames are read by `decode_workers` threads up to two batches ahead (0: in this thread). A clip whose video
@@ -656,21 +656,21 @@ def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params:
     waiting: list[tuple[ClipRequest, _Clip | None, _Frames | ToolkitError]] = []
 
     def flush() -> Iterator[ClipResult]:
-        ready = [(req, clip, fr) for req, clip, fr in waiting if clip is not None]
-        codes: list[torch.Tensor] = []
+        ready = [clip for _, clip, _ in waiting if clip is not None]
+        codes: list[torch.Tensor | ToolkitError] = []
         if ready:
             try:
                 with _stage(times, "sampling", device):
-                    codes = sample_clips(pipe, [c for _, c, _ in ready], params, stride, capacity, pool)
+                    codes = list(sample_clips(pipe, ready, params, stride, capacity, pool))
             except ToolkitError as e:  # e.g. non-finite logits: every clip of the batch failed the same way
                 log.error("a batch of %d clips failed: %s", len(ready), e)
                 codes = [e] * len(ready)
-        by_req = {id(req): c for (req, _, _), c in zip(ready, codes)}
+        sampled = iter(codes)  # in the order of `ready`, i.e. of `waiting`
         for req, clip, fr in waiting:
             if clip is None:
                 yield ClipResult(req, None, fr)
                 continue
-            got = by_req[id(req)]
+            got = next(sampled)
             if isinstance(got, ToolkitError):
                 yield ClipResult(req, None, got)
                 continue
