@@ -5,6 +5,11 @@
 #
 #   VAURA_PARITY_DIR=../shared/parity bash scripts/gpu_session.sh            # OUT=./gpu_out
 #   OUT=/somewhere FULL=1 bash scripts/gpu_session.sh                         # + torch.compile and 10 samples
+#
+# Through this project's device tool (it copies the checkout, not ../shared): first
+#   mkdir -p gpu_fixture/parity/vaura && cp -r ../shared/parity/vaura/reduced gpu_fixture/parity/vaura/
+# then run `VAURA_PARITY_DIR=gpu_fixture/parity bash scripts/gpu_session.sh` with carry ["gpu_fixture"] (18 MB;
+# *.pt files are git-ignored, so they travel only when carried); $OUT is the tool's output folder.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
