@@ -23,7 +23,7 @@ stage() {  # stage NAME SECONDS command...
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 # 1. correctness: the fixture's codes on every loop, same audio alone / in a batch of 64, bf16 / fp16 vs fp32
-stage check_cuda 360 $PY scripts/check_cuda.py --only sampler_parity,batch_determinism,dtype --out "$OUT/check_cuda.json"
+stage check_cuda 360 $PY scripts/check_cuda.py --only sampler_parity,sampler_random,batch_determinism,dtype --out "$OUT/check_cuda.json"
 # 2. end to end per 8 s clip, paper size, fp32 and bf16, CUDA graphs, batch 1 / 16 / 64
 stage bench_generate 300 $PY scripts/bench_generate.py --device cuda --size paper --dtypes fp32,bf16 --modes graph \
   --batches 1,16,64 --clips 4 --videos 8 --out "$OUT/bench_generate-paper.json"
