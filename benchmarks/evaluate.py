@@ -64,6 +64,7 @@ class EvalOptions:
     bootstrap: int = bs.DEFAULT_RESAMPLES  # resamples per metric (0: no intervals)
     bootstrap_set: int = bs.DEFAULT_SET_RESAMPLES  # resamples for set-level metrics (FAD, FD_*, IS)
     bootstrap_seed: int = 0
+    shard: Any = None  # a sharded `visualsound.utils.shard.Shard`: generate this part only, no metrics
 
     @property
     def cache_root(self) -> Path:
@@ -112,6 +113,15 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     metrics = select_metrics(protocol.name, options.metrics)
     protocol.check(dataset, model)
     t_start = time.perf_counter()
+    if options.shard is not None and options.shard.sharded:  # metrics need every clip: generate this part only
+        import dataclasses
+
+        from visualsound.utils.shard import select_items
+
+        part = dataclasses.replace(dataset, clips=tuple(select_items(dataset.clips, options.shard, lambda c: c.id)))
+        outputs = model.outputs(part, progress=options.progress)
+        return {"shard": str(options.shard), "clips": len(part.clips), "samples": len(outputs.all_samples()),
+                "missing": dict(outputs.missing), "generate_s": round(time.perf_counter() - t_start, 3)}
     outputs: ModelOutputs = model.outputs(dataset, progress=options.progress)
     t_gen = time.perf_counter() - t_start
     missing = protocol.missing(dataset, outputs)

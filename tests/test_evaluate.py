@@ -272,13 +272,15 @@ def test_vaura_generation_cache_keys_window_and_seed(synth, tmp_path: Path, monk
 
     calls = []
 
-    def fake_generate(video, pipe, params, num_samples, seed, start, duration):
-        calls.append((seed, start, duration))
-        audio = torch.full((1, 1, int(duration * 44100)), 0.01 * (seed + 1))
-        return vaura.generate.GeneratedAudio(audio, torch.zeros(1, 9, 1, dtype=torch.long), 44100, duration, [],
-                                             True)
+    def fake_generate(requests, pipe, params, batch_clips, samples_per_clip, decode_workers):
+        assert samples_per_clip == 2 and batch_clips == 1
+        for req in requests:
+            calls.extend((seed, req.start, req.duration) for seed in req.seeds)
+            audio = torch.stack([torch.full((1, int(req.duration * 44100)), 0.01 * (s + 1)) for s in req.seeds])
+            yield vaura.generate.ClipResult(req, vaura.generate.GeneratedAudio(
+                audio, torch.zeros(len(req.seeds), 9, 1, dtype=torch.long), 44100, req.duration, [], True))
 
-    monkeypatch.setattr(vaura.generate, "generate_for_video", fake_generate)
+    monkeypatch.setattr(vaura.generate, "generate_batch", fake_generate)
     _, ds = synth
     clip = ds.clips[0]
     one = Dataset(name="one", window_sec=2.56, clips=(clip,))
@@ -384,3 +386,39 @@ def test_a_failing_ground_truth_is_named_and_in_its_samples_rows(synth, tmp_path
     rows = {r["item"]: r for r in assert_per_clip_reproduces(load_result(result["_path"]))}
     assert rows[f"{late.id}#0"]["status"] == "excluded" and rows[f"{late.id}#0"]["reason"].startswith(f"{key}: fad")
     assert rows[f"{ds.ids[1]}#0"]["status"] == "scored" and result["metric_ci"]["fad"]["resamples"] == 50
+
+
+def test_sharded_vaura_generation_adds_up_to_the_unsharded_run(synth, tmp_path: Path) -> None:
+    """``vbench evaluate --shard i/3`` generates its clips only and computes no metrics; the three shards' files
+    equal, file for file, an unsharded run's (same --batch-clips); the final unsharded run generates nothing and
+    scores."""
+    from benchmarks.cli import main
+    from visualsound.media import read_audio
+
+    torch.set_num_threads(1)
+    _, ds = synth
+    manifest = ds.save(tmp_path / "synthetic.json")
+    base = ["evaluate", "--model", "vaura", "--dataset", str(manifest), "--debug-weights", "--metrics", "kld",
+            "--samples-per-clip", "2", "--batch-clips", "2", "--no-progress"]
+
+    def run(*extra: str) -> str:
+        res = CliRunner().invoke(main, [*base, *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    for i in range(3):
+        out = run("--out", str(tmp_path / "sharded"), "--shard", f"{i}/3")
+        assert f"shard {i}/3" in out and "No metrics" in out
+    assert not list((tmp_path / "sharded").glob("*.json"))  # no result yet
+    run("--out", str(tmp_path / "whole"))
+    wavs = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole" / "generated").rglob("*.wav"))
+    assert len(wavs) == 6
+    got = sorted(p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded" / "generated").rglob("*.wav"))
+    assert got == wavs
+    for rel in wavs:
+        assert torch.equal(read_audio(tmp_path / "sharded" / rel), read_audio(tmp_path / "whole" / rel)), rel
+    mtimes = [(tmp_path / "sharded" / rel).stat().st_mtime_ns for rel in wavs]
+    run("--out", str(tmp_path / "sharded"))
+    assert [(tmp_path / "sharded" / rel).stat().st_mtime_ns for rel in wavs] == mtimes  # reused, not regenerated
+    results = list((tmp_path / "sharded").glob("*.json"))
+    assert len(results) == 1 and load_result(results[0])["model"]["batch_clips"] == 2

@@ -60,6 +60,7 @@ from visualsound.sync_io import (
     read_sync_results,
 )
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.utils.dtypes import DTYPES
 from visualsound.weights import DEBUG_WEIGHTS_TAG, checkpoint_digest
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 # Tag of the recipe (model input, windowing, preprocessing, counting); bump it whenever a change could move a
 # prediction, so that old and new judgements never mix in one folder.
 SYNC_VERSION = "synchformer-insync-v1"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_NAMES = ("synchformer_vggsound", "synchformer_audioset", "synchformer_lrs3")
 DEBUG_CHECKPOINT_TAG = DEBUG_WEIGHTS_TAG
 # shard metadata that must agree between a run and the shards already in its folder (the threshold and count key
@@ -437,7 +437,7 @@ def filter_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: SyncFi
     `predictor_tag` names it in the shards' ``checkpoint_sha256`` so that its rows never mix with a model's).
     `max_batches` stops after that many loader batches (an interrupted run).
     """
-    from visualsound.scoring import select_shard
+    from visualsound.utils.shard import select_shard
 
     cfg = config or DEFAULT
     t0 = time.perf_counter()
