@@ -200,3 +200,40 @@ def dataset_cache(options: EvalOptions, dataset: Dataset, set_key: str, extracto
     return FeatureCache(options.cache_root / dataset.name / set_key / extractor, extractor=extractor,
                         weights_sha256=weights_sha, sample_rate=sample_rate, window_sec=dataset.window_sec,
                         params=params)
+
+
+def read_cached_features(directory: str | os.PathLike, keys: Sequence[str], weights_sha256: str,
+                         params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read back stored features of `keys` from a cache folder without opening it for writing (nothing is
+    wiped or recomputed): ``{key: value}`` for the keys it holds. The folder's manifest must name the weights
+    `weights_sha256` (and, when given, these extractor `params`), else `CacheError` says what differs -- the
+    features were recomputed for other weights or settings since the result was written. Used by
+    ``vbench compare`` to rebuild set-level statistics (FAD / FD / IS) of a result."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"feature cache {directory} cannot be read ({e}); re-run vbench evaluate") from e
+    if manifest.get("weights_sha256") != weights_sha256:
+        raise CacheError(f"feature cache {directory} now holds features of other weights (sha256 "
+                         f"{str(manifest.get('weights_sha256'))[:16]}, the result used {weights_sha256[:16]}); "
+                         f"re-run vbench evaluate")
+    if params is not None:
+        wanted = json.loads(json.dumps(dict(params), default=str))
+        if manifest.get("params") != wanted:
+            raise CacheError(f"feature cache {directory} now holds features made with other settings "
+                             f"({manifest.get('params')} != {wanted}); re-run vbench evaluate")
+    stored = set(manifest.get("clip_ids", []))
+    out: dict[str, Any] = {}
+    for key in keys:
+        path = directory / "features" / f"{_key(key)}.pt"
+        if key not in stored or not path.is_file():
+            continue
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            raise CacheError(f"feature cache {directory}: the entry of {key} is unreadable ({e})") from e
+        if entry.get("clip_id") == key:
+            out[key] = entry["value"]
+    return out

@@ -1,4 +1,4 @@
-"""`vbench` command line: weights registry, datasets, evaluation, leaderboard, listening report, Sync offsets.
+"""`vbench` command line: weights, datasets, evaluation, leaderboard, comparisons, listening report, Sync offsets.
 
 Each subcommand lives in its own module and is imported only when used; register a new one in
 `LAZY_COMMANDS` (name -> "module:attribute").
@@ -13,6 +13,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "benchmarks.commands.evaluate:evaluate",
     "leaderboard": "benchmarks.commands.leaderboard:leaderboard",
     "plot": "benchmarks.commands.plot:plot",
+    "compare": "benchmarks.commands.compare:compare",
     "report": "benchmarks.commands.report:report",
 }
 

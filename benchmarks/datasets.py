@@ -603,12 +603,12 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, list_file: s
         raise DatasetError(f"unknown dataset {name!r}; built-ins: {', '.join(BUILTINS)}; any other name is built "
                            "from a folder of videos (--videos DIR)")
     if videos is not None or gt_audio is not None or spec is None or name == "kling-audio-eval":
+        if videos is None and gt_audio is None:
+            raise DatasetError(f"dataset {name!r} is built from a folder of its videos: --videos DIR")
         given = [opt for opt, value in (("--root", root), ("--list", list_file), ("--pattern", pattern),
                                         ("--starts", starts)) if value is not None]
         if given:
             raise DatasetError(f"a folder dataset ({name!r} from --videos/--gt-audio) takes no {', '.join(given)}")
-        if videos is None and gt_audio is None:
-            raise DatasetError(f"dataset {name!r} is built from a folder of its videos: --videos DIR")
         return build_folder(name, videos, gt_audio, window, notes=spec.description if spec else "")
     if root is None:
         raise DatasetError(f"dataset {name!r} needs --root DIR (the local copy of its videos)")

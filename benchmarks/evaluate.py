@@ -4,7 +4,9 @@ One driver for every protocol (`benchmarks.protocols`): the model adapter (`benc
 (clips without a usable output are listed by id with the reason; the run fails unless ``allow_missing``), the
 protocol object extracts features through the caches and computes its metrics, and the result JSON
 (`benchmarks.results`) records values, notes for undefined metrics, every excluded clip or file with its reason,
-warnings, counts, timings, software and checksums.
+warnings, counts, timings, software and checksums. Next to it, ``<result>.clips.parquet`` (`benchmarks.per_clip`)
+holds one row per item with its per-item metric values, status and reason; the result's ``metric_ci`` holds a
+95 % bootstrap interval over clips for every metric (`benchmarks.bootstrap`; ``bootstrap=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import bootstrap as bs
+from benchmarks import per_clip
 from benchmarks.datasets import Dataset
 from benchmarks.models import ModelOutputs
 from benchmarks.protocols import EvaluationError, get_protocol, select_metrics
@@ -57,6 +61,10 @@ class EvalOptions:
     metrics: Sequence[str] | None = None  # default: all of the protocol's
     progress: bool = False
     batch_size: int = 16  # clips per extractor forward pass (av-benchmark)
+    bootstrap: int = bs.DEFAULT_RESAMPLES  # resamples per metric (0: no intervals)
+    bootstrap_set: int = bs.DEFAULT_SET_RESAMPLES  # resamples for set-level metrics (FAD, FD_*, IS)
+    bootstrap_seed: int = 0
+    shard: Any = None  # a sharded `visualsound.utils.shard.Shard`: generate this part only, no metrics
 
     @property
     def cache_root(self) -> Path:
@@ -84,6 +92,19 @@ class EvalContext:
     set_key: str
 
 
+def _intervals(protocol: str, run: Any, values: dict[str, float | None], options: EvalOptions
+               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Bootstrap intervals of every metric (per-item metrics from the per-clip rows, set-level metrics from the
+    protocol's in-memory features) and the ``bootstrap`` record (resample counts, seed, level, seconds)."""
+    t0 = time.perf_counter()
+    item_stats = per_clip.item_statistics(run.items, [m for m in per_clip.item_metrics(protocol) if m in values])
+    ci = bs.confidence_intervals([*item_stats.values(), *run.set_statistics], values, options.bootstrap,
+                                        options.bootstrap_set, options.bootstrap_seed, device=options.device)
+    record = {"resamples": options.bootstrap, "set_resamples": options.bootstrap_set, "seed": options.bootstrap_seed,
+              "level": bs.LEVEL, "unit": "clip", "seconds": round(time.perf_counter() - t0, 3)}
+    return ci, record
+
+
 def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, Any]:
     """Run the whole evaluation of `model` (an adapter from `benchmarks.models.make_model`) on `dataset` under
     ``options.protocol``; write the result JSON into ``options.out_dir`` and return it (its path under
@@ -92,6 +113,15 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     metrics = select_metrics(protocol.name, options.metrics)
     protocol.check(dataset, model)
     t_start = time.perf_counter()
+    if options.shard is not None and options.shard.sharded:  # metrics need every clip: generate this part only
+        import dataclasses
+
+        from visualsound.utils.shard import select_items
+
+        part = dataclasses.replace(dataset, clips=tuple(select_items(dataset.clips, options.shard, lambda c: c.id)))
+        outputs = model.outputs(part, progress=options.progress)
+        return {"shard": str(options.shard), "clips": len(part.clips), "samples": len(outputs.all_samples()),
+                "missing": dict(outputs.missing), "generate_s": round(time.perf_counter() - t_start, 3)}
     outputs: ModelOutputs = model.outputs(dataset, progress=options.progress)
     t_gen = time.perf_counter() - t_start
     missing = protocol.missing(dataset, outputs)
@@ -124,7 +154,8 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "debug_weights": debug,
     }
-    validate_result(result, "new result")
+    if options.bootstrap > 0:
+        result["metric_ci"], result["bootstrap"] = _intervals(protocol.name, run, result["metrics"], options)
     # checkpoint, sampling, seeds and a metric subset make distinct files: a partial or other-seed run never
     # overwrites another run's result
     run_name = f"{model.cache_key}-n{info['samples_per_clip']}"
@@ -133,6 +164,11 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     if set(metrics) != set(protocol.metrics):
         run_name += "-" + "+".join(metrics)
     path = Path(options.out_dir) / result_filename(run_name, dataset.name, protocol.name, debug)
+    result["per_clip"] = per_clip.write_table(
+        per_clip.path_for(path), run.items, protocol.name,
+        {"protocol": protocol.name, "dataset": dataset.name, "dataset_fingerprint": result["dataset"]["fingerprint"],
+         "model": info["name"], "debug_weights": "true" if debug else "false", "result_file": path.name})
+    validate_result(result, "new result")
     atomic_write_json(path, result)
     result["_path"] = str(path)
     return result

@@ -10,6 +10,10 @@ file join every table of their dataset and protocol. Rows made with debug weight
 tables' conventional units (the column header says so, e.g. ``IB-score (x100)``); ``csv`` and ``json`` keep the
 stored units. An undefined metric shows ``n/a`` with its note; a value that rounds to zero from below shows
 ``0.00`` with a footnote (the ground truth's FAD/KLD can be a tiny negative number from float rounding).
+A measured value with a bootstrap interval (the result's ``metric_ci``, issue 17) shows as ``value ± half-width``
+(half the interval's width, in the column's units; a footnote says so), ``csv`` adds ``<key>_lo`` / ``<key>_hi``
+columns, ``json`` a ``metric_ci`` per row, and the HTML charts draw the interval as an error bar; reported rows
+have none.
 Formats: ``table`` (aligned text), ``markdown``, ``csv``, ``json`` and ``html`` (with one bar chart per metric, a
 matplotlib PNG embedded as base64).
 """
@@ -55,6 +59,7 @@ class Row:
     variant: str = ""  # what sets this run apart from others of the same model (shown only when names clash)
     show_variant: bool = False
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is undefined (null)
+    ci: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> bootstrap interval (metric_ci)
 
     @property
     def label(self) -> str:
@@ -148,7 +153,8 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
         table.rows.append(Row(model=r["model"]["name"], origin="measured", metrics=dict(r["metrics"]),
                               debug_weights=bool(r["debug_weights"]), samples_per_clip=r["model"]["samples_per_clip"],
                               clips=r["counts"]["clips"], missing=r["counts"]["missing"], source=r.get("_path", ""),
-                              variant=_variant(r), notes=dict(r.get("metric_notes", {}))))
+                              variant=_variant(r), notes=dict(r.get("metric_notes", {})),
+                              ci=dict(r.get("metric_ci", {}))))
     hidden: dict[tuple, int] = {}
     for rep in reported:
         if dataset is not None and rep.dataset != dataset:
@@ -192,6 +198,25 @@ def _fmt(value: float | None, spec: MetricSpec) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # -0.00 -> 0.00 (see the footnote)
 
 
+def _fmt_ci(row: Row, spec: MetricSpec) -> str:
+    """``value ± half-width`` where the row has an interval for the metric, else the plain value."""
+    value, ci = row.metrics.get(spec.key), row.ci.get(spec.key)
+    text = _fmt(value, spec)
+    if value is None or ci is None:
+        return text
+    return f"{text} ± {abs(spec.display((ci['hi'] - ci['lo']) / 2)):.{spec.digits}f}"
+
+
+def _ci_note(table: Table) -> str:
+    """The footnote explaining ± (resample counts and methods of the table's intervals)."""
+    cis = [ci for r in table.rows for k, ci in r.ci.items() if any(k == m.key for m in table.metrics())]
+    levels = sorted({f"{100 * c['level']:g} %" for c in cis})
+    counts = sorted({int(c["resamples"]) for c in cis})
+    return (f"± is half the width of the {'/'.join(levels)} bootstrap interval over clips ("
+            f"{'/'.join(str(n) for n in counts)} resamples; percentile for per-item metrics, normal -- centred on the "
+            f"value -- for FAD / FD / IS); csv and json give each interval's lo and hi")
+
+
 def _header(spec: MetricSpec) -> str:
     return f"{spec.label} {'↓' if spec.lower_is_better else '↑'}"
 
@@ -199,7 +224,7 @@ def _header(spec: MetricSpec) -> str:
 def _cells(table: Table, row: Row) -> list[str]:
     counts = "-" if row.clips is None else f"{row.clips}" + (f" ({row.missing} missing)" if row.missing else "")
     return ([row.label, row.origin, "-" if row.samples_per_clip is None else str(row.samples_per_clip), counts]
-            + [_fmt(row.metrics.get(m.key), m) if m.key in row.metrics else "-" for m in table.metrics()])
+            + [_fmt_ci(row, m) if m.key in row.metrics else "-" for m in table.metrics()])
 
 
 def _columns(table: Table) -> list[str]:
@@ -215,6 +240,8 @@ def _footnotes(table: Table) -> list[str]:
     if any(v is not None and v < 0 and _fmt(v, m) == f"{0:.{m.digits}f}"
            for r in table.rows for m in specs for v in [r.metrics.get(m.key)]):
         notes.append(ROUNDED_ZERO_NOTE)
+    if any(r.ci.get(m.key) and r.metrics.get(m.key) is not None for r in table.rows for m in specs):
+        notes.append(_ci_note(table))
     return notes
 
 
@@ -251,19 +278,22 @@ def _all_metric_keys(tables: Sequence[Table]) -> list[str]:
 
 
 def render_csv(tables: Sequence[Table]) -> str:
-    """One line per row; metric columns are every protocol's keys in stored units (empty where not measured)."""
+    """One line per row; metric columns are every protocol's keys in stored units (empty where not measured), then
+    ``<key>_lo`` / ``<key>_hi`` of each bootstrap interval (empty without one)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     keys = _all_metric_keys(tables)
     writer.writerow(["dataset", "dataset_fingerprint", "protocol", "protocol_version", "model", "origin",
-                     "debug_weights", "samples_per_clip", "clips", "missing", *keys, "source"])
+                     "debug_weights", "samples_per_clip", "clips", "missing", *keys,
+                     *(f"{k}_{end}" for k in keys for end in ("lo", "hi")), "source"])
     for t in tables:
         for r in t.rows:
             writer.writerow([t.dataset, t.fingerprint or "", t.protocol, "" if t.version is None else t.version,
                              r.model, r.origin, r.debug_weights,
                              r.samples_per_clip if r.samples_per_clip is not None else "",
                              r.clips if r.clips is not None else "", r.missing if r.missing is not None else "",
-                             *("" if r.metrics.get(k) is None else r.metrics[k] for k in keys), r.source])
+                             *("" if r.metrics.get(k) is None else r.metrics[k] for k in keys),
+                             *(r.ci[k][end] if k in r.ci else "" for k in keys for end in ("lo", "hi")), r.source])
     return buf.getvalue()
 
 
@@ -272,7 +302,8 @@ def render_json(tables: Sequence[Table]) -> str:
                         "protocol_version": t.version, "notes": _footnotes(t),
                         "rows": [{"model": r.model, "origin": r.origin, "debug_weights": r.debug_weights,
                                   "samples_per_clip": r.samples_per_clip, "clips": r.clips, "missing": r.missing,
-                                  "metrics": r.metrics, "metric_notes": r.notes, "source": r.source}
+                                  "metrics": r.metrics, "metric_ci": r.ci, "metric_notes": r.notes,
+                                  "source": r.source}
                                  for r in t.rows]}
                        for t in tables], indent=2)
 
@@ -288,8 +319,13 @@ def metric_chart_png(table: Table, spec: MetricSpec) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2), dpi=80)
     try:
         values = [spec.display(r.metrics[spec.key]) for r in rows]
+        err = [[max(0.0, v - spec.display(r.ci[spec.key]["lo"])) if spec.key in r.ci else 0.0
+                for v, r in zip(values, rows)],
+               [max(0.0, spec.display(r.ci[spec.key]["hi"]) - v) if spec.key in r.ci else 0.0
+                for v, r in zip(values, rows)]]
         bars = ax.barh(range(len(rows)), values, color=["#bbbbbb" if r.origin == "reported" else "#3b75af"
-                                                        for r in rows])
+                                                        for r in rows],
+                       xerr=err if any(spec.key in r.ci for r in rows) else None, capsize=3)
         for bar, r in zip(bars, rows):
             if r.origin == "reported":
                 bar.set_hatch("//")

@@ -186,28 +186,36 @@ class DirModel:
 
 
 class VAuraModel:
-    """V-AURA generation through `vaura.generate`, one file per (checkpoint, sampling, clip, window, seed),
-    resumable.
+    """V-AURA generation through `vaura.generate.generate_batch`, one file per (checkpoint, sampling, clip,
+    window, seed), resumable, `batch_clips` clips per sampler batch.
 
-    Sample ``k`` of every clip uses seed ``seed + k`` and is written to
-    ``<out_dir>/<dataset>/vaura-<weights id>-<sampling id>/<clip id>/seed<seed>_<start>s+<window>s.wav``
-    (44.1 kHz); existing files are reused, so an interrupted run resumes and a second evaluation generates
-    nothing. The generation window is the clip's evaluation window of the conditioning video. The weights id is
-    the checkpoint's sha256 (prefixed ``debug-`` for one of our checkpoints trained on debug weights, which then
-    counts as a debug-weights model), or ``debug`` for the seeded random tiny model (`debug_weights` without a
-    checkpoint). `debug_weights` with a released checkpoint is refused, as `vaura.generate.load_pipeline` does.
+    Sample ``k`` of every clip uses seed ``seed + k``, drawn from the random stream of (clip id, seed + k), and is
+    written to ``<out_dir>/<dataset>/vaura-<weights id>-<sampling id>/<clip id>/seed<seed>_<start>s+<window>s.wav``
+    (44.1 kHz); existing files are reused, so an interrupted run resumes, a second evaluation generates nothing,
+    and runs over parts of the dataset (``vbench evaluate --shard``) fill one folder. A sample's audio does not
+    depend on the other clips of its batch; on a GPU a different `batch_clips` may round floats differently (the
+    files do not record it: reused files may come from another batch size). The generation window is the clip's
+    evaluation window of the conditioning video. The weights id is the checkpoint's sha256 (prefixed ``debug-``
+    for one of our checkpoints trained on debug weights, which then counts as a debug-weights model), or
+    ``debug`` for the seeded random tiny model (`debug_weights` without a checkpoint). `debug_weights` with a
+    released checkpoint is refused, as `vaura.generate.load_pipeline` does.
     """
 
     kind = "vaura"
     name = "vaura"
+    GENERATION_VERSION = 2  # 2: per-(clip, seed) random streams of generate_batch (1: one torch generator per seed)
 
     def __init__(self, checkpoint: str | None = None, debug_weights: bool = False, samples_per_clip: int = 1,
                  seed: int = 0, device: str = "cpu", out_dir: str | os.PathLike = "results/generated",
-                 sampling: dict[str, Any] | None = None) -> None:
+                 sampling: dict[str, Any] | None = None, batch_clips: int = 1, decode_workers: int = 0) -> None:
         from vaura.sampler import SamplingParams
 
         if samples_per_clip < 1:
             raise ModelError(f"samples per clip must be >= 1, got {samples_per_clip}")
+        if batch_clips < 1:
+            raise ModelError(f"clips per batch must be >= 1, got {batch_clips}")
+        self.batch_clips = batch_clips
+        self.decode_workers = decode_workers
         self.checkpoint = checkpoint
         self.debug_weights = debug_weights
         self.samples_per_clip = samples_per_clip
@@ -230,7 +238,8 @@ class VAuraModel:
             if own and own_checkpoint_metadata(checkpoint).get("debug_weights", False):
                 self.debug_weights = True  # load_pipeline pairs it with the debug encoder and codec
             weights_id = ("debug-" if self.debug_weights else "") + self.checkpoint_sha[:12]
-        params_id = hashlib.sha1(repr(sorted(vars(self.params).items())).encode()).hexdigest()[:8]
+        recipe = sorted(vars(self.params).items()) + [("generation", self.GENERATION_VERSION)]
+        params_id = hashlib.sha1(repr(recipe).encode()).hexdigest()[:8]
         self.cache_key = f"vaura-{weights_id}-{params_id}"
         self._pipe = None
 
@@ -241,7 +250,7 @@ class VAuraModel:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "checkpoint": self.checkpoint_path,
                 "checkpoint_sha256": self.checkpoint_sha, "samples_per_clip": self.samples_per_clip,
-                "seeds": self.seeds, "sampling": dict(vars(self.params))}
+                "seeds": self.seeds, "sampling": dict(vars(self.params)), "batch_clips": self.batch_clips}
 
     def _pipeline(self) -> Any:
         if self._pipe is None:
@@ -250,33 +259,46 @@ class VAuraModel:
             self._pipe = load_pipeline(self.checkpoint, debug_weights=self.debug_weights, device=self.device)
         return self._pipe
 
+    def sample_path(self, folder: Path, clip: Any, seed: int) -> Path:
+        return folder / clip.id / f"seed{seed}_{clip.start_sec:.3f}s+{clip.window_sec:.3f}s.wav"
+
     def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
         import time
 
         from tqdm.auto import tqdm
 
+        from vaura.generate import ClipRequest
         from visualsound.media import write_wav
 
         folder = self.out_dir / dataset.name / self.cache_key
         out = ModelOutputs()
         t0 = time.perf_counter()
-        for clip in tqdm(dataset.clips, desc="V-AURA generation", unit="clip", disable=not progress):
-            samples = []
-            try:
-                for k, seed in enumerate(self.seeds):
-                    path = folder / clip.id / f"seed{seed}_{clip.start_sec:.3f}s+{clip.window_sec:.3f}s.wav"
-                    if not path.is_file():
-                        from vaura.generate import generate_for_video
+        clip_of = {}  # the missing samples of each clip, as one request (features and frames shared)
+        for clip in dataset.clips:
+            todo = tuple(s for s in self.seeds if not self.sample_path(folder, clip, s).is_file())
+            if todo:
+                clip_of[ClipRequest(clip.video, todo, clip.start_sec, clip.window_sec, stream=clip.id)] = clip
+        failed: dict[str, str] = {}
+        if clip_of:
+            from vaura import generate as G
 
-                        res = generate_for_video(clip.video, self._pipeline(), self.params, num_samples=1,
-                                                 seed=seed, start=clip.start_sec, duration=clip.window_sec)
-                        write_wav(path, res.audio[0], res.sample_rate)
-                    samples.append(Sample(clip.id, k, str(path), 0.0, clip.window_sec, seed=seed))
-            except ToolkitError as e:
-                log.error("V-AURA generation failed for %s: %s", clip.id, e)
-                out.missing[clip.id] = f"generation failed: {type(e).__name__}: {e}"
+            results = G.generate_batch(list(clip_of), self._pipeline(), self.params, batch_clips=self.batch_clips,
+                                       samples_per_clip=self.samples_per_clip, decode_workers=self.decode_workers)
+            for res in tqdm(results, total=len(clip_of), desc="V-AURA generation", unit="clip",
+                            disable=not progress):
+                clip = clip_of[res.request]
+                if res.error is not None:
+                    log.error("V-AURA generation failed for %s: %s", clip.id, res.error)
+                    failed[clip.id] = f"generation failed: {type(res.error).__name__}: {res.error}"
+                    continue
+                for seed, audio in zip(res.request.seeds, res.output.audio):
+                    write_wav(self.sample_path(folder, clip, seed), audio, res.output.sample_rate)
+        for clip in dataset.clips:
+            if clip.id in failed:
+                out.missing[clip.id] = failed[clip.id]
                 continue
-            out.samples[clip.id] = samples
+            out.samples[clip.id] = [Sample(clip.id, k, str(self.sample_path(folder, clip, seed)), 0.0, clip.window_sec,
+                                           seed=seed) for k, seed in enumerate(self.seeds)]
         out.generate_seconds = time.perf_counter() - t0
         return out
 

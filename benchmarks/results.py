@@ -14,7 +14,11 @@ One result file holds one (model, dataset, protocol) evaluation::
      "warnings": [...],
      "timings": {"generate_s", "metrics_s": {metric: seconds}, "total_s"},
      "software": {"version", "python", "torch", "numpy"}, "device": "cpu", "created": ISO time,
-     "debug_weights": false}
+     "debug_weights": false,
+     # optional (issue 17; results without them stay valid):
+     "per_clip": {"file": "<name>.clips.parquet", "rows", "sha256"},   # `benchmarks.per_clip`
+     "metric_ci": {key: {"lo", "hi", "level": 0.95, "resamples", "method": "percentile" | "normal", ...}},
+     "bootstrap": {"resamples", "set_resamples", "seed", "level", "unit": "clip", "seconds"}}
 
 Units are the protocol's own: ``vaura-paper`` stores IB x100 and Sync in milliseconds (as the paper prints them);
 ``av-benchmark`` stores the original's ``output_metrics.json`` keys and units (IB-Score a plain cosine, DeSync in
@@ -101,7 +105,9 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "counts": dict, "timings": dict, "software": dict, "created": str, "debug_weights": bool,
     "extractors": dict,
 }
-_OPTIONAL: dict[str, type] = {"metric_notes": dict, "excluded": dict, "warnings": list}
+_OPTIONAL: dict[str, type] = {"metric_notes": dict, "excluded": dict, "warnings": list, "per_clip": dict,
+                              "metric_ci": dict, "bootstrap": dict}
+CI_METHODS = ("percentile", "normal")
 _SUB_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "protocol": {"name": str, "version": int},
     "dataset": {"name": str, "num_clips": int, "fingerprint": str},
@@ -154,6 +160,13 @@ def validate_result(data: Any, where: str = "result") -> dict[str, Any]:
                     problems.append(f"metric {key} is null without a note saying why (metric_notes)")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 problems.append(f"metric {key} must be a finite number or null, got {value!r}")
+    if isinstance(data.get("metric_ci"), dict):
+        problems += _ci_problems(data["metric_ci"], metrics if isinstance(metrics, dict) else {})
+    if isinstance(data.get("per_clip"), dict):
+        rec = data["per_clip"]
+        if not isinstance(rec.get("file"), str) or not isinstance(rec.get("sha256"), str) or not isinstance(
+                rec.get("rows"), int):
+            problems.append("per_clip must have file (str), rows (int) and sha256 (str)")
     counts = data.get("counts")
     if isinstance(counts, dict) and isinstance(counts.get("missing"), int) and isinstance(
             counts.get("missing_ids"), list) and counts["missing"] != len(counts["missing_ids"]):
@@ -164,6 +177,33 @@ def validate_result(data: Any, where: str = "result") -> dict[str, Any]:
     if problems:
         raise ResultError(f"{where}: invalid result: " + "; ".join(problems))
     return data
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ci_problems(cis: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    out = []
+    for key, ci in cis.items():
+        if key not in metrics:
+            out.append(f"metric_ci has {key!r}, which is not among the metrics")
+            continue
+        if not isinstance(ci, dict):
+            out.append(f"metric_ci.{key} must be an object")
+            continue
+        if metrics[key] is None:
+            out.append(f"metric_ci.{key}: the metric is null")
+        if not (_finite(ci.get("lo")) and _finite(ci.get("hi")) and ci["lo"] <= ci["hi"]):
+            out.append(f"metric_ci.{key}: lo / hi must be finite numbers with lo <= hi, got {ci.get('lo')!r}, "
+                       f"{ci.get('hi')!r}")
+        if not (_finite(ci.get("level")) and 0 < ci["level"] < 1):
+            out.append(f"metric_ci.{key}: level must lie in (0, 1), got {ci.get('level')!r}")
+        if not isinstance(ci.get("resamples"), int) or isinstance(ci.get("resamples"), bool) or ci["resamples"] < 1:
+            out.append(f"metric_ci.{key}: resamples must be a positive integer, got {ci.get('resamples')!r}")
+        if ci.get("method") not in CI_METHODS:
+            out.append(f"metric_ci.{key}: method must be one of {CI_METHODS}, got {ci.get('method')!r}")
+    return out
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:

@@ -12,6 +12,13 @@ exits 1 if any check failed.
   clips (windows) per second on the GPU;
 * ``score_cli``: ``visualsound synth`` + ``visualsound score --device cuda --debug-weights`` on synthetic clips
   with bad inputs: every clip gets a row.
+* ``batch_determinism``: `vaura.generate.generate_batch` with a random paper-size pipeline (``--small``: tiny) on
+  64 synthetic clips of 2.0 / 3.1 / 5.0 s, fp32 and bf16: three clips generated alone (a batch padded to 64
+  clips) and the 64 clips in reverse order give bit-identical codes and audio to the batch of 64 (required);
+  the same clips at ``batch_clips=1`` (another batch shape: other GEMM kernels) are compared and reported;
+* ``dtype``: the reduced fixture in fp32 / bf16 / fp16 on the GPU (`tests.vaura_reduced.dtype_fidelity`), the
+  paper-size decode step's time per precision (CUDA graph and eager, 2 and 128 rows) and, for the eager step,
+  the kernels that take the time (profiler), to see why bf16 graph sampling was not faster than fp32.
 
     VAURA_PARITY_DIR=... python3 scripts/check_cuda.py --out check_cuda.json
 """
@@ -250,8 +257,137 @@ def check_score_cli() -> dict:
                 "failures": [] if n_csv == len(df) == unique else [f"{n_csv} clips but {len(df)} rows, {unique} ids"]}
 
 
+def _synth_clips(folder: Path, durations: tuple[float, ...], per_duration: int) -> list[Path]:
+    from visualsound.synth import SynthConfig, synthesize
+
+    videos = []
+    for i, d in enumerate(durations):
+        sub = folder / f"d{i}"
+        synthesize(sub, SynthConfig(count=per_duration, duration=d, width=96, height=64, test_fraction=0.0,
+                                    prefix=f"d{i}x", seed=i))
+        videos += sorted((sub / "video").glob("*.mp4"))
+    return videos
+
+
+def check_batch_determinism() -> dict:
+    from vaura.generate import ClipRequest, generate_batch, random_pipeline
+    from vaura.sampler import SamplingParams
+
+    pipe = random_pipeline("tiny" if SMALL else "paper", DEV)
+    n = 8 if SMALL else 64
+    out: dict = {"clips": n, "size": "tiny" if SMALL else "paper", "failures": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = _synth_clips(Path(tmp), (2.0, 3.1, 5.0), -(-n // 3))[:n]
+        requests = [ClipRequest(v, seeds=(i,), stream=v.stem) for i, v in enumerate(videos)]
+        params = SamplingParams()  # the release's: CFG 6, top-k 128
+
+        def run(reqs: list, batch_clips: int) -> list:
+            res = list(generate_batch(reqs, pipe, params, batch_clips=batch_clips, decode_workers=4))
+            bad = [r.error for r in res if r.error is not None]
+            if bad:
+                raise RuntimeError(f"generation failed: {bad[0]}")
+            return [r.output for r in res]
+
+        for dtype in ("fp32", "bf16"):
+            pipe.set_dtype(dtype)
+            t0 = time.perf_counter()
+            batch = run(requests, n)
+            r: dict = {"batch_seconds": time.perf_counter() - t0, "windows": sorted({len(b.windows) for b in batch})}
+            rev = run(requests[::-1], n)[::-1]
+            r["reverse_order_equal"] = all(torch.equal(a.audio, b.audio) and torch.equal(a.codes, b.codes)
+                                           for a, b in zip(batch, rev))
+            r["alone_padded_equal"], r["alone_batch1_codes_fraction_equal"] = {}, {}
+            for t in (0, n // 2, n - 1):
+                alone = run([requests[t]], n)[0]
+                r["alone_padded_equal"][t] = bool(torch.equal(alone.audio, batch[t].audio)
+                                                  and torch.equal(alone.codes, batch[t].codes))
+                one = run([requests[t]], 1)[0]
+                r["alone_batch1_codes_fraction_equal"][t] = float((one.codes == batch[t].codes).float().mean())
+            out[dtype] = r
+            out["failures"] += [f"{dtype}: clip {t} alone differs from its batch of {n}"
+                                for t, ok in r["alone_padded_equal"].items() if not ok]
+            if not r["reverse_order_equal"]:
+                out["failures"].append(f"{dtype}: the batch in reverse order differs")
+    return out
+
+
+def _step_seconds(model: object, rows: int, dtype: torch.dtype, graph: bool, steps: int = 40) -> float:
+    from vaura.model import KVCache
+    from vaura.sampler import StaticStep
+
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        vis = model.embed_visual(torch.randn(rows, 32, cfg.visual_dim, generator=g).to(DEV, dtype))
+        step = StaticStep(model, vis, KVCache(cfg, rows, cfg.rope_len, DEV, dtype), graph=graph)
+        tokens = torch.randint(0, cfg.card, (rows, cfg.n_codebooks, 1), generator=g).to(DEV)
+        for i in range(5):
+            step(tokens, i)
+        sync()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(tokens, 5 + i)
+        sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def _top_kernels(model: object, rows: int, dtype: torch.dtype, steps: int = 3) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    from vaura.model import KVCache
+    from vaura.sampler import StaticStep
+
+    cfg = model.cfg
+    with torch.no_grad():
+        vis = model.embed_visual(torch.randn(rows, 32, cfg.visual_dim, device=DEV, dtype=dtype))
+        step = StaticStep(model, vis, KVCache(cfg, rows, cfg.rope_len, DEV, dtype), graph=False)
+        tokens = torch.zeros(rows, cfg.n_codebooks, 1, dtype=torch.long, device=DEV)
+        step(tokens, 0)
+        sync()
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for i in range(steps):
+                step(tokens, 1 + i)
+            sync()
+    key = "device_time_total" if DEV.type == "cuda" else "cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    kernels = [e for e in events if DEV.type != "cuda" or str(e.device_type).endswith("CUDA")]
+    kernels.sort(key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in kernels)
+    return {"kernel_launches_per_step": sum(e.count for e in kernels) / steps,
+            "kernel_us_per_step": total / steps,
+            "top": [{"name": e.key[:120], "count_per_step": e.count / steps, "us_per_step": getattr(e, key) / steps}
+                    for e in kernels[:12]]}
+
+
+def check_dtype() -> dict:
+    from tests.vaura_reduced import dtype_fidelity
+    from vaura.config import VAuraConfig
+    from vaura.model import build_model
+    from visualsound.utils.dtypes import DTYPES
+
+    out: dict = {"fixture": {}, "step_s": {}, "profile": {}}
+    for name in ("fp32", "bf16", "fp16"):
+        out["fixture"][name] = dtype_fidelity(DTYPES[name], DEV)
+    if out["fixture"]["fp32"]["greedy_codes_fraction_equal"] != 1.0:
+        out["failures"] = ["fp32 greedy codes differ from the fixture"]
+    size = "tiny" if SMALL else "paper"
+    for name in ("fp32", "bf16", "fp16"):
+        model = build_model(VAuraConfig.preset(size), debug_weights=True).eval().to(DEV).cast(DTYPES[name])
+        for rows in (2, 128):
+            for graph in ((True, False) if DEV.type == "cuda" else (False,)):
+                out["step_s"][f"{name}-rows{rows}-{'graph' if graph else 'eager'}"] = _step_seconds(
+                    model, rows, DTYPES[name], graph)
+        out["profile"][f"{name}-rows2-eager"] = _top_kernels(model, 2, DTYPES[name])
+        del model
+        if DEV.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 CHECKS = {"sampler_parity": check_sampler_parity, "sampler_random": check_sampler_random, "train": check_train,
-          "imagebind_huge": check_imagebind, "synchformer_paper": check_synchformer, "score_cli": check_score_cli}
+          "imagebind_huge": check_imagebind, "synchformer_paper": check_synchformer, "score_cli": check_score_cli,
+          "batch_determinism": check_batch_determinism, "dtype": check_dtype}
 
 
 def main() -> None:

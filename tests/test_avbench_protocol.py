@@ -49,7 +49,7 @@ def fixture_run(tmp_path_factory) -> dict:
     finally:
         torch.set_num_threads(n)
     path = Path(out.strip().splitlines()[-1].split("result: ", 1)[1])
-    return {"result": json.loads(path.read_text()), "output": out, "tmp": tmp}
+    return {"result": {**json.loads(path.read_text()), "_path": str(path)}, "output": out, "tmp": tmp}
 
 
 @pytest.mark.slow
@@ -138,6 +138,34 @@ def test_fixture_features_match_the_originals_caches(fixture_run: dict) -> None:
 
 
 @pytest.mark.slow
+def test_fixture_per_clip_table_and_intervals(fixture_run: dict) -> None:
+    """The fixture run's per-clip table: its per-pair values are the original's (README 6 tolerances), its column
+    means are the metrics, every file and clip the original leaves out has its row and reason; every defined
+    metric has an interval; FD-PASST (paired files only) rebuilt from the caches by `compare` is the metric."""
+    from benchmarks.compare import compare_results
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    res, d = fixture_run["result"], fx.expected()["details"]
+    rows = {r["item"]: r for r in assert_per_clip_reproduces(res)}
+    for name, kl in zip(d["kl_panns_pair_order"], d["kl_panns_per_pair"].tolist()):
+        assert abs(rows[name]["KL-PANNS-softmax"] - kl) <= 1e-4, name
+    for (_, name), cos in zip(d["ib_pairs"], d["ib_cos_per_pair"].tolist()):
+        assert abs(rows[name]["IB-Score"] - cos) <= 1e-4, name
+    assert rows["gt:gt_only_wind"]["status"] == "missing" and rows["gen_only_birds"]["status"] == "unpaired"
+    assert rows["vid_005_drums"]["DeSync"] is None and "6.000 s" in rows["vid_005_drums"]["reason"]
+    assert "ground-truth video vid_005_drums" in rows["vid_005_drums"]["reason"]
+    assert rows["zxpo56cpUBU_000007-0"]["KL-PANNS-softmax"] is None  # KL-PANNS pairs exact names only
+    assert rows["zxpo56cpUBU_000007-0"]["KL-PASST-softmax"] is not None
+    defined = {k for k, v in res["metrics"].items() if v is not None}
+    assert set(res["metric_ci"]) == defined
+    same = compare_results(res, res, resamples=50, set_resamples=10)
+    # 7 rows in 768 dimensions: the original's sqrtm of the rank-6 product is off by 7.6e-5 (relative) from the
+    # float64 SVD value, which the bootstrap's eigenvalue form reproduces to 5e-7
+    assert same.metrics["FD-PASST"]["a"] == pytest.approx(res["metrics"]["FD-PASST"], rel=2e-4)
+    assert all(e["diff"] == 0 for e in same.metrics.values())
+
+
+@pytest.mark.slow
 def test_fixture_result_records_extractors_and_caches(fixture_run: dict) -> None:
     res = fixture_run["result"]
     assert res["protocol"]["name"] == "av-benchmark" and res["dataset"]["name"] == "avbench-fixture"
@@ -207,10 +235,36 @@ def test_debug_weights_end_to_end_with_bad_and_unpaired_files(synth8: dict, tmp_
     assert "no ground-truth" in ex["generated unpaired_extra"]
     assert "DeSync" in ex[f"generated {b}"] and "6.000 s" in ex[f"generated {b}"]
     assert "WARNING" in out and "left out of at least one metric" in out
+    _check_per_clip_and_compare(result, Path(out.strip().splitlines()[-1].split("result: ", 1)[1]), synth8)
     again = json.loads(Path(_invoke([*args, "--allow-missing"]).strip().splitlines()[-1].split("result: ", 1)[1])
                        .read_text())
     assert again["metrics"] == result["metrics"]
     assert all(c["computed"] == 0 for side in again["metric_details"]["caches"].values() for c in side.values())
+
+
+def _check_per_clip_and_compare(result: dict, path: Path, synth8: dict) -> None:
+    """The per-clip table of the bad-and-unpaired run: one row per generated file and missing clip with the right
+    status, the per-item metrics reproduced; intervals; the result compared with itself (set-level metrics
+    rebuilt from the caches on the two paired clips) differs by exactly zero."""
+    from benchmarks.compare import compare_results
+    from benchmarks.results import load_result
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    a, b, c = synth8["ids"]
+    loaded = load_result(path)
+    rows = {r["item"]: r for r in assert_per_clip_reproduces(loaded)}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        a: "scored", b: "excluded", "broken": "unpaired", "unpaired_extra": "unpaired", f"gt:{c}": "missing"}
+    assert rows[b]["DeSync"] is None and "6.000 s" in rows[b]["reason"] and rows[b]["KL-PASST-softmax"] is not None
+    assert rows[a]["DeSync"] == pytest.approx((rows[a]["desync_first_sec"] + rows[a]["desync_last_sec"]) / 2)
+    assert "unreadable" in rows["broken"]["reason"] and rows["broken"]["clip_id"] is None
+    assert rows[a]["window_sec"] == 8.0 and rows[a]["video_path"].endswith(f"{a}.mp4")
+    defined = {k for k, v in result["metrics"].items() if v is not None}
+    assert set(result["metric_ci"]) == defined and result["metric_ci"]["FD-PANN"]["method"] == "normal"
+    same = compare_results(loaded, loaded, resamples=100, set_resamples=20)
+    assert same.common == [a, b] and not same.only_a and "ISC-PANNS-mean" in same.skipped
+    assert {"FD-PANN", "FD-VGG", "KL-PANNS-softmax", "IB-Score", "DeSync"} <= set(same.metrics)
+    assert all(e["diff"] == 0 and e["p"] in (1.0, None) for e in same.metrics.values())
 
 
 def test_ground_truth_against_itself(synth8: dict, tmp_path: Path) -> None:
@@ -238,3 +292,19 @@ def test_vaura_generates_one_8s_sample_per_clip(synth8: dict, tmp_path: Path) ->
     assert result["model"]["samples_per_clip"] == 1 and result["counts"]["samples"] == 1
     assert len(result["metric_details"]["desync"]["pairing"]["pairs"]) == 1  # 8 s were generated (else dropped)
     assert 0 <= result["metrics"]["DeSync"] <= 2
+
+
+def test_vbench_sync_is_the_protocols_desync(synth8: dict, tmp_path: Path) -> None:
+    """`vbench sync --protocol av-benchmark` of one clip gives the offsets `vbench evaluate` computes for it."""
+    a = synth8["root"] / "video" / f"{synth8['ids'][0]}.mp4"
+    res = CliRunner().invoke(main, ["sync", str(a), "--debug-weights", "--protocol", "av-benchmark", "--json"])
+    assert res.exit_code == 0, res.output
+    one = json.loads(res.output.strip().splitlines()[-1])
+    assert one["window_starts_sec"] == [0.0, 3.2] and len(one["top3"]) == 3
+    out = _invoke(["evaluate", "--protocol", "av-benchmark", "--model", "ground-truth", "--dataset",
+                   str(synth8["manifest"]), "--out", str(tmp_path / "res"), "--debug-weights", "--no-progress",
+                   "--metrics", "DeSync"])
+    result = json.loads(Path(out.strip().splitlines()[-1].split("result: ", 1)[1]).read_text())
+    per_pair = result["metric_details"]["desync"]["abs_offset_sec_per_pair"][synth8["ids"][0]]
+    assert [abs(o) for o in one["window_offsets_sec"]] == pytest.approx(per_pair)
+    assert one["desync_sec"] == pytest.approx(sum(per_pair) / 2, abs=1e-4)

@@ -134,3 +134,61 @@ def test_cli_list_build_show(synth_root: Path, tmp_path: Path) -> None:
     assert json.loads(res.output)["clips"] == 2
     res = runner.invoke(main, ["datasets", "show", "vas", "--dir", str(tmp_path)])
     assert res.exit_code == 2 and "not built" in res.output
+
+
+def test_av_benchmark_lists(synth_root: Path, tmp_path: Path) -> None:
+    """MMAudio's vgg-test.tsv, Movie Gen's jsonl and a Greatest Hits id list: 8 s windows from second 0, the
+    official size recorded, missing clips reported (an error unless allowed)."""
+    video = next((synth_root / "video").iterdir())
+    for name in ("zxpo56cpUBU_000007", "---g-f_I2yQ_000001"):
+        _copy_as(video, tmp_path / "vgg" / f"{name}.mp4")
+    tsv = tmp_path / "vgg-test.tsv"
+    tsv.write_text("id\tlabel\nzxpo56cpUBU_000007\tdog barking\n---g-f_I2yQ_000001\tengine\nmissing_000003\tcat\n")
+    with pytest.raises(DatasetError, match="1 of 3 listed clips are missing.*missing_000003"):
+        build_dataset("vggsound-test", tmp_path / "vgg", list_file=tsv)
+    ds = build_dataset("vggsound-test", tmp_path / "vgg", list_file=tsv, allow_missing=True)
+    assert ds.ids == ["zxpo56cpUBU_000007", "---g-f_I2yQ_000001"] and ds.missing == ("missing_000003",)
+    assert ds.window_sec == 8.0 and ds.official_clips == 15220 and all(c.start_sec == 0 for c in ds.clips)
+    assert ds.clips[0].label == "dog barking" and ds.identity()["missing_at_build"] == 1
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ytid,start\n")
+    with pytest.raises(DatasetError, match="id<TAB>label"):
+        build_dataset("vggsound-test", tmp_path / "vgg", list_file=bad)
+    _copy_as(video, tmp_path / "mg" / "0.mp4")
+    jsonl = tmp_path / "MovieGenAudioBenchSfx.jsonl"
+    jsonl.write_text('{"id": 0, "video_prompt": "v", "audio_prompt": "a dog"}\n')
+    mg = build_dataset("moviegen-audio-bench", tmp_path / "mg", list_file=jsonl)
+    assert mg.ids == ["0"] and mg.clips[0].label == "a dog" and mg.official_clips == 527
+    ids = tmp_path / "greatesthit_test.txt"
+    ids.write_text("2015-02-16-17-08-51\n")
+    _copy_as(video, tmp_path / "gh" / "2015-02-16-17-08-51.mp4")
+    gh = build_dataset("greatest-hits", tmp_path / "gh", list_file=ids)
+    assert gh.ids == ["2015-02-16-17-08-51"] and gh.window_sec == 8.0
+    with pytest.raises(DatasetError, match="takes no --starts"):
+        build_dataset("greatest-hits", tmp_path / "gh", list_file=ids, starts=tsv)
+    with pytest.raises(DatasetError, match="--videos DIR"):
+        build_dataset("kling-audio-eval", tmp_path / "gh")
+
+
+def test_folder_dataset_with_separate_gt_audio(synth_root: Path, tmp_path: Path) -> None:
+    """av-benchmark's --gt_audio layout: GT audio files by stem, videos by stem, an audio-only stem."""
+    from visualsound.media import read_audio, write_wav
+
+    videos, audio = tmp_path / "videos", tmp_path / "gt"
+    clips = sorted((synth_root / "video").iterdir())[:2]
+    for p in clips:
+        _copy_as(p, videos / p.name)
+        write_wav(audio / f"{p.stem}.wav", read_audio(p), 16000)
+    write_wav(audio / "audio_only.wav", read_audio(clips[0]), 16000)
+    (videos / "notes.txt").write_text("not a video")
+    ds = build_dataset("pairs", videos=videos, gt_audio=audio)
+    assert ds.ids == sorted([p.stem for p in clips] + ["audio_only"])
+    only = ds.clip("audio_only")
+    assert only.video is None and only.audio_source.endswith("audio_only.wav")
+    assert all(ds.clip(p.stem).audio.endswith(".wav") and ds.clip(p.stem).video for p in clips)
+    assert "notes.txt" in ds.notes  # skipped files are listed
+    again = load_manifest(ds.save(tmp_path / "pairs.json"))
+    assert again.clips == ds.clips and again.fingerprint() == ds.fingerprint()
+    _copy_as(clips[0], videos / f"{clips[0].stem}.mkv")
+    with pytest.raises(DatasetError, match="share the clip id"):
+        build_dataset("pairs", videos=videos)

@@ -174,8 +174,15 @@ def test_cli_evaluate_writes_result(synth, tmp_path: Path) -> None:
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "DEBUG WEIGHTS" in res.output
+    assert "95% interval [" in res.output and "percentile bootstrap over clips, 1000 resamples" in res.output
     files = list((tmp_path / "res").glob("*.json"))
     assert len(files) == 1 and validate_result(json.loads(files[0].read_text()))["metrics"].keys() == {"kld"}
+    assert files[0].with_name(files[0].name.replace(".json", ".clips.parquet")).is_file()
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", str(manifest),
+                                    "--debug-weights", "--metrics", "kld", "--out", str(tmp_path / "res"),
+                                    "--no-progress", "--bootstrap", "0"])
+    assert res.exit_code == 0 and "interval" not in res.output
+    assert "metric_ci" not in json.loads(files[0].read_text())
 
 
 @pytest.mark.slow
@@ -265,13 +272,15 @@ def test_vaura_generation_cache_keys_window_and_seed(synth, tmp_path: Path, monk
 
     calls = []
 
-    def fake_generate(video, pipe, params, num_samples, seed, start, duration):
-        calls.append((seed, start, duration))
-        audio = torch.full((1, 1, int(duration * 44100)), 0.01 * (seed + 1))
-        return vaura.generate.GeneratedAudio(audio, torch.zeros(1, 9, 1, dtype=torch.long), 44100, duration, [],
-                                             True)
+    def fake_generate(requests, pipe, params, batch_clips, samples_per_clip, decode_workers):
+        assert samples_per_clip == 2 and batch_clips == 1
+        for req in requests:
+            calls.extend((seed, req.start, req.duration) for seed in req.seeds)
+            audio = torch.stack([torch.full((1, int(req.duration * 44100)), 0.01 * (s + 1)) for s in req.seeds])
+            yield vaura.generate.ClipResult(req, vaura.generate.GeneratedAudio(
+                audio, torch.zeros(len(req.seeds), 9, 1, dtype=torch.long), 44100, req.duration, [], True))
 
-    monkeypatch.setattr(vaura.generate, "generate_for_video", fake_generate)
+    monkeypatch.setattr(vaura.generate, "generate_batch", fake_generate)
     _, ds = synth
     clip = ds.clips[0]
     one = Dataset(name="one", window_sec=2.56, clips=(clip,))
@@ -316,3 +325,100 @@ def test_one_bad_clip_never_aborts_an_evaluation(synth, tmp_path: Path) -> None:
     assert result["metric_details"]["fad"]["num_generated_samples"] == 2
     assert any("fad: 1 clips or samples" in w for w in result["warnings"])
     assert validate_result(result)
+
+
+def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
+    """Both results' per-clip tables reproduce their KLD / IB / Sync; every metric has an interval (FAD from the
+    clips' VGGish frames); `compare` pairs the common clips, names the one only the ground truth has, and on a
+    result against itself rebuilds FAD from the caches to the reported value with a zero difference."""
+    from benchmarks.compare import compare_results
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    _, ds = synth
+    out = tmp_path / "model"
+    _write_outputs(ds, out, ds.ids[1:])
+    res = tmp_path / "res"
+    model = evaluate(ds, make_model(f"dir:{out}"), EvalOptions(out_dir=res, debug_weights=True, allow_missing=True))
+    truth = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=res, debug_weights=True, bootstrap=200))
+    rows = assert_per_clip_reproduces(load_result(model["_path"]))
+    assert [r["item"] for r in rows] == [f"{c}#0" for c in ds.ids[1:]] + [f"gt:{ds.ids[0]}"]
+    assert rows[0]["generated_path"] == str((out / f"{ds.ids[1]}.wav").resolve())
+    assert rows[0]["sync_ms"] == pytest.approx(1000 * abs(rows[0]["sync_offset_sec"]))
+    assert "missing" in rows[-1]["reason"] and rows[-1]["kld"] is None
+    assert_per_clip_reproduces(load_result(truth["_path"]))
+    ci = model["metric_ci"]
+    assert set(ci) == {"fad", "kld", "ib", "sync_ms"} and model["bootstrap"]["resamples"] == 1000
+    assert ci["fad"]["method"] == "normal" and ci["fad"]["resamples"] == 100 and ci["kld"]["method"] == "percentile"
+    assert truth["metric_ci"]["kld"]["resamples"] == 200
+    c = compare_results(load_result(truth["_path"]), load_result(model["_path"]), resamples=200, set_resamples=50)
+    assert c.common == sorted(ds.ids[1:]) and c.only_a == [ds.ids[0]] and c.only_b == []
+    assert c.metrics["kld"]["diff"] > 0 and set(c.metrics) == {"fad", "kld", "ib", "sync_ms"}
+    same = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=200, set_resamples=50)
+    for key, entry in same.metrics.items():
+        assert entry["a"] == pytest.approx(model["metrics"][key], rel=1e-6), key
+        assert entry["diff"] == 0 and entry["p"] == 1.0, key
+    manifest = Path(model["metric_details"]["fad"]["caches"]["gen"]["directory"]) / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "weights_sha256": "other"}))
+    stale = compare_results(load_result(model["_path"]), load_result(model["_path"]), resamples=50)
+    assert "fad" not in stale.metrics and "other weights" in stale.skipped["fad"] and "kld" in stale.metrics
+    no_ci = evaluate(ds, make_model("ground-truth"), EvalOptions(out_dir=tmp_path / "r0", debug_weights=True,
+                                                                  metrics=["kld"], bootstrap=0))
+    assert "metric_ci" not in no_ci and "bootstrap" not in no_ci and no_ci["per_clip"]["rows"] == 3
+
+
+def test_a_failing_ground_truth_is_named_and_in_its_samples_rows(synth, tmp_path: Path) -> None:
+    """A clip whose window starts 0.1 s before the end of its video: its ground truth is too short for VGGish, so
+    FAD leaves it out as ``ground truth <clip id>`` (not under its first sample's key, which the generated sample
+    shares) and the clip's sample row carries that reason."""
+    import dataclasses
+
+    from tests.per_clip_check import assert_per_clip_reproduces
+
+    _, ds = synth
+    out = tmp_path / "model"
+    _write_outputs(ds, out, ds.ids)
+    late = dataclasses.replace(ds.clips[0], start_sec=2.7)
+    moved = Dataset(name="late", window_sec=ds.window_sec, clips=(late, *ds.clips[1:]))
+    result = evaluate(moved, make_model(f"dir:{out}"), EvalOptions(out_dir=tmp_path / "res", debug_weights=True,
+                                                                    metrics=["fad"], bootstrap_set=50))
+    key = f"ground truth {late.id}"
+    assert list(result["excluded"]) == [key] and result["excluded"][key].startswith("fad: ")
+    rows = {r["item"]: r for r in assert_per_clip_reproduces(load_result(result["_path"]))}
+    assert rows[f"{late.id}#0"]["status"] == "excluded" and rows[f"{late.id}#0"]["reason"].startswith(f"{key}: fad")
+    assert rows[f"{ds.ids[1]}#0"]["status"] == "scored" and result["metric_ci"]["fad"]["resamples"] == 50
+
+
+def test_sharded_vaura_generation_adds_up_to_the_unsharded_run(synth, tmp_path: Path) -> None:
+    """``vbench evaluate --shard i/3`` generates its clips only and computes no metrics; the three shards' files
+    equal, file for file, an unsharded run's (same --batch-clips); the final unsharded run generates nothing and
+    scores."""
+    from benchmarks.cli import main
+    from visualsound.media import read_audio
+
+    torch.set_num_threads(1)
+    _, ds = synth
+    manifest = ds.save(tmp_path / "synthetic.json")
+    base = ["evaluate", "--model", "vaura", "--dataset", str(manifest), "--debug-weights", "--metrics", "kld",
+            "--samples-per-clip", "2", "--batch-clips", "2", "--no-progress"]
+
+    def run(*extra: str) -> str:
+        res = CliRunner().invoke(main, [*base, *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    for i in range(3):
+        out = run("--out", str(tmp_path / "sharded"), "--shard", f"{i}/3")
+        assert f"shard {i}/3" in out and "No metrics" in out
+    assert not list((tmp_path / "sharded").glob("*.json"))  # no result yet
+    run("--out", str(tmp_path / "whole"))
+    wavs = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole" / "generated").rglob("*.wav"))
+    assert len(wavs) == 6
+    got = sorted(p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded" / "generated").rglob("*.wav"))
+    assert got == wavs
+    for rel in wavs:
+        assert torch.equal(read_audio(tmp_path / "sharded" / rel), read_audio(tmp_path / "whole" / rel)), rel
+    mtimes = [(tmp_path / "sharded" / rel).stat().st_mtime_ns for rel in wavs]
+    run("--out", str(tmp_path / "sharded"))
+    assert [(tmp_path / "sharded" / rel).stat().st_mtime_ns for rel in wavs] == mtimes  # reused, not regenerated
+    results = list((tmp_path / "sharded").glob("*.json"))
+    assert len(results) == 1 and load_result(results[0])["model"]["batch_clips"] == 2

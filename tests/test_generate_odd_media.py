@@ -162,21 +162,21 @@ def test_generation_record_grows_and_survives_a_kill(tmp_path, monkeypatch, one_
     encode(src / "a.mkv", n=8)
     encode(src / "b.mpv", codec="mpeg1video", fmt="mpeg1video", n=8)  # .mpv: an extension folder mode used to skip
     (src / "notes.txt").write_text("x")
-    real = g.generate_for_video
+    real = g.read_clip
 
-    def killed_on_b(video, *a, **k):
-        if Path(video).name == "b.mpv":
+    def killed_on_b(request, device=None):
+        if Path(request.video).name == "b.mpv":
             raise KeyboardInterrupt
-        return real(video, *a, **k)
+        return real(request, device)
 
-    monkeypatch.setattr(g, "generate_for_video", killed_on_b)
+    monkeypatch.setattr(g, "read_clip", killed_on_b)
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["generate", "--video", str(src), "--out", str(out), "--debug-weights"])
     assert res.exit_code != 0
     rec = json.loads((out / "generation.json").read_text())
     assert rec["finished"] is False and rec["total"] == 2 and [Path(i["video"]).name for i in rec["items"]] == [
         "a.mkv"]
-    monkeypatch.setattr(g, "generate_for_video", real)
+    monkeypatch.setattr(g, "read_clip", real)
     res = CliRunner().invoke(main, ["generate", "--video", str(src), "--out", str(out), "--debug-weights"])
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "generation.json").read_text())
@@ -190,12 +190,12 @@ def test_generation_record_grows_and_survives_a_kill(tmp_path, monkeypatch, one_
 def test_batch_layout_pairs_with_dir_model(tmp_path, pipe, one_thread):
     """Batch outputs are named by clip id (file stem): ``<stem>.wav`` next to ``<stem>.mp4``, and with several
     samples ``<stem>/<i>.wav`` -- the layout of ``vbench evaluate --model dir:OUT``."""
-    from vaura.generate import generate_batch
+    from vaura.generate import generate_folder
 
     src = tmp_path / "videos"
     src.mkdir()
     encode(src / "c1.mkv", n=8)
-    one = generate_batch([src / "c1.mkv"], tmp_path / "one", pipe, seed=0)
+    one = generate_folder([src / "c1.mkv"], tmp_path / "one", pipe, seed=0)
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c1.mp4", "c1.wav"] and one[0].status == "done"
-    generate_batch([src / "c1.mkv"], tmp_path / "two", pipe, num_samples=2, seed=0, mux=False)
+    generate_folder([src / "c1.mkv"], tmp_path / "two", pipe, num_samples=2, seed=0, mux=False)
     assert sorted(p.name for p in (tmp_path / "two" / "c1").iterdir()) == ["0.wav", "1.wav"]

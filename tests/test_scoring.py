@@ -30,12 +30,10 @@ from visualsound.scoring import (
     SCORE_VERSION,
     ScoringConfig,
     ScoringError,
-    parse_shard,
     score_batch,
     score_clips,
-    select_shard,
-    shard_of,
 )
+from visualsound.utils.shard import shard_of
 from visualsound.vggsound import index_clips
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,22 +89,6 @@ def reference(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     assert len(list(out.glob("*.parquet"))) == 1, "the run's shards were not compacted into one"
     print(f"workers=0 scoring: {s.clips_per_second:.2f} clips/s over {s.scored} clips (debug model, CPU)")
     return read_scores(out)
-
-
-def test_parse_shard_and_hash_partition() -> None:
-    assert parse_shard("1/4") == (1, 4)
-    for bad in ("4/4", "1", "a/b", "-1/2", "0/0", "1/2/3"):
-        with pytest.raises(ScoringError):
-            parse_shard(bad)
-    ids = [f"yt{i:04d}_{i % 7 * 1000}_{i % 7 * 1000 + 10000}" for i in range(400)]
-    index = pd.DataFrame({"clip_id": ids})
-    parts = [set(select_shard(index, (i, 3))["clip_id"]) for i in range(3)]
-    assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)  # disjoint cover
-    assert all(len(p) > 80 for p in parts), [len(p) for p in parts]  # roughly balanced
-    # depends on the id only: the same ids in another order land in the same shards
-    shuffled = index.sample(frac=1.0, random_state=0)
-    assert set(select_shard(shuffled, (2, 3))["clip_id"]) == parts[2]
-    assert all(shard_of(c, 3) == 2 for c in parts[2])
 
 
 def test_every_clip_gets_one_row_with_status_and_facts(reference: pd.DataFrame, clips: dict[str, Path]) -> None:
@@ -253,10 +235,29 @@ def test_resume_refuses_another_recipe(clips: dict[str, Path], tmp_path: Path) -
     assert len(read_scores(tmp_path)) == CFG.batch_size  # nothing was written by the refused run
 
 
-def _run_cli(*args: str) -> str:
-    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False, env=env)
     assert res.exit_code == 0, res.output
     return res.stdout
+
+
+def test_cli_slurm_array_and_torchrun_ranks_share_one_folder(clips: dict[str, Path], tmp_path: Path,
+                                                             reference: pd.DataFrame) -> None:
+    """``--shard auto`` in 2 SLURM array tasks x 2 torchrun ranks, all writing into one OUT: every clip once,
+    the scores of the unsharded run."""
+    common = ["score", "--csv", str(clips["csv"]), "--videos", str(clips["videos"]), "--workers", "0",
+              "--batch-size", "2", "--out", str(tmp_path / "shared"), "--shard", "auto", "--json", *CLI_FILTERS]
+    seen = []
+    for task in range(2):
+        for rank in range(2):
+            env = {"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2", "RANK": str(rank),
+                   "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+            info = json.loads(_run_cli(*common, env=env))
+            assert info["shard"] == f"{rank * 2 + task}/4" and info["skipped"] == 0
+            seen.append(info["in_shard"])
+    assert sum(seen) == len(EXPECTED)
+    df = read_scores(tmp_path / "shared")
+    pd.testing.assert_frame_equal(df, reference, check_exact=False, atol=1e-6)
 
 
 def test_cli_shards_interrupt_resume_merge_build_report(clips: dict[str, Path], tmp_path: Path,

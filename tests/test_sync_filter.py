@@ -271,7 +271,7 @@ def _vaura(*args: str) -> str:
 
 
 def test_cli_debug_weights_shards_interrupt_resume(synth_set: dict[str, Path], tmp_path: Path) -> None:
-    from visualsound.scoring import shard_of
+    from visualsound.utils.shard import shard_of
 
     out = tmp_path / "sync"
     base = ["--videos", str(synth_set["videos"]), "--csv", str(synth_set["csv"]), "--out", str(out),

@@ -97,15 +97,15 @@ def test_long_video_windows_continue_the_prompt(pipe) -> None:
 
     real = G.generate
 
-    def spy(model, feats, n, params, prompt=None, generator=None, **kw):
-        out = real(model, feats, n, params, prompt=prompt, generator=generator, **kw)
+    def spy(model, feats, n, params, prompt=None, **kw):
+        out = real(model, feats, n, params, prompt=prompt, **kw)
         calls.append((n, None if prompt is None else prompt.clone(), out.codes.clone()))
         return out
 
     G.generate = spy
     try:
         codes, plan = generate_codes_for_frames(pipe, frames, 3.1, SamplingParams(cfg_scale=3.0, top_k=4),
-                                                num_samples=2, generator=torch.Generator().manual_seed(1))
+                                                seeds=(1, 2))
     finally:
         G.generate = real
     assert codes.shape == (2, 9, total_frames(3.1)) and len(plan) == len(calls) == 2
@@ -183,15 +183,15 @@ def test_cli_batch_resumable_with_failures(tmp_path: Path) -> None:
 def test_batch_seed_follows_the_video_not_its_position(tmp_path: Path, pipe) -> None:
     """A video's batch-mode audio does not depend on which other videos are listed before it (the seed was
     ``seed + index``, so adding a video to the folder changed every later video's audio)."""
-    from vaura.generate import generate_batch, video_seed
+    from vaura.generate import generate_folder, video_seed
 
     src = tmp_path / "videos"
     src.mkdir()
     make_clip(src / "b.mp4", 0.3, 25.0, seed=1)
     params = SamplingParams(top_k=16)
-    alone = generate_batch([src / "b.mp4"], tmp_path / "alone", pipe, params, seed=7, mux=False)
+    alone = generate_folder([src / "b.mp4"], tmp_path / "alone", pipe, params, seed=7, mux=False)
     make_clip(src / "a.mp4", 0.3, 25.0, seed=2)
-    both = generate_batch(list_videos(src), tmp_path / "both", pipe, params, seed=7, mux=False)
+    both = generate_folder(list_videos(src), tmp_path / "both", pipe, params, seed=7, mux=False)
     assert [Path(r.video).name for r in both] == ["a.mp4", "b.mp4"]
     assert alone[0].seed == both[1].seed == video_seed(7, src / "b.mp4") != both[0].seed
     from visualsound.media import read_audio

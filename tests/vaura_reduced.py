@@ -64,3 +64,49 @@ def assert_generates_as_plain(accelerate: Callable[[Transformer], Any], seed: in
     for name in ("plain", "fast", "fast_static"):
         assert torch.equal(codes[name], codes["full"]), name
         torch.testing.assert_close(torch.stack(logits[name]), torch.stack(logits["full"]), atol=1e-4, rtol=1e-4)
+
+
+def guided_tf_logits(model: Transformer, codes: torch.Tensor, vf: torch.Tensor, null: torch.Tensor,
+                     scale: float = 6.0) -> torch.Tensor:
+    """Teacher-forced CFG-guided logits ``null + (cond - null) * scale`` (fp32, on the CPU) ``[B, K, T, card]``."""
+    cond = model(codes, vf).float()
+    unc = model(codes, vf, null=null.expand(codes.shape[0])).float()
+    return (unc + (cond - unc) * scale).cpu()
+
+
+def dtype_fidelity(dtype: torch.dtype, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The reduced fixture's model cast to `dtype` (`Transformer.cast`: RoPE table kept fp32) against the fixture
+    (the original code's fp32 outputs): teacher-forced logits (max / mean abs difference, the max relative to the
+    logits' range, argmax agreement), loss difference, and greedy CFG generation of 221 frames (fraction of codes
+    equal to ``gen_codes``, first differing loop step, guided-logit difference at the first 3 steps)."""
+    model, inputs, e = load_reduced()
+    model = model.to(device)
+    codes, vf = inputs["codes"].to(device), inputs["visual_features"].to(device)
+    null = torch.ones(1, dtype=torch.bool, device=device)
+    with torch.no_grad():  # fp32 guided teacher-forced logits: every greedy decision without feedback
+        guided32 = guided_tf_logits(model, codes, vf, null)
+    model = model.cast(dtype)
+    vf = vf.to(dtype)
+    with torch.no_grad():
+        logits = model(codes, vf).float().cpu()
+        loss = float(model.loss(logits, codes.cpu()).loss)
+        guided = guided_tf_logits(model, codes, vf, null)
+    ref = e["tf_logits"]
+    diff = (logits - ref).abs()
+    seen: dict[int, torch.Tensor] = {}
+    gen = generate(model, vf, 221, SamplingParams(cfg_scale=6.0, top_k=1), step_mode="dynamic",
+                   on_step=lambda s, c, n, g: seen.setdefault(s, g.float().cpu()) if s <= 3 else None)
+    seq = gen.sequence.cpu()
+    differ = (seq != e["gen_pattern_sequence"]).any(dim=1)[0].nonzero()
+    return {"dtype": str(dtype).removeprefix("torch."), "device": str(device),
+            "tf_logits_max_abs_diff": float(diff.max()), "tf_logits_mean_abs_diff": float(diff.mean()),
+            "tf_logits_range": float(ref.max() - ref.min()),
+            "tf_logits_max_abs_diff_relative_to_range": float(diff.max() / (ref.max() - ref.min())),
+            "tf_argmax_agreement": float((logits.argmax(-1) == ref.argmax(-1)).float().mean()),
+            "tf_loss_abs_diff": abs(loss - float(e["tf_loss"])),
+            "tf_guided_argmax_agreement_vs_fp32": float((guided.argmax(-1) == guided32.argmax(-1)).float().mean()),
+            "tf_guided_max_abs_diff_vs_fp32": float((guided - guided32).abs().max()),
+            "greedy_codes_fraction_equal": float((gen.codes.cpu() == e["gen_codes"]).float().mean()),
+            "greedy_first_differing_step": int(differ[0]) if len(differ) else None,
+            "greedy_first3_guided_max_abs_diff": float(
+                (torch.stack([seen[s] for s in (1, 2, 3)]) - e["gen_first3_guided_logits"]).abs().max())}

@@ -13,11 +13,16 @@ audio is trimmed to the video's duration).
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import logging
 import math
 import os
+import secrets
+import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +32,9 @@ import torch
 from vaura.codec import Codec
 from vaura.config import VAuraConfig
 from vaura.model import Transformer
-from vaura.sampler import SamplingParams, generate
+from vaura.sampler import RowStreams, SamplingParams, StepperPool, generate
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
+from visualsound.utils.dtypes import DTYPES
 
 if TYPE_CHECKING:
     from visualsound.media.formats import VideoListing
@@ -65,6 +71,20 @@ class VAuraPipeline:
     debug_weights: bool
     source: str
     compile_step: bool = False  # torch.compile the sampler's static decode step (worth it for long batch jobs)
+    dtype: str = "fp32"  # the transformer's weights; the visual encoder runs under autocast to it; the codec fp32
+
+    def set_dtype(self, name: str) -> None:
+        """Run generation in `name` (``fp32``, ``bf16`` or ``fp16``, `visualsound.utils.dtypes.DTYPES`): the
+        transformer's weights are cast to it and the visual encoder runs under autocast to it; the DAC codec stays
+        fp32. fp32 (the default) gives the parity fixture's codes; the others trade accuracy for speed (README,
+        "Fidelity of --dtype"). A transformer with a CPU linear backend must stay fp32."""
+        if name not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+        if name != "fp32" and self.cpu_linear() != "off":
+            raise ConfigError(f"the transformer uses the {self.cpu_linear()} CPU linear backend (fp32 only); "
+                              f"load it again for {name}")
+        self.transformer.cast(DTYPES[name])
+        self.dtype = name
 
     @property
     def device(self) -> torch.device:
@@ -162,7 +182,6 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
     """
     from vaura.checkpoint import is_own_checkpoint, load_checkpoint, read_release
     from vaura.codec import load_codec
-    from vaura.model import build_model
     from vaura.synchformer import load_visual_encoder
 
     own = checkpoint is not None and is_own_checkpoint(checkpoint)
@@ -170,14 +189,8 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
         raise ConfigError("a visual encoder / codec checkpoint goes with one of our own V-AURA checkpoints only: "
                           "the released checkpoint carries both, the debug model uses random ones")
     if debug_weights and checkpoint is None:
-        cfg = VAuraConfig.preset("tiny")
-        codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
-        transformer = build_model(cfg, debug_weights=True, seed=seed)
-        transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(seed))
-        visual = load_visual_encoder(debug_weights=True)
         log.warning("V-AURA with DEBUG WEIGHTS (seeded random tiny models)")
-        return VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
-                             "debug weights")
+        return random_pipeline("tiny", device, seed)
     if own:
         transformer, meta = load_checkpoint(checkpoint, device)
         trained_on_debug = debug_weights or bool(meta.get("debug_weights", False))
@@ -197,6 +210,29 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
 
     path = resolve("vaura_release", checkpoint)
     return pipeline_from_release(read_release(path), device, visual_config, str(path))
+
+
+def random_pipeline(size: str = "tiny", device: torch.device | str = "cpu", seed: int = 0) -> VAuraPipeline:
+    """Seeded random models (``debug_weights``): ``tiny`` = the debug pipeline (tiny transformer, MotionFormer and
+    DAC; what ``--debug-weights`` loads); another `VAuraConfig` preset (``mid``, ``paper``) = that transformer with
+    the paper MotionFormer and the DAC 44 kHz architecture, for timing and GPU checks at the release's sizes."""
+    from vaura.codec import Codec, build_dac, load_codec
+    from vaura.model import build_model
+    from vaura.synchformer import load_visual_encoder
+
+    cfg = VAuraConfig.preset(size)
+    if size == "tiny":
+        codec = load_codec(debug_weights=True, latent_dim=cfg.audio_width, seed=seed)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            codec = Codec(build_dac(latent_dim=cfg.audio_width), debug_weights=True)
+    transformer = build_model(cfg, debug_weights=True, seed=seed)
+    transformer.init_audio_embeddings_from_dac(*codec.quantizer_tensors(), torch.Generator().manual_seed(seed))
+    visual = load_visual_encoder(debug_weights=True, config=None if size == "tiny" else "paper")
+    source = "debug weights" if size == "tiny" else f"debug weights ({size} size)"
+    return _checked(VAuraPipeline(transformer.to(device).eval(), visual.to(device).eval(), codec.to(device), True,
+                                  source))
 
 
 def pipeline_from_release(parts: Any, device: torch.device | str = "cpu", visual_config: Any = "paper",
@@ -284,7 +320,7 @@ def window_frames(frames: torch.Tensor, start: float) -> torch.Tensor:
 
 
 def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_frames: int = 256,
-                report: Any = None) -> torch.Tensor:
+                report: Any = None, device: torch.device | str | None = None) -> torch.Tensor:
     """The 25 fps frames of ``[start, start + duration)`` as the visual encoder sees them: uint8
     ``[T, 224, 224, 3]``.
 
@@ -293,12 +329,17 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     skipped for 224 x 224 input) right away, so long or high-resolution videos never sit in memory at native size;
     the encoder's preprocessing then leaves the frames unchanged. `start` is a time of the video stream (its
     first frame may be later than 0); undecodable packets are skipped and counted in `report` (a
-    `visualsound.media.info.DecodeReport`).
+    `visualsound.media.info.DecodeReport`). With a CUDA `device` the resize runs there (the float resize is most
+    of the CPU time of reading a clip; results may differ from the CPU's by one level in rare pixels); the frames
+    are returned on the CPU either way.
     """
     from vaura.synchformer.preprocess import center_crop, resize_short_side
     from visualsound.media import MediaWindowError, read_video
 
     n_total = round(duration * VIDEO_FPS)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    # a decode thread resizes on its own CUDA stream (the main thread may be capturing or replaying a graph)
+    stream = torch.cuda.stream(torch.cuda.Stream(device)) if on_gpu else contextlib.nullcontext()
     parts: list[torch.Tensor] = []
     have = 0
     while have < n_total:
@@ -313,7 +354,9 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
         if chunk.shape[0] == 0:
             break
         if chunk.shape[1:3] != (CROP, CROP):
-            chunk = center_crop(resize_short_side(chunk, 256, mode="bilinear"), CROP)[0]
+            with stream:
+                on = chunk.to(device) if on_gpu else chunk
+                chunk = center_crop(resize_short_side(on, 256, mode="bilinear"), CROP)[0].cpu()
         parts.append(chunk)
         have += chunk.shape[0]
         if chunk.shape[0] < n:  # the video ended inside this chunk
@@ -323,10 +366,11 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     return torch.cat(parts)
 
 
-# -- one video -----------------------------------------------------------------------------------------------
+# -- clips in one sampler batch ------------------------------------------------------------------------------
 @dataclass
 class GeneratedAudio:
-    """``audio [S, 1, N]`` float32 in [-1, 1] at ``sample_rate``, trimmed to ``duration``; ``codes [S, K, T]``."""
+    """``audio [S, 1, N]`` float32 in [-1, 1] at ``sample_rate``, trimmed to ``duration``; ``codes [S, K, T]``;
+    ``seeds``: sample i's seed."""
 
     audio: torch.Tensor
     codes: torch.Tensor
@@ -335,31 +379,345 @@ class GeneratedAudio:
     windows: list[Window]
     debug_weights: bool
     bad_packets: int = 0  # undecodable video packets skipped while reading the frames
+    seeds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """One clip to generate for: ``[start, start + duration)`` seconds of `video` after its first frame
+    (``duration=None``: to the end of the video stream), one sample per seed.
+
+    Sample i draws its random numbers from the stream keyed by ``(stream, seeds[i], window index)`` (see
+    `vaura.sampler.RowStreams`): the same request gives the same codes whatever else is generated with it.
+    `stream` names the clip in that key (e.g. its dataset id) so that clips sharing a seed get independent draws;
+    the empty default keys by the seed alone."""
+
+    video: str | os.PathLike
+    seeds: tuple[int, ...] = (0,)
+    start: float = 0.0
+    duration: float | None = None
+    stream: str = ""
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class ClipResult:
+    """The outcome of one `ClipRequest`: ``output`` or the `ToolkitError` that stopped it (``error``)."""
+
+    request: ClipRequest
+    output: GeneratedAudio | None = None
+    error: ToolkitError | None = None
+
+
+class StageTimes:
+    """Seconds per generation stage, summed over clips: ``decode`` (reading and resizing frames, in the decode
+    workers), ``decode_wait`` (the main thread waiting for them), ``features`` (Segment AVCLIP), ``sampling``,
+    ``codec`` (DAC decode), and what callers add (``mux``). With `sync`, CUDA is synchronised at every stage
+    boundary so that GPU work is counted in its own stage."""
+
+    def __init__(self, sync: bool = False) -> None:
+        self.seconds: dict[str, float] = {}
+        self.sync = sync
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def stage(self, name: str, device: torch.device | None = None) -> Iterator[None]:
+        self._sync(device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync(device)
+            self.add(name, time.perf_counter() - t0)
+
+    def _sync(self, device: torch.device | None) -> None:
+        if self.sync and device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+
+def _stage(times: StageTimes | None, name: str, device: torch.device | None = None) -> Any:
+    return times.stage(name, device) if times is not None else contextlib.nullcontext()
+
+
+@dataclass
+class _Frames:
+    frames: torch.Tensor  # [T, 224, 224, 3] uint8
+    duration: float
+    bad_packets: int
+    seconds: float
+
+
+def read_clip(request: ClipRequest, device: torch.device | None = None) -> _Frames:
+    """The 25 fps frames of a request's span (see `read_frames`; resized on `device` if it is a GPU), its
+    duration and the undecodable packets skipped. Raises `GenerationError` for an empty span,
+    `visualsound.media.MediaError` for unreadable input."""
+    from visualsound.media import probe
+    from visualsound.media.info import DecodeReport
+
+    t0 = time.perf_counter()
+    video = request.video
+    info = probe(video, require_video=True)
+    span = info.video_duration or info.duration
+    avail = span - request.start
+    dur = avail if request.duration is None else min(request.duration, avail)
+    if dur <= 0:
+        raise GenerationError(f"{video}: nothing to generate from {request.start} s (video lasts {span:.2f} s)")
+    report = DecodeReport()
+    frames = read_frames(video, (info.video_start or 0.0) + request.start, dur, report=report,
+                         device=device if device is not None and device.type == "cuda" else None)
+    return _Frames(frames, dur, report.total, time.perf_counter() - t0)
+
+
+def _decoded(requests: list[ClipRequest], workers: int, lookahead: int, device: torch.device | None = None
+             ) -> Iterator[tuple[ClipRequest, _Frames | ToolkitError]]:
+    """`read_clip` of every request, in order; with `workers` threads decoding up to `lookahead` clips ahead
+    (while the caller samples on the device). `ToolkitError`s are returned, other exceptions raised."""
+    def safe(req: ClipRequest) -> _Frames | ToolkitError:
+        try:
+            return read_clip(req, device)
+        except ToolkitError as e:
+            return e
+
+    if workers <= 0:
+        for req in requests:
+            yield req, safe(req)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: collections.deque = collections.deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaura-decode") as pool:
+        try:
+            it = iter(requests)
+            for req in itertools.islice(it, lookahead):
+                pending.append((req, pool.submit(safe, req)))
+            while pending:
+                req, fut = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(safe, nxt)))
+                yield req, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def segment_index(start: float) -> int:
+    """The first 16-frame segment of the window at `start` seconds (`window_frames`' grid)."""
+    return math.ceil(start * VIDEO_FPS - 1e-9) // SEGMENT_FRAMES
+
+
+def clip_features(pipe: VAuraPipeline, frames: torch.Tensor, plan: list[Window], chunk: int = 16) -> torch.Tensor:
+    """Visual features ``[W, 32, D]`` (float32, on the pipeline's device) of every window of `plan` from 25 fps
+    frames ``[T, H, W, 3]`` uint8.
+
+    A window's 32 tokens are its four 16-frame segments' 8 each, and Segment AVCLIP encodes segments
+    independently, so each segment that windows share (a 0.64 s stride makes four windows share it) is encoded
+    once, `chunk` segments per forward pass; the result equals ``visual.features(window_frames(...))`` window by
+    window up to float rounding. Frames past the end repeat the last frame, as in `window_frames`."""
+    if frames.shape[0] == 0:
+        raise GenerationError("the video has no frames")
+    firsts = [segment_index(w.start) for w in plan]
+    needed = sorted({s + j for s in firsts for j in range(WINDOW_FRAMES // SEGMENT_FRAMES)})
+    seg = torch.tensor(needed)[:, None] * SEGMENT_FRAMES + torch.arange(SEGMENT_FRAMES)[None]  # [U, 16]
+    seg = seg.clamp(max=frames.shape[0] - 1)
+    device = pipe.device
+    autocast = (torch.autocast(device.type, dtype=DTYPES[pipe.dtype]) if pipe.dtype != "fp32"
+                else contextlib.nullcontext())
+    parts = []
+    with torch.no_grad(), autocast:
+        for i in range(0, len(needed), chunk):
+            parts.append(pipe.visual.segment_features(frames[seg[i:i + chunk]].to(device)).float())
+    table = torch.cat(parts)  # [U, 8, D]
+    row = {s: i for i, s in enumerate(needed)}
+    per_window = WINDOW_FRAMES // SEGMENT_FRAMES
+    return torch.stack([table[row[s]:row[s] + per_window].flatten(0, 1) for s in firsts])  # [W, 32, D]
+
+
+@dataclass
+class _Clip:
+    """A clip ready to sample: its windows' features ``[W, 32, D]``, window plan, seeds and stream name."""
+
+    feats: torch.Tensor
+    plan: list[Window]
+    seeds: tuple[int, ...]
+    stream: str
+    duration: float
 
 
 @torch.no_grad()
-def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duration: float,
-                              params: SamplingParams = SamplingParams(), num_samples: int = 1,
-                              stride: float = 0.64, generator: torch.Generator | None = None
-                              ) -> tuple[torch.Tensor, list[Window]]:
-    """Codes ``[S, K, int(duration * 86)]`` for 25 fps frames ``[T, H, W, 3]`` uint8 of a clip."""
-    plan = plan_windows(duration, stride)
-    total = total_frames(duration)
+def sample_clips(pipe: VAuraPipeline, clips: list[_Clip], params: SamplingParams, stride: float = 0.64,
+                 capacity: int | None = None, pool: StepperPool | None = None) -> list[torch.Tensor]:
+    """Codes ``[S_c, K, int(duration_c * 86)]`` for every clip, all clips' samples in one sampler batch.
+
+    Window ``w`` of every clip is generated in one `vaura.sampler.generate` call (windows aligned): a clip
+    without a window ``w`` (shorter) leaves its rows as padding, a clip whose window is shorter finishes early.
+    The batch always has `capacity` rows (default: the clips' samples), padding rows filled with zeros, and every
+    row draws from its own stream, so a clip's codes do not depend on the other clips of the batch: on a given
+    device and batch shape they are the same alone (padded) or with any other clips."""
+    model, cfg = pipe.transformer, pipe.transformer.cfg
+    k, device = cfg.n_codebooks, pipe.device
+    dtype = next(model.parameters()).dtype
+    rows = [(ci, si) for ci, c in enumerate(clips) for si in range(len(c.seeds))]
+    capacity = len(rows) if capacity is None else capacity
+    if len(rows) > capacity:
+        raise GenerationError(f"{len(rows)} samples do not fit a batch of {capacity} rows")
+    stride_codes = int(CODE_RATE * stride)
+    prev: list[torch.Tensor | None] = [None] * len(rows)
+    chunks: list[list[torch.Tensor]] = [[] for _ in rows]
+    visual_dim = clips[0].feats.shape[-1]
+    for w in range(max(len(c.plan) for c in clips)):
+        feats = torch.zeros(capacity, clips[0].feats.shape[1], visual_dim, device=device, dtype=dtype)
+        n = [0] * capacity
+        keys: list[tuple] = [("padding", i) for i in range(capacity)]
+        prompts = {clips[ci].plan[w].prompt for ci, _ in rows if w < len(clips[ci].plan)}
+        if len(prompts) != 1:  # plan_windows gives every window after the first the same prompt for one stride
+            raise GenerationError(f"window {w}: clips have prompts of {sorted(prompts)} frames; a batch needs one")
+        p = prompts.pop()
+        prompt = torch.full((capacity, k, p), cfg.special_token, dtype=torch.long, device=device) if p else None
+        for r, (ci, si) in enumerate(rows):
+            c = clips[ci]
+            if w >= len(c.plan):
+                continue
+            feats[r] = c.feats[w]
+            n[r] = c.plan[w].n_frames
+            keys[r] = (c.stream, c.seeds[si], w)
+            if prompt is not None:
+                prompt[r] = prev[r][:, stride_codes:stride_codes + p]
+        out = generate(model, feats, n, params, prompt=prompt, streams=RowStreams(keys, device),
+                       compile_step=pipe.compile_step, cache_len=cfg.rope_len, pool=pool)
+        for r, (ci, _) in enumerate(rows):
+            if n[r]:
+                codes = out.codes[r, :, :n[r]]
+                chunks[r].append(codes[:, clips[ci].plan[w].prompt:])
+                prev[r] = codes
+                log.debug("clip %d window %d at %.2f s: %d frames (%d prompt)", ci, w, clips[ci].plan[w].start,
+                          n[r], p)
+    result = []
+    for ci, c in enumerate(clips):
+        total = total_frames(c.duration)
+        mine = [torch.cat(chunks[r], dim=-1)[:, :total] for r, (cj, _) in enumerate(rows) if cj == ci]
+        codes = torch.stack(mine)
+        assert codes.shape[-1] == total, f"generated {tuple(codes.shape)} frames, expected {total}"
+        result.append(codes)
+    return result
+
+
+def decode_audio(pipe: VAuraPipeline, codes: torch.Tensor, duration: float) -> torch.Tensor:
+    """DAC-decode codes ``[S, K, T]`` one sample at a time (a sample's audio never depends on the others) and
+    trim / pad to `duration`: ``[S, 1, round(duration * sr)]`` float32 in [-1, 1] on the CPU."""
+    n = int(round(duration * pipe.codec.sample_rate))
+    out = []
+    with torch.no_grad():
+        for s in range(codes.shape[0]):
+            audio = pipe.codec.decode(codes[s:s + 1].to(pipe.device)).clamp(-1.0, 1.0)  # [1, 1, T * 512]
+            if audio.shape[-1] < n:
+                audio = torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
+            out.append(audio[..., :n].float().cpu())
+    return torch.cat(out)
+
+
+def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
+                   batch_clips: int = 1, samples_per_clip: int | None = None, stride: float = 0.64,
+                   decode_workers: int = 0, times: StageTimes | None = None) -> Iterator[ClipResult]:
+    """Generate for every request, `batch_clips` clips per sampler batch; yields one `ClipResult` per request,
+    in request order, as each batch finishes.
+
+    Clips of any lengths and frame rates share a batch (`sample_clips`: windows aligned, finished rows
+    masked). Every batch has ``batch_clips * samples_per_clip`` rows (default: the most samples any request asks
+    for), padded when fewer clips are left, and every sample draws from its own stream (`ClipRequest`); features
+    and audio are computed per clip. So a request's codes and audio depend only on the request, the pipeline,
+    the sampling parameters, `batch_clips` and `samples_per_clip` -- not on which other clips share its batch
+    or in which slot (`tests/test_vaura_batch.py` checks this bit for bit). Other batch shapes may round floats
+    differently, which can change a sampled token: results are reproducible for one ``--batch-clips`` setting.
+
+    Frames are read by `decode_workers` threads up to two batches ahead (0: in this thread). A clip whose video
+    cannot be read gets its `ToolkitError` in ``ClipResult.error``; other exceptions propagate."""
+    if batch_clips < 1:
+        raise GenerationError(f"batch_clips must be >= 1, got {batch_clips}")
+    requests = list(requests)
+    if not requests:
+        return
+    bad = [r for r in requests if r.num_samples < 1]
+    if bad:
+        raise GenerationError(f"{bad[0].video}: a request needs at least one seed")
+    per_clip = samples_per_clip or max(r.num_samples for r in requests)
+    over = [r for r in requests if r.num_samples > per_clip]
+    if over:
+        raise GenerationError(f"{over[0].video}: {over[0].num_samples} samples, more than samples_per_clip "
+                              f"{per_clip}")
+    capacity = batch_clips * per_clip
     device = pipe.device
-    chunks: list[torch.Tensor] = []
-    prompt: torch.Tensor | None = None
-    for w in plan:
-        clip = window_frames(frames, w.start).to(device)[None]  # [1, 64, H, W, 3]
-        feats = pipe.visual.features(clip).flatten(1, 2).float()  # [1, 32, D]
-        feats = feats.expand(num_samples, -1, -1).contiguous()
-        out = generate(pipe.transformer, feats, w.n_frames, params, prompt=prompt, generator=generator,
-                       compile_step=pipe.compile_step)
-        chunks.append(out.codes[..., w.prompt:])
-        stride_codes = int(CODE_RATE * stride)
-        prompt = out.codes[..., stride_codes:]
-        log.debug("window at %.2f s: %d frames (%d prompt)", w.start, w.n_frames, w.prompt)
-    codes = torch.cat(chunks, dim=-1)[..., :total]
-    assert codes.shape[-1] == total, f"generated {codes.shape[-1]} frames, expected {total}"
+    pool = StepperPool()
+    waiting: list[tuple[ClipRequest, _Clip | None, _Frames | ToolkitError]] = []
+
+    def flush() -> Iterator[ClipResult]:
+        ready = [clip for _, clip, _ in waiting if clip is not None]
+        codes: list[torch.Tensor | ToolkitError] = []
+        if ready:
+            try:
+                with _stage(times, "sampling", device):
+                    codes = list(sample_clips(pipe, ready, params, stride, capacity, pool))
+            except ToolkitError as e:  # e.g. non-finite logits: every clip of the batch failed the same way
+                log.error("a batch of %d clips failed: %s", len(ready), e)
+                codes = [e] * len(ready)
+        sampled = iter(codes)  # in the order of `ready`, i.e. of `waiting`
+        for req, clip, fr in waiting:
+            if clip is None:
+                yield ClipResult(req, None, fr)
+                continue
+            got = next(sampled)
+            if isinstance(got, ToolkitError):
+                yield ClipResult(req, None, got)
+                continue
+            with _stage(times, "codec", device):
+                audio = decode_audio(pipe, got, clip.duration)
+            yield ClipResult(req, GeneratedAudio(audio, got.cpu(), pipe.codec.sample_rate, clip.duration, clip.plan,
+                                                 pipe.debug_weights, fr.bad_packets, req.seeds))
+        waiting.clear()
+
+    t_wait = time.perf_counter()
+    for req, fr in _decoded(requests, decode_workers, 2 * batch_clips, device):
+        if times is not None:
+            times.add("decode_wait", time.perf_counter() - t_wait)
+        clip = None
+        if isinstance(fr, _Frames):
+            if times is not None:
+                times.add("decode", fr.seconds)
+            try:
+                plan = plan_windows(fr.duration, stride)
+                with _stage(times, "features", device):
+                    feats = clip_features(pipe, fr.frames, plan).to(next(pipe.transformer.parameters()).dtype)
+                clip = _Clip(feats, plan, req.seeds, req.stream, fr.duration)
+            except ToolkitError as e:
+                fr = e
+            else:
+                fr = _Frames(torch.empty(0), fr.duration, fr.bad_packets, fr.seconds)  # frames no longer needed
+        waiting.append((req, clip, fr))
+        if sum(c is not None for _, c, _ in waiting) == batch_clips:
+            yield from flush()
+        t_wait = time.perf_counter()
+    yield from flush()
+
+
+def random_seed() -> int:
+    """A fresh seed for a run without ``--seed`` (recorded with the outputs, so the run can be repeated)."""
+    return secrets.randbelow(2 ** 31)
+
+
+# -- one video -----------------------------------------------------------------------------------------------
+def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duration: float,
+                              params: SamplingParams = SamplingParams(), seeds: tuple[int, ...] = (0,),
+                              stride: float = 0.64, stream: str = "") -> tuple[torch.Tensor, list[Window]]:
+    """Codes ``[S, K, int(duration * 86)]`` (one sample per seed) for 25 fps frames ``[T, H, W, 3]`` uint8 of a
+    clip: `clip_features` and `sample_clips` for one clip."""
+    plan = plan_windows(duration, stride)
+    feats = clip_features(pipe, frames, plan).to(next(pipe.transformer.parameters()).dtype)
+    codes = sample_clips(pipe, [_Clip(feats, plan, tuple(seeds), stream, duration)], params, stride)[0]
     return codes, plan
 
 
@@ -369,28 +727,18 @@ def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: Sa
     """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``
     seconds after the video's first frame, default the whole video stream: its own span, not the container's,
     so the audio covers exactly what the video shows; a stream starting at ``t0 > 0`` is read from ``t0``).
-    Undecodable video packets are skipped and counted in ``bad_packets``. The Python API that benchmarks call."""
-    from visualsound.media import probe
-    from visualsound.media.info import DecodeReport
-
-    info = probe(video, require_video=True)
-    span = info.video_duration or info.duration
-    avail = span - start
-    dur = avail if duration is None else min(duration, avail)
-    if dur <= 0:
-        raise GenerationError(f"{video}: nothing to generate from {start} s (video lasts {span:.2f} s)")
-    report = DecodeReport()
-    frames = read_frames(video, (info.video_start or 0.0) + start, dur, report=report)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    codes, plan = generate_codes_for_frames(pipe, frames, dur, params, num_samples, stride, generator)
-    audio = pipe.codec.decode(codes).clamp(-1.0, 1.0)  # [S, 1, T * 512]
-    n = int(round(dur * pipe.codec.sample_rate))
-    if audio.shape[-1] < n:
-        audio = torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
-    return GeneratedAudio(audio[..., :n].cpu(), codes.cpu(), pipe.codec.sample_rate, dur, plan, pipe.debug_weights,
-                          report.total)
+    Sample i uses seed ``seed + i`` (`seed=None`: a fresh random seed, returned in ``seeds``). Undecodable video
+    packets are skipped and counted in ``bad_packets``. The same as `generate_batch` of this one clip with
+    ``batch_clips=1``."""
+    if num_samples < 1:
+        raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
+    base = random_seed() if seed is None else seed
+    request = ClipRequest(video, tuple(base + i for i in range(num_samples)), start, duration)
+    result = next(generate_batch([request], pipe, params, batch_clips=1, stride=stride))
+    if result.error is not None:
+        raise result.error
+    assert result.output is not None
+    return result.output
 
 
 # -- batch mode ----------------------------------------------------------------------------------------------
@@ -496,43 +844,62 @@ def write_outputs(video: Path, result: GeneratedAudio, paths: list[tuple[Path, P
     return report.total
 
 
-def generate_batch(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAuraPipeline,
-                   params: SamplingParams = SamplingParams(), num_samples: int = 1, seed: int | None = None,
-                   stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
-                   progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
-                   on_item: Callable[[list[ItemResult]], None] | None = None) -> list[ItemResult]:
+def generate_folder(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VAuraPipeline,
+                    params: SamplingParams = SamplingParams(), num_samples: int = 1, seed: int | None = None,
+                    stride: float = 0.64, mux: bool = True, skip_existing: bool = True,
+                    progress: Callable[[Iterable[ClipResult], int], Iterable[ClipResult]] | None = None,
+                    on_item: Callable[[list[ItemResult]], None] | None = None, batch_clips: int = 1,
+                    decode_workers: int = 0, times: StageTimes | None = None) -> list[ItemResult]:
     """Generate for every video into `out_dir` (``<stem>.wav`` lossless 16-bit PCM next to ``<stem>.mp4``; with
     several samples ``<stem>/<i>.wav`` and ``.mp4``: see `output_paths`, the layout ``vbench evaluate --model
-    dir:OUT`` pairs by clip id); resumable (outputs that exist are skipped); a failing video is
-    recorded with its reason (`ToolkitError`s only; other exceptions propagate) and the batch goes on. With a
-    `seed`, each video uses `video_seed` (keyed by its name, not its position in the list). Videos whose names
-    would give the same outputs are refused up front (`check_unique_names`). `on_item` is called with the
-    results so far after every video (`vaura generate` rewrites ``generation.json`` there, so a killed batch
-    keeps the record of what it finished)."""
+    dir:OUT`` pairs by clip id), `batch_clips` videos per sampler batch (`generate_batch`); resumable (videos
+    whose outputs exist are skipped, and recorded first); a failing video is recorded with its reason
+    (`ToolkitError`s only; other exceptions propagate) and the batch goes on. Video ``v`` uses
+    ``video_seed(seed, v)`` for sample 0 and that plus ``i`` for sample i (keyed by its name, not its position in
+    the list; `seed=None`: a random base seed, recorded per item). Videos whose names would give the same
+    outputs are refused up front (`check_unique_names`). `on_item` is called with the results so far after every
+    video (`vaura generate` rewrites ``generation.json`` there, so a killed batch keeps the record of what it
+    finished). `progress(iterable, total)` may wrap the iteration over generated videos (e.g. tqdm)."""
     out = Path(out_dir)
     videos = list(videos)
     check_unique_names(videos)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for video in progress(videos) if progress is not None else videos:
-        item_seed = None if seed is None else video_seed(seed, video)
+    base = random_seed() if seed is None else seed
+    results: list[ItemResult] = []
+    requests, paths_of = [], {}
+    for video in videos:
+        item_seed = video_seed(base, video)
         paths = output_paths(video, out, num_samples, folder_per_video=True)
         wanted = [p for pair in paths for p in (pair if mux else pair[:1])]
         if skip_existing and all(p.exists() for p in wanted):
             results.append(ItemResult(str(video), "skipped", "outputs exist", [str(p) for p in wanted], item_seed))
+            if on_item is not None:
+                on_item(results)
+            continue
+        req = ClipRequest(video, tuple(item_seed + i for i in range(num_samples)))
+        requests.append(req)
+        paths_of[id(req)] = (paths, wanted)
+    stream: Iterable[ClipResult] = generate_batch(requests, pipe, params, batch_clips, num_samples, stride,
+                                                  decode_workers, times)
+    if progress is not None:
+        stream = progress(stream, len(requests))
+    for res in stream:
+        video, item_seed = Path(res.request.video), res.request.seeds[0]
+        paths, wanted = paths_of[id(res.request)]
+        try:
+            if res.error is not None:
+                raise res.error
+            with _stage(times, "mux"):
+                bad = res.output.bad_packets + write_outputs(video, res.output, paths, mux)
+        except ToolkitError as e:
+            log.error("%s: %s", video, e)
+            results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
         else:
-            try:
-                res = generate_for_video(video, pipe, params, num_samples, item_seed, stride)
-                bad = res.bad_packets + write_outputs(video, res, paths, mux)
-            except ToolkitError as e:
-                log.error("%s: %s", video, e)
-                results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
-            else:
-                note = f"; {bad} undecodable video packets skipped" if bad else ""
-                if bad:
-                    log.warning("%s: %d undecodable video packets were skipped", video, bad)
-                results.append(ItemResult(str(video), "done", f"{len(res.windows)} windows, {res.duration:.2f} s"
-                                          f"{note}", [str(p) for p in wanted], item_seed, bad))
+            note = f"; {bad} undecodable video packets skipped" if bad else ""
+            if bad:
+                log.warning("%s: %d undecodable video packets were skipped", video, bad)
+            results.append(ItemResult(str(video), "done", f"{len(res.output.windows)} windows, "
+                                      f"{res.output.duration:.2f} s{note}", [str(p) for p in wanted], item_seed, bad))
         if on_item is not None:
             on_item(results)
     return results

@@ -280,6 +280,14 @@ class Transformer(nn.Module):
         cfg = self.cfg
         self.rope = rope_table(cfg.rope_len, cfg.head_dim, cfg.rope_base)
 
+    def cast(self, dtype: torch.dtype) -> Transformer:
+        """Cast parameters and buffers to `dtype` (inference in bf16 / fp16) but keep the RoPE table fp32 (its
+        cos / sin rounded to bf16 would move every rotation; `apply_rope` rotates in fp32). Returns self."""
+        self.to(dtype)
+        cfg = self.cfg
+        self.rope = rope_table(cfg.rope_len, cfg.head_dim, cfg.rope_base, device=self.empty_video_emb.device)
+        return self
+
     # -- initialisation ------------------------------------------------------------------------------
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None, std: float = 0.02) -> None:
@@ -371,11 +379,13 @@ class Transformer(nn.Module):
         visual = self.visual_at(vis, start, seq.shape[-1])
         return torch.cat([visual.to(audio.dtype), audio], dim=-1)
 
-    def forward_tokens(self, seq: torch.Tensor, vis: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward_tokens(self, seq: torch.Tensor, vis: torch.Tensor, cache: KVCache | None = None,
+                       last_only: bool = False) -> torch.Tensor:
         """Logits for pattern steps ``seq [B, K, L]`` given projected visual tokens ``vis [B, N, V]``.
 
         With a `KVCache`, the steps are positions ``cache.length ..`` and the cache is advanced; without, they
-        start at 0. Returns ``[B, K, L, card]``: ``[b, q, p]`` predicts the pattern cell ``(q, start + p + 1)``.
+        start at 0. Returns ``[B, K, L, card]``: ``[b, q, p]`` predicts the pattern cell ``(q, start + p + 1)``;
+        with `last_only` only the last position's ``[B, K, 1, card]`` (a prompt's prefill needs no other).
         """
         start = 0 if cache is None else cache.length
         length = seq.shape[-1]
@@ -388,7 +398,7 @@ class Transformer(nn.Module):
             x = layer(x, rope, cache, i)
         if cache is not None:
             cache.length = start + length
-        x = self.norm(x)
+        x = self.norm(x[:, -1:] if last_only else x)
         return torch.stack([head(x) for head in self.lm_heads], dim=1)
 
     def decode_step(self, tokens: torch.Tensor, vis: torch.Tensor, cache: KVCache, pos: torch.Tensor

@@ -7,13 +7,19 @@ benchmarks). Single-position steps can run with static shapes (`Transformer.deco
 captured in a CUDA graph once per generation and replayed: one launch per step instead of ~1000 small kernels.
 The conditional and null branches run as one batch ``[cond (B); null (B)]`` and are combined on raw
 logits as ``null + (cond - null) * cfg_scale``, then sampled with temperature, top-p or top-k, or greedily.
+
+Rows of one batch may belong to different clips: each row has its own frame count (a row whose clip is shorter
+finishes early and its later steps are ignored) and, with `RowStreams`, its own counter-based random stream
+keyed by the caller's identity of the row, so a row's tokens do not depend on which other rows share the batch
+(`vaura.generate.generate_batch` builds on this).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -111,7 +117,8 @@ class StaticStep:
                         self.step_fn(self.tokens, vis, cache, self.pos)
                 torch.cuda.current_stream(dev).wait_stream(side)
                 self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(dev)):
+                # thread-local capture: decode threads (`vaura.generate.read_clip`) may use the GPU meanwhile
+                with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(dev), capture_error_mode="thread_local"):
                     self.out = self.step_fn(self.tokens, vis, cache, self.pos)
 
     def __call__(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
@@ -123,6 +130,109 @@ class StaticStep:
         with torch.cuda.device(self.pos.device):
             self.graph.replay()
         return self.out.clone()
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor | int, c: int) -> torch.Tensor | int:
+    """``(x * c) mod 2**32`` for ``0 <= x, c < 2**32`` without int64 overflow (two 16-bit halves of `c`)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def hash32(x: torch.Tensor | int) -> torch.Tensor | int:
+    """A 32-bit integer hash (the ``lowbias32`` finaliser: xor-shift / multiply rounds) of values in
+    ``[0, 2**32)``, elementwise on int64 tensors or on Python ints (the same values)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class RowStreams:
+    """Counter-based random numbers, one stream per batch row, keyed by the caller's identity of the row.
+
+    `keys` holds one tuple per row (e.g. ``(clip id, seed, sample index, window index)``); its 64-bit
+    BLAKE2b digest of ``repr(key)`` seeds the row's stream. `uniforms` gives the row's numbers for every loop step
+    and codebook as a pure function of (key, step, codebook), computed with integer hashes on the device: no
+    generator state is shared between rows, so a row draws the same numbers whatever other rows, in whatever
+    order, share its batch (and whether it is generated alone). Not a cryptographic generator: a sampling one.
+    """
+
+    def __init__(self, keys: Sequence[tuple], device: torch.device | str = "cpu") -> None:
+        digests = [int.from_bytes(hashlib.blake2b(repr(tuple(k)).encode(), digest_size=8).digest(), "little")
+                   for k in keys]
+        self.keys = [tuple(k) for k in keys]
+        self.lo = torch.tensor([d & _M32 for d in digests], dtype=torch.int64, device=device)
+        self.hi = torch.tensor([d >> 32 for d in digests], dtype=torch.int64, device=device)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def uniforms(self, n_steps: int, n_codebooks: int) -> torch.Tensor:
+        """Uniform numbers in (0, 1) for steps ``0 .. n_steps-1``: float64 ``[n_steps, B, K]`` with 48 random bits
+        each."""
+        assert n_codebooks < 64, f"{n_codebooks} codebooks: the counter holds at most 63"
+        dev = self.lo.device
+        counter = (torch.arange(n_steps, device=dev)[:, None, None] * 64
+                   + torch.arange(n_codebooks, device=dev)[None, None, :])  # [S, 1, K]
+        h1 = hash32(hash32(self.lo[None, :, None] ^ counter) ^ self.hi[None, :, None])  # [S, B, K]
+        h2 = hash32(h1 ^ self.lo[None, :, None] ^ 0x5BD1E995)
+        bits = (h1 >> 8) * (1 << 24) + (h2 >> 8)  # 48 bits
+        return (bits.double() + 0.5) * 2.0 ** -48
+
+
+def sample_with_uniforms(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor) -> torch.Tensor:
+    """Pick one token per row of logits ``[B, K, V]`` with one uniform number per row ``u [B, K]`` (float64 in
+    (0, 1)) by inverting the cumulative distribution (in float64) of the candidates: top-k keeps exactly the k
+    most probable tokens, top-p the smallest prefix of the sorted probabilities whose mass reaches ``top_p``
+    (the token that crosses it included, as `sample_next`), neither = every token. Exact for the distribution;
+    only integer comparisons and sums along each row, so a row's token depends on that row alone.
+    Returns ``[B, K]`` int64."""
+    if not params.use_sampling or params.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    index = None
+    if params.top_p > 0:
+        cand, index = probs.sort(dim=-1, descending=True)
+        cand = cand * ((cand.cumsum(-1) - cand) <= params.top_p)
+    elif params.top_k > 0:
+        cand, index = probs.topk(min(params.top_k, probs.shape[-1]), dim=-1)
+    else:
+        cand = probs
+    cdf = cand.double().cumsum(-1)
+    target = u * cdf[..., -1]
+    pick = (cdf <= target[..., None]).sum(-1, keepdim=True).clamp(max=cand.shape[-1] - 1)
+    return (pick if index is None else index.gather(-1, pick)).squeeze(-1)
+
+
+class StepperPool:
+    """Reuses KV caches and static decode steps (CUDA graphs) across `generate` calls of the same shape.
+
+    Capturing a step as a CUDA graph costs a few step-times (warm-up and capture); chunked generation of a long
+    clip calls `generate` once per window with the same batch rows and cache length, so one pool passed to every
+    call captures once. A reused cache is zeroed and its visual buffer refilled before each call.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple, tuple[KVCache, StaticStep]] = {}
+
+    def get(self, model: Transformer, vis: torch.Tensor, cache_len: int, graph: bool, compile: bool
+            ) -> tuple[KVCache, StaticStep]:
+        key = (id(model), tuple(vis.shape), vis.dtype, str(vis.device), cache_len, graph, compile)
+        if key not in self._items:
+            cache = KVCache(model.cfg, vis.shape[0], cache_len, vis.device, next(model.parameters()).dtype)
+            self._items[key] = (cache, StaticStep(model, vis.clone(), cache, graph=graph, compile=compile))
+        cache, stepper = self._items[key]
+        for buf in (*cache.keys, *cache.values):
+            buf.zero_()
+        cache.length = 0
+        stepper.vis.copy_(vis)
+        return cache, stepper
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -158,16 +268,25 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 
 
 @torch.no_grad()
-def generate(model: Transformer, features: torch.Tensor, n_frames: int,
+def generate(model: Transformer, features: torch.Tensor, n_frames: int | Sequence[int] | torch.Tensor,
              params: SamplingParams = SamplingParams(), prompt: torch.Tensor | None = None,
              generator: torch.Generator | None = None, use_kv_cache: bool = True,
-             on_step: StepCallback | None = None, step_mode: str = "auto", compile_step: bool = False
+             on_step: StepCallback | None = None, step_mode: str = "auto", compile_step: bool = False,
+             streams: RowStreams | None = None, cache_len: int | None = None, pool: StepperPool | None = None
              ) -> GenerationOutput:
     """Generate ``n_frames`` DAC frames for each clip.
 
     features: visual features ``[B, N, 768]``; prompt: optional known codes ``[B, K, P]`` (P < n_frames) that
-    are kept and continued (chunked generation of long videos). ``on_step(step, cond, null, guided)`` receives
-    the last-position logits ``[B, K, V]`` of every loop step (``null`` is None without CFG).
+    are kept and continued (chunked generation of long videos). ``n_frames`` may differ per row (a sequence or
+    int64 tensor ``[B]``; 0 = a padding row that generates nothing): the batch runs ``max(n_frames) + K`` steps
+    and a shorter row's codes past its own length are the special token. ``on_step(step, cond, null, guided)``
+    receives the last-position logits ``[B, K, V]`` of every loop step (``null`` is None without CFG).
+    Random numbers come from `generator` (torch's, shared by the rows: the draws equal ``torch.multinomial``'s)
+    or, with `streams`, from each row's own counter-based stream (`sample_with_uniforms`; a row's tokens then
+    do not depend on the other rows). ``cache_len`` sets the KV cache's positions (default ``max(n_frames) + K``,
+    the RoPE length with ``compile_step``); the static and graph steps attend over the whole buffer, so callers
+    that need a row's logits to be the same whatever the batch's lengths pass a fixed one. `pool` reuses caches and
+    captured steps across calls of the same shape (`StepperPool`).
     ``step_mode`` (with the KV cache) runs single-position steps ``"dynamic"`` (`Transformer.forward_tokens`),
     ``"static"`` (`Transformer.decode_step`) or ``"graph"`` (decode_step captured in a CUDA graph);
     ``"auto"`` is graph on CUDA, elsewhere static with ``compile_step``, else dynamic. ``compile_step``
@@ -182,13 +301,26 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
     if model.training:
         raise SamplingError("generate() needs the model in eval mode (call model.eval())")
     b, k, device = features.shape[0], cfg.n_codebooks, features.device
-    if n_frames < 1 or n_frames + k > cfg.rope_len:
-        raise SamplingError(f"n_frames must be in [1, {cfg.rope_len - k}] (one 2.56 s window), got {n_frames}")
-    frame, valid = pattern_index(k, n_frames, device)
-    seq = torch.where(valid, UNKNOWN, cfg.special_token).expand(b, k, n_frames + k).clone()
+    lengths = [int(n_frames)] * b if isinstance(n_frames, int) else [int(n) for n in n_frames]
+    if len(lengths) != b:
+        raise SamplingError(f"{len(lengths)} frame counts for a batch of {b} rows")
+    n_max = max(lengths)
+    if n_max < 1 or min(lengths) < 0 or n_max + k > cfg.rope_len:
+        raise SamplingError(f"n_frames must be in [1, {cfg.rope_len - k}] (one 2.56 s window; 0 for a padding "
+                            f"row), got {sorted(set(lengths))}")
+    if streams is not None and (generator is not None or len(streams) != b):
+        raise SamplingError(f"streams need one key per row ({len(streams)} for {b} rows) and no generator")
+    frame, valid = pattern_index(k, n_max, device)
+    if min(lengths) < n_max:  # rows of other lengths: each row's own cells
+        n_row = torch.tensor(lengths, device=device)
+        valid = valid[None] & (frame[None] < n_row[:, None, None])  # [B, K, S]
+    else:
+        valid = valid.expand(b, k, n_max + k)
+    seq = torch.where(valid, UNKNOWN, cfg.special_token)
     if prompt is not None and prompt.shape[-1] > 0:
-        assert prompt.shape[:2] == (b, k) and prompt.shape[2] < n_frames, (
-            f"prompt {tuple(prompt.shape)} must be [B={b}, K={k}, P < {n_frames}]")
+        short = [n for n in lengths if 0 < n <= prompt.shape[2]]
+        assert prompt.shape[:2] == (b, k) and not short, (
+            f"prompt {tuple(prompt.shape)} must be [B={b}, K={k}, P] with P below every row's n_frames {lengths}")
         in_prompt = valid & (frame < prompt.shape[2])
         known = torch.gather(prompt.to(device), 2, frame.clamp(0, prompt.shape[2] - 1).expand(b, k, -1))
         seq = torch.where(in_prompt, known, seq)
@@ -213,18 +345,26 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
                             "or call vaura.packed.unpack_linears(model) first")
     # a compiled step is specialised to the cache's length: the full RoPE length keeps it one shape for every
     # n_frames (else each window length recompiles, and fullgraph compilation fails past Dynamo's recompile limit)
-    cache_len = cfg.rope_len if compile_step else n_frames + k
-    cache = KVCache(cfg, rows, cache_len, device, dtype) if use_kv_cache else None
-    stepper = None
-    if cache is not None and step_mode != "dynamic":
-        stepper = StaticStep(model, vis, cache, graph=step_mode == "graph", compile=compile_step)
+    if cache_len is None:
+        cache_len = cfg.rope_len if compile_step else n_max + k
+    if cache_len < n_max + k:
+        raise SamplingError(f"cache_len {cache_len} is shorter than the {n_max + k} steps of {n_max} frames")
+    cache, stepper = None, None
+    if use_kv_cache and step_mode != "dynamic" and pool is not None:
+        cache, stepper = pool.get(model, vis, cache_len, graph=step_mode == "graph", compile=compile_step)
+    elif use_kv_cache:
+        cache = KVCache(cfg, rows, cache_len, device, dtype)
+        if step_mode != "dynamic":
+            stepper = StaticStep(model, vis, cache, graph=step_mode == "graph", compile=compile_step)
 
     # a cell is filled only at its own step, so which steps have work is known now (one host sync, not one a step)
     steps_with_work = (seq == UNKNOWN).any(dim=1).any(dim=0).tolist()
     # every step's guided logits (divided by the temperature when sampling) finite; read once at the end
     finite = torch.ones((), dtype=torch.bool, device=device)
     sampling = params.use_sampling and params.temperature != 0
-    for step in range(1, n_frames + k):
+    live = None if min(lengths) > 0 else torch.tensor([n > 0 for n in lengths], device=device)[:, None, None]
+    uniforms = streams.uniforms(n_max + k, k) if streams is not None and sampling else None
+    for step in range(1, n_max + k):
         if not steps_with_work[step]:
             continue
         todo = seq[:, :, step] == UNKNOWN  # [B, K]
@@ -237,7 +377,7 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
             logits = stepper(prefix, cache.length)
             cache.length += 1
         else:
-            logits = model.forward_tokens(prefix, vis, cache)
+            logits = model.forward_tokens(prefix, vis, cache, last_only=True)
         last = logits[:, :, -1].float()  # [rows, K, V]
         if use_cfg:
             cond, unc = last[:b], last[b:]
@@ -246,9 +386,13 @@ def generate(model: Transformer, features: torch.Tensor, n_frames: int,
             cond, unc, guided = last, None, last
         if on_step is not None:
             on_step(step, cond, unc, guided)
-        finite &= torch.isfinite(guided / params.temperature if sampling else guided).all()
-        nxt = sample_next(guided, params, generator)
-        nxt = torch.where(valid[None, :, step], nxt, cfg.special_token)
+        checked = guided if live is None else torch.where(live, guided, 0.0)  # padding rows are not looked at
+        finite &= torch.isfinite(checked / params.temperature if sampling else checked).all()
+        if uniforms is not None:
+            nxt = sample_with_uniforms(guided, params, uniforms[step])
+        else:
+            nxt = sample_next(guided, params, generator)
+        nxt = torch.where(valid[:, :, step], nxt, cfg.special_token)
         seq[:, :, step] = torch.where(todo, nxt, seq[:, :, step])
     if not bool(finite):
         raise SamplingError("non-finite logits (NaN or inf; with sampling: after dividing by the temperature "

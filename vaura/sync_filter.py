@@ -60,15 +60,16 @@ from visualsound.sync_io import (
     read_sync_results,
 )
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.utils.dtypes import DTYPES
+from visualsound.weights import DEBUG_WEIGHTS_TAG, checkpoint_digest
 
 log = logging.getLogger(__name__)
 
 # Tag of the recipe (model input, windowing, preprocessing, counting); bump it whenever a change could move a
 # prediction, so that old and new judgements never mix in one folder.
 SYNC_VERSION = "synchformer-insync-v1"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_NAMES = ("synchformer_vggsound", "synchformer_audioset", "synchformer_lrs3")
-DEBUG_CHECKPOINT_TAG = "debug-weights"
+DEBUG_CHECKPOINT_TAG = DEBUG_WEIGHTS_TAG
 # shard metadata that must agree between a run and the shards already in its folder (the threshold and count key
 # do not: a clip's decision is re-derived from its stored counts)
 RECIPE_KEYS = ("sync_version", "checkpoint_sha256", "debug_weights", "stride_frames", "max_seconds", "dtype")
@@ -399,19 +400,6 @@ class SyncFilterSummary:
         return self.in_shard - self.skipped - self.judged
 
 
-def _checkpoint_digest(weights_name: str, checkpoint: str | os.PathLike | None,
-                       debug_weights: bool) -> tuple[Path | None, str]:
-    if debug_weights:
-        if checkpoint is not None:
-            raise ConfigError("pass either a checkpoint or debug weights, not both")
-        return None, DEBUG_CHECKPOINT_TAG
-    from visualsound.weights import file_digest, resolve
-
-    path = resolve(weights_name, checkpoint)
-    log.info("hashing %s", path)
-    return path, file_digest(path)
-
-
 def _redecide(out: Path, part: pd.DataFrame, cfg: SyncFilterConfig, meta: Mapping[str, str]) -> tuple[int, Path | None]:
     """Re-derive the decision of this shard's finished clips whose stored threshold or count key differs from this
     run's (their counts are stored, so no model runs); the updated rows go into a new shard."""
@@ -449,7 +437,7 @@ def filter_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: SyncFi
     `predictor_tag` names it in the shards' ``checkpoint_sha256`` so that its rows never mix with a model's).
     `max_batches` stops after that many loader batches (an interrupted run).
     """
-    from visualsound.scoring import select_shard
+    from visualsound.utils.shard import select_shard
 
     cfg = config or DEFAULT
     t0 = time.perf_counter()
@@ -475,7 +463,7 @@ def filter_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: SyncFi
             raise ConfigError("pass a predictor, or a checkpoint / debug weights, not both")
         ckpt_path, digest = None, f"predictor:{predictor_tag or type(predictor).__name__}"
     else:
-        ckpt_path, digest = _checkpoint_digest(weights_name, checkpoint, debug_weights)
+        ckpt_path, digest = checkpoint_digest(weights_name, checkpoint, debug_weights)
     meta = {"sync_version": SYNC_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
             "stride_frames": str(cfg.stride_frames), "max_seconds": str(cfg.max_seconds), "dtype": cfg.dtype,
             "weights_name": weights_name}

@@ -24,14 +24,15 @@ Guarantees:
   stops with `ScoringError`;
 - a scores folder never mixes recipes: a run refuses an OUT whose shards name another ``score_version``,
   ``checkpoint_sha256``, ``debug_weights``, ``dtype``, ``silence_threshold`` or ``min_duration``;
-- the partition of ``--shard i/n`` depends only on the clip id (`shard_of`), so any set of machines computes
-  the same split and `visualsound merge` recombines their folders.
+- the partition of ``--shard i/n`` depends only on the clip id (`visualsound.utils.shard.shard_of`), so any set
+  of machines computes the same split and `visualsound merge` recombines their folders (or every process writes
+  into one OUT: shard names are unique). ``--shard auto`` takes the SLURM array task, and torchrun ranks split
+  a shard further (`visualsound.utils.shard.resolve_shard`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import multiprocessing as mp
@@ -53,14 +54,16 @@ from torch.utils.data import DataLoader, Dataset
 from visualsound.errors import ConfigError, ToolkitError
 from visualsound.scores_io import STATUSES, done_clip_ids, list_shards, write_shard
 from visualsound.utils.config import FrozenConfig, register_preset
+from visualsound.utils.dtypes import DTYPES
+from visualsound.utils.shard import select_shard
+from visualsound.weights import DEBUG_WEIGHTS_TAG, checkpoint_digest
 
 log = logging.getLogger(__name__)
 
 # Tag of the scoring recipe (exact VisualSound preprocessing + ImageBind-huge cosine score); bump it whenever a
 # change could move a score, so that old and new scores are never mixed in one folder.
 SCORE_VERSION = "imagebind-visualsound-v1"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEBUG_CHECKPOINT_TAG = "debug-weights"
+DEBUG_CHECKPOINT_TAG = DEBUG_WEIGHTS_TAG
 # Shard metadata keys that must agree between a run and the shards already in its output folder.
 RECIPE_KEYS = ("score_version", "checkpoint_sha256", "debug_weights", "dtype", "silence_threshold", "min_duration")
 STALE_TEMP_SECONDS = 3600  # temp files of killed shard writes older than this are removed when a run starts
@@ -116,33 +119,6 @@ class ScoringConfig(FrozenConfig):
 DEFAULT = register_preset(ScoringConfig, "default", ScoringConfig())
 GPU = register_preset(ScoringConfig, "gpu", ScoringConfig(batch_size=32, workers=12, device="cuda"))
 TINY = register_preset(ScoringConfig, "tiny", ScoringConfig(batch_size=2, workers=0))
-
-
-# ------------------------------------------------------------------------------------------------ partition
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    parts = spec.split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ScoringError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}")
-    i, n = int(parts[0]), int(parts[1])
-    if n < 1 or not 0 <= i < n:
-        raise ScoringError(f"--shard {spec!r}: need 0 <= i < n")
-    return i, n
-
-
-def shard_of(clip_id: str, num_shards: int) -> int:
-    """The shard (0 .. num_shards-1) of a clip: first 8 bytes of sha1(clip id) mod `num_shards` (stable across
-    machines, Python versions and csv orders)."""
-    return int.from_bytes(hashlib.sha1(clip_id.encode("utf-8")).digest()[:8], "big") % num_shards
-
-
-def select_shard(index: pd.DataFrame, shard: tuple[int, int]) -> pd.DataFrame:
-    """The rows of `index` (with a ``clip_id`` column) that belong to ``shard = (i, n)``, in index order."""
-    i, n = shard
-    if n == 1:
-        return index.reset_index(drop=True)
-    keep = [shard_of(c, n) == i for c in index["clip_id"]]
-    return index.loc[keep].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -456,19 +432,6 @@ def _remove_stale_temps(out_dir: Path, max_age: float = STALE_TEMP_SECONDS) -> N
                 p.unlink()
 
 
-def _checkpoint_digest(checkpoint: str | os.PathLike | None, debug_weights: bool) -> tuple[Path | None, str]:
-    if debug_weights:
-        if checkpoint is not None:
-            raise ConfigError("pass either a checkpoint or debug weights, not both")
-        return None, DEBUG_CHECKPOINT_TAG
-    from visualsound.imagebind.checkpoint import WEIGHTS_NAME
-    from visualsound.weights import file_digest, resolve
-
-    path = resolve(WEIGHTS_NAME, checkpoint)
-    log.info("hashing %s", path)
-    return path, file_digest(path)
-
-
 def _compact(paths: list[Path], out_dir: Path, meta: Mapping[str, str]) -> Path:
     """Rewrite this run's shards as one shard (atomic), then delete them. A kill in between leaves identical
     duplicate rows, which `read_scores` resolves."""
@@ -499,7 +462,9 @@ def score_clips(index: pd.DataFrame, out_dir: str | os.PathLike, config: Scoring
     out = Path(out_dir)
     # the recipe is checked before anything else: a re-run with other settings on a finished folder must not
     # report "nothing to do" as if its settings had been applied
-    ckpt_path, digest = _checkpoint_digest(checkpoint, debug_weights)
+    from visualsound.imagebind.checkpoint import WEIGHTS_NAME
+
+    ckpt_path, digest = checkpoint_digest(WEIGHTS_NAME, checkpoint, debug_weights)
     meta = {"score_version": SCORE_VERSION, "checkpoint_sha256": digest, "debug_weights": str(debug_weights).lower(),
             "dtype": cfg.dtype, "silence_threshold": str(cfg.silence_threshold),
             "min_duration": f"{cfg.min_duration:g}"}

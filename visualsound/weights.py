@@ -272,6 +272,25 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+DEBUG_WEIGHTS_TAG = "debug-weights"  # what a job records as its checkpoint digest when it ran on debug weights
+
+
+def checkpoint_digest(name: str, checkpoint: str | os.PathLike | None, debug_weights: bool
+                      ) -> tuple[Path | None, str]:
+    """``(path, sha256)`` of the checkpoint a job uses (registry `name`'s cache path unless `checkpoint` is given),
+    or ``(None, DEBUG_WEIGHTS_TAG)`` with debug weights; both a checkpoint and debug weights raise `ConfigError`.
+    Jobs record the digest so that results of other weights are never mixed."""
+    if debug_weights:
+        if checkpoint is not None:
+            from visualsound.errors import ConfigError
+
+            raise ConfigError("pass either a checkpoint or debug weights, not both")
+        return None, DEBUG_WEIGHTS_TAG
+    path = Path(resolve(name, checkpoint))
+    log.info("hashing %s", path)
+    return path, file_digest(path)
+
+
 def _recorded_sha_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 

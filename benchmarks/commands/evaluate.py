@@ -6,6 +6,17 @@ import json
 
 import click
 
+from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
+from visualsound.utils.shard import shard_option_help
+
+
+def _bootstrap_counts(n: int | None, n_set: int | None) -> dict[str, int]:
+    """``--bootstrap`` / ``--bootstrap-set`` -> EvalOptions fields: set-level resamples default to the smaller of
+    their default and ``--bootstrap`` (so ``--bootstrap 0`` turns every interval off)."""
+    n = DEFAULT_RESAMPLES if n is None else n
+    n_set = min(DEFAULT_SET_RESAMPLES, n) if n_set is None else n_set
+    return {"bootstrap": n, "bootstrap_set": n_set if n > 0 else 0}
+
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
@@ -52,6 +63,18 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
                    "ISC-PANNS-mean, ISC-PASST-mean, IB-Score, DeSync.")
 @click.option("--batch-size", type=int, default=16, show_default=True,
               help="av-benchmark: clips per extractor forward pass.")
+@click.option("--bootstrap", "bootstrap_n", type=click.IntRange(min=0), default=None,
+              help="Bootstrap resamples over clips for the per-item metrics' 95 % intervals (default "
+                   f"{DEFAULT_RESAMPLES}; 0: no intervals).")
+@click.option("--bootstrap-set", "bootstrap_set", type=click.IntRange(min=0), default=None,
+              help=f"Resamples for the set-level metrics: FAD / FD_* (a DxD eigenvalue problem each) and IS "
+                   f"(default {DEFAULT_SET_RESAMPLES}, at most --bootstrap).")
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True)
+@click.option("--batch-clips", type=click.IntRange(min=1), default=1, show_default=True,
+              help="V-AURA: clips per sampler batch (a sample's audio does not depend on the other clips).")
+@click.option("--shard", "shard_spec", default=None,
+              help=shard_option_help("clips", "clip id") + " A sharded run generates its part only and computes "
+                   "no metrics; a final run without --shard reuses every generated file and scores.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
@@ -59,14 +82,18 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
              vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
              imagebind_checkpoint: str | None, sync_checkpoint: str | None, presets: tuple[str, ...],
              samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...], batch_size: int,
-             allow_missing: bool, no_progress: bool) -> None:
+             bootstrap_n: int | None, bootstrap_set: int | None, bootstrap_seed: int, batch_clips: int,
+             shard_spec: str | None, allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
     from benchmarks.evaluate import EvalOptions
     from benchmarks.evaluate import evaluate as run
     from benchmarks.models import make_model
     from benchmarks.protocols import get_protocol, select_metrics
+    from visualsound.utils.shard import rank_device, resolve_shard
 
+    shard = resolve_shard(shard_spec)
+    device = rank_device(device)
     proto = get_protocol(protocol)
     select_metrics(protocol, list(metrics) or None)  # a misspelt metric fails before anything loads
     ds = resolve_dataset(dataset, datasets_dir)
@@ -75,14 +102,31 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
         click.echo(f"V-AURA: {samples_per_clip} samples per clip (the {protocol} protocol's setting for {ds.name})")
     model = make_model(model_spec, checkpoint=checkpoint, debug_weights=debug_weights,
                        samples_per_clip=samples_per_clip, seed=seed, device=device, out_dir=out_dir)
+    if model_spec == "vaura":  # set here: make_model keeps its signature
+        from visualsound.utils.threads import cap_default_workers
+
+        model.batch_clips = batch_clips
+        model.decode_workers = 0 if device.startswith("cpu") else cap_default_workers(4, "generation decode workers")
+    elif batch_clips != 1:
+        raise click.BadParameter("only the vaura model generates", param_hint="--batch-clips")
     ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
                                ("panns", panns_checkpoint), ("ib", imagebind_checkpoint),
                                ("sync", sync_checkpoint)) if v}
     options = EvalOptions(protocol=protocol, out_dir=out_dir, cache_dir=cache_dir, device=device,
                           debug_weights=debug_weights, checkpoints=ckpts,
                           presets=_pairs(presets, "--extractor-preset"), allow_missing=allow_missing,
-                          metrics=list(metrics) or None, progress=not no_progress, batch_size=batch_size)
+                          metrics=list(metrics) or None, progress=not no_progress, batch_size=batch_size,
+                          **_bootstrap_counts(bootstrap_n, bootstrap_set), bootstrap_seed=bootstrap_seed,
+                          shard=shard)
     result = run(ds, model, options)
+    if shard.sharded:
+        click.echo(f"shard {shard} ({shard.source}): {result['clips']} of {len(ds.clips)} clips, "
+                   f"{result['samples']} samples, {len(result['missing'])} missing, {result['generate_s']} s. "
+                   "No metrics: they need every shard. Run the same command without --shard when all shards are "
+                   "done; it reuses every generated file.")
+        for cid, why in list(result["missing"].items())[:20]:
+            click.echo(f"  missing {cid}: {why}", err=True)
+        return
     if result["debug_weights"]:
         click.echo("DEBUG WEIGHTS: seeded random models, the numbers below are meaningless")
     counts = result["counts"]
@@ -94,6 +138,9 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
         click.echo(f"WARNING: {len(result['excluded'])} clips or files were left out of some metric (the result "
                    f"lists each with its reason under 'excluded')", err=True)
     click.echo(json.dumps(result["metrics"], indent=2))
+    for key, ci in result.get("metric_ci", {}).items():
+        click.echo(f"{key}: {result['metrics'][key]:.6g}, {100 * ci['level']:g}% interval [{ci['lo']:.6g}, "
+                   f"{ci['hi']:.6g}] ({ci['method']} bootstrap over clips, {ci['resamples']} resamples)")
     for key, note in result["metric_notes"].items():
         click.echo(f"note: {key}: {note}")
     click.echo(f"result: {result['_path']}")

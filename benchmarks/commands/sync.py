@@ -15,8 +15,9 @@ import click
               help="Synchformer <ID>.pt or bare state dict (default: the registry's synchformer_audioset).")
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny model (tests/demo; results are meaningless).")
 @click.option("--protocol", type=click.Choice(["paper", "av-benchmark"]), default="paper", show_default=True,
-              help="paper: one 4.8 s window of the first 5 s (short clips are looped); av-benchmark: mean of the "
-                   "first and last 4.8 s windows.")
+              help="paper: one 4.8 s window of the first 5 s (short clips are looped); av-benchmark: DeSync as "
+                   "`vbench evaluate --protocol av-benchmark` computes it: the first and last 4.8 s of the first "
+                   "8 s (needs 8 s of video and audio).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weights: bool, protocol: str,
@@ -27,25 +28,33 @@ def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weigh
     from visualsound.media import read_audio, read_video
 
     model = load_sync_model(checkpoint=checkpoint, debug_weights=debug_weights, device=device)
-    duration = CLIP_SECONDS if protocol == "paper" else None  # the paper protocol never reads past 5 s
-    frames = read_video(video, duration=duration, fps=FPS)
-    wave = read_audio(audio_path or video, duration=duration, sample_rate=SAMPLE_RATE, mono=True)
-    pred = predict_offset(model, frames, wave, protocol=protocol)
-    top = pred.top(3)
+    if protocol == "paper":
+        frames = read_video(video, duration=CLIP_SECONDS, fps=FPS)  # the paper protocol never reads past 5 s
+        wave = read_audio(audio_path or video, duration=CLIP_SECONDS, sample_rate=SAMPLE_RATE, mono=True)
+        pred = predict_offset(model, frames, wave, protocol=protocol)
+        starts, offsets, offset, desync = pred.window_starts_sec, pred.window_offsets_sec, pred.offset_sec, None
+        top = pred.top(3)
+    else:
+        from benchmarks.protocols.avbench.protocol import clip_desync
+
+        pred_av = clip_desync(model, video, audio_path)
+        starts, offsets = list(pred_av.window_starts_sec), list(pred_av.offsets_sec)
+        offset, desync = sum(offsets) / len(offsets), pred_av.desync_sec
+        top = pred_av.top(3)
     if as_json:
         click.echo(json.dumps({
             "video": video, "audio": audio_path or video, "protocol": protocol, "debug_weights": debug_weights,
-            "offset_sec": round(pred.offset_sec, 4),
-            "window_starts_sec": [round(s, 4) for s in pred.window_starts_sec],
-            "window_offsets_sec": [round(s, 4) for s in pred.window_offsets_sec],
-            "desync_sec": round(pred.desync_sec, 4),
+            "offset_sec": round(offset, 4), "window_starts_sec": [round(s, 4) for s in starts],
+            "window_offsets_sec": [round(s, 4) for s in offsets],
+            "desync_sec": round(desync if desync is not None else sum(abs(o) for o in offsets) / len(offsets), 4),
             "top3": [{"offset_sec": round(o, 4), "prob": round(p, 6)} for o, p in top]}))
         return
     if debug_weights:
         click.echo("DEBUG WEIGHTS: seeded random tiny model, the offsets below are meaningless")
-    windows = ", ".join(f"{s:.2f} s -> {o:+.1f} s" for s, o in zip(pred.window_starts_sec, pred.window_offsets_sec))
+    windows = ", ".join(f"{s:.2f} s -> {o:+.1f} s" for s, o in zip(starts, offsets))
     click.echo(f"{video} ({protocol} protocol; windows: {windows})")
-    click.echo(f"predicted offset: {pred.offset_sec:+.2f} s (audio relative to video)")
+    click.echo(f"predicted offset: {offset:+.2f} s (audio relative to video)"
+               + (f"; DeSync {desync:.3f} s" if desync is not None else ""))
     click.echo("top 3:")
-    for offset, prob in top:
-        click.echo(f"  {offset:+.1f} s  p={prob:.4f}")
+    for o, prob in top:
+        click.echo(f"  {o:+.1f} s  p={prob:.4f}")

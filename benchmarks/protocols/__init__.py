@@ -10,7 +10,10 @@ A protocol object has ``name``, ``version``, ``description``, ``metrics`` (its `
 schema of `benchmarks.results`), ``check(dataset, model)`` (refuses a dataset or model the protocol cannot
 evaluate, before anything runs), ``missing(dataset, outputs)`` (clip id -> why it has no usable output, by the
 protocol's pairing rules) and ``run(context) -> ProtocolRun``. `evaluate.evaluate` is the one driver: it
-asks the model adapter for outputs, runs the protocol and writes the result JSON.
+asks the model adapter for outputs, runs the protocol and writes the result JSON, the per-clip table
+(`benchmarks.per_clip`, from ``ProtocolRun.items``) and the bootstrap intervals (`benchmarks.bootstrap`, from the
+per-item columns and ``ProtocolRun.set_statistics``). ``cached_set_statistics(result, rows, units)`` rebuilds a
+result's set-level statistics (FAD / FD / IS) from its feature caches for `vbench compare`.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ class EvaluationError(ToolkitError):
 @dataclass
 class ProtocolRun:
     """What a protocol computed: metric values (None = undefined, with a note), per-metric details, the seconds
-    each metric took, names left out with the reason, warnings for the user, and count fields to merge into the
-    result's ``counts``."""
+    each metric took, names left out with the reason, warnings for the user, count fields to merge into the
+    result's ``counts``, the per-clip table's rows (`benchmarks.per_clip`: one dict per item, every item of the
+    evaluation including missing and unpaired ones) and the bootstrap statistics of the set-level metrics
+    (`benchmarks.bootstrap.FrechetStatistic` / ``InceptionStatistic``, built from the features in memory)."""
 
     values: dict[str, float | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -42,6 +47,8 @@ class ProtocolRun:
     excluded: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    set_statistics: list[Any] = field(default_factory=list)
 
 
 class EvalProtocol(_Protocol):
@@ -57,6 +64,9 @@ class EvalProtocol(_Protocol):
     def missing(self, dataset: Any, outputs: Any) -> dict[str, str]: ...
 
     def run(self, ctx: Any) -> ProtocolRun: ...
+
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+                              ) -> tuple[dict[str, Any], dict[str, str]]: ...
 
 
 def get_protocol(name: str) -> EvalProtocol:

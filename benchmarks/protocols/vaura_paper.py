@@ -11,18 +11,28 @@
 
 Every clip is evaluated on its manifest window (``start_sec``, ``window_sec``, 2.56 s by default); samples are
 paired with their clip by the manifest's clip id only.
+
+Per-clip table (`benchmarks.per_clip`): one row per sample (``<clip id>#<k>``) with its ``kld`` (the pair's KL,
+the paper's eps), ``ib`` (x100 cosine), ``sync_ms`` (1000 x |offset|) and ``sync_offset_sec``; each metric's value
+is the plain mean of its column. A clip without output is a ``gt:<clip id>`` row (``missing``). A ground-truth
+file that fails a metric is listed under ``excluded`` as ``ground truth <clip id>`` and in the reason of each of
+the clip's samples. Bootstrap units are clips (a clip's samples move together); FAD's statistic takes each clip's
+ground-truth VGGish frames and its samples' frames as one unit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from benchmarks.cache import dataset_cache, file_fingerprint, weights_checksum
+from benchmarks import per_clip
+from benchmarks.bootstrap import SetInput
+from benchmarks.cache import dataset_cache, file_fingerprint, read_cached_features, weights_checksum
 from benchmarks.datasets import Dataset
 from benchmarks.models import Sample
 from benchmarks.protocols import EvaluationError, ProtocolRun
@@ -33,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PAPER_SAMPLES_PER_CLIP = 10
 PAPER_SAMPLES_PER_CLIP_BY_DATASET = {"vas": 3}
+FAD_PARAMS = {"model": "vggish", "pooling": "frames"}  # the VGGish caches' extractor parameters
 
 
 def paper_samples_per_clip(dataset_name: str) -> int:
@@ -49,8 +60,21 @@ def _gt_samples(dataset: Dataset, ids: Sequence[str]) -> list[Sample]:
     return [Sample(c.id, 0, c.video, c.start_sec, c.window_sec) for c in (dataset.clip(i) for i in ids)]
 
 
+def gt_key(clip_id: str) -> str:
+    """The ``excluded`` key of a clip's ground truth (its samples are keyed ``<clip id>#<k>``)."""
+    return f"ground truth {clip_id}"
+
+
+def _gt_failures(into: dict[str, str], gt: Sequence[Sample], failed_gt: dict[str, str]) -> None:
+    """Move ground-truth failures (keyed by the GT sample's cache key) to `gt_key` keys."""
+    by_key = {s.key: s.clip_id for s in gt}
+    for key, why in failed_gt.items():
+        into[gt_key(by_key[key])] = why
+
+
 # ------------------------------------------------------------------------------------------------ metrics
-def _run_fad(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
+def _run_fad(dataset, gt, gen, set_key, options, failed: dict[str, str], out: dict[str, Any]
+             ) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics.fad import fad_from_embeddings
     from benchmarks.metrics.vggish import load_vggish, vggish_embeddings
     from visualsound.media import probe, read_audio
@@ -66,14 +90,18 @@ def _run_fad(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tupl
 
     caches = {}
     feats = {}
+    failed_gt: dict[str, str] = {}
     for name, samples, key in (("gt", gt, "ground-truth"), ("gen", gen, set_key)):
-        cache = dataset_cache(options, dataset, key, "vggish", sha, 16000, {"model": "vggish", "pooling": "frames"})
+        cache = dataset_cache(options, dataset, key, "vggish", sha, 16000, FAD_PARAMS)
         by_key = {s.key: s for s in samples}
         feats[name] = cache.get_or_compute([(s.key, _sample_source(s)) for s in samples],
                                            lambda k, by_key=by_key: embed(by_key[k]), desc=f"VGGish ({key})",
-                                           progress=options.progress, failures=failed)
+                                           progress=options.progress, failures=failed_gt if name == "gt" else failed)
         caches[name] = cache.stats()
+    _gt_failures(failed, gt, failed_gt)
     value = fad_from_embeddings([v.numpy() for v in feats["gt"].values()], [v.numpy() for v in feats["gen"].values()])
+    out["set"] = SetInput("fd", ("fad",), [(s.clip_id, feats["gen"][s.key]) for s in gen if s.key in feats["gen"]],
+                          [(s.clip_id, feats["gt"][s.key]) for s in gt if s.key in feats["gt"]])
     return value, {"extractor": {"checkpoint": ckpt, "sha256": sha}, "caches": caches,
                    "num_reference_clips": len(feats["gt"]), "num_generated_samples": len(feats["gen"])}
 
@@ -88,7 +116,7 @@ def _kld_rate(path: str, cfg: Any) -> int:
     return int(probe(path).sample_rate)
 
 
-def _run_kld(dataset, gt, gen, set_key, options, kld_config: str, failed: dict[str, str]
+def _run_kld(dataset, gt, gen, set_key, options, kld_config: str, failed: dict[str, str], out: dict[str, Any]
              ) -> tuple[float, dict[str, Any]]:
     from tqdm.auto import tqdm
 
@@ -102,7 +130,7 @@ def _run_kld(dataset, gt, gen, set_key, options, kld_config: str, failed: dict[s
     params = {"kld_config": cfg.to_dict()}
     gen_cache = dataset_cache(options, dataset, set_key, "passt", sha, 32000, params)
     gt_cache = dataset_cache(options, dataset, "ground-truth", "passt-gt", sha, 32000, params)
-    p_gt, p_gen = [], []
+    p_gt, p_gen, keys = [], [], []
     for sample in tqdm(gen, desc=f"PaSST ({set_key})", unit="sample", disable=not options.progress):
         g = gt_by_clip[sample.clip_id]
         # the GT window PaSST sees depends on the generated clip's rate (the vaura-paper crop)
@@ -129,16 +157,19 @@ def _run_kld(dataset, gt, gen, set_key, options, kld_config: str, failed: dict[s
                 gen_cache.store(sample.key, _sample_source(sample), prob_gen)
         p_gt.append(prob_gt)
         p_gen.append(prob_gen)
+        keys.append(sample.key)
     gt_cache.flush()
     gen_cache.flush()
     if not p_gt:
         raise EvaluationError(f"KLD: no clip could be scored ({len(failed)} failed, e.g. {next(iter(failed.items()))})")
     pq = kl_per_pair(torch.stack(p_gt), torch.stack(p_gen), cfg.eps)
+    out["per_item"] = dict(zip(keys, pq.double().tolist()))
     return float(pq.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "config": cfg.to_dict(),
                               "caches": {"gt": gt_cache.stats(), "gen": gen_cache.stats()}, "num_pairs": len(p_gt)}
 
 
-def _run_ib(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
+def _run_ib(dataset, gt, gen, set_key, options, failed: dict[str, str], out: dict[str, Any]
+            ) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics import ib
 
     ckpt, sha = weights_checksum(ib.WEIGHTS_NAME, options.checkpoints.get("ib"), options.debug_weights)
@@ -148,29 +179,33 @@ def _run_ib(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple
     aud_cache = dataset_cache(options, dataset, set_key, "imagebind-audio", sha, 16000)
     gt_by_key = {s.key: s for s in gt}
     gen_by_key = {s.key: s for s in gen}
+    failed_gt: dict[str, str] = {}
     v = vid_cache.get_or_compute(
         [(s.key, _sample_source(s)) for s in gt],
         lambda k: ib.embed_video(model, ib.video_input(gt_by_key[k].path, gt_by_key[k].start_sec,
                                                         gt_by_key[k].duration_sec)),
-        desc="ImageBind video", progress=options.progress, failures=failed)
+        desc="ImageBind video", progress=options.progress, failures=failed_gt)
+    _gt_failures(failed, gt, failed_gt)
     a = aud_cache.get_or_compute(
         [(s.key, _sample_source(s)) for s in gen],
         lambda k: ib.embed_audio(model, ib.audio_input(gen_by_key[k].path, gen_by_key[k].start_sec,
                                                         gen_by_key[k].duration_sec)),
         desc=f"ImageBind audio ({set_key})", progress=options.progress, failures=failed)
-    gt_key = {s.clip_id: s.key for s in gt}
-    usable = [s for s in gen if s.key in a and gt_key[s.clip_id] in v]
+    video_key = {s.clip_id: s.key for s in gt}
+    usable = [s for s in gen if s.key in a and video_key[s.clip_id] in v]
     for s in gen:
-        if s.key in a and gt_key[s.clip_id] not in v:
-            failed.setdefault(s.key, f"its clip's video failed: {failed.get(gt_key[s.clip_id], '')}")
+        if s.key in a and video_key[s.clip_id] not in v:
+            failed.setdefault(s.key, "its clip's video failed (see 'ground truth <clip id>')")
     if not usable:
         raise EvaluationError(f"IB: no clip could be scored ({len(failed)} failed)")
-    scores = ib.ib_scores([v[gt_key[s.clip_id]] for s in usable], [a[s.key] for s in usable])
+    scores = ib.ib_scores([v[video_key[s.clip_id]] for s in usable], [a[s.key] for s in usable])
+    out["per_item"] = dict(zip((s.key for s in usable), scores.tolist()))
     return float(scores.mean()), {"extractor": {"checkpoint": ckpt, "sha256": sha}, "scale": ib.SCALE,
                                   "caches": {"video": vid_cache.stats(), "audio": aud_cache.stats()}}
 
 
-def _run_sync(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tuple[float, dict[str, Any]]:
+def _run_sync(dataset, gt, gen, set_key, options, failed: dict[str, str], out: dict[str, Any]
+              ) -> tuple[float, dict[str, Any]]:
     from benchmarks.metrics import sync
 
     ckpt, sha = weights_checksum(sync.WEIGHTS_NAME, options.checkpoints.get("sync"), options.debug_weights)
@@ -192,6 +227,8 @@ def _run_sync(dataset, gt, gen, set_key, options, failed: dict[str, str]) -> tup
     feats = cache.get_or_compute(items, predict, desc=f"Synchformer ({set_key})", progress=options.progress,
                                  failures=failed)
     offsets = {k: float(sync.SyncFeatures.from_tensor(t).offset_sec) for k, t in feats.items()}
+    out["per_item"] = {k: 1000.0 * abs(o) for k, o in offsets.items()}
+    out["offsets"] = offsets
     return sync.sync_score_ms(list(offsets.values())), {
         "extractor": {"checkpoint": ckpt, "sha256": sha}, "protocol": sync.PROTOCOL,
         "caches": {"gen": cache.stats()}, "offsets_sec": offsets}
@@ -234,21 +271,75 @@ class VAuraPaperProtocol:
             raise EvaluationError(f"no clip of {dataset.name!r} has a usable output")
         gen = [s for cid in present for s in outputs.samples[cid]]
         gt = _gt_samples(dataset, present)
-        runners = {"fad": lambda f: _run_fad(dataset, gt, gen, ctx.set_key, options, f),
-                   "kld": lambda f: _run_kld(dataset, gt, gen, ctx.set_key, options, self.kld_config, f),
-                   "ib": lambda f: _run_ib(dataset, gt, gen, ctx.set_key, options, f),
-                   "sync_ms": lambda f: _run_sync(dataset, gt, gen, ctx.set_key, options, f)}
+        runners = {"fad": lambda f, o: _run_fad(dataset, gt, gen, ctx.set_key, options, f, o),
+                   "kld": lambda f, o: _run_kld(dataset, gt, gen, ctx.set_key, options, self.kld_config, f, o),
+                   "ib": lambda f, o: _run_ib(dataset, gt, gen, ctx.set_key, options, f, o),
+                   "sync_ms": lambda f, o: _run_sync(dataset, gt, gen, ctx.set_key, options, f, o)}
         run = ProtocolRun(counts={"clips": len(present), "samples": len(gen)})
+        per_item: dict[str, dict[str, float]] = {}
+        offsets: dict[str, float] = {}
         for m in ctx.metrics:
             t0 = time.perf_counter()
-            failed: dict[str, str] = {}  # sample or clip key -> why this metric left it out
-            run.values[m], run.details[m] = runners[m](failed)
+            failed: dict[str, str] = {}  # sample key or gt_key(clip id) -> why this metric left it out
+            out: dict[str, Any] = {}  # per-item values, bootstrap inputs
+            run.values[m], run.details[m] = runners[m](failed, out)
             run.extractors[m] = run.details[m]["extractor"]
             run.seconds[m] = round(time.perf_counter() - t0, 3)
+            if "per_item" in out:
+                per_item[m] = out["per_item"]
+            if "set" in out:
+                run.set_statistics.append(out["set"])
+            offsets.update(out.get("offsets", {}))
             for key, why in failed.items():
                 run.excluded[key] = f"{run.excluded[key]}; {m}: {why}" if key in run.excluded else f"{m}: {why}"
             if failed:
                 run.warnings.append(f"{m}: {len(failed)} clips or samples could not be read or scored and are "
                                     f"left out (listed under 'excluded')")
             log.info("%s = %.4f (%.1f s)", m, run.values[m], run.seconds[m])
+        run.items = self._rows(dataset, outputs, run.excluded, per_item, offsets)
         return run
+
+    @staticmethod
+    def _rows(dataset: Dataset, outputs: Any, excluded: dict[str, str], per_item: dict[str, dict[str, float]],
+              offsets: dict[str, float]) -> list[dict[str, Any]]:
+        """The per-clip table's rows: every sample of every clip with output, then a ``gt:`` row per clip
+        without (dataset order)."""
+        rows: list[dict[str, Any]] = []
+        missing_rows: list[dict[str, Any]] = []
+        for clip in dataset.clips:
+            video = os.path.abspath(clip.video)
+            common = {"clip_id": clip.id, "label": clip.label, "gt_audio_path": video, "video_path": video,
+                      "start_sec": clip.start_sec, "window_sec": clip.window_sec}
+            gt_why = excluded.get(gt_key(clip.id), "")
+            gt_reason = f"{gt_key(clip.id)}: {gt_why}" if gt_why else ""
+            if clip.id not in outputs.samples:
+                why = outputs.missing.get(clip.id, "no output")
+                missing_rows.append({**common, "item": f"gt:{clip.id}", "sample": None, "status": "missing",
+                                     "reason": per_clip.join_reasons([why, gt_reason])})
+                continue
+            for s in outputs.samples[clip.id]:
+                reason = per_clip.join_reasons([excluded.get(s.key, ""), gt_reason])
+                rows.append({**common, "item": s.key, "sample": s.index, "generated_path": os.path.abspath(s.path),
+                             "status": per_clip.status_of(reason), "reason": reason,
+                             **{m: values.get(s.key) for m, values in per_item.items()},
+                             "sync_offset_sec": offsets.get(s.key)})
+        return rows + missing_rows
+
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+                              ) -> tuple[dict[str, SetInput], dict[str, str]]:
+        """FAD's `SetInput` over the clips `units`, read back from the result's VGGish caches (each clip's
+        ground-truth frames and its samples' frames); ``{metric: why}`` where that is impossible."""
+        if result["metrics"].get("fad") is None:
+            return {}, {}
+        try:
+            caches = result["metric_details"]["fad"]["caches"]
+            sha = result["extractors"]["fad"]["sha256"]
+            gen_keys = {r["item"]: r["clip_id"] for r in rows if r["clip_id"] in units and r["status"] != "missing"}
+            gen = read_cached_features(caches["gen"]["directory"], list(gen_keys), sha, FAD_PARAMS)
+            gt = read_cached_features(caches["gt"]["directory"], [f"{c}#0" for c in sorted(units)], sha, FAD_PARAMS)
+        except (KeyError, TypeError) as e:
+            return {}, {"fad": f"the result does not record its VGGish caches ({e})"}
+        except ToolkitError as e:
+            return {}, {"fad": str(e)}
+        return {"fad": SetInput("fd", ("fad",), [(gen_keys[k], v) for k, v in gen.items()],
+                                [(k.rsplit("#", 1)[0], v) for k, v in gt.items()])}, {}

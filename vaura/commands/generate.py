@@ -10,6 +10,7 @@ import click
 
 from vaura.sampler import SamplingParams
 from visualsound.utils.cli import threads_option
+from visualsound.utils.shard import shard_option_help
 
 
 @click.command("generate")
@@ -30,7 +31,8 @@ from visualsound.utils.cli import threads_option
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Softmax temperature (0: greedy).")
 @click.option("--greedy", is_flag=True, help="Argmax decoding instead of sampling.")
 @click.option("--seed", type=int, default=None,
-              help="Sampling seed (batch mode: seed + crc32 of each video's name, recorded per item).")
+              help="Sampling seed; sample i uses seed + i (folder mode: seed + crc32 of each video's name + i, "
+                   "recorded per item). Default: a random seed, recorded.")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Soundtracks per video.")
 @click.option("--stride", type=float, default=0.64, show_default=True,
               help="Window stride in seconds for videos longer than 2.56 s.")
@@ -43,32 +45,44 @@ from visualsound.utils.cli import threads_option
 @click.option("--compile", "compile_step", is_flag=True,
               help="torch.compile the sampler's decode step (CUDA: fewer, fused kernels; compiles once, worth it "
                    "for batch jobs).")
+@click.option("--batch-clips", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folder mode: videos per sampler batch (windows aligned, shorter videos' rows masked). A video's "
+                   "audio depends on its name, seed and this setting only, not on the other videos of its batch.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Precision of the transformer (and the visual encoder, under autocast); the codec stays fp32. "
+                   "fp32 reproduces the release; bf16 / fp16 are for GPUs (see the README's fidelity numbers).")
+@click.option("--decode-workers", type=click.IntRange(min=0), default=None,
+              help="Threads reading videos ahead of the sampler (default: 0 on CPU, 4 on CUDA, capped at the cores).")
+@click.option("--shard", "shard_spec", default=None, help=shard_option_help("videos", "file stem"))
 @click.option("--cpu-linear", type=click.Choice(["auto", "thin", "packed", "off"]), default="auto",
               show_default=True,
               help="CPU: how the transformer's linear layers run. thin: an AVX2 kernel built on first use (a "
-                   "paper-size generation ~2x faster than plain, equal up to float rounding; up to 16 samples "
-                   "with CFG); packed: weights pre-packed for oneDNN (~1.5x); off: plain torch. auto: thin from 16 "
+                   "paper-size generation ~2x faster than plain, equal up to float rounding; up to 32 rows a "
+                   "step: 2 x samples x batch clips with CFG); packed: weights pre-packed for oneDNN (~1.5x; also "
+                   "beyond 32 rows); off: plain torch. auto: thin from 16 "
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
 @threads_option
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, cpu_linear: str,
-             threads: int | None) -> None:
+             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, batch_clips: int, dtype: str,
+             decode_workers: int | None, shard_spec: str | None, cpu_linear: str, threads: int | None) -> None:
     """Generate 44.1 kHz audio for VIDEO with V-AURA.
 
     Every input frame keeps its time in the mp4 (H.264 is copied; other codecs are re-encoded keeping each
     frame's time), with the display rotation and start time of the input; odd frame sizes are padded by one edge
     row / column. Folder outputs: OUT/<stem>.wav next to OUT/<stem>.mp4 (what `vbench evaluate --model dir:OUT`
-    reads); OUT/generation.json is rewritten after every video.
+    reads); OUT/generation.json is rewritten after every video (OUT/generation-shard-<i>-of-<n>.json per shard:
+    several processes, GPUs or machines may share one OUT, see --shard).
     """
     from tqdm import tqdm
 
-    from vaura.generate import check_unique_names, find_videos, generate_batch, load_pipeline
+    from vaura.generate import check_unique_names, find_videos, generate_folder, load_pipeline
     from visualsound.media.formats import is_video_path
     from visualsound.utils.atomic import atomic_write_json
-    from visualsound.utils.threads import set_threads
+    from visualsound.utils.shard import rank_device, resolve_shard, select_items
+    from visualsound.utils.threads import cap_default_workers, set_threads
 
     if num_samples < 1:
         raise click.BadParameter("must be >= 1", param_hint="--num-samples")
@@ -86,7 +100,19 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
                                      f"output folder, not the file name {out}", param_hint="--out")
         listing = find_videos(src, root)  # refuses an empty folder before any weights are loaded
         check_unique_names(listing.videos)
-    rows = 2 * num_samples if cfg_scale != 1.0 else num_samples  # a decode step's product rows
+    shard = resolve_shard(shard_spec)
+    if single and shard.sharded:
+        raise click.BadParameter("one video cannot be sharded; give a folder or a split file",
+                                 param_hint="--shard")
+    if shard.sharded and seed is None:
+        raise click.BadParameter(f"shard {shard} ({shard.source}) needs --seed: every process must use the same "
+                                 "base seed for the shards to add up to one run", param_hint="--seed")
+    device = rank_device(device)
+    if dtype != "fp32" and cpu_linear in ("thin", "packed"):
+        raise click.BadParameter(f"{cpu_linear} needs fp32 weights (got --dtype {dtype})", param_hint="--cpu-linear")
+    if decode_workers is None:
+        decode_workers = 0 if device.startswith("cpu") else cap_default_workers(4, "generate decode workers")
+    rows = (2 if cfg_scale != 1.0 else 1) * num_samples * (1 if single else batch_clips)  # a step's product rows
     # explicit backends that cannot apply are refused before any weights are loaded
     if cpu_linear in ("thin", "packed") and (compile_step or not device.startswith("cpu")):
         raise click.BadParameter(f"{cpu_linear} is for CPU generation without --compile (got --device "
@@ -96,15 +122,17 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
 
         why = unavailable_reason(rows)
         if why is not None:
-            raise click.BadParameter(f"{why} ({num_samples} samples)", param_hint="--cpu-linear thin")
+            raise click.BadParameter(f"{why} ({num_samples} samples x {batch_clips} videos per batch)",
+                                     param_hint="--cpu-linear thin")
     pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
                          visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
     pipe.compile_step = compile_step
-    backend = pipe.accelerate_cpu(cpu_linear, rows=rows)
+    backend = pipe.accelerate_cpu(cpu_linear if dtype == "fp32" else "off", rows=rows)
+    pipe.set_dtype(dtype)
     tag = " [DEBUG WEIGHTS]" if pipe.debug_weights else ""
     settings = {"sampling": vars(params), "num_samples": num_samples, "seed": seed, "stride": stride,
                 "checkpoint": pipe.source, "debug_weights": pipe.debug_weights, "device": device,
-                "compile": compile_step, "cpu_linear": backend}
+                "compile": compile_step, "cpu_linear": backend, "dtype": dtype, "batch_clips": batch_clips}
     t0 = time.perf_counter()
     if single:
         from vaura.generate import generate_for_video, output_paths, write_outputs
@@ -116,30 +144,40 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
         if bad:
             click.echo(f"warning: {src}: {bad} undecodable video packets were skipped", err=True)
         atomic_write_json(out_path.with_suffix(".json"), {
-            **settings, "video": str(src), "duration": res.duration, "windows": len(res.windows),
+            **settings, "seed": res.seeds[0], "seeds": list(res.seeds), "seed_given": seed is not None,
+            "video": str(src), "duration": res.duration, "windows": len(res.windows),
             "bad_packets": bad,
             "outputs": [str(p) for pair in paths for p in (pair if not no_mux else pair[:1])]})
         for wav, mp4 in paths:
             click.echo(f"V-AURA{tag}: {wav}" + ("" if no_mux else f" and {mp4}") +
                        f" ({res.duration:.2f} s, {len(res.windows)} windows, {time.perf_counter() - t0:.1f} s)")
         return
-    videos = listing.videos
+    videos = select_items(listing.videos, shard, key=lambda v: v.stem)
+    if seed is None:  # a fresh base seed, recorded (sharded runs need --seed: every process must use one base)
+        from vaura.generate import random_seed
+
+        seed = random_seed()
+        settings.update(seed=seed, seed_given=False)
+    name = "generation.json" if not shard.sharded else f"generation-shard-{shard.index}-of-{shard.count}.json"
 
     def record(results: list, finished: bool = False) -> dict[str, int]:
         counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-        atomic_write_json(Path(out) / "generation.json", {
-            **settings, "source": str(src), "finished": finished, "total": len(videos), "counts": counts,
+        atomic_write_json(Path(out) / name, {
+            **settings, "source": str(src), "shard": str(shard), "shard_source": shard.source,
+            "listed": len(listing.videos), "finished": finished, "total": len(videos), "counts": counts,
             "bad_packets": sum(r.bad_packets for r in results), "not_videos": [str(p) for p in listing.skipped],
             "items": [r.to_dict() for r in results]})
         return counts
 
-    results = generate_batch(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
-                             skip_existing=not overwrite,
-                             progress=lambda v: tqdm(v, desc=f"vaura generate{tag}", unit="video"), on_item=record)
+    results = generate_folder(videos, out, pipe, params, num_samples, seed, stride, mux=not no_mux,
+                              skip_existing=not overwrite,
+                              progress=lambda it, n: tqdm(it, total=n, desc=f"vaura generate{tag}", unit="video"),
+                              on_item=record, batch_clips=batch_clips, decode_workers=decode_workers)
     counts = record(results, finished=True)
     extra = f", {len(listing.skipped)} files without a video extension ignored" if listing.skipped else ""
+    part = f" (shard {shard}: {len(videos)} of {len(listing.videos)} videos)" if shard.sharded else ""
     click.echo(f"V-AURA{tag}: {counts['done']} generated, {counts['skipped']} skipped, {counts['failed']} failed"
-               f"{extra} -> {out} ({time.perf_counter() - t0:.1f} s)")
+               f"{extra}{part} -> {out} ({time.perf_counter() - t0:.1f} s)")
     for r in results:
         if r.status == "failed":
             click.echo(f"  failed {r.video}: {r.reason}", err=True)

@@ -8,6 +8,7 @@ import json
 import click
 
 from visualsound.scores_io import STATUSES
+from visualsound.utils.shard import shard_option_help
 
 
 @click.command("sync-filter")
@@ -38,8 +39,8 @@ from visualsound.scores_io import STATUSES
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes decoding clips (0: inline).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads of the main process (default: torch's choice).")
-@click.option("--shard", "shard_spec", default="0/1", show_default=True,
-              help="Judge only partition i of n (by clip-id hash); build reads several folders at once.")
+@click.option("--shard", "shard_spec", default=None,
+              help=shard_option_help("clips", "clip id") + " build reads several folders at once.")
 @click.option("--retry", "retry", multiple=True, type=click.Choice(STATUSES),
               help="Statuses a resumed run judges again (repeatable; default: error).")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None,
@@ -54,7 +55,8 @@ from visualsound.scores_io import STATUSES
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, split: str | None,
                 min_sync_windows: int | None, count_key: str | None, stride_sec: float | None, config_spec: str,
-                device: str | None, dtype: str | None, workers: int | None, threads: int | None, shard_spec: str,
+                device: str | None, dtype: str | None, workers: int | None, threads: int | None,
+                shard_spec: str | None,
                 retry: tuple[str, ...], max_batches: int | None, weights_name: str, checkpoint: str | None,
                 debug_weights: bool, no_progress: bool, as_json: bool) -> None:
     """Count each clip's 4.8 s windows that Synchformer predicts at offset 0 and keep clips with enough of them
@@ -62,7 +64,7 @@ def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, s
     import torch
 
     from vaura.sync_filter import SyncFilterConfig, filter_clips
-    from visualsound.scoring import parse_shard
+    from visualsound.utils.shard import rank_device, resolve_shard
 
     overrides = {"device": device, "dtype": dtype, "workers": workers, "split": split,
                  "min_sync_windows": min_sync_windows, "count_key": count_key, "stride_sec": stride_sec,
@@ -70,13 +72,14 @@ def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, s
     cfg = SyncFilterConfig.resolve(config_spec).replace(**{k: v for k, v in overrides.items() if v is not None})
     if threads is not None:
         torch.set_num_threads(threads)
-    shard = parse_shard(shard_spec)
+    shard = resolve_shard(shard_spec)
+    cfg = cfg.replace(device=rank_device(cfg.device))
     from visualsound.vggsound import index_clips, index_folder
 
     index = index_clips(csv_path, videos, pattern) if csv_path is not None else index_folder(videos)[0]
     s = filter_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights,
-                     weights_name=weights_name, shard=shard, max_batches=max_batches, progress=not no_progress)
-    info = {"shard": f"{shard[0]}/{shard[1]}", "in_shard": s.in_shard, "skipped": s.skipped, "judged": s.judged,
+                     weights_name=weights_name, shard=shard.pair, max_batches=max_batches, progress=not no_progress)
+    info = {"shard": str(shard), "in_shard": s.in_shard, "skipped": s.skipped, "judged": s.judged,
             "passed": s.passed, "redecided": s.redecided, "remaining": s.remaining, "statuses": s.statuses,
             "seconds": round(s.seconds, 3), "stopped_early": s.stopped_early,
             "shards": [str(p) for p in s.shards], "debug_weights": s.debug_weights, "out": out_dir,

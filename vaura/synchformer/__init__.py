@@ -16,7 +16,6 @@ Offsets::
 
 from vaura.synchformer.api import (
     OffsetPrediction,
-    av_benchmark_windows,
     init_random_weights,
     load_sync_model,
     load_visual_encoder,
@@ -37,7 +36,7 @@ from vaura.synchformer.visual import MotionFormer
 
 __all__ = [
     "AudioEncoder", "MotionFormer", "OffsetPrediction", "PreprocessError", "SyncOutput", "Synchformer",
-    "SynchformerConfig", "audio_for_sync", "av_benchmark_windows", "init_random_weights", "load_sync_model",
+    "SynchformerConfig", "audio_for_sync", "init_random_weights", "load_sync_model",
     "load_visual_encoder", "paper_window", "predict_offset", "predict_windows", "preprocess_video_for_vaura",
     "video_for_sync",
 ]

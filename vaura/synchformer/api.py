@@ -5,12 +5,10 @@ Protocols for a clip (video uint8 ``[T, H, W, 3]`` at 25 fps, audio float ``[N]`
 * ``paper``: frames resized to short side 256 and centre-cropped to 224 (the ffmpeg re-encode of the paper's
   pipeline, here antialiased bicubic), both streams trimmed to the shorter one, looped to 5 s when shorter, and
   the 4.8 s window of the 5 s crop that upstream's test transforms use: frames 2..121, samples 1280..78079.
-* ``av-benchmark`` (hkchengrex/av-benchmark, as MMAudio evaluates): short side 224 (bicubic) and centre crop,
-  fp32 normalisation (torchvision ``ToDtype(scale=True)`` + ``Normalize(0.5, 0.5)``); the first and the last
-  4.8 s windows on the grid of 16-frame segments with stride 8 (the last window is the last 14 segments of
-  that grid, audio likewise on its 5120-sample grid). The reported offset is the mean of the two windows'
-  offsets, ``desync_sec`` the mean of their absolute values (av-benchmark's DeSync), the probabilities the mean
-  of theirs. No looping: a clip shorter than 4.8 s raises.
+
+av-benchmark's DeSync (MMAudio's evaluator: its own frame selection, resize and windows) lives with that protocol,
+`benchmarks.protocols.avbench.protocol.clip_desync`, built on `Synchformer.visual_features` / `audio_features` /
+`compare`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from visualsound.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("paper", "av-benchmark")
+PROTOCOLS = ("paper",)
 DEBUG_SEED = 0
 CLIP_SECONDS = 5.0  # the paper's test crop
 CLIP_FRAMES = int(CLIP_SECONDS * P.FPS)  # 125
@@ -155,25 +153,6 @@ def paper_window(frames: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tenso
     return P.center_crop(P.resize_short_side(v, 256)), a.unsqueeze(0)
 
 
-def av_benchmark_windows(frames: torch.Tensor, audio: torch.Tensor
-                         ) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
-    """av-benchmark protocol: ``[(start_sec, [1, 120, 224, 224, 3] uint8, [1, 76800] float32)]`` for the first
-    and the last window (one window when they coincide). Raises `PreprocessError` below 4.8 s."""
-    frames, audio = _equalize(frames, _mono(audio))
-    if frames.shape[0] < P.WINDOW_FRAMES:
-        raise P.PreprocessError(f"the av-benchmark protocol needs at least {P.WINDOW_FRAMES / P.FPS:.1f} s of "
-                                f"audio and video; this clip has {frames.shape[0] / P.FPS:.2f} s (it is not "
-                                f"looped; use --protocol paper for short clips)")
-    stride = P.SEGMENT_FRAMES // 2
-    last = stride * ((frames.shape[0] - P.SEGMENT_FRAMES) // stride - (P.N_SEGMENTS - 1))
-    out = []
-    for start in sorted({0, last}):
-        s = start * P.SAMPLES_PER_FRAME
-        v = P.center_crop(P.resize_short_side(frames[start:start + P.WINDOW_FRAMES], P.CROP))
-        out.append((start / P.FPS, v, audio[s:s + P.WINDOW_SAMPLES].unsqueeze(0)))
-    return out
-
-
 # -- prediction --------------------------------------------------------------------------------------------
 @dataclass
 class OffsetPrediction:
@@ -212,14 +191,12 @@ def predict_windows(model: Synchformer, video: torch.Tensor, audio: torch.Tensor
 def predict_offset(model: Synchformer, video: torch.Tensor, audio: torch.Tensor,
                    protocol: str = "paper") -> OffsetPrediction:
     """Offset of a clip: video uint8 ``[T, H, W, 3]`` at 25 fps, audio ``[N]`` or ``[C, N]`` at 16 kHz."""
-    if protocol == "paper":
-        windows = [(WINDOW_START_FRAME / P.FPS, *paper_window(video, audio))]
-    elif protocol == "av-benchmark":
-        windows = av_benchmark_windows(video, audio)
-    else:
-        raise P.PreprocessError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    if protocol != "paper":
+        raise P.PreprocessError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS} (av-benchmark's DeSync: "
+                                "benchmarks.protocols.avbench.protocol.clip_desync)")
+    windows = [(WINDOW_START_FRAME / P.FPS, *paper_window(video, audio))]
     probs = predict_windows(model, torch.cat([w[1] for w in windows]), torch.cat([w[2] for w in windows]),
-                            normalisation="fp16" if protocol == "paper" else "fp32").cpu()
+                            normalisation="fp16").cpu()
     offsets = model.offsets()
     window_offsets = [float(offsets[i]) for i in probs.argmax(-1)]
     return OffsetPrediction(protocol=protocol, probs=probs.mean(0), offsets=offsets,

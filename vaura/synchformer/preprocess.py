@@ -131,6 +131,19 @@ def preprocess_video_for_vaura(frames: torch.Tensor) -> torch.Tensor:
     return values[:, :, idx].transpose(1, 2).contiguous()  # [B, 4, 3, 16, H, W]
 
 
+def preprocess_segments_for_vaura(frames: torch.Tensor) -> torch.Tensor:
+    """16-frame segments ``[N, 16, H, W, 3]`` uint8 -> ``[1, N, 3, 16, 224, 224]`` float32: the values
+    `preprocess_video_for_vaura` gives each segment of a window (a window is 4 such segments), so that segments
+    shared by overlapping windows are encoded once."""
+    frames = _check_frames(frames)
+    if frames.shape[1] != SEGMENT_FRAMES:
+        raise PreprocessError(f"segments are {SEGMENT_FRAMES} frames, got {tuple(frames.shape)}")
+    if frames.shape[2:4] != (CROP, CROP):
+        frames = center_crop(resize_short_side(frames, 256, mode="bilinear"))
+    values = vaura_norm_lut().to(frames.device)[frames.permute(0, 4, 1, 2, 3).int()]  # [N, 3, 16, H, W]
+    return values.unsqueeze(0)
+
+
 # -- audio -------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def mel_filterbank() -> torch.Tensor:

@@ -177,3 +177,13 @@ class MotionFormer(nn.Module):
         param = self.cls_token
         x = preprocess_video_for_vaura(frames.to(param.device)).to(param.dtype)
         return self.forward(x)
+
+    @torch.no_grad()
+    def segment_features(self, segments: torch.Tensor) -> torch.Tensor:
+        """Features of 16-frame segments: uint8 ``[N, 16, H, W, 3]`` -> ``[N, 8, D]``. Segments are encoded
+        independently, so a window's `features` are its 4 segments' (up to float rounding of the batch size)."""
+        from vaura.synchformer.preprocess import preprocess_segments_for_vaura
+
+        param = self.cls_token
+        x = preprocess_segments_for_vaura(segments.to(param.device)).to(param.dtype)
+        return self.forward(x)[0]

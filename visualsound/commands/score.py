@@ -7,8 +7,9 @@ import json
 import click
 
 from visualsound.scores_io import STATUSES
-from visualsound.scoring import DTYPES, ScoringConfig, parse_shard, score_clips
+from visualsound.scoring import DTYPES, ScoringConfig, score_clips
 from visualsound.utils.cli import threads_option
+from visualsound.utils.shard import shard_option_help
 from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, resolve_pattern, summarize_index
 
 
@@ -35,8 +36,9 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
                    "available cores).")
 @click.option("--batches-per-shard", type=int, default=None,
               help="Write a shard every N batches (a killed run loses at most N batches).")
-@click.option("--shard", "shard_spec", default="0/1", show_default=True,
-              help="Score only partition i of n (by clip-id hash); merge the n folders with `visualsound merge`.")
+@click.option("--shard", "shard_spec", default=None,
+              help=shard_option_help("clips", "clip id") + " Shards may share one --out folder, or be merged with "
+                   "`visualsound merge`.")
 @click.option("--silence-threshold", type=float, default=None,
               help="Mark clips whose audio peak is <= this value 'silent' instead of scoring them (default: off, "
                    "silent clips are scored, as VisualSound did). Fixed per --out folder.")
@@ -55,7 +57,7 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
 @threads_option
 def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
-          shard_spec: str, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],
+          shard_spec: str | None, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],
           max_batches: int | None, checkpoint: str | None, debug_weights: bool, no_progress: bool,
           as_json: bool, threads: int | None) -> None:
     """Score every clip of CSV found under VIDEOS with ImageBind; one row per clip (failures included) in OUT."""
@@ -70,7 +72,10 @@ def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: s
     set_threads(threads)
     if max_batches is not None and max_batches < 1:
         raise click.BadParameter("--max-batches must be >= 1", param_hint="--max-batches")
-    shard = parse_shard(shard_spec)
+    from visualsound.utils.shard import rank_device, resolve_shard
+
+    shard = resolve_shard(shard_spec)
+    cfg = cfg.replace(device=rank_device(cfg.device))
     not_videos = []
     if csv_path is None:
         index, not_videos = index_folder(videos)
@@ -82,9 +87,9 @@ def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: s
                        f"{pattern!r} = {resolve_pattern(pattern)!r}; e.g. looked for {found.example_missing}); "
                        "they are recorded as 'missing'. Check --pattern, or score a plain folder without --csv.",
                        err=True)
-    s = score_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights, shard=shard,
+    s = score_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights, shard=shard.pair,
                     max_batches=max_batches, progress=not no_progress)
-    info = {"shard": f"{shard[0]}/{shard[1]}", "in_shard": s.in_shard, "skipped": s.skipped, "scored": s.scored,
+    info = {"shard": str(shard), "in_shard": s.in_shard, "skipped": s.skipped, "scored": s.scored,
             "remaining": s.remaining, "statuses": s.statuses, "clips_per_second": round(s.clips_per_second, 3),
             "seconds": round(s.seconds, 3), "stopped_early": s.stopped_early, "shards": [str(p) for p in s.shards],
             "debug_weights": s.debug_weights, "out": out_dir, "not_videos": len(not_videos)}

@@ -148,22 +148,44 @@ def _run_grouped(inputs: dict[str, torch.Tensor], fn: Callable[[torch.Tensor], A
     return out
 
 
-def extract_audio(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
-                  models: Models, length_sec: float, batch_size: int, desc: str, progress: bool) -> Extracted:
-    """Audio-side features of `items` for `extractors` (a subset of `AUDIO_EXTRACTORS`)."""
+def _lookup(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache]
+            ) -> tuple[Extracted, dict[str, dict[str, Any]], dict[str, set[str]], list[Item]]:
+    """Cached features of `items`: the partly filled `Extracted`, each item's source fingerprint, the names each
+    extractor still needs, and the items with anything to compute."""
     out = Extracted(features={e: {} for e in extractors})
     sources = {it.name: it.source() for it in items}
-    todo: list[Item] = []
+    need: dict[str, set[str]] = {e: set() for e in extractors}
     for it in items:
-        missing = False
         for e in extractors:
             found, value = caches[e].lookup(it.name, sources[it.name])
             if found:
                 out.features[e][it.name] = value
             else:
-                missing = True
-        if missing:
-            todo.append(it)
+                need[e].add(it.name)
+    return out, sources, need, [it for it in items if any(it.name in need[e] for e in extractors)]
+
+
+def _store(names: Sequence[str], out: Extracted, sources: dict[str, dict[str, Any]], need: dict[str, set[str]],
+           caches: dict[str, FeatureCache]) -> None:
+    """Write what was computed for `names` (an unreadable file has nothing to store and is retried next time)."""
+    for e, cache in caches.items():
+        for n in names:
+            if n in need[e] and n in out.features[e] and n not in out.failed:
+                cache.store(n, sources[n], out.features[e][n])
+
+
+def _finish(out: Extracted, caches: dict[str, FeatureCache]) -> Extracted:
+    for e, cache in caches.items():
+        cache.flush()
+        out.caches[e] = cache.stats()
+    return out
+
+
+def extract_audio(items: Sequence[Item], extractors: Sequence[str], caches: dict[str, FeatureCache],
+                  models: Models, length_sec: float, batch_size: int, desc: str, progress: bool) -> Extracted:
+    """Audio-side features of `items` for `extractors` (a subset of `AUDIO_EXTRACTORS`; `caches` has one cache
+    per extractor)."""
+    out, sources, need, todo = _lookup(items, extractors, caches)
     bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress or not todo)
     for chunk in _chunks(todo, batch_size):
         waves: dict[str, tuple[torch.Tensor, int]] = {}
@@ -173,18 +195,11 @@ def extract_audio(items: Sequence[Item], extractors: Sequence[str], caches: dict
             except ToolkitError as e:
                 out.failed[it.name] = f"unreadable: {e}"
                 log.warning("av-benchmark: %s", out.failed[it.name])
-        need = {e: [n for n in waves if n not in out.features[e]] for e in extractors}
-        _audio_batch(waves, need, out, models, length_sec)
-        for e in extractors:
-            for n in need[e]:
-                if n in out.features[e]:
-                    caches[e].store(n, sources[n], out.features[e][n])
+        _audio_batch(waves, {e: [n for n in waves if n in need[e]] for e in extractors}, out, models, length_sec)
+        _store([it.name for it in chunk], out, sources, need, caches)
         bar.update(len(chunk))
     bar.close()
-    for e in extractors:
-        caches[e].flush()
-        out.caches[e] = caches[e].stats()
-    return out
+    return _finish(out, caches)
 
 
 def _inputs(names: Sequence[str], build: Callable[[str], torch.Tensor], dropped: dict[str, Any]
@@ -246,17 +261,7 @@ def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict
     """GT-video features of `items` for `extractors` (a subset of `VIDEO_EXTRACTORS`); a rejected video is
     stored as ``{"rejected": reason}`` in each cache. Synchformer runs one video at a time (its 24 segments of 16
     frames are one batch of 24: about 230 MB of float32 input), ImageBind on `batch_size` videos at once."""
-    out = Extracted(features={e: {} for e in extractors})
-    sources = {it.name: it.source() for it in items}
-    need: dict[str, set[str]] = {e: set() for e in extractors}
-    for it in items:
-        for e in extractors:
-            found, value = caches[e].lookup(it.name, sources[it.name])
-            if found:
-                out.features[e][it.name] = value
-            else:
-                need[e].add(it.name)
-    todo = [it for it in items if any(it.name in need[e] for e in extractors)]
+    out, sources, need, todo = _lookup(items, extractors, caches)
     dev = models.options.device
     bar = tqdm(total=len(todo), desc="GT videos", unit="video", disable=not progress or not todo)
     for chunk in _chunks(todo, batch_size):
@@ -282,13 +287,7 @@ def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict
             ib = models.get("ib")
             for n, emb in _run_grouped(ib_in, lambda b, m=ib: V.ib_video_embedding(m, b.to(dev))).items():
                 out.features["avb-ib-video"][n] = emb.float().cpu()
-        for it in chunk:
-            for e in extractors:
-                if it.name in need[e] and it.name in out.features[e]:
-                    caches[e].store(it.name, sources[it.name], out.features[e][it.name])
+        _store([it.name for it in chunk], out, sources, need, caches)
         bar.update(len(chunk))
     bar.close()
-    for e in extractors:
-        caches[e].flush()
-        out.caches[e] = caches[e].stats()
-    return out
+    return _finish(out, caches)

@@ -14,6 +14,16 @@ the result lists every file a metric left out, with the reason: unpaired names, 
 ``clean_sample_name``, rejected videos, generated clips too short for DeSync, unreadable files. Where the original
 gives NaN (IS below 10 clips) or -1 (an FD whose square root is complex) the metric is null with a note.
 
+Per-clip table (`benchmarks.per_clip`): one row per generated file (its stem; ``clip_id`` the GT clip it pairs
+with by ``clean_sample_name``, else by exact name, else null and status ``unpaired``) with its KL-PANNS-softmax and
+KL-PASST-softmax (the pair's KL, float64; the metric sums float32 values, so the column mean equals it within
+float32 rounding), IB-Score (the pair's cosine) and DeSync (the mean of its two windows' absolute offsets,
+``desync_first_sec`` / ``desync_last_sec``; every pair has two windows, so the metric is the column mean), plus a
+``gt:<clip id>`` row (``missing``) per GT clip no generated file pairs with. A row's reason joins the file's own
+``excluded`` entry and those of its clip's GT audio and video. Bootstrap units: the GT clip (a clip's generated
+and GT rows move together), ``item:<stem>`` for an unpaired file; FD-PANN, FD-VGG and IS-PANNS use every file as
+the original does, so unpaired files and GT clips without a partner are units too.
+
 What is deliberately not copied (it only breaks): the endless loop without ``--audio_length`` (the length is the
 dataset's window, 8 s by default), the silent substitution of the next file when one fails to load (the file is
 listed as unreadable instead), the crash on a batch of only rejected videos, the weights-path bug, and scipy's
@@ -24,12 +34,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from benchmarks.cache import FeatureCache, dataset_cache
+from benchmarks import per_clip
+from benchmarks.bootstrap import SetInput
+from benchmarks.cache import FeatureCache, dataset_cache, read_cached_features
 from benchmarks.datasets import Dataset
 from benchmarks.models import ModelOutputs
 from benchmarks.protocols import EvaluationError, ProtocolRun
@@ -44,8 +59,9 @@ from benchmarks.protocols.avbench.extract import (
     extract_audio,
     extract_video,
 )
-from benchmarks.protocols.avbench.pairing import Pairing, pair
+from benchmarks.protocols.avbench.pairing import Pairing, clean_sample_name, pair
 from benchmarks.results import metric_keys
+from visualsound.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +173,14 @@ class AVBenchmarkProtocol:
                                  "video": vid.caches if vid is not None else {}}
         for e in sorted(extractors):
             run.extractors[e] = models.describe(e)
+        clip_of = clips_of([it.name for it in gen_items], dataset.ids)
+
+        def unit(name: str) -> str:
+            return clip_of[name] if clip_of[name] is not None else f"item:{name}"
+
         groups = [
-            ("panns", lambda: _panns(run, gt, gen, gt_names, gen_names, wanted)),
-            ("vggish", lambda: _vggish(run, gt, gen, gt_names, gen_names, wanted)),
+            ("panns", lambda: _panns(run, gt, gen, gt_names, gen_names, wanted, unit)),
+            ("vggish", lambda: _vggish(run, gt, gen, gt_names, gen_names, wanted, unit)),
             ("passt", lambda: _passt(run, gt, gen, gt_names, gen_names, wanted)),
             ("ib", lambda: _ib(run, gen, vid, gen_names, wanted)),
             ("desync", lambda: _desync(run, gen, vid, gen_names, wanted, models)),
@@ -177,7 +198,117 @@ class AVBenchmarkProtocol:
         if n_excluded:
             run.warnings.append(f"{n_excluded} files were left out of at least one metric; 'excluded' in the "
                                 f"result says which and why")
+        run.items = _rows(dataset, gen_items, clip_of, run, wanted, length, self.missing(dataset, ctx.outputs))
         return run
+
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+                              ) -> tuple[dict[str, SetInput], dict[str, str]]:
+        """The set-level metrics' `SetInput` over the clips `units`, read back from the result's caches: each
+        clip's GT row(s) and the rows of the generated files paired with it; ``{metric: why}`` where a metric
+        cannot be rebuilt (not computed, caches gone or recomputed since)."""
+        gen_of = {r["item"]: r["clip_id"] for r in rows
+                  if r["clip_id"] in units and r["status"] not in ("missing", "unpaired")}
+        out: dict[str, SetInput] = {}
+        problems: dict[str, str] = {}
+        values = result["metrics"]
+        for extractor, specs in SET_METRICS.items():
+            specs = [(kind, keys, fld) for kind, keys, fld in specs if any(values.get(k) is not None for k in keys)]
+            if not specs:
+                continue
+            try:
+                caches = result["metric_details"]["caches"]
+                described = result["extractors"][extractor]
+                params = {"length_sec": float(result["counts"]["length_sec"]), "code_version": CODE_VERSION,
+                          **({"preset": described["preset"]} if "preset" in described else {})}
+                args = (described["sha256"], params)
+                gen = read_cached_features(caches["generated"][extractor]["directory"], list(gen_of), *args)
+                gt = read_cached_features(caches["ground-truth"][extractor]["directory"], sorted(units), *args)
+            except (KeyError, TypeError) as e:
+                problems.update({k: f"the result does not record its {extractor} caches ({e})"
+                                 for _, keys, _ in specs for k in keys})
+                continue
+            except ToolkitError as e:
+                problems.update({k: str(e) for _, keys, _ in specs for k in keys})
+                continue
+            gen = {n: v for n, v in gen.items() if not _dropped(v)}
+            gt = {n: v for n, v in gt.items() if not _dropped(v)}
+            for kind, keys, fld in specs:
+                rows_of: Callable[[Any], Any] = (lambda v: v) if fld is None else (lambda v, f=fld: v[f])
+                out[keys[0]] = SetInput(kind, keys, [(gen_of[n], rows_of(v)) for n, v in gen.items()],
+                                        [(c, rows_of(v)) for c, v in gt.items()] if kind == "fd" else [])
+        return out, problems
+
+
+#: extractor -> the set-level metrics computed from its cached features: (kind, metric keys, field of the value)
+SET_METRICS: dict[str, list[tuple[str, tuple[str, ...], str | None]]] = {
+    "avb-panns": [("fd", ("FD-PANN",), "embedding"), ("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), "logits")],
+    "avb-passt": [("fd", ("FD-PASST",), "features"), ("is", ("ISC-PASST-mean", "ISC-PASST-std"), "logits")],
+    "avb-vggish": [("fd", ("FD-VGG",), None)],
+}
+
+
+def _dropped(value: Any) -> bool:
+    return isinstance(value, dict) and ("dropped" in value or "rejected" in value)
+
+
+def clips_of(generated: list[str], clip_ids: list[str]) -> dict[str, str | None]:
+    """The dataset clip each generated name pairs with: by ``clean_sample_name`` (the PaSST / IB / DeSync rule),
+    else by exact name (KL-PANNS), else None."""
+    ids = set(clip_ids)
+    out: dict[str, str | None] = {}
+    for name in generated:
+        cleaned = clean_sample_name(name)
+        out[name] = cleaned if cleaned in ids else name if name in ids else None
+    return out
+
+
+def _rows(dataset: Dataset, gen_items: list[Item], clip_of: dict[str, str | None], run: ProtocolRun,
+          wanted: set[str], length: float, missing: dict[str, str]) -> list[dict[str, Any]]:
+    """The per-clip table's rows (see the module docstring): generated files by stem, then missing GT clips."""
+    details = run.details
+
+    def per_pair(metric: str, group: str, name: str) -> dict[str, Any]:
+        if metric not in wanted or run.values.get(metric) is None:
+            return {}
+        return details.get(group, {}).get(name, {})
+
+    kl_panns = per_pair("KL-PANNS-softmax", "panns", "kl_per_pair")
+    kl_passt = per_pair("KL-PASST-softmax", "passt", "kl_per_pair")
+    ib = per_pair("IB-Score", "ib", "cosine_per_pair")
+    desync = per_pair("DeSync", "desync", "abs_offset_sec_per_pair")
+
+    def clip_fields(cid: str) -> dict[str, Any]:
+        clip = dataset.clip(cid)
+        return {"clip_id": cid, "label": clip.label, "gt_audio_path": os.path.abspath(clip.audio_source),
+                "video_path": os.path.abspath(clip.video) if clip.video else None, "start_sec": clip.start_sec,
+                "window_sec": length}
+
+    def clip_reasons(cid: str) -> list[str]:
+        keys = (f"ground-truth audio {cid}", f"ground truth {cid}", f"ground-truth video {cid}")
+        return [f"{k}: {run.excluded[k]}" for k in keys if k in run.excluded]
+
+    rows = []
+    for it in gen_items:
+        cid = clip_of[it.name]
+        own = run.excluded.get(f"generated {it.name}", "")
+        row: dict[str, Any] = {"item": it.name, "sample": 0, "generated_path": os.path.abspath(it.path)}
+        if cid is None:
+            row.update({"clip_id": None, "label": "", "status": "unpaired",
+                        "reason": own or "pairs with no ground-truth clip"})
+        else:
+            reason = per_clip.join_reasons([own, *clip_reasons(cid)])
+            row.update({**clip_fields(cid), "status": per_clip.status_of(reason), "reason": reason})
+        row["KL-PANNS-softmax"] = kl_panns.get(it.name)
+        row["KL-PASST-softmax"] = kl_passt.get(it.name)
+        row["IB-Score"] = ib.get(it.name)
+        if it.name in desync:
+            first, last = (float(x) for x in desync[it.name])
+            row.update({"DeSync": (first + last) / 2, "desync_first_sec": first, "desync_last_sec": last})
+        rows.append(row)
+    for cid in sorted(missing):
+        rows.append({**clip_fields(cid), "item": f"gt:{cid}", "sample": None, "status": "missing",
+                     "reason": per_clip.join_reasons([missing[cid], *clip_reasons(cid)])})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ metric groups
@@ -233,7 +364,7 @@ def _usable(run: ProtocolRun, feats: dict[str, Any], names: list[str], side: str
     return out
 
 
-def _panns(run, gt, gen, gt_names, gen_names, wanted) -> bool:
+def _panns(run, gt, gen, gt_names, gen_names, wanted, unit) -> bool:
     if not wanted & {"FD-PANN", "KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"}:
         return False
     g, p = gt.features["avb-panns"], gen.features["avb-panns"]
@@ -252,13 +383,17 @@ def _panns(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     _set_metric(run, "KL-PANNS-softmax", lambda: fm.kl_softmax(pl, gl) if exact.pairs else _no_pairs("KL-PANNS"),
                 wanted)
     _set_is(run, "PANNS", torch.stack([p[n]["logits"] for n in gen_ok]), wanted)
+    run.set_statistics += [
+        SetInput("fd", ("FD-PANN",), [(unit(n), p[n]["embedding"]) for n in gen_ok],
+                 [(n, g[n]["embedding"]) for n in gt_ok]),
+        SetInput("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), [(unit(n), p[n]["logits"]) for n in gen_ok])]
     run.details["panns"] = {"fd_rows": {"generated": len(gen_ok), "ground_truth": len(gt_ok)},
                             "kl_pairing": exact.to_dict(),
                             "kl_per_pair": dict(zip(exact.generated_names, kl.tolist())) if kl is not None else {}}
     return True
 
 
-def _vggish(run, gt, gen, gt_names, gen_names, wanted) -> bool:
+def _vggish(run, gt, gen, gt_names, gen_names, wanted, unit) -> bool:
     if "FD-VGG" not in wanted:
         return False
     g, p = gt.features["avb-vggish"], gen.features["avb-vggish"]
@@ -266,6 +401,8 @@ def _vggish(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     gen_ok = _usable(run, p, gen_names, "generated", "FD-VGG (contributes no rows, as in the original)")
     _set_metric(run, "FD-VGG", lambda: fm.frechet_distance(torch.cat([p[n] for n in gen_ok]),
                                                            torch.cat([g[n] for n in gt_ok])), wanted)
+    run.set_statistics.append(SetInput("fd", ("FD-VGG",), [(unit(n), p[n]) for n in gen_ok],
+                                       [(n, g[n]) for n in gt_ok]))
     run.details["vggish"] = {"rows": {"generated": {n: int(p[n].shape[0]) for n in gen_ok},
                                       "ground_truth": {n: int(g[n].shape[0]) for n in gt_ok}}}
     return True
@@ -290,6 +427,9 @@ def _passt(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     _set_metric(run, "FD-PASST", lambda: fm.frechet_distance(pf, gf), wanted)
     _set_metric(run, "KL-PASST-softmax", lambda: fm.kl_softmax(pl, gl), wanted)
     _set_is(run, "PASST", pl, wanted)
+    units = cleaned.gt_names  # a pair moves with its GT clip
+    run.set_statistics += [SetInput("fd", ("FD-PASST",), list(zip(units, pf)), list(zip(units, gf))),
+                           SetInput("is", ("ISC-PASST-mean", "ISC-PASST-std"), list(zip(units, pl)))]
     run.details["passt"] = {"pairing": cleaned.to_dict(),
                             "kl_per_pair": dict(zip(cleaned.generated_names, fm.kl_per_pair(pl, gl).tolist()))}
     return True
@@ -344,21 +484,70 @@ def _desync(run, gen, vid, gen_names, wanted, models: Models) -> bool:
         run.details["desync"] = {"pairing": p.to_dict()}
         return True
     model = models.get("sync")
-    dev = next(model.parameters()).device
     logits = []
-    with torch.no_grad():
-        for i in range(0, len(p.pairs), DESYNC_BATCH):
-            v = torch.stack([videos[g] for g in p.gt_names[i:i + DESYNC_BATCH]]).to(dev)
-            a = torch.stack([audio[n] for n in p.generated_names[i:i + DESYNC_BATCH]]).to(dev)
-            if v.shape[1] < WINDOW_SEGMENTS or a.shape[1] < WINDOW_SEGMENTS:
-                raise EvaluationError(f"DeSync needs {WINDOW_SEGMENTS} segments per window; got video "
-                                      f"{tuple(v.shape)}, audio {tuple(a.shape)}")
-            first = model.compare(v[:, :WINDOW_SEGMENTS], a[:, :WINDOW_SEGMENTS])[0]
-            last = model.compare(v[:, -WINDOW_SEGMENTS:], a[:, -WINDOW_SEGMENTS:])[0]
-            logits.append(torch.stack([first, last], dim=1).float().cpu())
-    window_logits = torch.cat(logits)  # [N, 2, 21]
-    offsets = fm.desync_offsets(window_logits)
+    for i in range(0, len(p.pairs), DESYNC_BATCH):
+        v = torch.stack([videos[g] for g in p.gt_names[i:i + DESYNC_BATCH]])
+        a = torch.stack([audio[n] for n in p.generated_names[i:i + DESYNC_BATCH]])
+        logits.append(window_logits(model, v, a))
+    offsets = fm.desync_offsets(torch.cat(logits))  # logits [N, 2, 21] -> [N, 2]
     _set_metric(run, "DeSync", lambda: fm.desync(offsets), wanted)
     run.details["desync"] = {"pairing": p.to_dict(), "abs_offset_sec_per_pair": {
         n: offsets[i].tolist() for i, n in enumerate(p.generated_names)}}
     return True
+
+
+# ------------------------------------------------------------------------------------------------ one clip
+@torch.no_grad()
+def window_logits(model: torch.nn.Module, video_feats: torch.Tensor, audio_feats: torch.Tensor) -> torch.Tensor:
+    """The sync head on the first and the last 14 segments of each pair: features ``[B, S, 8, Dv]`` and
+    ``[B, S, 6, Da]`` (S = 24 for 8 s) -> logits ``[B, 2, 21]`` (float32, CPU), as the original's two
+    ``compare_v_a`` calls."""
+    if video_feats.shape[1] < WINDOW_SEGMENTS or audio_feats.shape[1] < WINDOW_SEGMENTS:
+        raise EvaluationError(f"DeSync needs {WINDOW_SEGMENTS} segments per window; got video "
+                              f"{tuple(video_feats.shape)}, audio {tuple(audio_feats.shape)}")
+    dev = next(model.parameters()).device
+    v, a = video_feats.to(dev), audio_feats.to(dev)
+    first = model.compare(v[:, :WINDOW_SEGMENTS], a[:, :WINDOW_SEGMENTS])[0]
+    last = model.compare(v[:, -WINDOW_SEGMENTS:], a[:, -WINDOW_SEGMENTS:])[0]
+    return torch.stack([first, last], dim=1).float().cpu()
+
+
+@dataclass(frozen=True)
+class ClipDesync:
+    """One clip's DeSync as the protocol computes it: the two windows' logits ``[2, 21]`` (first 4.8 s, last
+    4.8 s of the first `length_sec`), their signed offsets (s, audio relative to video) and the clip's DeSync
+    (mean absolute offset, s)."""
+
+    logits: torch.Tensor
+    offsets_sec: tuple[float, float]
+    desync_sec: float
+    window_starts_sec: tuple[float, float]
+
+    def top(self, k: int = 3) -> list[tuple[float, float]]:
+        """The `k` most likely ``(offset_sec, probability)`` of the mean of the two windows' softmax."""
+        probs = self.logits.softmax(-1).mean(0)
+        p, i = probs.topk(min(k, probs.numel()))
+        grid = fm.sync_grid()
+        return [(float(grid[j]), float(q)) for q, j in zip(p, i)]
+
+
+def clip_desync(model: torch.nn.Module, video: str | os.PathLike, audio: str | os.PathLike | None = None,
+                length_sec: float = LENGTH_SEC) -> ClipDesync:
+    """DeSync of one clip exactly as ``vbench evaluate --protocol av-benchmark`` computes it for a pair: the
+    video's 25 fps frames (FFmpeg's ``fps`` rule, the lost last frame) and the audio of `audio` (default: the
+    video's own track). Raises `EvaluationError` with the original's rejection reason for a video it would drop,
+    and `AudioTooShortError` for audio shorter than `length_sec`."""
+    from benchmarks.protocols.avbench import audio as A
+    from benchmarks.protocols.avbench import video as V
+
+    frames = V.read_video_frames(video, length_sec)
+    if frames.rejection:
+        raise EvaluationError(f"{video}: the av-benchmark protocol rejects this video: {frames.rejection}")
+    wave, sr = A.read_audio(audio if audio is not None else video)
+    a = A.sync_audio_features(model, A.sync_audio_input(A.sync_wave(wave, sr, length_sec)[None]))
+    v = V.sync_video_features(model, V.sync_segments(V.sync_video_input(frames.sync.frames))[None])
+    logits = window_logits(model, v, a)[0]
+    grid = fm.sync_grid()
+    offsets = (float(grid[logits[0].argmax()]), float(grid[logits[1].argmax()]))
+    last_start = (a.shape[1] - WINDOW_SEGMENTS) * A.SYNC_SEGMENT_HOP / A.SYNC_SAMPLE_RATE  # 3.2 s for 8 s
+    return ClipDesync(logits, offsets, fm.desync(fm.desync_offsets(logits[None])), (0.0, last_start))

@@ -1,0 +1,296 @@
+"""``vbench compare``: a paired comparison of two results on the clips both have.
+
+Two results are comparable only under the same protocol (name and version), on the same dataset manifest (its
+fingerprint: the same clips, files and windows), with the same kind of weights (debug vs real) and the same
+extractor weights; anything else is refused with a message saying what differs.
+
+The comparison uses only the clips both results scored (by clip id; a clip that one side is missing, or a
+generated file that pairs with no clip, is not compared) and lists the clips only one side has. Per metric:
+
+* **per-item metrics** (KL per pair, IB, Sync / DeSync): the mean of each side's per-item values over the common
+  clips (from the per-clip tables, `benchmarks.per_clip`), a clip's samples grouped;
+* **set-level metrics** (FAD / FD_*, IS): recomputed on the common clips from the features in the results' caches
+  (the protocol's ``cached_set_statistics``), each clip's generated and ground-truth rows as one unit;
+
+then the **paired bootstrap** (`benchmarks.bootstrap.paired_differences`): each resample draws the common clips
+with replacement and evaluates both sides on the same draw; the difference ``B - A`` gets a 95 % interval
+(percentile for per-item metrics, normal for set-level ones) and a two-sided p-value from the same
+replicates. Values are those on the common clips, so they can differ from each result's own numbers when the clip
+sets differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bootstrap as bs
+from benchmarks import per_clip
+from benchmarks.results import load_result, load_results, metric_specs
+from visualsound.errors import ToolkitError
+
+FORMATS = ("text", "markdown", "json")
+SIGNIFICANCE = 0.05
+_LISTED = 20  # clip ids listed in text / markdown (json lists all)
+
+
+class CompareError(ToolkitError):
+    """Two results cannot be compared, or a result / model cannot be found."""
+
+
+@dataclass
+class Comparison:
+    """The outcome of `compare_results` (see the module docstring)."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    common: list[str]
+    only_a: list[str]
+    only_b: list[str]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    resamples: int = bs.DEFAULT_RESAMPLES
+    set_resamples: int = bs.DEFAULT_SET_RESAMPLES
+    seed: int = 0
+    level: float = bs.LEVEL
+
+    @property
+    def protocol(self) -> str:
+        return self.a["protocol"]["name"]
+
+
+def _who(result: dict[str, Any]) -> str:
+    return f"{result['model']['name']} ({Path(result.get('_path', '?')).name})"
+
+
+def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Raise `CompareError` saying what differs when `a` and `b` are not comparable."""
+    pa, pb = a["protocol"], b["protocol"]
+    if pa["name"] != pb["name"]:
+        raise CompareError(f"A {_who(a)} was evaluated under protocol {pa['name']}, B {_who(b)} under "
+                           f"{pb['name']}: their metrics measure different things and cannot be compared; "
+                           f"evaluate both under one protocol")
+    if pa.get("version") != pb.get("version"):
+        raise CompareError(f"A and B were evaluated under different versions of protocol {pa['name']} "
+                           f"({pa.get('version')} vs {pb.get('version')}); re-evaluate the older one")
+    da, db = a["dataset"], b["dataset"]
+    if da["fingerprint"] != db["fingerprint"]:
+        raise CompareError(f"A and B were evaluated on different datasets: A on {da['name']} [manifest "
+                           f"{da['fingerprint'][:8]}, {da['num_clips']} clips], B on {db['name']} [manifest "
+                           f"{db['fingerprint'][:8]}, {db['num_clips']} clips]; compare results of one manifest")
+    if bool(a["debug_weights"]) != bool(b["debug_weights"]):
+        debug, real = (a, b) if a["debug_weights"] else (b, a)
+        raise CompareError(f"{_who(debug)} was made with DEBUG WEIGHTS (seeded random models), {_who(real)} with "
+                           f"real weights: a difference between them means nothing")
+    ea, eb = a.get("extractors", {}), b.get("extractors", {})
+    differ = sorted(k for k in set(ea) & set(eb) if ea[k].get("sha256") != eb[k].get("sha256"))
+    if differ:
+        raise CompareError(f"A and B used different extractor weights for {', '.join(differ)} (e.g. {differ[0]}: "
+                           f"{str(ea[differ[0]].get('sha256'))[:12]} vs {str(eb[differ[0]].get('sha256'))[:12]}); "
+                           f"their numbers are not on one scale")
+
+
+def _scored_clips(rows: Sequence[dict[str, Any]]) -> set[str]:
+    return {r["clip_id"] for r in rows if r["clip_id"] is not None and r["status"] in ("scored", "excluded")}
+
+
+def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DEFAULT_RESAMPLES,
+                    set_resamples: int = bs.DEFAULT_SET_RESAMPLES, seed: int = 0, level: float = bs.LEVEL,
+                    device: str = "cpu") -> Comparison:
+    """Compare result `b` with result `a` (both loaded with ``_path``) on their common clips (Fréchet distances
+    computed on `device`)."""
+    from benchmarks.protocols import get_protocol
+
+    check_comparable(a, b)
+    rows_a = per_clip.load_for_result(a).to_pylist()
+    rows_b = per_clip.load_for_result(b).to_pylist()
+    clips_a, clips_b = _scored_clips(rows_a), _scored_clips(rows_b)
+    common = sorted(clips_a & clips_b)
+    out = Comparison(a, b, common, sorted(clips_a - clips_b), sorted(clips_b - clips_a), resamples=resamples,
+                     set_resamples=set_resamples, seed=seed, level=level)
+    if not common:
+        raise CompareError(f"A {_who(a)} and B {_who(b)} have no scored clip in common ({len(clips_a)} and "
+                           f"{len(clips_b)} clips)")
+    units = set(common)
+    va, vb = a["metrics"], b["metrics"]
+    both = [k for k in (m.key for m in metric_specs(out.protocol)) if k in va and k in vb]
+    for k in both:
+        if va[k] is None or vb[k] is None:
+            out.skipped[k] = "undefined (null) in " + " and ".join(s for s, v in (("A", va[k]), ("B", vb[k]))
+                                                                   if v is None)
+    for k in sorted(set(va) ^ set(vb)):
+        out.skipped[k] = f"computed only in {'A' if k in va else 'B'}"
+    pairs: list[tuple[Any, Any]] = []
+    item_metrics = [k for k in per_clip.item_metrics(out.protocol) if k in both and k not in out.skipped]
+    for k in item_metrics:
+        sa = per_clip.item_statistics([r for r in rows_a if r["clip_id"] in units], [k]).get(k)
+        sb = per_clip.item_statistics([r for r in rows_b if r["clip_id"] in units], [k]).get(k)
+        shared = set(sa.units if sa else ()) & set(sb.units if sb else ())
+        if not shared:
+            out.skipped[k] = "no common clip has a value on both sides"
+            continue
+        pairs.append((sa.restrict(shared), sb.restrict(shared)))
+    protocol = get_protocol(out.protocol)
+    set_keys = [k for k in both if k not in item_metrics and k not in out.skipped]
+    if set_keys:
+        inputs_a, problems_a = protocol.cached_set_statistics(a, rows_a, units)
+        inputs_b, problems_b = protocol.cached_set_statistics(b, rows_b, units)
+        for name in [n for n in inputs_a if n in inputs_b and set(inputs_a[n].keys) & set(set_keys)]:
+            ia, ib = inputs_a[name], inputs_b[name]
+            shared = ia.paired_units() & ib.paired_units()
+            if not shared:
+                out.skipped.update({k: "no common clip has features on both sides" for k in ia.keys})
+                continue
+            pairs.append((ia.restrict(shared).statistic(device), ib.restrict(shared).statistic(device)))
+        done = {k for pair in pairs for k in pair[0].keys}
+        for k in set_keys:
+            if k not in done and k not in out.skipped:
+                why = problems_a.get(k) or problems_b.get(k) or "its features could not be read back"
+                side = "A" if k in problems_a else "B" if k in problems_b else "A/B"
+                out.skipped[k] = f"{side}: {why}"
+    diffs = bs.paired_differences(pairs, resamples, set_resamples, seed, level)
+    order = [m.key for m in metric_specs(out.protocol)]
+    out.metrics = {k: diffs[k] for k in order if k in diffs and k in both}
+    out.skipped = {k: out.skipped[k] for k in sorted(out.skipped, key=lambda k: order.index(k) if k in order else 99)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ lookup
+def find_result(results_dir: str | os.PathLike, dataset: str, model: str, protocol: str | None = None
+                ) -> dict[str, Any]:
+    """The one result of `model` on `dataset` (optionally under `protocol`) in a results folder; `CompareError`
+    when there is none or several (listing them)."""
+    found = [r for r in load_results(results_dir) if r["dataset"]["name"] == dataset and r["model"]["name"] == model
+             and (protocol is None or r["protocol"]["name"] == protocol)]
+    if not found:
+        raise CompareError(f"no result of model {model!r} on dataset {dataset!r}"
+                           f"{f' under protocol {protocol}' if protocol else ''} in {results_dir}")
+    if len(found) > 1:
+        files = ", ".join(Path(r["_path"]).name for r in found)
+        raise CompareError(f"{len(found)} results of model {model!r} on dataset {dataset!r} in {results_dir} "
+                           f"({files}); pass --protocol or the two result files instead")
+    return found[0]
+
+
+def load_pair(a: str, b: str, results_dir: str | None = None, dataset: str | None = None,
+              protocol: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two result files, or (with `results_dir` and `dataset`) two model names' results."""
+    if results_dir is None:
+        if dataset is not None:
+            raise CompareError("--dataset selects models from a --results folder; with two result files leave "
+                               "it out")
+        return load_result(a), load_result(b)
+    if dataset is None:
+        raise CompareError("comparing two models of a --results folder needs --dataset NAME")
+    return (find_result(results_dir, dataset, a, protocol), find_result(results_dir, dataset, b, protocol))
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _spec(protocol: str, key: str) -> Any:
+    return next(m for m in metric_specs(protocol) if m.key == key)
+
+
+def _num(value: float | None, spec: Any, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    digits = spec.digits + 1
+    return f"{spec.display(value):+.{digits}f}" if signed else f"{spec.display(value):.{digits}f}"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def verdict(entry: dict[str, Any], lower_is_better: bool) -> str:
+    """``B better`` / ``A better`` when p < 0.05, else ``no significant difference``."""
+    if entry.get("p") is None:
+        return "n/a"
+    if entry["p"] >= SIGNIFICANCE:
+        return "no significant difference"
+    b_lower = entry["diff"] < 0
+    return "B better" if b_lower == lower_is_better else "A better"
+
+
+def _table_rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for key, e in c.metrics.items():
+        spec = _spec(c.protocol, key)
+        ci = "n/a" if e["lo"] is None else f"[{_num(e['lo'], spec, True)}, {_num(e['hi'], spec, True)}]"
+        rows.append([f"{spec.label} {'↓' if spec.lower_is_better else '↑'}", _num(e["a"], spec), _num(e["b"], spec),
+                     _num(e["diff"], spec, True), ci, _p(e["p"]), str(e["units"]), e["method"],
+                     verdict(e, spec.lower_is_better)])
+    return rows
+
+
+COLUMNS = ["metric", "A", "B", "B - A", "95% interval", "p", "clips", "method", "verdict"]
+
+
+def _ids(ids: list[str]) -> str:
+    more = f", ... ({len(ids) - _LISTED} more)" if len(ids) > _LISTED else ""
+    return ", ".join(ids[:_LISTED]) + more
+
+
+def _header_lines(c: Comparison) -> list[str]:
+    a, b = c.a, c.b
+    ds = a["dataset"]
+    lines = [f"A: {_who(a)}", f"B: {_who(b)}",
+             f"dataset {ds['name']} [manifest {ds['fingerprint'][:8]}, {ds['num_clips']} clips], protocol "
+             f"{c.protocol} v{a['protocol']['version']}"]
+    if a["debug_weights"]:
+        lines.append("DEBUG WEIGHTS: both results were made with seeded random models; the numbers are meaningless")
+    lines.append(f"clips compared: {len(c.common)} in common; {len(c.only_a)} only in A"
+                 + (f" ({_ids(c.only_a)})" if c.only_a else "") + f"; {len(c.only_b)} only in B"
+                 + (f" ({_ids(c.only_b)})" if c.only_b else ""))
+    lines.append(f"paired bootstrap over the common clips: {c.resamples} resamples ({c.set_resamples} for the "
+                 f"set-level metrics), seed {c.seed}, {100 * c.level:g}% intervals of B - A; values are on the common "
+                 f"clips")
+    return lines
+
+
+def render_text(c: Comparison) -> str:
+    rows = _table_rows(c)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(COLUMNS)]
+    out = _header_lines(c) + [""]
+    out.append("  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths)).rstrip())
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    out += [f"  not compared: {k}: {why}" for k, why in c.skipped.items()]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(c: Comparison) -> str:
+    out = [f"- {line}" for line in _header_lines(c)] + [""]
+    out += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    out += ["| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in _table_rows(c)]
+    if c.skipped:
+        out += [""] + [f"- not compared: {k}: {why}" for k, why in c.skipped.items()]
+    return "\n".join(out) + "\n"
+
+
+def to_dict(c: Comparison) -> dict[str, Any]:
+    def side(r: dict[str, Any]) -> dict[str, Any]:
+        return {"model": r["model"]["name"], "result": r.get("_path"), "metrics": r["metrics"]}
+
+    return {"format": "vbench-compare", "protocol": c.a["protocol"], "dataset": c.a["dataset"],
+            "debug_weights": bool(c.a["debug_weights"]), "a": side(c.a), "b": side(c.b),
+            "clips": {"common": len(c.common), "only_a": c.only_a, "only_b": c.only_b},
+            "bootstrap": {"resamples": c.resamples, "set_resamples": c.set_resamples, "seed": c.seed,
+                          "level": c.level, "unit": "clip"},
+            "metrics": c.metrics, "not_compared": c.skipped}
+
+
+def render_json(c: Comparison) -> str:
+    return json.dumps(to_dict(c), indent=2) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
+
+
+def render(c: Comparison, fmt: str) -> str:
+    if fmt not in RENDERERS:
+        raise CompareError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return RENDERERS[fmt](c)
