@@ -1,8 +1,8 @@
 """``vbench report``: the listening report of result files, one self-contained folder that opens from disk.
 
 ``vbench report RESULTS... --out report/`` reads result JSONs (files or folders) and the per-clip table each one
-records under ``per_clip`` (``<name>.clips.parquet``, one row per item; the schema of issue 17, checked column by
-column: `read_per_clip`) and writes ``report/index.html`` with, per (dataset manifest, protocol) -- the grouping of
+records under ``per_clip`` (``<name>.clips.parquet``, one row per item; `benchmarks.per_clip`, checked by
+`read_per_clip`) and writes ``report/index.html`` with, per (dataset manifest, protocol) -- the grouping of
 `benchmarks.leaderboard.build_tables`, whose HTML tables it reuses:
 
 * the **leaderboard** table of the given results (and their 95 % intervals where a result has ``metric_ci``);
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks import per_clip
 from benchmarks.leaderboard import DEBUG_LABEL, DEBUG_NOTE, Table, build_tables, html_table
 from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, TrackMedia
 from benchmarks.results import MetricSpec, load_result, load_results, metric_specs
@@ -61,132 +62,46 @@ REPORT_FORMAT = "vbench-report"
 REPORT_VERSION = 1
 DEFAULT_MAX_CLIPS = 50
 
-# ------------------------------------------------------------------------------------------------ the per-clip schema
-BASE_COLUMNS: dict[str, str] = {
-    "item": "string", "clip_id": "string", "sample": "int64", "label": "string", "generated_path": "string",
-    "gt_audio_path": "string", "video_path": "string", "start_sec": "float64", "window_sec": "float64",
-    "status": "string", "reason": "string",
-}
-NOT_NULL = ("item", "status", "reason")
-STATUSES = ("scored", "excluded", "missing", "unpaired")
-PER_ITEM_METRICS: dict[str, tuple[str, ...]] = {
-    "vaura-paper": ("kld", "ib", "sync_ms"),
-    "av-benchmark": ("KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score", "DeSync"),
-}
-# float64 detail columns, in every file (all null where the protocol has none: sync_offset_sec is vaura-paper's,
-# the desync windows av-benchmark's)
-DETAIL_COLUMNS = ("desync_first_sec", "desync_last_sec", "sync_offset_sec")
-METADATA_KEYS = ("protocol", "dataset", "dataset_fingerprint", "model", "debug_weights", "result_file")
-
-
 class ReportError(ToolkitError):
     """A result or per-clip table the report cannot use, a bad selection, or an output folder it must not touch."""
 
 
-def per_clip_columns(protocol: str) -> dict[str, str]:
-    """Every column of `protocol`'s per-clip table and its type (``string``, ``int64`` or ``float64``)."""
-    if protocol not in PER_ITEM_METRICS:
-        raise ReportError(f"no per-clip table is defined for protocol {protocol!r}; known: "
-                          f"{', '.join(PER_ITEM_METRICS)}")
-    return {**BASE_COLUMNS, **{c: "float64" for c in PER_ITEM_METRICS[protocol] + DETAIL_COLUMNS}}
-
-
-def _arrow_kind(typ: Any) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return "string"
-    if pa.types.is_int64(typ):
-        return "int64"
-    if pa.types.is_float64(typ):
-        return "float64"
-    return str(typ)
-
-
-def per_clip_path(result: dict[str, Any]) -> Path:
-    """The per-clip table a result records (``per_clip.file``, relative to the JSON's folder)."""
-    where = result.get("_path", "result")
-    rec = result.get("per_clip")
-    if rec is None:
-        raise ReportError(f"{where}: the result records no per-clip table ('per_clip'): it was written before "
-                          "per-clip results existed; evaluate the model again with this version of vbench")
-    if not (isinstance(rec, dict) and isinstance(rec.get("file"), str) and rec["file"]
-            and isinstance(rec.get("sha256"), str) and isinstance(rec.get("rows"), int)):
-        raise ReportError(f"{where}: 'per_clip' must be an object with 'file' (str), 'rows' (int) and 'sha256' (str), "
-                          f"got {rec!r}")
-    return Path(where).parent / rec["file"]
-
-
+# ------------------------------------------------------------------------------------------------ reading
 def read_per_clip(result: dict[str, Any]) -> pd.DataFrame:
-    """The per-clip table of `result` (loaded by `benchmarks.results.load_result`), checked against the schema.
+    """The per-clip table of `result` (loaded by `benchmarks.results.load_result`), checked for the report.
 
-    Checks: the file exists, is Parquet, matches the result's ``per_clip.sha256`` and ``rows``; every column of
-    the protocol is present with its type (extra columns are ignored); its metadata names the same protocol,
-    dataset, manifest fingerprint, model, debug flag and result file as the JSON; ``item`` is unique and
-    ``item`` / ``status`` / ``reason`` are never null; ``status`` is one of `STATUSES`; a clip's sample appears
-    once; metric values are finite or null. Raises `ReportError` naming the file and every problem. Strings come
-    back as Python ``str`` or ``None``, numbers as float64 with NaN for null (``sample``: Int64)."""
+    `benchmarks.per_clip.load_for_result` checks that the file exists, matches the result's sha256, has the
+    schema of its protocol (columns and types), unique items, known statuses and a reason for every row not
+    scored, and that its protocol and manifest fingerprint are the result's (`PerClipError`). The report further
+    checks (`ReportError`, naming the file and every problem) that the metadata names the result's dataset, model,
+    debug flag and file, that the row count is the recorded one, that a clip's sample appears once and that
+    metric values are finite or null. Strings come back as Python ``str`` or ``None``, numbers as float64 with
+    NaN for null (``sample``: Int64)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     where = result.get("_path", "result")
-    path = per_clip_path(result)
-    rec = result["per_clip"]
-    if not path.is_file():
-        raise ReportError(f"{where}: its per-clip table {path} does not exist")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
-        raise ReportError(f"{path}: its sha256 differs from the one in {where}: the table was changed or replaced "
-                          "after the result was written")
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as e:
-        raise ReportError(f"{path}: not a per-clip table (not readable as Parquet: {e})") from e
-    protocol = result["protocol"]["name"]
-    problems = []
-    columns = per_clip_columns(protocol)
-    types = {f.name: _arrow_kind(f.type) for f in table.schema}
-    missing = [c for c in columns if c not in types]
-    if missing:
-        problems.append(f"missing columns {missing}")
-    problems += [f"column {c!r} is {types[c]}, expected {k}" for c, k in columns.items()
-                 if c in types and types[c] != k]
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    expected = {"protocol": protocol, "dataset": result["dataset"]["name"],
-                "dataset_fingerprint": result["dataset"]["fingerprint"], "model": result["model"]["name"],
+    table = per_clip.load_for_result(result)
+    path = per_clip.table_path(result)
+    meta = per_clip.metadata(table)
+    expected = {"dataset": result["dataset"]["name"], "model": result["model"]["name"],
                 "debug_weights": "true" if result["debug_weights"] else "false", "result_file": Path(where).name}
-    for key in METADATA_KEYS:
-        if key not in meta:
-            problems.append(f"metadata {key!r} missing")
-        elif meta[key] != expected[key] and not (key == "result_file" and where == "result"):
-            problems.append(f"metadata {key}={meta[key]!r} but the result says {expected[key]!r}")
-    if rec["rows"] != table.num_rows:
-        problems.append(f"{table.num_rows} rows but the result records {rec['rows']}")
-    if problems:
-        raise ReportError(f"{path}: not a valid per-clip table of {where}: " + "; ".join(problems))
-
-    df = pd.DataFrame({c: (table.column(c).to_pylist() if k == "string" else
-                           table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) if k == "float64"
-                           else pd.array(table.column(c).to_pylist(), dtype="Int64"))
-                       for c, k in columns.items()})
-    for c in NOT_NULL:
-        n = int(df[c].isna().sum())
-        if n:
-            problems.append(f"{n} rows have a null {c!r}")
-    dup = df["item"][df["item"].duplicated()].unique()
-    if len(dup):
-        problems.append(f"{len(dup)} repeated items, e.g. {list(dup[:3])}")
-    bad = sorted(set(df["status"].dropna()) - set(STATUSES))
-    if bad:
-        problems.append(f"unknown status {bad} (known: {', '.join(STATUSES)})")
+    problems = [f"metadata {key}={meta.get(key)!r} but the result says {value!r}"
+                for key, value in expected.items() if meta.get(key) != value]
+    if result["per_clip"]["rows"] != table.num_rows:
+        problems.append(f"{table.num_rows} rows but the result records {result['per_clip']['rows']}")
+    sch = per_clip.schema(result["protocol"]["name"])
+    df = pd.DataFrame({f.name: (table.column(f.name).to_numpy(zero_copy_only=False).astype(np.float64)
+                                if pa.types.is_float64(f.type) else
+                                pd.array(table.column(f.name).to_pylist(), dtype="Int64")
+                                if pa.types.is_int64(f.type) else table.column(f.name).to_pylist())
+                       for f in sch})
     paired = df[df["clip_id"].notna()]
     dup = paired[paired.duplicated(["clip_id", "sample"])]
     if len(dup):
         problems.append(f"{len(dup)} repeated (clip_id, sample) pairs, e.g. "
                         f"{list(zip(dup['clip_id'][:3], dup['sample'][:3]))}")
-    for c, k in columns.items():
-        if k == "float64" and np.isinf(df[c].to_numpy()).any():
-            problems.append(f"column {c!r} holds inf")
+    problems += [f"column {f.name!r} holds inf" for f in sch
+                 if pa.types.is_float64(f.type) and np.isinf(df[f.name].to_numpy()).any()]
     if problems:
         raise ReportError(f"{path}: not a valid per-clip table of {where}: " + "; ".join(problems))
     return df
@@ -274,7 +189,7 @@ def build_groups(results: Sequence[dict[str, Any]]) -> list[Group]:
             name = f"{row.model} ({row.variant})" if row.show_variant and row.variant else row.model
             runs.append(ModelRun(r, read_per_clip(r), f"m{counter}", row.label, name))
             counter += 1
-        keys = PER_ITEM_METRICS[t.protocol]
+        keys = per_clip.item_metrics(t.protocol)
         metrics = [m for m in metric_specs(t.protocol) if m.key in keys]
         frames = [run.rows[run.rows["clip_id"].notna()] for run in runs]
         info = pd.concat([f[["clip_id", "label", "video_path", "gt_audio_path", "start_sec", "window_sec"]]

@@ -1,8 +1,8 @@
-"""Inputs for the listening-report tests, built here so the tests do not depend on `vbench evaluate`'s writer:
-result JSONs (schema v2) with a ``per_clip`` record and ``<name>.clips.parquet`` tables that follow the per-clip
-schema of issue 17 exactly (columns, pyarrow types, key-value metadata), over real media: short synthetic clips
-from `visualsound.synth` and "generated" audio written with `visualsound.media.write_wav` (the ground-truth audio
-delayed and with noise, so the spectrograms differ).
+"""Inputs for the listening-report tests without running `vbench evaluate`: result JSONs (schema v2) with a
+``per_clip`` record and ``<name>.clips.parquet`` tables written by `benchmarks.per_clip.write_table` (the writer
+`vbench evaluate` uses; a test that needs a malformed table passes its own Arrow schema and the table is written
+raw), over real media: short synthetic clips from `visualsound.synth` and "generated" audio written with
+`visualsound.media.write_wav` (the ground-truth audio delayed and with noise, so the spectrograms differ).
 
 `make_report_inputs` gives a ready set (two models, odd rows: a missing item, an unpaired file, an item left out
 of one metric); `write_per_clip` / `write_result` let a test break one thing at a time.
@@ -19,27 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks import per_clip
 from benchmarks.results import metric_keys, result_filename
 
-PER_ITEM_METRICS = {"vaura-paper": ("kld", "ib", "sync_ms"),
-                    "av-benchmark": ("KL-PANNS-softmax", "KL-PASST-softmax", "IB-Score", "DeSync")}
-DETAIL_COLUMNS = ("desync_first_sec", "desync_last_sec", "sync_offset_sec")  # in every file
+PER_ITEM_METRICS = per_clip.ITEM_METRICS
 EXTRA_COLUMNS = {"vaura-paper": ("sync_offset_sec",), "av-benchmark": ("desync_first_sec", "desync_last_sec")}
-BASE_SCHEMA = [("item", pa.string()), ("clip_id", pa.string()), ("sample", pa.int64()), ("label", pa.string()),
-               ("generated_path", pa.string()), ("gt_audio_path", pa.string()), ("video_path", pa.string()),
-               ("start_sec", pa.float64()), ("window_sec", pa.float64()), ("status", pa.string()),
-               ("reason", pa.string())]
 # plausible per-item ranges (stored units) for the random values
 RANGES = {"kld": (0.5, 4.0), "ib": (5.0, 40.0), "sync_ms": (0.0, 800.0), "KL-PANNS-softmax": (0.5, 4.0),
           "KL-PASST-softmax": (0.5, 4.0), "IB-Score": (0.05, 0.4), "DeSync": (0.0, 1.6)}
-
-
-def schema(protocol: str) -> pa.Schema:
-    """The per-clip table's Arrow schema for `protocol` (item / status / reason not nullable; every detail column,
-    null where the protocol has none)."""
-    fields = [pa.field(n, t, nullable=n not in ("item", "status", "reason")) for n, t in BASE_SCHEMA]
-    fields += [pa.field(n, pa.float64()) for n in PER_ITEM_METRICS[protocol] + DETAIL_COLUMNS]
-    return pa.schema(fields)
+schema = per_clip.schema  # the per-clip table's Arrow schema of a protocol
 
 
 def synth_clips(root: Path, count: int = 4, duration: float = 2.0, width: int = 64, height: int = 48,
@@ -110,10 +98,12 @@ def clip_rows(protocol: str, clips: list[dict[str, Any]], generated: dict[str, s
 
 def write_per_clip(path: Path, protocol: str, rows: list[dict[str, Any]], metadata: dict[str, str],
                    table_schema: pa.Schema | None = None) -> str:
-    """Write `rows` as a per-clip Parquet with `metadata`; returns its sha256."""
-    sch = (table_schema or schema(protocol)).with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
-    table = pa.Table.from_pylist(rows, schema=sch)
-    pq.write_table(table, path)
+    """Write `rows` as a per-clip Parquet with `metadata`; returns its sha256. Without `table_schema` through
+    `benchmarks.per_clip.write_table` (validated); with one, raw (to make a malformed table)."""
+    if table_schema is None:
+        return per_clip.write_table(path, rows, protocol, metadata)["sha256"]
+    sch = table_schema.with_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+    pq.write_table(pa.Table.from_pylist(rows, schema=sch), path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
