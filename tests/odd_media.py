@@ -15,7 +15,7 @@ import torch
 
 from tests.test_media import barcode_frame, read_barcode
 
-__all__ = ["barcode_frame", "read_barcode", "encode", "frame_times", "corrupt_packet"]
+__all__ = ["barcode_frame", "read_barcode", "encode", "frame_times", "corrupt_packet", "noise_clip"]
 
 
 def encode(path: str | Path, *, codec: str = "libx264", fmt: str | None = None, n: int = 25, fps: int = 25,
@@ -108,3 +108,13 @@ def corrupt_packet(path: str | Path, kind: str, which: int, out: str | Path) -> 
     data[pos:pos + size] = bytes([0x55]) * size
     Path(out).write_bytes(bytes(data))
     return t
+
+
+def noise_clip(path: Path, seconds: float, fps: float, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+    """A silent H.264 mp4 of seeded random frames (`size` is ``(height, width)``), for generation tests."""
+    from visualsound.media import write_video
+
+    n = int(round(seconds * fps))
+    frames = np.random.default_rng(seed).integers(0, 255, (n, *size, 3)).astype(np.uint8)
+    write_video(path, frames, fps)
+    return path

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.odd_media import noise_clip
 from vaura.generate import (
     ClipRequest,
     clip_features,
@@ -25,15 +25,6 @@ from vaura.sampler import SamplingParams
 PARAMS = SamplingParams(cfg_scale=3.0, top_k=8, temperature=0.9)
 
 
-def make_clip(path: Path, seconds: float, fps: float, size: tuple[int, int] = (40, 56), seed: int = 0) -> Path:
-    from visualsound.media import write_video
-
-    n = int(round(seconds * fps))
-    frames = np.random.default_rng(seed).integers(0, 255, (n, *size, 3)).astype(np.uint8)
-    write_video(path, frames, fps)
-    return path
-
-
 @pytest.fixture(scope="module")
 def pipe():
     return load_pipeline(debug_weights=True)
@@ -43,8 +34,8 @@ def pipe():
 def clips(tmp_path_factory) -> list[Path]:
     """Clips of different lengths and frame rates: one window (short), two and three windows."""
     d = tmp_path_factory.mktemp("clips")
-    return [make_clip(d / "a.mp4", 3.1, 25.0, seed=1), make_clip(d / "b.mp4", 0.7, 30.0, seed=2),
-            make_clip(d / "c.mp4", 3.5, 12.0, seed=3), make_clip(d / "d.mp4", 1.6, 24.0, seed=4)]
+    return [noise_clip(d / "a.mp4", 3.1, 25.0, seed=1), noise_clip(d / "b.mp4", 0.7, 30.0, seed=2),
+            noise_clip(d / "c.mp4", 3.5, 12.0, seed=3), noise_clip(d / "d.mp4", 1.6, 24.0, seed=4)]
 
 
 def _run(pipe, requests, batch_clips, **kw):

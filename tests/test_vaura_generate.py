@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.odd_media import noise_clip
 from vaura.generate import (
     CODE_RATE,
     GenerationError,
@@ -23,15 +23,6 @@ from vaura.generate import (
 from vaura.sampler import SamplingParams
 
 torch.set_num_threads(1)
-
-
-def make_clip(path: Path, seconds: float, fps: float, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
-    from visualsound.media import write_video
-
-    n = int(round(seconds * fps))
-    frames = np.random.default_rng(seed).integers(0, 255, (n, *size, 3)).astype(np.uint8)
-    write_video(path, frames, fps)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +71,7 @@ def test_chunked_frame_reading_equals_one_read(tmp_path: Path) -> None:
     from vaura.synchformer.preprocess import center_crop, preprocess_video_for_vaura, resize_short_side
     from visualsound.media import read_video
 
-    clip = make_clip(tmp_path / "long.mp4", 4.3, 30.0, size=(48, 80))
+    clip = noise_clip(tmp_path / "long.mp4", 4.3, 30.0, size=(48, 80))
     whole = read_video(clip, start=0.3, duration=3.9, fps=25.0)
     got = read_frames(clip, 0.3, 3.9, chunk_frames=16)
     assert got.shape == (whole.shape[0], 224, 224, 3)
@@ -119,7 +110,7 @@ def test_cli_single_short_video_and_seed(tmp_path: Path) -> None:
     from vaura.cli import main
     from visualsound.media import probe
 
-    clip = make_clip(tmp_path / "short.mp4", 0.8, 30.0)
+    clip = noise_clip(tmp_path / "short.mp4", 0.8, 30.0)
     outs = []
     for name in ("a", "b"):
         res = CliRunner().invoke(main, ["generate", "--video", str(clip), "--out", str(tmp_path / f"{name}.mp4"),
@@ -148,7 +139,7 @@ def test_cli_compile_flag_uses_the_compiled_step(tmp_path: Path, monkeypatch) ->
     real, calls = sampler.compiled_decode_step, []
     monkeypatch.setattr(sampler, "compiled_decode_step",
                         lambda model: calls.append(model) or real(model, backend="eager"))
-    clip = make_clip(tmp_path / "c.mp4", 0.5, 25.0)
+    clip = noise_clip(tmp_path / "c.mp4", 0.5, 25.0)
     for name, extra in (("plain", []), ("compiled", ["--compile"])):
         res = CliRunner().invoke(main, ["generate", "--video", str(clip), "--out", str(tmp_path / f"{name}.mp4"),
                                         "--debug-weights", "--greedy", "--no-mux", *extra])
@@ -163,7 +154,7 @@ def test_cli_batch_resumable_with_failures(tmp_path: Path) -> None:
 
     src = tmp_path / "videos"
     src.mkdir()
-    make_clip(src / "one.mp4", 0.5, 25.0)
+    noise_clip(src / "one.mp4", 0.5, 25.0)
     (src / "broken.mp4").write_bytes(b"not a video at all")
     out = tmp_path / "out"
     args = ["generate", "--video", str(src), "--out", str(out), "--debug-weights", "--no-mux", "--greedy"]
@@ -187,10 +178,10 @@ def test_batch_seed_follows_the_video_not_its_position(tmp_path: Path, pipe) -> 
 
     src = tmp_path / "videos"
     src.mkdir()
-    make_clip(src / "b.mp4", 0.3, 25.0, seed=1)
+    noise_clip(src / "b.mp4", 0.3, 25.0, seed=1)
     params = SamplingParams(top_k=16)
     alone = generate_folder([src / "b.mp4"], tmp_path / "alone", pipe, params, seed=7, mux=False)
-    make_clip(src / "a.mp4", 0.3, 25.0, seed=2)
+    noise_clip(src / "a.mp4", 0.3, 25.0, seed=2)
     both = generate_folder(list_videos(src), tmp_path / "both", pipe, params, seed=7, mux=False)
     assert [Path(r.video).name for r in both] == ["a.mp4", "b.mp4"]
     assert alone[0].seed == both[1].seed == video_seed(7, src / "b.mp4") != both[0].seed
@@ -211,7 +202,7 @@ def test_end_to_end_3_1_s_at_30_fps(tmp_path: Path, pipe) -> None:
     from vaura.generate import generate_for_video, output_paths, write_outputs
     from visualsound.media import probe
 
-    clip = make_clip(tmp_path / "clip.mp4", 3.1, 30.0)
+    clip = noise_clip(tmp_path / "clip.mp4", 3.1, 30.0)
     res = generate_for_video(clip, pipe, seed=0)
     assert res.audio.shape == (1, 1, round(3.1 * 44100)) and len(res.windows) == 2
     paths = output_paths(tmp_path / "gen.mp4", tmp_path, 1)
@@ -234,7 +225,7 @@ def test_own_checkpoint_trained_on_debug_features(tmp_path: Path) -> None:
     pipe = load_pipeline(ck)
     assert pipe.debug_weights and pipe.source == str(ck)
     assert torch.equal(pipe.transformer.lm_heads[0].weight, model.lm_heads[0].weight)
-    clip = make_clip(tmp_path / "c.mp4", 0.4, 25.0)
+    clip = noise_clip(tmp_path / "c.mp4", 0.4, 25.0)
     res = generate_for_video(clip, pipe, SamplingParams(use_sampling=False))
     assert res.codes.shape == (1, 9, total_frames(0.4)) and res.debug_weights
 

@@ -119,11 +119,11 @@ def test_packed_reduced_fixture_parity() -> None:
 def test_cli_cpu_linear_packed(tmp_path: Path) -> None:
     """`vaura generate --cpu-linear packed` packs even the tiny debug model and records it; greedy audio equals
     the plain run's. ``packed`` with ``--compile`` or on CUDA is refused before loading."""
-    from tests.test_vaura_generate import make_clip
+    from tests.odd_media import noise_clip
     from vaura.cli import main
     from visualsound.media import read_audio
 
-    clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
+    clip = noise_clip(tmp_path / "p.mp4", 0.5, 25.0)
     base = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux"]
     for name, want in (("packed", "packed"), ("off", "off")):
         res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"{name}.mp4"), "--cpu-linear", name])
@@ -142,11 +142,11 @@ def test_cli_packed_says_why_it_cannot_pack(tmp_path: Path, monkeypatch) -> None
     """``--cpu-linear packed`` where packing cannot apply (here: no oneDNN) exits with the reason, writing
     nothing, instead of generating unpacked while the user asked for packing."""
     import vaura.packed as packed_mod
-    from tests.test_vaura_generate import make_clip
+    from tests.odd_media import noise_clip
     from vaura.cli import main
 
     monkeypatch.setattr(packed_mod, "packing_available", lambda: False)
-    clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
+    clip = noise_clip(tmp_path / "p.mp4", 0.5, 25.0)
     args = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux", "--out",
             str(tmp_path / "o.mp4")]
     res = CliRunner().invoke(main, [*args, "--cpu-linear", "packed"])

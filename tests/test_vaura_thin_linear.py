@@ -416,11 +416,11 @@ def test_pipeline_auto_falls_back_to_packing_where_the_kernel_is_unavailable(mon
 def test_cli_cpu_linear(tmp_path: Path) -> None:
     """`vaura generate --cpu-linear`: each mode records what it used and gives the same greedy audio; thin or
     packed with --compile or on CUDA are refused before any weight is loaded."""
-    from tests.test_vaura_generate import make_clip
+    from tests.odd_media import noise_clip
     from vaura.cli import main
     from visualsound.media import read_audio
 
-    clip = make_clip(tmp_path / "p.mp4", 0.5, 25.0)
+    clip = noise_clip(tmp_path / "p.mp4", 0.5, 25.0)
     base = ["generate", "--video", str(clip), "--debug-weights", "--greedy", "--no-mux"]
     for mode, want in (("thin", "thin"), ("off", "off"), ("auto", "off")):
         res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"{mode}.mp4"), "--cpu-linear", mode])
