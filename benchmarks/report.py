@@ -717,7 +717,6 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     results = load_inputs(result_paths)
     groups = build_groups(results)
     selections = select(groups, selectors, seed, sample, max_default)
-    encoder = ClipEncoder(out, settings)
     tasks = []
     for gi, (g, chosen) in enumerate(zip(groups, selections)):
         played = {r.key: g.played(r, sample) for r in g.runs}
@@ -734,6 +733,7 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     encoded = 0
     total = len(tasks)
     workers = max(1, min(jobs or available_cores(), total))
+    encoder = ClipEncoder(out, settings, encoder_threads=1 if workers > 1 else 0)  # parallel clips, not threads
     bar = None
     if progress:
         from tqdm import tqdm

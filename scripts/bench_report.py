@@ -37,14 +37,15 @@ from visualsound.utils.threads import available_cores  # noqa: E402
 
 
 def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 640, height: int = 360,
-                 fps: int = 25, sr: int = 44100) -> list[Path]:
-    """`count` textured, moving 10 s clips with a stereo chirp (each one different)."""
+                 fps: int = 25, sr: int = 44100, crf: int = 18) -> list[Path]:
+    """`count` textured, moving 10 s clips with a stereo chirp (each one different), H.264 at `crf` (18: about
+    7.5 Mbit/s, a worst case for decoding; 32: about 1 Mbit/s, nearer a 360p web video)."""
     folder.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     t = np.arange(int(seconds * sr)) / sr
     paths = []
     for i in range(count):
-        path = folder / f"src{i:03d}.mp4"
+        path = folder / f"src{i:03d}-crf{crf}.mp4"
         paths.append(path)
         if path.is_file():  # a previous run's (the content is a function of i)
             continue
@@ -56,7 +57,7 @@ def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 6
             base = 100 + 80 * wave[..., None]
             frames[k] = np.clip(base + np.roll(texture, k, axis=1), 0, 255).astype(np.uint8)
         chirp = 0.3 * np.sin(2 * np.pi * ((200 + 20 * i) * t + 40 * t ** 2))
-        write_video(path, frames, fps, np.stack([chirp, 0.5 * chirp]).astype(np.float32), sr, gop=2 * fps)
+        write_video(path, frames, fps, np.stack([chirp, 0.5 * chirp]).astype(np.float32), sr, gop=2 * fps, crf=crf)
     return paths
 
 
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=200, help="clips in the gallery")
     ap.add_argument("--sources", type=int, default=20, help="distinct source videos (reused in turn)")
     ap.add_argument("--models", type=int, default=2)
+    ap.add_argument("--source-crf", type=int, default=18,
+                    help="H.264 quality of the sources (18: ~7.5 Mbit/s, heavy to decode; 32: ~1 Mbit/s)")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write the measurements here")
@@ -87,7 +90,8 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_report-"))
     t0 = time.perf_counter()
-    sources = make_sources(work / "sources", args.sources)
+    sources = make_sources(work / "sources", args.sources, crf=args.source_crf)
+    bitrate = sum(p.stat().st_size for p in sources) * 8 / (10.0 * len(sources)) / 1e6  # Mbit/s, audio included
     gens = [make_generated(work / f"model{m}", args.sources, seed=m) for m in range(args.models)]
     clips = [{"clip_id": f"clip{i:05d}", "video": str(sources[i % len(sources)]), "label": f"class {i % 309}",
               "duration": 10.0} for i in range(args.rows)]
@@ -99,7 +103,8 @@ def main() -> None:
             r["item"] = r["clip_id"]  # generated files are shared between clip ids: their stems would repeat
         paths.append(write_result(work / "results", "av-benchmark", f"model-{m}", rows, args.rows, debug=False))
     setup_s = time.perf_counter() - t0
-    print(f"inputs: {args.sources} sources, {args.models} models x {args.rows} rows ({setup_s:.1f} s) in {work}")
+    print(f"inputs: {args.sources} sources ({bitrate:.2f} Mbit/s), {args.models} models x {args.rows} rows "
+          f"({setup_s:.1f} s) in {work}")
 
     t0 = time.perf_counter()
     groups = build_groups(load_inputs(paths))
@@ -112,9 +117,9 @@ def main() -> None:
     out = work / "report"
     shutil.rmtree(out, ignore_errors=True)  # a cold first build
     terms = [f"random:{args.clips}"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     first = build_report(paths, out, terms, jobs=args.jobs)
-    first_s = time.perf_counter() - t0
+    first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     again = build_report(paths, out, terms, jobs=args.jobs)
     again_s = time.perf_counter() - t0
@@ -122,7 +127,8 @@ def main() -> None:
     media_mb = sum(p.stat().st_size for p in media) / 1e6
     html_kb = (out / "index.html").stat().st_size / 1e3
     print(f"first build, {args.clips}-clip gallery: {first_s:.1f} s ({first.encoded} files written, "
-          f"{first_s / args.clips:.2f} s per clip, {len(first.errors)} errors)")
+          f"{first_s / args.clips:.2f} s per clip, {first_cpu / args.clips:.2f} CPU-s per clip, "
+          f"{len(first.errors)} errors)")
     print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written)")
     print(f"index.html {html_kb:.0f} kB; media {len(media)} files, {media_mb:.1f} MB "
           f"({media_mb / args.clips:.2f} MB per clip)")
@@ -131,7 +137,9 @@ def main() -> None:
             "command": "scripts/bench_report.py " + " ".join(sys.argv[1:]), "machine": platform.platform(),
             "cpus": available_cores(), "rows": args.rows, "models": args.models,
             "gallery_clips": args.clips, "sources": "640x360 25 fps 10 s H.264 + 44.1 kHz stereo AAC",
+            "source_crf": args.source_crf, "source_bitrate_mbit_s": round(bitrate, 2), "jobs": args.jobs,
             "read_check_s": round(load_s, 3), "rank_s": round(select_s, 3), "first_build_s": round(first_s, 2),
+            "first_build_cpu_s_per_clip": round(first_cpu / args.clips, 3),
             "rerun_s": round(again_s, 2), "files_written_first": first.encoded, "files_written_rerun": again.encoded,
             "index_html_kb": round(html_kb, 1), "media_mb": round(media_mb, 2)}, indent=2) + "\n")
 

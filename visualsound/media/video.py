@@ -9,7 +9,9 @@ window running past the end returns fewer than ``round(duration * fps)`` frames.
 
 Only the window is decoded: the reader seeks to the keyframe at or before ``start`` (re-seeking further back if
 B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
-Pixels are converted to RGB24 by FFmpeg's swscale in the calling thread (`frame_to_rgb`).
+Pixels are converted to RGB24 by FFmpeg's swscale in the calling thread (`frame_to_rgb`), with one swscale
+context per thread reused from frame to frame (a new context per frame, PyAV's ``to_ndarray``, costs about six
+times as much and gives the same pixels). ``max_width`` scales wider frames down in that same swscale call.
 
 Damaged and timestamp-less input: a packet the decoder rejects is skipped, counted and logged (`DecodeReport`),
 as FFmpeg's own tools do; a stream whose frames carry no timestamps (raw H.264, some elementary streams) gets
@@ -25,11 +27,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
 
 from visualsound.media.errors import MediaWindowError, NoVideoStreamError, TruncatedMediaError
 from visualsound.media.info import (
@@ -62,15 +66,41 @@ def _rgb_options() -> dict[str, int]:
     return {"threads": 1}
 
 
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+_THREAD = threading.local()
+
+
+def thread_reformatter() -> VideoReformatter:
+    """This thread's swscale converter (a reformatter keeps its context while sizes and formats repeat; not
+    thread-safe, hence one per thread)."""
+    r = getattr(_THREAD, "reformatter", None)
+    if r is None:
+        r = _THREAD.reformatter = VideoReformatter()
+    return r
+
+
+def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
     """``av.VideoFrame`` -> uint8 ``[H, W, 3]`` RGB24 by swscale with PyAV's default conversion (what decord
     returns), in the calling thread only (the same pixels as a threaded conversion). Display rotation is NOT
-    applied."""
-    return frame.to_ndarray(format="rgb24", **_rgb_options())
+    applied. `size` ``(width, height)`` scales the coded picture with swscale's area-averaging filter (for
+    previews; None keeps the coded size and the default conversion's pixels)."""
+    if size is None or size == (frame.width, frame.height):
+        return thread_reformatter().reformat(frame, format="rgb24", **_rgb_options()).to_ndarray()
+    return thread_reformatter().reformat(frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA",
+                                   **_rgb_options()).to_ndarray()
+
+
+def even_size_within(width: int, height: int, max_width: int) -> tuple[int, int]:
+    """``(w, h)`` at most `max_width` wide keeping the aspect ratio (smaller pictures keep their size), both
+    rounded to even numbers (H.264 4:2:0)."""
+    if width > max_width:
+        height = height * max_width / width
+        width = max_width
+    return max(2, int(round(width / 2)) * 2), max(2, int(round(height / 2)) * 2)
 
 
 def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
-               apply_rotation: bool = False, report: DecodeReport | None = None) -> torch.Tensor:
+               apply_rotation: bool = False, report: DecodeReport | None = None,
+               max_width: int | None = None) -> torch.Tensor:
     """Decode the frames of ``[start, start + duration)`` resampled to `fps` (see the module docstring rule).
 
     ``duration=None`` reads to the end of the video; ``fps=None`` returns the native frames whose presentation
@@ -78,8 +108,14 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     the window runs past the end). Raises `NoVideoStreamError`, `MediaWindowError` (bad window, or ``start`` at
     or after the end of the video) and `TruncatedMediaError` (undecodable data). Packets the decoder rejects are
     skipped and counted in `report` (see the module docstring).
+
+    `max_width` (previews) scales frames wider than that, as displayed (after rotation when `apply_rotation`),
+    to that width keeping the aspect ratio, both sides even (`even_size_within`), in the RGB conversion; None
+    keeps the decoded size.
     """
     check_window(start, duration)
+    if max_width is not None and max_width < 2:
+        raise MediaWindowError(f"max_width must be >= 2 pixels, got {max_width}")
     if fps is not None and fps <= 0:
         raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
     container = open_media(path)
@@ -89,13 +125,15 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            frames = _decode_window(container, stream, start, duration, fps, path, report)
+            frames = _decode_window(container, stream, start, duration, fps, path, report, max_width=max_width,
+                                    rotate=apply_rotation)
         except _Unseekable:  # a failed seek leaves the demuxer unusable: reopen and decode from the start
             container.close()
             container = open_media(path)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = _decode_window(container, stream, start, duration, fps, path, report, seekable=False)
+            frames = _decode_window(container, stream, start, duration, fps, path, report, seekable=False,
+                                    max_width=max_width, rotate=apply_rotation)
     except av.error.FFmpegError as e:
         raise media_error(path, "video decoding failed", e, TruncatedMediaError) from e
     finally:
@@ -169,8 +207,18 @@ def _seek_decoder(container, stream, target: float, first_time: float, path, rep
         back = max(1.0, 2 * back)
 
 
-def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True
-                   ) -> list[tuple[np.ndarray, int]]:
+def _preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[int, int]:
+    """The coded ``(width, height)`` a frame is scaled to so that, displayed (rotated by `rotation`), it is at
+    most `max_width` wide."""
+    w, h = frame.width, frame.height
+    if rotation % 180:
+        dh, dw = even_size_within(h, w, max_width)  # displayed width = coded height
+        return dw, dh
+    return even_size_within(w, h, max_width)
+
+
+def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
+                   max_width: int | None = None, rotate: bool = False) -> list[tuple[np.ndarray, int]]:
     first_time = stream_time(stream, stream.start_time)
     rate = stream_rate(stream)
     default_frame_dur = 1.0 / rate if rate else 0.04
@@ -185,7 +233,9 @@ def _decode_window(container, stream, start, duration, fps, path, report=None, s
 
     def take(frame) -> tuple[np.ndarray, int]:
         if cache[0] is not frame:
-            cache[0], cache[1] = frame, (frame_to_rgb(frame), display_rotation(frame))
+            rot = display_rotation(frame)
+            size = None if max_width is None else _preview_size(frame, rot if rotate else 0, max_width)
+            cache[0], cache[1] = frame, (frame_to_rgb(frame, size), rot)
         return cache[1]
 
     def target(k: int) -> float:

@@ -43,6 +43,7 @@ from visualsound.media.info import (
     media_error,
     open_media,
 )
+from visualsound.media.video import thread_reformatter
 from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,13 @@ def _add_h264(container, rate: Fraction, width: int, height: int, crf: int, pres
 def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | Fraction,
                 audio: torch.Tensor | np.ndarray | None = None, sample_rate: int | None = None, *, crf: int = 18,
                 preset: str = "veryfast", gop: int | None = None, audio_bitrate: int | None = None,
-                aac_coder: str | None = None) -> None:
+                aac_coder: str | None = None, encoder_threads: int = 0) -> None:
     """Write uint8 RGB ``[T, H, W, 3]`` frames as an H.264 yuv420p mp4 (``+faststart``), atomically.
 
     Optional `audio` float ``[C, N]`` (C = 1 or 2) at `sample_rate` is encoded as AAC (`aac_coder`: FFmpeg's AAC
     coder, None = its default 'twoloop'; 'fast' for previews). `gop` is the keyframe interval (default: 2 seconds
-    of frames); `crf` / `preset` go to libx264. Raises `MediaWriteError` on bad input and `MediaError` when FFmpeg
-    fails (nothing is left at `path` then).
+    of frames); `crf` / `preset` / `encoder_threads` (0: its own choice) go to libx264. Raises `MediaWriteError`
+    on bad input and `MediaError` when FFmpeg fails (nothing is left at `path` then).
     """
     v = _to_numpy(frames)
     if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3 or v.shape[0] == 0:
@@ -144,9 +145,13 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
         container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             vs = _add_h264(container, rate, v.shape[2], v.shape[1], crf, preset, gop)
+            if encoder_threads:
+                vs.options = {**vs.options, "threads": str(int(encoder_threads))}
             As = _add_aac(container, sample_rate, a.shape[0], audio_bitrate, aac_coder) if a is not None else None
+            to_yuv = thread_reformatter()
             for i in range(v.shape[0]):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(v[i]), format="rgb24")
+                frame = to_yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(v[i]), format="rgb24"),
+                                        format="yuv420p")
                 frame.pts = i
                 for pkt in vs.encode(frame):
                     container.mux(pkt)
@@ -211,11 +216,12 @@ def _copy_plan(container, vin, path: PathLike) -> list | None:
 def _even_frame(frame: av.VideoFrame) -> av.VideoFrame:
     """`frame` as yuv420p; an odd width / height gets one column / row repeating its edge (picture kept whole)."""
     w, h = frame.width, frame.height
+    to_yuv = thread_reformatter()
     if w % 2 == 0 and h % 2 == 0:
-        return frame.reformat(format="yuv420p")
-    rgb = frame.to_ndarray(format="rgb24")
+        return to_yuv.reformat(frame, format="yuv420p")
+    rgb = to_yuv.reformat(frame, format="rgb24").to_ndarray()
     rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    return to_yuv.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p")
 
 
 def _encode_one(out, vout, pts: int, frame: av.VideoFrame, duration: int) -> None:
