@@ -30,6 +30,7 @@ refused).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -54,7 +55,7 @@ from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, Tra
 from benchmarks.results import MetricSpec, load_result, load_results, metric_specs
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_write_json, atomic_write_text
-from visualsound.utils.threads import available_cores
+from visualsound.utils.threads import available_cores, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -746,7 +747,9 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
             bar.update(1)
         return media
 
-    with ThreadPoolExecutor(workers) as pool:  # PyAV and numpy release the GIL while they encode and compute
+    # PyAV and numpy release the GIL while they encode and compute; the clips are the parallelism, so torch's few
+    # small calls (audio windows) run on one thread each
+    with torch_threads(1) if workers > 1 else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
         made = list(pool.map(encode, tasks))
     if bar is not None:
         bar.close()

@@ -212,6 +212,16 @@ def test_threads_option_and_default_worker_cap(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(n)
+    torch.set_num_threads(2)
+    try:
+        with threads.torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads.torch_threads(1):
+            raise RuntimeError("the block fails")
+        assert torch.get_num_threads() == 2  # restored on the way out of a failing block too
+    finally:
+        torch.set_num_threads(n)
     for module, cmd in (("visualsound.cli", "score"), ("vaura.cli", "extract"), ("vaura.cli", "generate")):
         main = __import__(module, fromlist=["main"]).main
         res = CliRunner().invoke(main, [cmd, "--help"])

@@ -3,8 +3,10 @@ capped at them, and ``--threads`` (torch's intra-op threads of the main process)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +40,18 @@ def set_threads(threads: int | None) -> None:
 
     torch.set_num_threads(int(threads))
     log.info("torch CPU threads: %d", threads)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with torch's intra-op threads at `threads`, then restore the previous count. For thread pools
+    whose workers each make small torch calls: with torch's default, every call wakes one OpenMP thread per core,
+    which spin while the workers' own parallelism already fills the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
