@@ -85,8 +85,9 @@ def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> n
     previews; None keeps the coded size and the default conversion's pixels)."""
     if size is None or size == (frame.width, frame.height):
         return thread_reformatter().reformat(frame, format="rgb24", **_rgb_options()).to_ndarray()
-    return thread_reformatter().reformat(frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA",
-                                   **_rgb_options()).to_ndarray()
+    scaled = thread_reformatter().reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                           interpolation="AREA", **_rgb_options())
+    return scaled.to_ndarray()
 
 
 def even_size_within(width: int, height: int, max_width: int) -> tuple[int, int]:
@@ -211,9 +212,9 @@ def _preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[
     """The coded ``(width, height)`` a frame is scaled to so that, displayed (rotated by `rotation`), it is at
     most `max_width` wide."""
     w, h = frame.width, frame.height
-    if rotation % 180:
-        dh, dw = even_size_within(h, w, max_width)  # displayed width = coded height
-        return dw, dh
+    if rotation % 180:  # shown turned a quarter: the displayed width is the coded height
+        shown_w, shown_h = even_size_within(h, w, max_width)
+        return shown_h, shown_w
     return even_size_within(w, h, max_width)
 
 
