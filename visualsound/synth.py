@@ -259,7 +259,8 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig) -> list[dict[str, A
     records = []
     for spec in specs:
         path = out / "video" / spec.filename
-        write_video(path, render_video(spec, cfg), cfg.fps, render_audio(spec, cfg), cfg.sample_rate)
+        write_video(path, render_video(spec, cfg), cfg.fps, render_audio(spec, cfg), cfg.sample_rate,
+                    reproducible=True)
         records.append({"ytid": spec.ytid, "start_seconds": 0, "file": f"video/{spec.filename}",
                         "label": spec.label, "event_type": spec.event_type, "split": spec.split,
                         "matched": spec.matched, "mismatch": spec.mismatch,

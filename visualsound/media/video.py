@@ -28,6 +28,8 @@ import functools
 import logging
 import math
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -53,15 +55,14 @@ _EPS = 1e-6  # seconds; tolerance of the "pts <= t" comparison
 
 
 @functools.lru_cache(maxsize=1)
-def _rgb_options() -> dict[str, int]:
-    """``{"threads": 1}`` where PyAV's reformatter takes a thread count (recent PyAV defaults to one swscale
-    thread per CPU for every conversion: on a 640x360 frame that costs several times the conversion itself),
-    else ``{}``. Probed once on a tiny frame."""
+def _one_thread() -> dict[str, int]:
+    """``{"threads": 1}`` where PyAV's reformatter takes a thread count, else ``{}``. Probed once on a tiny
+    frame."""
     probe = av.VideoFrame(16, 16, "yuv420p")
     try:
         probe.to_ndarray(format="rgb24", threads=1)
     except TypeError:
-        log.debug("this PyAV's reformat takes no thread count: RGB conversions use its default")
+        log.debug("this PyAV's reformat takes no thread count: conversions use its default")
         return {}
     return {"threads": 1}
 
@@ -71,11 +72,20 @@ _THREAD = threading.local()
 
 def thread_reformatter() -> VideoReformatter:
     """This thread's swscale converter (a reformatter keeps its context while sizes and formats repeat; not
-    thread-safe, hence one per thread)."""
+    thread-safe, hence one per thread). Convert with `convert_frame`, which also keeps swscale on one thread."""
     r = getattr(_THREAD, "reformatter", None)
     if r is None:
         r = _THREAD.reformatter = VideoReformatter()
     return r
+
+
+def convert_frame(frame: av.VideoFrame, **kwargs: Any) -> av.VideoFrame:
+    """`frame` converted (`kwargs` of PyAV's ``VideoReformatter.reformat``: size, format, interpolation, colour
+    range) by this thread's reused swscale context, on the calling thread only. PyAV's default, one swscale
+    slice thread per CPU, costs several times the conversion itself on small frames and is not deterministic:
+    the same RGB frames converted to yuv420p came out different in about 1 run in 10, and so did the H.264
+    files made of them."""
+    return thread_reformatter().reformat(frame, **kwargs, **_one_thread())
 
 
 def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -84,10 +94,8 @@ def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> n
     applied. `size` ``(width, height)`` scales the coded picture with swscale's area-averaging filter (for
     previews; None keeps the coded size and the default conversion's pixels)."""
     if size is None or size == (frame.width, frame.height):
-        return thread_reformatter().reformat(frame, format="rgb24", **_rgb_options()).to_ndarray()
-    scaled = thread_reformatter().reformat(frame, width=size[0], height=size[1], format="rgb24",
-                                           interpolation="AREA", **_rgb_options())
-    return scaled.to_ndarray()
+        return convert_frame(frame, format="rgb24").to_ndarray()
+    return convert_frame(frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
 
 
 def even_size_within(width: int, height: int, max_width: int) -> tuple[int, int]:
@@ -112,7 +120,8 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
 
     `max_width` (previews) scales frames wider than that, as displayed (after rotation when `apply_rotation`),
     to that width keeping the aspect ratio, both sides even (`even_size_within`), in the RGB conversion; None
-    keeps the decoded size.
+    keeps the decoded size. The first frame's size holds for all: a stream that changes size mid-way (spliced
+    elementary streams) has its later frames scaled to it.
     """
     check_window(start, duration)
     if max_width is not None and max_width < 2:
@@ -123,16 +132,14 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     try:
         if not container.streams.video:
             raise NoVideoStreamError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream = _video_stream(container)
         try:
             frames = _decode_window(container, stream, start, duration, fps, path, report, max_width=max_width,
                                     rotate=apply_rotation)
         except _Unseekable:  # a failed seek leaves the demuxer unusable: reopen and decode from the start
             container.close()
             container = open_media(path)
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = _video_stream(container)
             frames = _decode_window(container, stream, start, duration, fps, path, report, seekable=False,
                                     max_width=max_width, rotate=apply_rotation)
     except av.error.FFmpegError as e:
@@ -218,8 +225,12 @@ def _preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[
     return even_size_within(w, h, max_width)
 
 
-def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
-                   max_width: int | None = None, rotate: bool = False) -> list[tuple[np.ndarray, int]]:
+def _window_frames(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
+                   convert: Callable[[av.VideoFrame, int], Any] | None = None) -> Iterator[Any]:
+    """Yield ``convert(frame, rotation)`` for each output frame of the window (see the module docstring rule); a
+    source frame held for several output frames is converted once and yielded again (the same object). Raises
+    `_Unseekable` before yielding anything when the first seek fails, and `MediaWindowError` at the end when
+    ``start`` is at or after the end of the video."""
     first_time = stream_time(stream, stream.start_time)
     rate = stream_rate(stream)
     default_frame_dur = 1.0 / rate if rate else 0.04
@@ -229,14 +240,12 @@ def _decode_window(container, stream, start, duration, fps, path, report=None, s
         targets = [start + k / fps for k in range(n_out)]
     else:
         targets = None  # generated on the fly
-    out: list[tuple[np.ndarray, int]] = []
-    cache: list = [None, None]  # [frame, (rgb, rotation)]: a held frame is converted once however often it repeats
+    convert = convert or (lambda frame, rotation: (frame_to_rgb(frame), rotation))
+    cache: list = [None, None]  # [frame, converted]: a held frame is converted once however often it repeats
 
-    def take(frame) -> tuple[np.ndarray, int]:
+    def take(frame) -> Any:
         if cache[0] is not frame:
-            rot = display_rotation(frame)
-            size = None if max_width is None else _preview_size(frame, rot if rotate else 0, max_width)
-            cache[0], cache[1] = frame, (frame_to_rgb(frame, size), rot)
+            cache[0], cache[1] = frame, convert(frame, display_rotation(frame))
         return cache[1]
 
     def target(k: int) -> float:
@@ -246,6 +255,7 @@ def _decode_window(container, stream, start, duration, fps, path, report=None, s
         return k < len(targets) if targets is not None else start + k / fps < end - _EPS
 
     k = 0
+    produced = 0
     prev = None
     prev_time = None
     last_dur = default_frame_dur
@@ -260,10 +270,12 @@ def _decode_window(container, stream, start, duration, fps, path, report=None, s
             if t >= end - _EPS:
                 break
             if t >= start - _EPS:
-                out.append(take(frame))
+                produced += 1
+                yield take(frame)
             continue
         while has_target(k) and t > target(k) + _EPS:
-            out.append(take(prev if prev is not None else frame))  # before the first frame: clamp to it
+            produced += 1
+            yield take(prev if prev is not None else frame)  # before the first frame: clamp to it
             k += 1
         if not has_target(k):
             break
@@ -272,13 +284,80 @@ def _decode_window(container, stream, start, duration, fps, path, report=None, s
         if fps is not None and prev is not None:  # end of stream: hold the last frame until it ends
             video_end = prev_time + last_dur
             while has_target(k) and target(k) < video_end - _EPS:
-                out.append(take(prev))
+                produced += 1
+                yield take(prev)
                 k += 1
     log.debug("decoded %d frames from %s s for %d output frames (window start %.3f s)", decoded, first_decoded,
-              len(out), start)
-    if not out and prev_time is not None and start >= prev_time:
+              produced, start)
+    if not produced and prev_time is not None and start >= prev_time:
         raise MediaWindowError(f"{path}: start {start:.3f} s is at or after the end of the video")
-    return out
+
+
+def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
+                   max_width: int | None = None, rotate: bool = False) -> list[tuple[np.ndarray, int]]:
+    """The window's frames as ``(rgb [H, W, 3], rotation)`` (`read_video`)."""
+
+    state: dict[str, Any] = {"size": None, "noted": False}  # the output size, fixed by the first frame
+
+    def convert(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, int]:
+        if state["size"] is None:
+            state["size"] = ((frame.width, frame.height) if max_width is None
+                             else _preview_size(frame, rotation if rotate else 0, max_width))
+        size = state["size"]
+        if max_width is None and size != (frame.width, frame.height) and not state["noted"]:
+            state["noted"] = True
+            log.info("%s: the frame size changes mid-stream (%dx%d -> %dx%d); scaling to the first size", path,
+                     *size, frame.width, frame.height)
+        return frame_to_rgb(frame, size), rotation
+
+    return list(_window_frames(container, stream, start, duration, fps, path, report, seekable, convert))
+
+
+def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0, *,
+                convert: Callable[[av.VideoFrame, int], Any], threads: int = 0,
+                report: DecodeReport | None = None) -> Iterator[Any]:
+    """Stream the window's output frames as `read_video` selects them, each as ``convert(frame, rotation)``
+    (`rotation`: the display rotation, counter-clockwise degrees; a held frame is converted once and yielded
+    again as the same object), decoding with `threads` decoder threads (0: FFmpeg's choice). For consumers that
+    never need the RGB frames together (encoders). Raises what `read_video` raises."""
+    check_window(start, duration)
+    if fps is not None and fps <= 0:
+        raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
+    container = open_media(path)
+    try:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{path}: no video stream")
+        stream = _video_stream(container, threads)
+        try:
+            gen = _window_frames(container, stream, start, duration, fps, path, report, convert=convert)
+            first = next(gen, _END)
+        except _Unseekable:  # nothing was yielded yet: reopen and decode from the start
+            container.close()
+            container = open_media(path)
+            stream = _video_stream(container, threads)
+            gen = _window_frames(container, stream, start, duration, fps, path, report, seekable=False,
+                                 convert=convert)
+            first = next(gen, _END)
+        if first is _END:
+            raise MediaWindowError(f"{path}: no video frames in window start={start} duration={duration}")
+        yield first
+        yield from gen
+    except av.error.FFmpegError as e:
+        raise media_error(path, "video decoding failed", e, TruncatedMediaError) from e
+    finally:
+        container.close()
+
+
+_END = object()
+
+
+def _video_stream(container, threads: int = 0) -> av.video.stream.VideoStream:
+    stream = container.streams.video[0]
+    if threads:
+        stream.codec_context.thread_count = int(threads)
+    else:
+        stream.thread_type = "AUTO"
+    return stream
 
 
 def resize_short_side(video: torch.Tensor, size: int, *, mode: str, antialias: bool) -> torch.Tensor:

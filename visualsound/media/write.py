@@ -1,5 +1,6 @@
-"""Writing H.264 (yuv420p) + AAC mp4 files: `write_video` (frames, optional audio) and `mux_audio` (replace the
-audio of an existing video, keeping every frame at its time).
+"""Writing H.264 (yuv420p) + AAC mp4 files: `write_video` (frames, optional audio), `write_preview` (a window of
+a video re-encoded small, scaled while decoding: report media) and `mux_audio` (replace the audio of an existing
+video, keeping every frame at its time).
 
 `mux_audio` rules (what a generated mp4 shows is what the input showed, with the new audio under it):
 
@@ -43,7 +44,7 @@ from visualsound.media.info import (
     media_error,
     open_media,
 )
-from visualsound.media.video import thread_reformatter
+from visualsound.media.video import convert_frame
 from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -128,13 +129,15 @@ def _add_h264(container, rate: Fraction, width: int, height: int, crf: int, pres
 def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | Fraction,
                 audio: torch.Tensor | np.ndarray | None = None, sample_rate: int | None = None, *, crf: int = 18,
                 preset: str = "veryfast", gop: int | None = None, audio_bitrate: int | None = None,
-                aac_coder: str | None = None, encoder_threads: int = 0) -> None:
+                aac_coder: str | None = None, reproducible: bool = False) -> None:
     """Write uint8 RGB ``[T, H, W, 3]`` frames as an H.264 yuv420p mp4 (``+faststart``), atomically.
 
     Optional `audio` float ``[C, N]`` (C = 1 or 2) at `sample_rate` is encoded as AAC (`aac_coder`: FFmpeg's AAC
     coder, None = its default 'twoloop'; 'fast' for previews). `gop` is the keyframe interval (default: 2 seconds
-    of frames); `crf` / `preset` / `encoder_threads` (0: its own choice) go to libx264. Raises `MediaWriteError`
-    on bad input and `MediaError` when FFmpeg fails (nothing is left at `path` then).
+    of frames); `crf` / `preset` go to libx264. `reproducible` turns off libx264's macroblock-tree rate control,
+    whose optimised code gave a static 64x64 clip different bytes in 3 of 40 writes of the same frames (with one
+    thread too: it depends on the process's memory, not on timing); files are then a little larger. Raises
+    `MediaWriteError` on bad input and `MediaError` when FFmpeg fails (nothing is left at `path` then).
     """
     v = _to_numpy(frames)
     if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3 or v.shape[0] == 0:
@@ -145,13 +148,12 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float | 
         container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             vs = _add_h264(container, rate, v.shape[2], v.shape[1], crf, preset, gop)
-            if encoder_threads:
-                vs.options = {**vs.options, "threads": str(int(encoder_threads))}
+            if reproducible:
+                vs.options = {**vs.options, "x264-params": "no-mbtree=1"}
             As = _add_aac(container, sample_rate, a.shape[0], audio_bitrate, aac_coder) if a is not None else None
-            to_yuv = thread_reformatter()
             for i in range(v.shape[0]):
-                frame = to_yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(v[i]), format="rgb24"),
-                                        format="yuv420p")
+                frame = convert_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(v[i]), format="rgb24"),
+                                      format="yuv420p")
                 frame.pts = i
                 for pkt in vs.encode(frame):
                     container.mux(pkt)
@@ -175,6 +177,78 @@ def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: i
                           sample_rate)
         finally:
             container.close()
+
+
+def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, duration: float | None = None,
+                  fps: float = 25.0, max_width: int = 320, audio: torch.Tensor | np.ndarray | None = None,
+                  sample_rate: int | None = None, crf: int = 28, preset: str = "superfast",
+                  aac_coder: str | None = None, encoder_threads: int = 0, decoder_threads: int = 0,
+                  report: DecodeReport | None = None) -> np.ndarray:
+    """Re-encode the window ``[start, start + duration)`` of `src`'s video as a small H.264 yuv420p mp4
+    (``+faststart``) at `out_path`, atomically, and return its first frame as displayed: uint8 ``[H, W, 3]`` RGB
+    (a poster).
+
+    Frames are chosen as `read_video` chooses them at `fps`, and scaled while decoding, without an RGB
+    round trip, to at most `max_width` pixels wide as displayed (aspect kept, both sides even:
+    `even_size_within`; swscale's area filter; full-range sources are converted to the standard range). The size
+    and display rotation of the first frame hold for the whole file (a later size change is scaled to it); the
+    rotation is written as the display matrix, as `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at
+    `sample_rate` is encoded as AAC, cut to the frames' span (``T / fps`` seconds). `crf` / `preset` /
+    `encoder_threads` go to libx264 and `decoder_threads` to the decoder (0: their own choice; 1 each when
+    clips are encoded in parallel). Raises what `read_video` raises for the source (naming it), `MediaWriteError`
+    on bad arguments and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    """
+    import itertools
+
+    from visualsound.media.video import _preview_size, iter_video_window
+
+    a = _check_audio(audio, sample_rate) if audio is not None else None
+    if max_width < 2:
+        raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
+    rate = as_rate(fps)
+    shape: dict[str, object] = {}  # the first frame's coded output size and display rotation
+
+    def convert(frame: av.VideoFrame, rotation: int) -> av.VideoFrame:
+        if not shape:
+            shape["size"], shape["rotation"] = _preview_size(frame, rotation, max_width), rotation
+        w, h = shape["size"]
+        # PyAV takes the source range from the frame; the output is tagged and coded in the standard range
+        # (left unset, a full-range source would keep its levels and be shown as standard range: washed out)
+        return convert_frame(frame, width=w, height=h, format="yuv420p", interpolation="AREA",
+                             dst_color_range="MPEG")
+
+    frames = iter_video_window(src, start, duration, float(rate), convert=convert, threads=decoder_threads,
+                               report=report)
+    try:
+        first = next(frames)  # the source's errors (missing, no video, bad window) before anything is written
+        (w, h), rotation = shape["size"], int(shape["rotation"])
+        poster = convert_frame(first, format="rgb24").to_ndarray()
+        poster = np.rot90(poster, k=rotation // 90).copy() if rotation else poster
+        with _atomic_media_path(out_path) as tmp, _ffmpeg_errors(f"writing {out_path}"):
+            container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+            try:
+                vs = _add_h264(container, rate, w, h, crf, preset, None)
+                if encoder_threads:
+                    vs.options = {**vs.options, "threads": str(int(encoder_threads))}
+                if rotation:
+                    vs.set_display_rotation(rotation)
+                As = _add_aac(container, sample_rate, a.shape[0], None, aac_coder) if a is not None else None
+                time_base = Fraction(1) / rate
+                n = 0
+                for frame in itertools.chain([first], frames):
+                    frame.pts, frame.time_base = n, time_base  # a decoded frame brings its source's time base
+                    for pkt in vs.encode(frame):
+                        container.mux(pkt)
+                    n += 1
+                for pkt in vs.encode(None):
+                    container.mux(pkt)
+                if As is not None:
+                    _encode_audio(container, As, a[:, :int(round(n / float(rate) * sample_rate))], sample_rate)
+            finally:
+                container.close()
+    finally:
+        frames.close()
+    return poster
 
 
 _COPY_CODECS = ("h264",)  # copied into mp4 as they are; everything else is re-encoded to H.264
@@ -216,12 +290,11 @@ def _copy_plan(container, vin, path: PathLike) -> list | None:
 def _even_frame(frame: av.VideoFrame) -> av.VideoFrame:
     """`frame` as yuv420p; an odd width / height gets one column / row repeating its edge (picture kept whole)."""
     w, h = frame.width, frame.height
-    to_yuv = thread_reformatter()
     if w % 2 == 0 and h % 2 == 0:
-        return to_yuv.reformat(frame, format="yuv420p")
-    rgb = to_yuv.reformat(frame, format="rgb24").to_ndarray()
+        return convert_frame(frame, format="yuv420p")
+    rgb = convert_frame(frame, format="rgb24").to_ndarray()
     rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return to_yuv.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p")
+    return convert_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p")
 
 
 def _encode_one(out, vout, pts: int, frame: av.VideoFrame, duration: int) -> None:
