@@ -146,6 +146,14 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`;
     packets the decoder rejects are skipped (silence in their place) and counted in `report`.
     """
+    return read_audio_with_rate(path, start, duration, sample_rate, mono, trim_padding, report)[0]
+
+
+def read_audio_with_rate(path: PathLike, start: float = 0.0, duration: float | None = None,
+                         sample_rate: int | None = None, mono: bool = False, trim_padding: bool = True,
+                         report: DecodeReport | None = None) -> tuple[torch.Tensor, int]:
+    """`read_audio` and the rate of what it returns (the source's when `sample_rate` is None), from one opening
+    of the file."""
     check_window(start, duration)
     if sample_rate is not None and sample_rate <= 0:
         raise MediaWindowError(f"sample_rate must be > 0, got {sample_rate}")
@@ -191,7 +199,7 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
         wav = AF.resample(wav, src_sr, dst_sr)
         off = j0 - a * dst_sr // src_sr
         wav = wav[:, off:] if n_out is None else wav[:, off:off + n_out]
-    return wav.contiguous()
+    return wav.contiguous(), dst_sr
 
 
 def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int, path: PathLike = "?",
