@@ -23,9 +23,10 @@ one shows the worst and best few per metric plus a seeded random sample, 50 clip
 Debug-weights results are labelled ``DEBUG WEIGHTS`` in the page title, in a banner at the top and in every model
 label. Media are referenced, never inlined (``media/<clip>/``; see `benchmarks.report_media`): each file is
 encoded once per (clip, source) and a re-run reuses it; files of an earlier build that this one does not reference
-are removed. The page needs no server and no network (inline CSS and JS, no external fonts or scripts).
-``report.json`` records what was built (and marks the folder as a report: any other non-empty ``--out`` is
-refused).
+are removed. With a media store (``--media-cache``, the CLI's default) a file made for any earlier report is
+hard-linked in instead of being encoded again. The page needs no server and no network (inline CSS and JS, no
+external fonts or scripts). ``report.json`` records what was built (and marks the folder as a report: any other
+non-empty ``--out`` is refused).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import pandas as pd
 
 from benchmarks import per_clip
 from benchmarks.leaderboard import DEBUG_LABEL, DEBUG_NOTE, Table, build_tables, html_table
-from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, TrackMedia
+from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, MediaStore, TrackMedia
 from benchmarks.results import MetricSpec, load_result, load_results, metric_specs
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_write_json, atomic_write_text
@@ -701,14 +702,17 @@ class ReportSummary:
     errors: list[str]
     seconds: float
     removed: int
+    from_store: int = 0
 
 
 def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
                  select_terms: Sequence[str] = (), seed: int = 0, sample: int = 0,
                  settings: MediaSettings = MediaSettings(), progress: bool = False,
-                 max_default: int = DEFAULT_MAX_CLIPS, jobs: int | None = None) -> ReportSummary:
+                 max_default: int = DEFAULT_MAX_CLIPS, jobs: int | None = None,
+                 media_store: str | os.PathLike | None = None) -> ReportSummary:
     """Write the listening report of `result_paths` into `out` (see the module docstring); clips are encoded by
-    `jobs` threads (default: one per available core)."""
+    `jobs` threads (default: one per available core). `media_store`: a folder of media shared between reports
+    (`MediaStore`; None: this report's folder only)."""
     t0 = time.perf_counter()
     out = Path(out)
     selectors = [parse_select(s) for s in select_terms]
@@ -731,10 +735,11 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
             tasks.append((gi, clip_id, why, info, items, src))
     galleries: list[list[GalleryClip]] = [[] for _ in groups]
     errors: list[str] = []
-    encoded = 0
+    encoded = from_store = 0
     total = len(tasks)
     workers = max(1, min(jobs or available_cores(), total))
-    encoder = ClipEncoder(out, settings, encoder_threads=1 if workers > 1 else 0)  # parallel clips, not threads
+    store = MediaStore(Path(media_store)) if media_store is not None else None
+    encoder = ClipEncoder(out, settings, threads=1 if workers > 1 else 0, store=store)  # parallel clips, not threads
     bar = None
     if progress:
         from tqdm import tqdm
@@ -755,6 +760,7 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
         bar.close()
     for (gi, clip_id, why, info, items, _), (gt, tracks) in zip(tasks, made):
         encoded += gt.encoded + sum(t.encoded for t in tracks.values())
+        from_store += gt.from_store + sum(t.from_store for t in tracks.values())
         for who, t in [("ground truth", gt), *tracks.items()]:
             if t.error and not (who != "ground truth" and items[who]["status"] == "missing"):
                 errors.append(f"{clip_id} ({who}): {t.error}")
@@ -786,9 +792,10 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
         "groups": [{"title": g.table.title, "models": {r.key: r.label for r in g.runs},
                     "clips": [{"clip_id": c.clip_id, "why": c.why} for c in gal], "notes": g.notes}
                    for g, gal in zip(groups, galleries)],
-        "files": sorted(referenced - {"report.json"}), "encoded": encoded, "errors": errors,
+        "files": sorted(referenced - {"report.json"}), "encoded": encoded, "from_store": from_store,
+        "media_store": str(media_store) if media_store is not None else None, "errors": errors,
         "seconds": round(seconds, 2)})
-    return ReportSummary(index, total, encoded, errors, seconds, removed)
+    return ReportSummary(index, total, encoded, errors, seconds, removed, from_store)
 
 
 def _remove_unreferenced(out: Path, referenced: set[str]) -> int:

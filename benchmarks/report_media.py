@@ -3,25 +3,30 @@
 For one clip the gallery shows the ground truth and one track per model:
 
 * **ground truth** ``gt.mp4``: the clip's evaluation window of its video (25 fps), scaled to `MediaSettings.width`
-  pixels wide (never up; swscale's area filter while decoding, `visualsound.media.read_video`), H.264 + AAC
-  with the clip's ground-truth audio (from ``gt_audio_path``, which may be a separate audio file); a JPEG poster
-  (the first frame) and a spectrogram PNG of the audio. An audio-only clip gets an AAC ``.m4a`` instead of the video.
+  pixels wide (never up; swscale's area filter while decoding, no RGB round trip: `visualsound.media.write_preview`),
+  H.264 + AAC with the clip's ground-truth audio (from ``gt_audio_path``, which may be a separate audio file); a
+  JPEG poster (the first frame) and a spectrogram PNG of the audio. An audio-only clip gets an AAC ``.m4a``
+  instead of the video.
 * **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the scaled ground-truth
   video with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
   ``.m4a`` when the clip has no video (or its video cannot be read); a spectrogram PNG.
 
 Every output file is named by a hash of what it is made from (source paths with their size and modification
 time, the window, the settings and `MEDIA_VERSION`), so a re-run finds and reuses what it already wrote (a
-killed run resumes; a changed input gets a new name), and writes are atomic. A file that cannot be read becomes
+killed run resumes; a changed input gets a new name), and writes are atomic. A `MediaStore` shares the files
+between reports: another report folder, selection or model set links what was made before and encodes only what
+is new. A file that cannot be read becomes
 a `TrackMedia.error` with the reason; the build goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +34,11 @@ import numpy as np
 import torch
 
 from visualsound.errors import ToolkitError
-from visualsound.utils.atomic import atomic_open
+from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 3  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 4  # bump when the encoding or the images change: every cached file is then made again
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class TrackMedia:
     spectrogram: str | None = None
     error: str = ""
     encoded: int = 0          # files written by this call (0: everything was reused)
+    from_store: int = 0       # files this call linked (or copied) in from the shared `MediaStore`
 
 
 @dataclass
@@ -119,21 +125,27 @@ def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return _MEL[key]
 
 
+@functools.lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n).astype(np.float32)
+
+
 def spectrogram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, settings: MediaSettings) -> np.ndarray:
     """A mel spectrogram of `audio` (float ``[C, N]``, channels averaged) as uint8 levels ``[H, W]``
     (`spec_height` x `spec_width`; low frequencies at the bottom; 0 = `spec_range_db` or more below the track's
     peak, 255 = the peak; silence is 0). `save_spectrogram` colours it. 64 mel bands of Hann-windowed frames of 512
-    samples (2048 above 24 kHz: no empty low bands), about two frames per output column; numpy only (small tensors
-    are slow in torch under contention)."""
+    samples (2048 above 24 kHz: no empty low bands), about one frame per output column (the FFT in torch: about
+    4x numpy's on these sizes; the rest in numpy)."""
     from PIL import Image
 
     x = np.asarray(audio, dtype=np.float32).mean(axis=0)
     n_fft = 2048 if sample_rate > 24000 else 512
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
-    hop = max(n_fft // 8, int(math.ceil(x.size / (2 * settings.spec_width))))
+    hop = max(n_fft // 8, int(math.ceil((x.size - n_fft + 1) / settings.spec_width)))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # [frames, n_fft]
-    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=1)) ** 2  # [frames, F]
+    spec = torch.fft.rfft(torch.from_numpy(frames * _hann(n_fft)), dim=1)  # [frames, F]
+    power = (spec.real.square() + spec.imag.square()).numpy()
     db = 10 * np.log10(np.maximum(_mel_matrix(sample_rate, n_fft, 64) @ power.T, 1e-12))  # [M, frames]
     top = float(db.max())
     if top <= -110.0:  # digital silence
@@ -165,24 +177,92 @@ def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
 
 def _read_window(path: str, start: float, window: float | None) -> tuple[torch.Tensor, int]:
     """Audio ``[C, N]`` (C <= 2: more channels are averaged) of ``[start, start + window)`` and its rate."""
-    from visualsound.media import probe, read_audio
+    from visualsound.media import read_audio_with_rate
 
-    info = probe(path, require_audio=True)
-    audio = read_audio(path, start=start, duration=window)
-    return (audio.mean(dim=0, keepdim=True) if audio.shape[0] > 2 else audio), int(info.sample_rate)
+    audio, rate = read_audio_with_rate(path, start=start, duration=window)
+    return (audio.mean(dim=0, keepdim=True) if audio.shape[0] > 2 else audio), rate
+
+
+class MediaStore:
+    """Report media shared by every report: a folder (by default ``<cache>/report-media``, see `vbench report
+    --media-cache`) holding each file made for any report under its content-keyed name, so that another report
+    (a new folder, another selection, one more model) links the files it needs instead of encoding them again.
+    Files are hard links where the report and the store share a file system (no extra space), else copies; a
+    report folder never depends on the store (deleting either leaves the other whole). A store that cannot be
+    written is used for reading only, after one warning."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.writable = True
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        """Where a media file named `name` (``<kind>-<key>.<ext>``) lives in the store."""
+        key = name.split("-", 1)[-1]
+        return self.root / key[:2] / name
+
+    def fetch(self, dst: Path) -> bool:
+        """Place the stored file of `dst`'s name at `dst`; False when the store has none (or it cannot be read)."""
+        src = self.path(dst.name)
+        if not src.is_file():
+            return False
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_link_or_copy(src, dst)
+        except OSError as e:
+            log.warning("report media store: cannot take %s (%s); making the file again", src, e)
+            return False
+        return True
+
+    def add(self, made: Path) -> None:
+        """Keep a file just made for a report (nothing when the store has it or cannot be written)."""
+        dst = self.path(made.name)
+        if not self.writable or dst.is_file():
+            return
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_link_or_copy(made, dst)
+        except OSError as e:
+            with self._lock:
+                if self.writable:
+                    self.writable = False
+                    log.warning("report media store %s cannot be written (%s): this report's media are not "
+                                "shared with later reports", self.root, e)
 
 
 class ClipEncoder:
     """Makes (or finds) the media of clips under ``<root>/media/<clip folder>/``; see the module docstring."""
 
-    def __init__(self, root: Path, settings: MediaSettings = MediaSettings(), encoder_threads: int = 0) -> None:
+    def __init__(self, root: Path, settings: MediaSettings = MediaSettings(), threads: int = 0,
+                 store: MediaStore | None = None) -> None:
         self.root = Path(root)
         self.settings = settings
-        self.encoder_threads = encoder_threads  # libx264's threads per clip (0: its own choice; 1 when clips run
-        # in parallel, one per core)
+        self.threads = threads  # the video decoder's and libx264's threads per clip (0: their own choice; 1 when
+        # clips run in parallel, one per core)
+        self.store = store
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    def _have(self, track: TrackMedia, *paths: Path) -> bool:
+        """Every one of `paths` is in the report folder, those missing taken from the store when it has them all
+        (else they are made again, together)."""
+        missing = [p for p in paths if not p.is_file()]
+        if not missing:
+            return True
+        if self.store is None or not all(self.store.path(p.name).is_file() for p in missing):
+            return False
+        for p in missing:
+            if not self.store.fetch(p):
+                return False
+            track.from_store += 1
+        return True
+
+    def _made(self, track: TrackMedia, *paths: Path) -> None:
+        track.encoded += len(paths)
+        if self.store is not None:
+            for p in paths:
+                self.store.add(p)
 
     def encode(self, folder: str, src: ClipSources) -> tuple[TrackMedia, dict[str, TrackMedia]]:
         """The ground-truth track and one track per `src.generated` key for the clip in ``media/<folder>/``."""
@@ -198,10 +278,11 @@ class ClipEncoder:
         window = src.window_sec
         if src.video_path:
             gt_poster = out / f"gt-{gt_key}.jpg"
-            if not (gt_mp4.is_file() and gt_poster.is_file()):
+            if not self._have(gt, gt_mp4, gt_poster):
                 try:
                     gt_audio, gt.error = self._gt_audio(src)
-                    gt.encoded += self._gt_video(src, gt_mp4, gt_poster, gt_audio)
+                    self._gt_video(src, gt_mp4, gt_poster, gt_audio)
+                    self._made(gt, gt_mp4, gt_poster)
                 except ToolkitError as e:
                     gt.error = f"cannot read the video {src.video_path}: {e}"
             if gt_mp4.is_file():
@@ -219,7 +300,7 @@ class ClipEncoder:
             gt_spec = out / f"gt-{gt_key}.png"
             gt_m4a = out / f"gt-{gt_key}.m4a"
             need_m4a = gt.media is None
-            if not gt_spec.is_file() or (need_m4a and not gt_m4a.is_file()):
+            if not self._have(gt, gt_spec, *([gt_m4a] if need_m4a else [])):
                 try:
                     if gt_audio is None:
                         gt_audio, err = self._gt_audio(src)
@@ -227,9 +308,9 @@ class ClipEncoder:
                             raise ToolkitError(err)
                     if need_m4a:
                         write_audio(gt_m4a, *gt_audio, aac_coder=s.aac_coder)
-                        gt.encoded += 1
+                        self._made(gt, gt_m4a)
                     save_spectrogram(gt_spec, spectrogram_image(*gt_audio, s))
-                    gt.encoded += 1
+                    self._made(gt, gt_spec)
                 except ToolkitError as e:
                     gt.error = gt.error or str(e)
             if gt_spec.is_file():
@@ -253,19 +334,15 @@ class ClipEncoder:
         except ToolkitError as e:
             return None, f"cannot read the ground-truth audio {src.gt_audio_path}: {e}"
 
-    def _gt_video(self, src: ClipSources, mp4: Path, poster: Path, audio: tuple[torch.Tensor, int] | None) -> int:
-        from visualsound.media import read_video, write_video
+    def _gt_video(self, src: ClipSources, mp4: Path, poster: Path, audio: tuple[torch.Tensor, int] | None) -> None:
+        from visualsound.media import write_preview
 
         s = self.settings
-        frames = read_video(src.video_path, start=src.start_sec, duration=src.window_sec, fps=s.fps,
-                            apply_rotation=True, max_width=s.width)
         a, sr = audio if audio is not None else (None, None)
-        if a is not None:
-            a = a[:, :int(round(frames.shape[0] / s.fps * sr))]
-        write_video(mp4, frames, s.fps, a, sr, crf=s.crf, preset=s.preset, aac_coder=s.aac_coder,
-                    encoder_threads=self.encoder_threads)
-        _save_jpeg(poster, frames[0].numpy())
-        return 2
+        first = write_preview(src.video_path, mp4, start=src.start_sec, duration=src.window_sec, fps=s.fps,
+                              max_width=s.width, audio=a, sample_rate=sr, crf=s.crf, preset=s.preset,
+                              aac_coder=s.aac_coder, encoder_threads=self.threads, decoder_threads=self.threads)
+        _save_jpeg(poster, first)
 
     def _track(self, out: Path, gt_key: str, path: str | None, gt_mp4: Path | None, window: float | None
                ) -> TrackMedia:
@@ -279,7 +356,7 @@ class ClipEncoder:
         tkey = _digest("track", gt_key if gt_mp4 is not None else "-", _stat_key(path), window, self.settings.key())
         media = out / f"gen-{tkey}.{'mp4' if gt_mp4 is not None else 'm4a'}"
         spec = out / f"gen-{tkey}.png"
-        if not (media.is_file() and spec.is_file()):
+        if not self._have(t, media, spec):
             try:
                 audio, sr = _read_window(path, 0.0, None)
                 if window:
@@ -289,7 +366,7 @@ class ClipEncoder:
                 else:
                     write_audio(media, audio, sr, aac_coder=self.settings.aac_coder)
                 save_spectrogram(spec, spectrogram_image(audio, sr, self.settings))
-                t.encoded += 2
+                self._made(t, media, spec)
             except ToolkitError as e:
                 t.error = f"cannot read the generated audio {path}: {e}"
                 return t

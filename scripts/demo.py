@@ -61,6 +61,7 @@ Layout:
   vaura/generated/         `vaura generate`: mp4 + wav per VisualSound test clip
   vbench/datasets/         `vbench datasets build synthetic` manifest
   vbench/results/          `vbench evaluate` result JSONs (+ generated audio and feature caches)
+  vbench/report-media/     `vbench report --media-cache`: report media shared between reports (hard links)
   leaderboard.html         `vbench leaderboard --format html`
   clip_plot.png            `vbench plot` of one test clip
   report/index.html        `vbench report`: the listening report (open it in a browser; media in report/media/)
@@ -303,7 +304,8 @@ def run_demo(out: Path, cfg: Settings) -> list[Path]:
         "--out", out / "clip_plot.png")
 
     note("8. listening report: the leaderboard, per-item distributions and every test clip with each model's audio")
-    run("vbench", "report", results, "--out", out / "report", "--no-progress")
+    run("vbench", "report", results, "--out", out / "report", "--no-progress", "--media-cache",
+        out / "vbench" / "report-media")  # debug-weight media stay with the demo, not in the user's cache
 
     artefacts = [out / README, vs / "report" / "report.md", vs / "report" / "scores_hist.png",
                  vs / "build" / "summary.json", run_dir / "last.pt", run_dir / "loss_curve.png", *mp4s,

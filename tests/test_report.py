@@ -415,6 +415,81 @@ def test_a_rerun_reuses_the_media_and_a_new_selection_drops_stale_files(built):
     build_report(paths, out)  # back to the full report for the other tests of this module
 
 
+def _media_files(out: Path) -> dict[str, Path]:
+    return {f.name: f for f in (out / "media").rglob("*") if f.is_file()}
+
+
+def test_a_media_store_shares_files_between_reports(tmp_path):
+    """A second report folder takes every file from the store (hard links: the same inodes, nothing encoded);
+    adding a model encodes only that model's tracks; either folder survives the other's deletion."""
+    import shutil
+
+    from visualsound.media import probe
+
+    paths = make_report_inputs(tmp_path / "in", count=3, odd_rows=False)
+    store = tmp_path / "store"
+    first = build_report(paths[:1], tmp_path / "one", media_store=store)
+    made = _media_files(tmp_path / "one")
+    assert first.encoded == len(made) > 0 and first.from_store == 0
+    stored = {f.name: f for f in store.rglob("*") if f.is_file()}
+    assert set(stored) == set(made)
+    assert all(made[n].stat().st_ino == stored[n].stat().st_ino for n in made)  # linked, not copied
+
+    both = build_report(paths, tmp_path / "two", media_store=store)  # one more model
+    files = _media_files(tmp_path / "two")
+    assert both.from_store == len(made)
+    new = set(files) - set(made)
+    assert both.encoded == len(new) == 2 * 3 and all(n.startswith("gen-") for n in new)  # its mp4 + png per clip
+    assert json.loads((tmp_path / "two" / "report.json").read_text())["from_store"] == len(made)
+
+    shutil.rmtree(tmp_path / "one")
+    shutil.rmtree(store)
+    for f in files.values():
+        if f.suffix == ".mp4":
+            assert probe(f).has_video and probe(f).has_audio
+    assert build_report(paths, tmp_path / "two").encoded == 0  # still whole on its own
+
+
+def test_an_unwritable_media_store_warns_once_and_the_report_is_still_made(tmp_path, monkeypatch, caplog):
+    import benchmarks.report_media as rm
+
+    paths = make_report_inputs(tmp_path / "in", count=2, odd_rows=False)
+    store = tmp_path / "store"
+    real = rm.atomic_link_or_copy
+
+    def refuse_store(src, dst):
+        if store in Path(dst).parents:
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(rm, "atomic_link_or_copy", refuse_store)
+    with caplog.at_level("WARNING", logger="benchmarks.report_media"):
+        summary = build_report(paths, tmp_path / "out", media_store=store)
+    assert summary.encoded > 0 and not summary.errors
+    assert caplog.text.count("cannot be written") == 1 and "Permission denied" in caplog.text
+
+
+def test_atomic_link_or_copy_links_else_copies(tmp_path, monkeypatch):
+    import os
+
+    from visualsound.utils.atomic import atomic_link_or_copy
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"media")
+    assert atomic_link_or_copy(src, tmp_path / "b.bin") == "link"
+    assert (tmp_path / "b.bin").stat().st_ino == src.stat().st_ino
+
+    def no_links(a, b):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert atomic_link_or_copy(src, tmp_path / "c.bin") == "copy"
+    assert (tmp_path / "c.bin").read_bytes() == b"media" and (tmp_path / "c.bin").stat().st_ino != src.stat().st_ino
+    with pytest.raises(OSError):
+        atomic_link_or_copy(tmp_path / "absent.bin", tmp_path / "d.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.bin"]  # no temporary left
+
+
 def test_a_foreign_output_folder_is_refused(built, tmp_path):
     _, paths, _ = built
     (tmp_path / "thesis.tex").write_text("precious")
@@ -470,13 +545,19 @@ def test_two_protocols_make_two_galleries_and_intervals_are_shown(tmp_path):
         build_report([a, b], tmp_path / "out")
 
 
-def test_cli_builds_a_report(built, tmp_path):
+def test_cli_builds_a_report(built, tmp_path, monkeypatch):
     from benchmarks.cli import main
 
     _, paths, _ = built
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "cache"))
     res = CliRunner().invoke(main, ["report", str(paths[0].parent), "--out", str(tmp_path / "r"), "--no-progress",
                                     "--select", "worst:DeSync:2", "--select", "ids:synth0002_000000"])
     assert res.exit_code == 0, res.output
+    assert f"taken from the media cache {tmp_path / 'cache' / 'report-media'}" in res.output
+    assert any((tmp_path / "cache" / "report-media").rglob("gt-*.mp4"))  # the default store
+    res2 = CliRunner().invoke(main, ["report", str(paths[0].parent), "--out", str(tmp_path / "r2"), "--no-progress",
+                                     "--no-media-cache", "--media-cache", str(tmp_path / "x")])
+    assert res2.exit_code == 2 and "contradict" in res2.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     chosen = {c["clip_id"]: c["why"] for c in report["groups"][0]["clips"]}
     assert "ids" in chosen["synth0002_000000"] and sum("worst DeSync #1" in w for w in chosen.values()) == 1
@@ -518,3 +599,23 @@ def test_values_rounding_to_zero_from_below_show_no_minus():
     ib = next(m for m in metric_specs("av-benchmark") if m.key == "IB-Score")
     assert _fmt_display(kld, -1e-4) == "0.00" and _fmt_display(kld, -0.01) == "-0.01"
     assert _fmt_value(ib, 0.2913) == ("29.13", "29.13") and _fmt_value(ib, float("nan")) == ("", "–")
+
+
+def test_spectrogram_puts_a_tone_in_its_mel_band_and_at_its_time():
+    """A 1 kHz tone in the second half of 2 s at 44.1 kHz: dark left half, the brightest row in the right half where
+    1 kHz falls on the HTK mel scale (low frequencies at the bottom); digital silence is black."""
+    from benchmarks.report_media import MediaSettings, spectrogram_image
+
+    s = MediaSettings()
+    sr = 44100
+    t = np.arange(2 * sr) / sr
+    x = np.where(t >= 1.0, 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)[None]
+    img = spectrogram_image(x, sr, s)
+    assert img.shape == (s.spec_height, s.spec_width) and img.dtype == np.uint8
+    half = s.spec_width // 2
+    assert img[:, :half - 4].max() < 30 and img[:, half + 4:].max() > 200
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    row = (1 - mel(1000) / mel(sr / 2)) * s.spec_height
+    bright = img[:, half + 4:].mean(axis=1).argmax()
+    assert abs(bright - row) <= 3, (bright, row)
+    assert spectrogram_image(np.zeros((2, sr), np.float32), sr, s).max() == 0

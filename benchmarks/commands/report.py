@@ -21,17 +21,29 @@ import click
               help="Width of the gallery videos in pixels (smaller videos keep their size).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Clips encoded at once (default: one per available core).")
+@click.option("--media-cache", type=click.Path(file_okay=False), default=None,
+              help="Folder of media shared between reports: a clip or model track made for any earlier report is "
+                   "linked in, not encoded again (hard links on the same file system). Default: "
+                   "$VAURA_CACHE_DIR/report-media.")
+@click.option("--no-media-cache", is_flag=True, help="Encode into this report's folder only.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def report(results: tuple[str, ...], out: str, select_terms: tuple[str, ...], seed: int, sample: int, width: int,
-           jobs: int | None, no_progress: bool) -> None:
+           jobs: int | None, media_cache: str | None, no_media_cache: bool, no_progress: bool) -> None:
     """Build the listening report of RESULTS (result JSON files or folders of them; each needs its per-clip
     table) in --out. Open OUT/index.html in a browser: no server and no network needed."""
     from benchmarks.report import build_report
     from benchmarks.report_media import MediaSettings
+    from visualsound.errors import ConfigError
+    from visualsound.weights import cache_dir
 
+    if no_media_cache and media_cache:
+        raise ConfigError("--media-cache and --no-media-cache contradict each other; give one")
+    store = None if no_media_cache else (media_cache or cache_dir() / "report-media")
     summary = build_report(results, out, select_terms, seed=seed, sample=sample,
-                           settings=MediaSettings(width=width - width % 2), progress=not no_progress, jobs=jobs)
-    click.echo(f"report -> {summary.index} ({summary.clips} clips, {summary.encoded} media files written, "
+                           settings=MediaSettings(width=width - width % 2), progress=not no_progress, jobs=jobs,
+                           media_store=store)
+    shared = f", {summary.from_store} taken from the media cache {store}" if store is not None else ""
+    click.echo(f"report -> {summary.index} ({summary.clips} clips, {summary.encoded} media files written{shared}, "
                f"{summary.removed} stale files removed, {summary.seconds:.1f} s)")
     for msg in summary.errors:
         click.echo(f"  media problem: {msg}", err=True)

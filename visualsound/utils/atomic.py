@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 
 def current_umask() -> int:
@@ -57,6 +61,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Put `src`'s content at `dst` atomically: a hard link where both lie on one file system (no space used;
+    later atomic writes to either name replace that name only), else a copy. Returns ``"link"`` or ``"copy"``;
+    raises `OSError` when `src` cannot be read or `dst` written."""
+    dst = Path(dst)
+    with atomic_path(dst, suffix=dst.suffix or ".tmp") as tmp:
+        os.unlink(tmp)  # a fresh, unique name for the link
+        try:
+            os.link(src, tmp)
+            return "link"
+        except OSError as e:
+            if not Path(src).is_file():
+                raise
+            log.debug("cannot hard-link %s to %s (%s); copying", src, dst, e)
+        shutil.copyfile(src, tmp)
+    return "copy"
 
 
 @contextlib.contextmanager
