@@ -1,15 +1,17 @@
 """Benchmark: `vbench report` on a VGGSound-test-sized result set (15,220 clips) with a 200-clip gallery.
 
-Writes `--sources` synthetic 10 s clips (640x360, 25 fps, textured moving picture, 44.1 kHz stereo chirp: web-video
-sized) and a "generated" 10 s mono wav per clip and model, then result JSONs + per-clip tables (the issue-17 schema,
-written by tests/report_fixture.py) of `--models` models over 15,220 clip ids that reuse the sources in turn (so
-every gallery clip is encoded on its own, as distinct clips would be). Times, in one process:
+Writes `--sources` synthetic 10 s clips (640x360, 25 fps, textured moving picture, 44.1 kHz stereo chirp in
+noise: web-video sized) and a "generated" 10 s mono wav per clip and model, then result JSONs + per-clip tables
+(the issue-17 schema, written by tests/report_fixture.py) of `--models` models over 15,220 clip ids that reuse the
+sources in turn (so every gallery clip is encoded on its own, as distinct clips would be). Times, in one process:
 
 - reading and checking the per-clip tables (`load_inputs` + `build_groups`);
 - ranking the clips (`select` of ``worst:DeSync:200``);
 - the first build of a 200-clip gallery (``random:200``: decode, scale to 320 px, encode each clip's media once);
 - a re-run of the same report (every media file reused: what a changed selection of known clips or a new page
-  costs), and its page size.
+  costs), and its page size;
+- with the media store (`vbench report --media-cache`): the same gallery in a new folder, and the gallery with one
+  more model's results (only that model's tracks are encoded).
 
     .venv/bin/python scripts/bench_report.py [--clips 200] [--rows 15220] [--sources 20] [--json out.json]
 """
@@ -38,14 +40,15 @@ from visualsound.utils.threads import available_cores  # noqa: E402
 
 def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 640, height: int = 360,
                  fps: int = 25, sr: int = 44100, crf: int = 18) -> list[Path]:
-    """`count` textured, moving 10 s clips with a stereo chirp (each one different), H.264 at `crf` (18: about
-    7.5 Mbit/s, a worst case for decoding; 32: about 1 Mbit/s, nearer a 360p web video)."""
+    """`count` textured, moving 10 s clips with a stereo chirp in noise (each one different; broadband like real
+    recordings: a pure chirp costs FFmpeg's fast AAC coder several times more than real sound does), H.264 at
+    `crf` (18: about 7.5 Mbit/s, a worst case for decoding; 32: about 0.3 Mbit/s on this picture)."""
     folder.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     t = np.arange(int(seconds * sr)) / sr
     paths = []
     for i in range(count):
-        path = folder / f"src{i:03d}-crf{crf}.mp4"
+        path = folder / f"src{i:03d}-crf{crf}-noisy.mp4"
         paths.append(path)
         if path.is_file():  # a previous run's (the content is a function of i)
             continue
@@ -57,7 +60,9 @@ def make_sources(folder: Path, count: int, seconds: float = 10.0, width: int = 6
             base = 100 + 80 * wave[..., None]
             frames[k] = np.clip(base + np.roll(texture, k, axis=1), 0, 255).astype(np.uint8)
         chirp = 0.3 * np.sin(2 * np.pi * ((200 + 20 * i) * t + 40 * t ** 2))
-        write_video(path, frames, fps, np.stack([chirp, 0.5 * chirp]).astype(np.float32), sr, gop=2 * fps, crf=crf)
+        noise = 0.03 * rng.standard_normal((2, t.size))
+        write_video(path, frames, fps, (np.stack([chirp, 0.5 * chirp]) + noise).astype(np.float32), sr, gop=2 * fps,
+                    crf=crf)
     return paths
 
 
@@ -75,14 +80,21 @@ def make_generated(folder: Path, count: int, seed: int, seconds: float = 10.0, s
     return out
 
 
+def timed(fn, *a, **k):
+    """``(result, wall seconds, CPU seconds of this process)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*a, **k)
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=15220, help="clips in the result set (VGGSound test: 15,220)")
     ap.add_argument("--clips", type=int, default=200, help="clips in the gallery")
     ap.add_argument("--sources", type=int, default=20, help="distinct source videos (reused in turn)")
-    ap.add_argument("--models", type=int, default=2)
+    ap.add_argument("--models", type=int, default=2, help="models in the first report (one more is added later)")
     ap.add_argument("--source-crf", type=int, default=18,
-                    help="H.264 quality of the sources (18: ~7.5 Mbit/s, heavy to decode; 32: ~1 Mbit/s)")
+                    help="H.264 quality of the sources (18: ~7.5 Mbit/s, heavy to decode; 32: ~0.3 Mbit/s)")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write the measurements here")
@@ -92,18 +104,22 @@ def main() -> None:
     t0 = time.perf_counter()
     sources = make_sources(work / "sources", args.sources, crf=args.source_crf)
     bitrate = sum(p.stat().st_size for p in sources) * 8 / (10.0 * len(sources)) / 1e6  # Mbit/s, audio included
-    gens = [make_generated(work / f"model{m}", args.sources, seed=m) for m in range(args.models)]
+    gens = [make_generated(work / f"model{m}", args.sources, seed=m) for m in range(args.models + 1)]
     clips = [{"clip_id": f"clip{i:05d}", "video": str(sources[i % len(sources)]), "label": f"class {i % 309}",
               "duration": 10.0} for i in range(args.rows)]
     paths = []
-    for m in range(args.models):
+    for m in range(args.models + 1):
         gen = {c["clip_id"]: str(gens[m][i % len(sources)]) for i, c in enumerate(clips)}
         rows = clip_rows("av-benchmark", clips, gen, seed=m)
-        for r in rows:
+        for i, r in enumerate(rows):
             r["item"] = r["clip_id"]  # generated files are shared between clip ids: their stems would repeat
+            # av-benchmark's 8 s; a start 1 ms apart for each reuse of a source gives every clip id its own media
+            # (the media store would otherwise rightly share the files of clips made from the same files)
+            r["start_sec"], r["window_sec"] = 0.001 * (i // len(sources)), 8.0
         paths.append(write_result(work / "results", "av-benchmark", f"model-{m}", rows, args.rows, debug=False))
+    more, paths = paths, paths[:args.models]
     setup_s = time.perf_counter() - t0
-    print(f"inputs: {args.sources} sources ({bitrate:.2f} Mbit/s), {args.models} models x {args.rows} rows "
+    print(f"inputs: {args.sources} sources ({bitrate:.2f} Mbit/s), {args.models} (+1) models x {args.rows} rows "
           f"({setup_s:.1f} s) in {work}")
 
     t0 = time.perf_counter()
@@ -114,33 +130,44 @@ def main() -> None:
     select_s = time.perf_counter() - t0
     print(f"read + check {args.models} x {args.rows} rows: {load_s:.2f} s; rank clips: {select_s:.2f} s")
 
-    out = work / "report"
-    shutil.rmtree(out, ignore_errors=True)  # a cold first build
+    out, store = work / "report", work / "media-store"
+    for old in (out, store, work / "report-new-folder", work / "report-one-more-model"):
+        shutil.rmtree(old, ignore_errors=True)  # cold builds
     terms = [f"random:{args.clips}"]
-    t0, c0 = time.perf_counter(), time.process_time()
-    first = build_report(paths, out, terms, jobs=args.jobs)
-    first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    t0 = time.perf_counter()
-    again = build_report(paths, out, terms, jobs=args.jobs)
-    again_s = time.perf_counter() - t0
+    first, first_s, first_cpu = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
+    again, again_s, _ = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
     media = [p for p in (out / "media").rglob("*") if p.is_file()]
     media_mb = sum(p.stat().st_size for p in media) / 1e6
     html_kb = (out / "index.html").stat().st_size / 1e3
+    # what the store saves: the same gallery in a new folder, then with one more model's results
+    fresh, fresh_s, _ = timed(build_report, paths, work / "report-new-folder", terms, jobs=args.jobs,
+                              media_store=store)
+    plus, plus_s, plus_cpu = timed(build_report, more, work / "report-one-more-model", terms, jobs=args.jobs,
+                                   media_store=store)
     print(f"first build, {args.clips}-clip gallery: {first_s:.1f} s ({first.encoded} files written, "
           f"{first_s / args.clips:.2f} s per clip, {first_cpu / args.clips:.2f} CPU-s per clip, "
           f"{len(first.errors)} errors)")
     print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written)")
+    print(f"the same gallery in a new folder (media store): {fresh_s:.1f} s ({fresh.encoded} files written, "
+          f"{fresh.from_store} linked)")
+    print(f"with one more model: {plus_s:.1f} s ({plus.encoded} files written, {plus.from_store} linked, "
+          f"{plus_cpu / args.clips:.2f} CPU-s per clip)")
     print(f"index.html {html_kb:.0f} kB; media {len(media)} files, {media_mb:.1f} MB "
           f"({media_mb / args.clips:.2f} MB per clip)")
     if args.json:
         args.json.write_text(json.dumps({
             "command": "scripts/bench_report.py " + " ".join(sys.argv[1:]), "machine": platform.platform(),
             "cpus": available_cores(), "rows": args.rows, "models": args.models,
-            "gallery_clips": args.clips, "sources": "640x360 25 fps 10 s H.264 + 44.1 kHz stereo AAC",
+            "gallery_clips": args.clips, "window_s": 8.0,
+            "sources": "640x360 25 fps 10 s H.264 + 44.1 kHz stereo AAC (chirp in noise)",
             "source_crf": args.source_crf, "source_bitrate_mbit_s": round(bitrate, 2), "jobs": args.jobs,
             "read_check_s": round(load_s, 3), "rank_s": round(select_s, 3), "first_build_s": round(first_s, 2),
             "first_build_cpu_s_per_clip": round(first_cpu / args.clips, 3),
             "rerun_s": round(again_s, 2), "files_written_first": first.encoded, "files_written_rerun": again.encoded,
+            "new_folder_s": round(fresh_s, 2), "new_folder_files_written": fresh.encoded,
+            "new_folder_from_store": fresh.from_store, "one_more_model_s": round(plus_s, 2),
+            "one_more_model_files_written": plus.encoded, "one_more_model_from_store": plus.from_store,
+            "one_more_model_cpu_s_per_clip": round(plus_cpu / args.clips, 3),
             "index_html_kb": round(html_kb, 1), "media_mb": round(media_mb, 2)}, indent=2) + "\n")
 
 

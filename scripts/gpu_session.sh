@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session for issue 16 (V-AURA generation speed, batching, dtypes), sized for ~10 minutes on an H200:
+# One GPU session for issue 16 (V-AURA generation speed, batching, dtypes), sized for ~11 minutes on an H200:
 # correctness first (parity, batched determinism, dtype fidelity + step profile), then the end-to-end timings.
 # Every stage writes its JSON to $OUT (default ./gpu_out) as soon as it ends, so a timeout keeps what finished.
 #
@@ -34,4 +34,7 @@ if [ "${FULL:-0}" = 1 ]; then
   stage bench_generate_compiled 300 $PY scripts/bench_generate.py --device cuda --size paper --dtypes fp32,bf16 \
     --modes compiled --batches 1,64 --clips 4 --videos 8 --out "$OUT/bench_generate-paper-compiled.json"
 fi
+# 4. issue 17 on 16 cores: the first build of a 200-clip listening report (CPU only; after the GPU stages so that
+#    a timeout here costs none of them)
+stage bench_report 150 $PY scripts/bench_report.py --clips 200 --source-crf 32 --json "$OUT/bench_report-16cores.json"
 ls -la "$OUT"
