@@ -243,10 +243,9 @@ def test_read_audio_with_rate_gives_the_rate_of_what_it_returns(tmp_path):
 
 
 def test_writing_the_same_frames_gives_the_same_bytes(tmp_path):
-    """Two sources of different bytes from the same frames: swscale's own slice threads (PyAV's default; now
-    `convert_frame` keeps it on the calling thread) and libx264's macroblock tree on a static 64x64 clip (3 in 40
-    writes differed, depending on the process's memory): `reproducible=True` (what `visualsound synth` uses)
-    turns the latter off."""
+    """libx264's macroblock tree gave a static 64x64 clip different bytes (3 in 40 writes of the same frames,
+    depending on the process's memory, not on threads); `reproducible=True` (what `visualsound synth` uses)
+    turns it off."""
     import hashlib
 
     from visualsound.media import write_video

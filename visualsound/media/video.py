@@ -81,10 +81,9 @@ def thread_reformatter() -> VideoReformatter:
 
 def convert_frame(frame: av.VideoFrame, **kwargs: Any) -> av.VideoFrame:
     """`frame` converted (`kwargs` of PyAV's ``VideoReformatter.reformat``: size, format, interpolation, colour
-    range) by this thread's reused swscale context, on the calling thread only. PyAV's default, one swscale
-    slice thread per CPU, costs several times the conversion itself on small frames and is not deterministic:
-    the same RGB frames converted to yuv420p came out different in about 1 run in 10, and so did the H.264
-    files made of them."""
+    range) by this thread's reused swscale context, on the calling thread only (PyAV's default, one swscale
+    slice thread per CPU, costs several times the conversion itself on small frames; the pixels are the
+    same)."""
     return thread_reformatter().reformat(frame, **kwargs, **_one_thread())
 
 
