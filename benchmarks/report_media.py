@@ -112,16 +112,16 @@ def _colormap() -> np.ndarray:
     return _LUT
 
 
-_MEL: dict[tuple[int, int, int], np.ndarray] = {}
+_MEL: dict[tuple[int, int, int], torch.Tensor] = {}
 
 
-def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     """torchaudio's HTK mel filter bank ``[M, F]`` (cached per size)."""
     key = (sample_rate, n_fft, n_mels)
     if key not in _MEL:
         import torchaudio.functional as AF
 
-        _MEL[key] = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate).T.numpy()
+        _MEL[key] = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate).T.contiguous()
     return _MEL[key]
 
 
@@ -134,8 +134,9 @@ def spectrogram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, settin
     """A mel spectrogram of `audio` (float ``[C, N]``, channels averaged) as uint8 levels ``[H, W]``
     (`spec_height` x `spec_width`; low frequencies at the bottom; 0 = `spec_range_db` or more below the track's
     peak, 255 = the peak; silence is 0). `save_spectrogram` colours it. 64 mel bands of Hann-windowed frames of 512
-    samples (2048 above 24 kHz: no empty low bands), about one frame per output column (the FFT in torch: about
-    4x numpy's on these sizes; the rest in numpy)."""
+    samples (2048 above 24 kHz: no empty low bands), about one frame per output column. FFT and mel product in
+    torch (the FFT about 4x numpy's on these sizes; torch's threads are the report's to set, where numpy's BLAS
+    threads spin on other cores after a small product)."""
     from PIL import Image
 
     x = np.asarray(audio, dtype=np.float32).mean(axis=0)
@@ -145,8 +146,8 @@ def spectrogram_image(audio: torch.Tensor | np.ndarray, sample_rate: int, settin
     hop = max(n_fft // 8, int(math.ceil((x.size - n_fft + 1) / settings.spec_width)))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # [frames, n_fft]
     spec = torch.fft.rfft(torch.from_numpy(frames * _hann(n_fft)), dim=1)  # [frames, F]
-    power = (spec.real.square() + spec.imag.square()).numpy()
-    db = 10 * np.log10(np.maximum(_mel_matrix(sample_rate, n_fft, 64) @ power.T, 1e-12))  # [M, frames]
+    mel = _mel_matrix(sample_rate, n_fft, 64) @ (spec.real.square() + spec.imag.square()).T  # [M, frames]
+    db = 10 * np.log10(np.maximum(mel.numpy(), 1e-12))
     top = float(db.max())
     if top <= -110.0:  # digital silence
         level = np.zeros_like(db)
