@@ -15,8 +15,7 @@ Every output file is named by a hash of what it is made from (source paths with 
 time, the window, the settings and `MEDIA_VERSION`), so a re-run finds and reuses what it already wrote (a
 killed run resumes; a changed input gets a new name), and writes are atomic. A `MediaStore` shares the files
 between reports: another report folder, selection or model set links what was made before and encodes only what
-is new. A file that cannot be read becomes
-a `TrackMedia.error` with the reason; the build goes on.
+is new. A file that cannot be read becomes a `TrackMedia.error` with the reason; the build goes on.
 """
 
 from __future__ import annotations

@@ -125,33 +125,23 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     check_window(start, duration)
     if max_width is not None and max_width < 2:
         raise MediaWindowError(f"max_width must be >= 2 pixels, got {max_width}")
-    if fps is not None and fps <= 0:
-        raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
-    container = open_media(path)
-    try:
-        if not container.streams.video:
-            raise NoVideoStreamError(f"{path}: no video stream")
-        stream = _video_stream(container)
-        try:
-            frames = _decode_window(container, stream, start, duration, fps, path, report, max_width=max_width,
-                                    rotate=apply_rotation)
-        except _Unseekable:  # a failed seek leaves the demuxer unusable: reopen and decode from the start
-            container.close()
-            container = open_media(path)
-            stream = _video_stream(container)
-            frames = _decode_window(container, stream, start, duration, fps, path, report, seekable=False,
-                                    max_width=max_width, rotate=apply_rotation)
-    except av.error.FFmpegError as e:
-        raise media_error(path, "video decoding failed", e, TruncatedMediaError) from e
-    finally:
-        container.close()
-    if apply_rotation and frames:
-        frames = [np.rot90(f, k=rot // 90).copy() if rot else f for f, rot in frames]
-    else:
-        frames = [f for f, _ in frames]
-    if not frames:
-        raise MediaWindowError(f"{path}: no video frames in window start={start} duration={duration}")
-    return torch.from_numpy(np.stack(frames))
+    state: dict[str, Any] = {"size": None, "noted": False}  # the output size, fixed by the first frame
+
+    def convert(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, int]:
+        if state["size"] is None:
+            state["size"] = ((frame.width, frame.height) if max_width is None
+                             else _preview_size(frame, rotation if apply_rotation else 0, max_width))
+        size = state["size"]
+        if max_width is None and size != (frame.width, frame.height) and not state["noted"]:
+            state["noted"] = True
+            log.info("%s: the frame size changes mid-stream (%dx%d -> %dx%d); scaling to the first size", path,
+                     *size, frame.width, frame.height)
+        return frame_to_rgb(frame, size), rotation
+
+    frames = list(iter_video_window(path, start, duration, fps, convert=convert, report=report))
+    if apply_rotation:
+        return torch.from_numpy(np.stack([np.rot90(f, k=rot // 90).copy() if rot else f for f, rot in frames]))
+    return torch.from_numpy(np.stack([f for f, _ in frames]))
 
 
 def stream_rate(stream: av.video.stream.VideoStream) -> float | None:
@@ -224,8 +214,8 @@ def _preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[
     return even_size_within(w, h, max_width)
 
 
-def _window_frames(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
-                   convert: Callable[[av.VideoFrame, int], Any] | None = None) -> Iterator[Any]:
+def _window_frames(container, stream, start, duration, fps, path, report, seekable: bool,
+                   convert: Callable[[av.VideoFrame, int], Any]) -> Iterator[Any]:
     """Yield ``convert(frame, rotation)`` for each output frame of the window (see the module docstring rule); a
     source frame held for several output frames is converted once and yielded again (the same object). Raises
     `_Unseekable` before yielding anything when the first seek fails, and `MediaWindowError` at the end when
@@ -239,7 +229,6 @@ def _window_frames(container, stream, start, duration, fps, path, report=None, s
         targets = [start + k / fps for k in range(n_out)]
     else:
         targets = None  # generated on the fly
-    convert = convert or (lambda frame, rotation: (frame_to_rgb(frame), rotation))
     cache: list = [None, None]  # [frame, converted]: a held frame is converted once however often it repeats
 
     def take(frame) -> Any:
@@ -292,29 +281,9 @@ def _window_frames(container, stream, start, duration, fps, path, report=None, s
         raise MediaWindowError(f"{path}: start {start:.3f} s is at or after the end of the video")
 
 
-def _decode_window(container, stream, start, duration, fps, path, report=None, seekable: bool = True,
-                   max_width: int | None = None, rotate: bool = False) -> list[tuple[np.ndarray, int]]:
-    """The window's frames as ``(rgb [H, W, 3], rotation)`` (`read_video`)."""
-
-    state: dict[str, Any] = {"size": None, "noted": False}  # the output size, fixed by the first frame
-
-    def convert(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, int]:
-        if state["size"] is None:
-            state["size"] = ((frame.width, frame.height) if max_width is None
-                             else _preview_size(frame, rotation if rotate else 0, max_width))
-        size = state["size"]
-        if max_width is None and size != (frame.width, frame.height) and not state["noted"]:
-            state["noted"] = True
-            log.info("%s: the frame size changes mid-stream (%dx%d -> %dx%d); scaling to the first size", path,
-                     *size, frame.width, frame.height)
-        return frame_to_rgb(frame, size), rotation
-
-    return list(_window_frames(container, stream, start, duration, fps, path, report, seekable, convert))
-
-
-def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0, *,
-                convert: Callable[[av.VideoFrame, int], Any], threads: int = 0,
-                report: DecodeReport | None = None) -> Iterator[Any]:
+def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
+                      *, convert: Callable[[av.VideoFrame, int], Any], threads: int = 0,
+                      report: DecodeReport | None = None) -> Iterator[Any]:
     """Stream the window's output frames as `read_video` selects them, each as ``convert(frame, rotation)``
     (`rotation`: the display rotation, counter-clockwise degrees; a held frame is converted once and yielded
     again as the same object), decoding with `threads` decoder threads (0: FFmpeg's choice). For consumers that
@@ -328,14 +297,13 @@ def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None
             raise NoVideoStreamError(f"{path}: no video stream")
         stream = _video_stream(container, threads)
         try:
-            gen = _window_frames(container, stream, start, duration, fps, path, report, convert=convert)
+            gen = _window_frames(container, stream, start, duration, fps, path, report, True, convert)
             first = next(gen, _END)
         except _Unseekable:  # nothing was yielded yet: reopen and decode from the start
             container.close()
             container = open_media(path)
             stream = _video_stream(container, threads)
-            gen = _window_frames(container, stream, start, duration, fps, path, report, seekable=False,
-                                 convert=convert)
+            gen = _window_frames(container, stream, start, duration, fps, path, report, False, convert)
             first = next(gen, _END)
         if first is _END:
             raise MediaWindowError(f"{path}: no video frames in window start={start} duration={duration}")
