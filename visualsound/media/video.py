@@ -130,7 +130,7 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
     def convert(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, int]:
         if state["size"] is None:
             state["size"] = ((frame.width, frame.height) if max_width is None
-                             else _preview_size(frame, rotation if apply_rotation else 0, max_width))
+                             else preview_size(frame, rotation if apply_rotation else 0, max_width))
         size = state["size"]
         if max_width is None and size != (frame.width, frame.height) and not state["noted"]:
             state["noted"] = True
@@ -204,7 +204,7 @@ def _seek_decoder(container, stream, target: float, first_time: float, path, rep
         back = max(1.0, 2 * back)
 
 
-def _preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[int, int]:
+def preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[int, int]:
     """The coded ``(width, height)`` a frame is scaled to so that, displayed (rotated by `rotation`), it is at
     most `max_width` wide."""
     w, h = frame.width, frame.height

@@ -26,6 +26,7 @@ video, keeping every frame at its time).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -44,7 +45,7 @@ from visualsound.media.info import (
     media_error,
     open_media,
 )
-from visualsound.media.video import convert_frame
+from visualsound.media.video import convert_frame, iter_video_window, preview_size
 from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -198,10 +199,6 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
     clips are encoded in parallel). Raises what `read_video` raises for the source (naming it), `MediaWriteError`
     on bad arguments and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
     """
-    import itertools
-
-    from visualsound.media.video import _preview_size, iter_video_window
-
     a = _check_audio(audio, sample_rate) if audio is not None else None
     if max_width < 2:
         raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
@@ -210,7 +207,7 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
 
     def convert(frame: av.VideoFrame, rotation: int) -> av.VideoFrame:
         if not shape:
-            shape["size"], shape["rotation"] = _preview_size(frame, rotation, max_width), rotation
+            shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width), rotation
         w, h = shape["size"]
         # PyAV takes the source range from the frame; the output is tagged and coded in the standard range
         # (left unset, a full-range source would keep its levels and be shown as standard range: washed out)
