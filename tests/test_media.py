@@ -232,36 +232,6 @@ def test_rotation_reported_and_applied(tmp_path):
     assert shown[0, -8:, :8, 0].float().mean() > 200 and shown[0, :8, :8, 0].float().mean() < 50
 
 
-def test_max_width_scales_while_decoding(tmp_path):
-    """`max_width` gives the displayed picture at most that wide (aspect kept, sides even), close to an area-mean
-    downscale of the full-size frames; narrower videos keep their size; rotation is applied before the limit."""
-    from visualsound.media.video import even_size_within
-
-    assert even_size_within(640, 360, 320) == (320, 180)
-    assert even_size_within(636, 360, 320) == (320, 182)  # 181.1 -> the nearest even height
-    assert even_size_within(200, 99, 320) == (200, 100)  # never up; odd sizes made even
-    rng = np.random.default_rng(0)
-    blocks = rng.integers(0, 256, size=(3, 9, 16, 3)).astype(np.uint8)
-    frames = blocks.repeat(40, axis=1).repeat(40, axis=2)  # [3, 360, 640, 3]: 40x40 flat blocks
-    p = tmp_path / "wide.mp4"
-    _encode_frames(p, "libx264", frames)
-    full = read_video(p).float()
-    small = read_video(p, max_width=160)
-    assert small.shape == (3, 90, 160, 3), small.shape
-    area = full.reshape(3, 90, 4, 160, 4, 3).mean(dim=(2, 4))  # the same picture averaged over 4x4 pixels
-    diff = (small.float() - area).abs()
-    inner = diff.reshape(3, 9, 10, 16, 10, 3)[:, :, 3:7, :, 3:7]  # block centres: no chroma-edge blending
-    assert diff.mean() < 2.0 and inner.max() <= 4, (diff.mean(), inner.max())
-    assert read_video(p, max_width=4000).shape == full.shape
-    r = tmp_path / "rot.mp4"
-    _encode_frames(r, "libx264", frames, rotation=90)
-    shown = read_video(r, apply_rotation=True, max_width=90)  # displayed 360 wide x 640 high -> 90 x 160
-    assert shown.shape == (3, 160, 90, 3), shown.shape
-    assert read_video(r, max_width=90).shape == (3, 50, 90, 3)  # stored orientation: 640 wide
-    with pytest.raises(MediaWindowError, match="max_width"):
-        read_video(p, max_width=1)
-
-
 def test_frame_to_rgb_reused_context_matches_fresh_conversion_in_threads(clips):
     """One swscale context per thread, reused across frames and sizes, gives the pixels of PyAV's own per-frame
     conversion, with several threads converting at once."""

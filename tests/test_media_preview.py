@@ -57,6 +57,32 @@ def test_preview_selects_frames_like_read_video_at_fps_with_exact_times(tmp_path
     assert abs(audio.shape[1] - 48000) <= 1024, audio.shape  # the frames' 1.0 s, to within one AAC frame
 
 
+def test_preview_scaling_is_close_to_an_area_mean(tmp_path):
+    """Scaled while decoding, the preview is at most `max_width` wide (aspect kept, sides even) and close to an
+    area-mean downscale of the full-size frames (libx264 lossless here: only the scaling and 4:2:0 remain)."""
+    from tests.test_media import _encode_frames
+    from visualsound.media.video import even_size_within
+
+    assert even_size_within(640, 360, 320) == (320, 180)
+    assert even_size_within(636, 360, 320) == (320, 182)  # 181.1 -> the nearest even height
+    assert even_size_within(200, 99, 320) == (200, 100)  # never up; odd sizes made even
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, size=(3, 9, 16, 3)).astype(np.uint8)
+    frames = blocks.repeat(40, axis=1).repeat(40, axis=2)  # [3, 360, 640, 3]: 40x40 flat blocks
+    src = tmp_path / "wide.mp4"
+    _encode_frames(src, "libx264", frames)
+    full = read_video(src).float()
+    out = tmp_path / "p.mp4"
+    write_preview(src, out, max_width=160, crf=0, preset="ultrafast")
+    _, small = _decoded(out)
+    assert small.shape == (3, 90, 160, 3), small.shape
+    area = full.reshape(3, 90, 4, 160, 4, 3).mean(dim=(2, 4))  # the same picture averaged over 4x4 pixels
+    diff = (small.float() - area).abs()
+    inner = diff.reshape(3, 9, 10, 16, 10, 3)[:, :, 3:7, :, 3:7]  # block centres: no chroma-edge blending
+    # the mean includes the block edges, where 4:2:0 chroma at 160x90 (80x45) blends neighbouring colours
+    assert diff.mean() < 4.0 and inner.max() <= 4, (diff.mean(), inner.max())
+
+
 def test_preview_of_a_narrow_video_keeps_its_size_and_of_a_short_one_its_frames(tmp_path):
     src = tmp_path / "src.mkv"
     encode(src, n=20, fps=25, size=(64, 48))

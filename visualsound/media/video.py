@@ -11,7 +11,7 @@ Only the window is decoded: the reader seeks to the keyframe at or before ``star
 B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
 Pixels are converted to RGB24 by FFmpeg's swscale in the calling thread (`frame_to_rgb`), with one swscale
 context per thread reused from frame to frame (a new context per frame, PyAV's ``to_ndarray``, costs about six
-times as much and gives the same pixels). ``max_width`` scales wider frames down in that same swscale call.
+times as much and gives the same pixels).
 
 Damaged and timestamp-less input: a packet the decoder rejects is skipped, counted and logged (`DecodeReport`),
 as FFmpeg's own tools do; a stream whose frames carry no timestamps (raw H.264, some elementary streams) gets
@@ -90,8 +90,9 @@ def convert_frame(frame: av.VideoFrame, **kwargs: Any) -> av.VideoFrame:
 def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
     """``av.VideoFrame`` -> uint8 ``[H, W, 3]`` RGB24 by swscale with PyAV's default conversion (what decord
     returns), in the calling thread only (the same pixels as a threaded conversion). Display rotation is NOT
-    applied. `size` ``(width, height)`` scales the coded picture with swscale's area-averaging filter (for
-    previews; None keeps the coded size and the default conversion's pixels)."""
+    applied. `size` ``(width, height)`` scales the coded picture with swscale's area-averaging filter (`read_video`:
+    a frame whose size differs from the stream's first; None or the frame's own size keeps the default
+    conversion's pixels)."""
     if size is None or size == (frame.width, frame.height):
         return convert_frame(frame, format="rgb24").to_ndarray()
     return convert_frame(frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
@@ -107,32 +108,24 @@ def even_size_within(width: int, height: int, max_width: int) -> tuple[int, int]
 
 
 def read_video(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
-               apply_rotation: bool = False, report: DecodeReport | None = None,
-               max_width: int | None = None) -> torch.Tensor:
+               apply_rotation: bool = False, report: DecodeReport | None = None) -> torch.Tensor:
     """Decode the frames of ``[start, start + duration)`` resampled to `fps` (see the module docstring rule).
 
     ``duration=None`` reads to the end of the video; ``fps=None`` returns the native frames whose presentation
     time lies in the window. Returns uint8 ``[T, H, W, 3]`` RGB with ``T = round(duration * fps)`` (fewer when
     the window runs past the end). Raises `NoVideoStreamError`, `MediaWindowError` (bad window, or ``start`` at
     or after the end of the video) and `TruncatedMediaError` (undecodable data). Packets the decoder rejects are
-    skipped and counted in `report` (see the module docstring).
-
-    `max_width` (previews) scales frames wider than that, as displayed (after rotation when `apply_rotation`),
-    to that width keeping the aspect ratio, both sides even (`even_size_within`), in the RGB conversion; None
-    keeps the decoded size. The first frame's size holds for all: a stream that changes size mid-way (spliced
-    elementary streams) has its later frames scaled to it.
+    skipped and counted in `report` (see the module docstring). The first frame's size holds for all: a stream
+    that changes size mid-way (spliced elementary streams) has its later frames scaled to it (scaled previews:
+    `visualsound.media.write_preview`).
     """
-    check_window(start, duration)
-    if max_width is not None and max_width < 2:
-        raise MediaWindowError(f"max_width must be >= 2 pixels, got {max_width}")
     state: dict[str, Any] = {"size": None, "noted": False}  # the output size, fixed by the first frame
 
     def convert(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, int]:
         if state["size"] is None:
-            state["size"] = ((frame.width, frame.height) if max_width is None
-                             else preview_size(frame, rotation if apply_rotation else 0, max_width))
+            state["size"] = (frame.width, frame.height)
         size = state["size"]
-        if max_width is None and size != (frame.width, frame.height) and not state["noted"]:
+        if size != (frame.width, frame.height) and not state["noted"]:
             state["noted"] = True
             log.info("%s: the frame size changes mid-stream (%dx%d -> %dx%d); scaling to the first size", path,
                      *size, frame.width, frame.height)
