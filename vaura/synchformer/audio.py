@@ -59,8 +59,8 @@ class ASTLayer(nn.Module):
         h = self.layernorm_before(x)
         sa = self.attention.attention
         q, k, v = (lin(h).reshape(n, length, self.heads, hd).transpose(1, 2) for lin in (sa.query, sa.key, sa.value))
-        att = torch.softmax((q @ k.transpose(-2, -1)) * hd ** -0.5, dim=-1)
-        out = (att @ v).transpose(1, 2).reshape(n, length, dim)
+        out = F.scaled_dot_product_attention(q, k, v, scale=hd ** -0.5)  # softmax(q k^T / sqrt(hd)) v, fused
+        out = out.transpose(1, 2).reshape(n, length, dim)
         x = x + self.attention.output.dense(out)
         return x + self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x))))
 

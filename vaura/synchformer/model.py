@@ -37,8 +37,8 @@ class SelfAttention(nn.Module):
         hd = dim // self.heads
         k, q, v = (lin(x).reshape(b, length, self.heads, hd).transpose(1, 2)
                    for lin in (self.key, self.query, self.value))
-        att = torch.softmax((q @ k.transpose(-2, -1)) * hd ** -0.5, dim=-1)
-        return self.proj((att @ v).transpose(1, 2).reshape(b, length, dim))
+        out = F.scaled_dot_product_attention(q, k, v, scale=hd ** -0.5)  # softmax(q k^T / sqrt(hd)) v, fused
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
 
 class Block(nn.Module):

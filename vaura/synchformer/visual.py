@@ -63,7 +63,8 @@ class DividedAttention(nn.Module):
         hd = dim // self.heads
         q, k, v = (t.reshape(n, length, self.heads, hd).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
         q = q * hd ** -0.5  # [N, h, L, hd]
-        cls_out = torch.softmax(q[:, :, :1] @ k.transpose(-2, -1), dim=-1) @ v  # CLS attends to everything
+        # softmax(q k^T) v as fused kernels (q is scaled already, as upstream scales it)
+        cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v, scale=1.0)  # CLS attends to everything
 
         def group(t: torch.Tensor) -> torch.Tensor:  # [N, h, T*P, hd] -> [N*h*G, len, hd]
             t = t[:, :, 1:].reshape(n, self.heads, frames, patches, hd)
@@ -76,7 +77,7 @@ class DividedAttention(nn.Module):
         cls_k = k[:, :, :1].unsqueeze(2).expand(n, self.heads, groups, 1, hd).reshape(-1, 1, hd)
         cls_v = v[:, :, :1].unsqueeze(2).expand(n, self.heads, groups, 1, hd).reshape(-1, 1, hd)
         kg, vg = torch.cat([cls_k, kg], dim=1), torch.cat([cls_v, vg], dim=1)
-        out = torch.softmax(qg @ kg.transpose(-2, -1), dim=-1) @ vg  # [N*h*G, len, hd]
+        out = F.scaled_dot_product_attention(qg, kg, vg, scale=1.0)  # [N*h*G, len, hd]
         if grouping == "time":
             out = out.reshape(n, self.heads, patches, frames, hd).transpose(2, 3)
         out = out.reshape(n, self.heads, frames * patches, hd)
