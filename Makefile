@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
+# test processes (pytest-xdist): one per core this process may use (nproc follows the affinity mask), at most 8
+# (each holds its own models); a module's tests stay in one process. TEST_JOBS=0: no worker processes
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 8 ] && n=8; echo $$n)
 
 .PHONY: install demo test test-fast lint clean-demo
 
@@ -24,10 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "" -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "" -q -ra -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

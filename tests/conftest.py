@@ -3,6 +3,11 @@
 Parity fixtures live outside the repository, in ``$VAURA_PARITY_DIR`` (default ``../shared/parity`` relative
 to the repository root). A missing fixture skips the test with a reason, except under ``CI=true``, where it
 fails: CI must never pass by skipping parity checks.
+
+`make test` runs the files in parallel processes (pytest-xdist, ``-n auto --dist loadscope``: one per core, a
+module's tests together so its module fixtures are built once). Each such worker gets its share of the cores
+as torch threads, and the CLIs it starts as subprocesses get the same through ``OMP_NUM_THREADS``: N workers
+each running torch on every core would oversubscribe the machine.
 """
 
 from __future__ import annotations
@@ -10,8 +15,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    from visualsound.utils.threads import available_cores
+
+    _SHARE = str(max(1, available_cores() // _WORKERS))
+    os.environ.setdefault("OMP_NUM_THREADS", _SHARE)  # before torch starts its thread pool; subprocesses inherit
+    os.environ.setdefault("MKL_NUM_THREADS", _SHARE)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
