@@ -387,6 +387,13 @@ class Transformer(nn.Module):
         start at 0. Returns ``[B, K, L, card]``: ``[b, q, p]`` predicts the pattern cell ``(q, start + p + 1)``;
         with `last_only` only the last position's ``[B, K, 1, card]`` (a prompt's prefill needs no other).
         """
+        x = self.hidden(seq, vis, cache, last_only)
+        return torch.stack([head(x) for head in self.lm_heads], dim=1)
+
+    def hidden(self, seq: torch.Tensor, vis: torch.Tensor, cache: KVCache | None = None,
+               last_only: bool = False) -> torch.Tensor:
+        """`forward_tokens` before the heads: the final-norm states ``[B, L, D]`` (``[B, 1, D]`` with
+        `last_only`)."""
         start = 0 if cache is None else cache.length
         length = seq.shape[-1]
         if start + length > self.cfg.rope_len:
@@ -398,8 +405,7 @@ class Transformer(nn.Module):
             x = layer(x, rope, cache, i)
         if cache is not None:
             cache.length = start + length
-        x = self.norm(x[:, -1:] if last_only else x)
-        return torch.stack([head(x) for head in self.lm_heads], dim=1)
+        return self.norm(x[:, -1:] if last_only else x)
 
     def decode_step(self, tokens: torch.Tensor, vis: torch.Tensor, cache: KVCache, pos: torch.Tensor
                     ) -> torch.Tensor:
@@ -436,18 +442,22 @@ class Transformer(nn.Module):
         if null is None and self.training and self.cfg.cond_drop > 0:
             null = torch.rand(b, device=codes.device) < self.cfg.cond_drop
         seq = self.teacher_forcing_input(codes)
-        out = self.forward_tokens(seq, self.embed_visual(visual, null))  # [B, K, T + K, card]
-        idx = torch.arange(t, device=codes.device)[None, :] + torch.arange(k, device=codes.device)[:, None]
-        return torch.gather(out, 2, idx[None, :, :, None].expand(b, k, t, out.shape[-1]))
+        x = self.hidden(seq, self.embed_visual(visual, null))  # [B, T + K, D]
+        # codebook q's code at frame t sits at pattern step t + q + 1, predicted from position t + q: head q on
+        # positions q .. q + T - 1 only (no logits for the other K positions, no gather over [B, K, T, card])
+        return torch.stack([head(x[:, q:q + t]) for q, head in enumerate(self.lm_heads)], dim=1)
 
     @staticmethod
     def loss(logits: torch.Tensor, codes: torch.Tensor) -> LossOutput:
         """Mean over codebooks of per-codebook cross-entropy (mean over ``B * T``).
-        logits ``[B, K, T, card]``, codes ``[B, K, T]``."""
+        logits ``[B, K, T, card]``, codes ``[B, K, T]`` (every code in ``[0, card)``)."""
         assert logits.shape[:3] == codes.shape, f"logits {tuple(logits.shape)} vs codes {tuple(codes.shape)}"
-        k = codes.shape[1]
-        per = torch.stack([F.cross_entropy(logits[:, q].reshape(-1, logits.shape[-1]).float(),
-                                           codes[:, q].reshape(-1)) for q in range(k)])
+        b, k, t, card = logits.shape
+        # one cross-entropy over all codebooks, then the per-codebook means: slicing the logits per codebook
+        # instead makes the backward pass write a zero-filled full-size [B, K, T, card] gradient for each of
+        # the K slices (K x the memory traffic; half of a tiny model's CPU step)
+        ce = F.cross_entropy(logits.float().reshape(-1, card), codes.reshape(-1), reduction="none")
+        per = ce.view(b, k, t).mean(dim=(0, 2))
         return LossOutput(loss=per.mean(), per_codebook=per)
 
 
