@@ -4,7 +4,7 @@ Parity fixtures live outside the repository, in ``$VAURA_PARITY_DIR`` (default `
 to the repository root). A missing fixture skips the test with a reason, except under ``CI=true``, where it
 fails: CI must never pass by skipping parity checks.
 
-`make test` runs the files in parallel processes (pytest-xdist, ``-n auto --dist loadscope``: one per core, a
+`make test` runs the files in parallel processes (pytest-xdist, ``-n <cores, at most 8> --dist loadscope``: a
 module's tests together so its module fixtures are built once). Each such worker gets its share of the cores
 as torch threads, and the CLIs it starts as subprocesses get the same through ``OMP_NUM_THREADS``: N workers
 each running torch on every core would oversubscribe the machine.
