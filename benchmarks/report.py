@@ -703,6 +703,8 @@ class ReportSummary:
     seconds: float
     removed: int
     from_store: int = 0
+    copied: int = 0  # ground-truth videos copied from their source this build (the rest of those made: re-encoded)
+    reencoded: int = 0
 
 
 def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -735,7 +737,7 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
             tasks.append((gi, clip_id, why, info, items, src))
     galleries: list[list[GalleryClip]] = [[] for _ in groups]
     errors: list[str] = []
-    encoded = from_store = 0
+    encoded = from_store = copied = reencoded = 0
     total = len(tasks)
     workers = max(1, min(jobs or available_cores(), total))
     store = MediaStore(Path(media_store)) if media_store is not None else None
@@ -761,6 +763,8 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     for (gi, clip_id, why, info, items, _), (gt, tracks) in zip(tasks, made):
         encoded += gt.encoded + sum(t.encoded for t in tracks.values())
         from_store += gt.from_store + sum(t.from_store for t in tracks.values())
+        copied += gt.video == "copy"
+        reencoded += gt.video == "re-encode"
         for who, t in [("ground truth", gt), *tracks.items()]:
             if t.error and not (who != "ground truth" and items[who]["status"] == "missing"):
                 errors.append(f"{clip_id} ({who}): {t.error}")
@@ -793,9 +797,10 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
                     "clips": [{"clip_id": c.clip_id, "why": c.why} for c in gal], "notes": g.notes}
                    for g, gal in zip(groups, galleries)],
         "files": sorted(referenced - {"report.json"}), "encoded": encoded, "from_store": from_store,
+        "videos": {"copied": copied, "re-encoded": reencoded},
         "media_store": str(media_store) if media_store is not None else None, "errors": errors,
         "seconds": round(seconds, 2)})
-    return ReportSummary(index, total, encoded, errors, seconds, removed, from_store)
+    return ReportSummary(index, total, encoded, errors, seconds, removed, from_store, copied, reencoded)
 
 
 def _remove_unreferenced(out: Path, referenced: set[str]) -> int:

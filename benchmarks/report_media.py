@@ -2,11 +2,15 @@
 
 For one clip the gallery shows the ground truth and one track per model:
 
-* **ground truth** ``gt.mp4``: the clip's evaluation window of its video (25 fps), scaled to `MediaSettings.width`
-  pixels wide (never up; swscale's area filter while decoding, no RGB round trip: `visualsound.media.write_preview`),
-  H.264 + AAC with the clip's ground-truth audio (from ``gt_audio_path``, which may be a separate audio file); a
-  JPEG poster (the first frame) and a spectrogram PNG of the audio. An audio-only clip gets an AAC ``.m4a``
-  instead of the video.
+* **ground truth** ``gt.mp4``: the clip's evaluation window of its video with the clip's ground-truth audio
+  (from ``gt_audio_path``, which may be a separate audio file), a JPEG poster (the first frame, at most
+  `MediaSettings.width` pixels wide) and a spectrogram PNG of the audio. A window that is already small and easy
+  to cut is **copied** (`visualsound.media.write.copy_window`: H.264 8-bit 4:2:0 starting on a keyframe, as the
+  first frame of a file does, at most `MediaSettings.copy_kbps` kbit/s; no decoding, the source's size and frame
+  rate; the audio's AAC packets are copied too when it comes from the same file, else it is encoded). Any other
+  is **re-encoded** at 25 fps, scaled to `MediaSettings.width` pixels wide (never up; swscale's area filter
+  while decoding, no RGB round trip: `visualsound.media.write_preview`), H.264 + AAC. Both sit the audio's first
+  sample on the first frame exactly. An audio-only clip gets an AAC ``.m4a`` instead of the video.
 * **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the scaled ground-truth
   video with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
   ``.m4a`` when the clip has no video (or its video cannot be read); a spectrogram PNG.
@@ -37,13 +41,15 @@ from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 4  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 5  # bump when the encoding or the images change: every cached file is then made again
 
 
 @dataclass(frozen=True)
 class MediaSettings:
     """Sizes of the report's media: video width (px, even; smaller videos keep their size), frame rate, H.264
-    quality (`crf`) and speed (`preset`), spectrogram size (px) and dynamic range (dB below the track's peak)."""
+    quality (`crf`) and speed (`preset`), spectrogram size (px) and dynamic range (dB below the track's peak), and
+    the largest video rate (kbit/s) of a source window that is copied as it is rather than re-encoded
+    (`copy_kbps`; see the module docstring)."""
 
     width: int = 320
     fps: float = 25.0
@@ -53,10 +59,11 @@ class MediaSettings:
     spec_width: int = 320
     spec_height: int = 96
     spec_range_db: float = 80.0
+    copy_kbps: float = 800.0  # a window of H.264 at most this rate that starts on a keyframe is copied (0: never)
 
     def key(self) -> str:
         return f"v{MEDIA_VERSION}-w{self.width}-f{self.fps}-c{self.crf}-p{self.preset}-a{self.aac_coder}" \
-               f"-s{self.spec_width}x{self.spec_height}-r{self.spec_range_db}"
+               f"-s{self.spec_width}x{self.spec_height}-r{self.spec_range_db}-k{self.copy_kbps:g}"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class TrackMedia:
     error: str = ""
     encoded: int = 0          # files written by this call (0: everything was reused)
     from_store: int = 0       # files this call linked (or copied) in from the shared `MediaStore`
+    video: str = ""           # how this call made the ground-truth video: "copy" or "re-encode" ("" made none)
 
 
 @dataclass
@@ -281,7 +289,7 @@ class ClipEncoder:
             if not self._have(gt, gt_mp4, gt_poster):
                 try:
                     gt_audio, gt.error = self._gt_audio(src)
-                    self._gt_video(src, gt_mp4, gt_poster, gt_audio)
+                    gt.video = self._gt_video(src, gt_mp4, gt_poster, gt_audio)
                     self._made(gt, gt_mp4, gt_poster)
                 except ToolkitError as e:
                     gt.error = f"cannot read the video {src.video_path}: {e}"
@@ -334,15 +342,28 @@ class ClipEncoder:
         except ToolkitError as e:
             return None, f"cannot read the ground-truth audio {src.gt_audio_path}: {e}"
 
-    def _gt_video(self, src: ClipSources, mp4: Path, poster: Path, audio: tuple[torch.Tensor, int] | None) -> None:
-        from visualsound.media import write_preview
+    def _gt_video(self, src: ClipSources, mp4: Path, poster: Path, audio: tuple[torch.Tensor, int] | None) -> str:
+        """Make the ground-truth video and its poster; returns "copy" or "re-encode"."""
+        from visualsound.media import NotCopyable, copy_window, write_preview
 
         s = self.settings
         a, sr = audio if audio is not None else (None, None)
+        if s.copy_kbps > 0:
+            same_file = audio is not None and src.gt_audio_path is not None and \
+                os.path.realpath(src.gt_audio_path) == os.path.realpath(src.video_path)
+            try:
+                first, _ = copy_window(src.video_path, mp4, start=src.start_sec, duration=src.window_sec,
+                                       max_kbps=s.copy_kbps, max_width=s.width, audio=a, sample_rate=sr,
+                                       aac_coder=s.aac_coder, audio_from_source=same_file)
+                _save_jpeg(poster, first)
+                return "copy"
+            except NotCopyable as e:
+                log.debug("%s: re-encoding the window (%s)", src.video_path, e.reason)
         first = write_preview(src.video_path, mp4, start=src.start_sec, duration=src.window_sec, fps=s.fps,
                               max_width=s.width, audio=a, sample_rate=sr, crf=s.crf, preset=s.preset,
                               aac_coder=s.aac_coder, encoder_threads=self.threads, decoder_threads=self.threads)
         _save_jpeg(poster, first)
+        return "re-encode"
 
     def _track(self, out: Path, gt_key: str, path: str | None, gt_mp4: Path | None, window: float | None
                ) -> TrackMedia:

@@ -7,13 +7,16 @@ sources in turn (so every gallery clip is encoded on its own, as distinct clips 
 
 - reading and checking the per-clip tables (`load_inputs` + `build_groups`);
 - ranking the clips (`select` of ``worst:DeSync:200``);
-- the first build of a 200-clip gallery (``random:200``: decode, scale to 320 px, encode each clip's media once);
+- the first build of a 200-clip gallery (``random:200``, the first 8 s of each clip: each clip's media made once;
+  a small H.264 window is copied, a large one decoded, scaled to 320 px and re-encoded), and with
+  ``--reencode-too`` the same build with every window re-encoded (``copy_kbps=0``), for the ratio;
 - a re-run of the same report (every media file reused: what a changed selection of known clips or a new page
   costs), and its page size;
 - with the media store (`vbench report --media-cache`): the same gallery in a new folder, and the gallery with one
   more model's results (only that model's tracks are encoded).
 
-    .venv/bin/python scripts/bench_report.py [--clips 200] [--rows 15220] [--sources 20] [--json out.json]
+    .venv/bin/python scripts/bench_report.py [--clips 200] [--rows 15220] [--sources 20] [--source-crf 32]
+        [--reencode-too] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.report_fixture writes the per-clip tables
 
 from benchmarks.report import build_groups, build_report, load_inputs, parse_select, select  # noqa: E402
+from benchmarks.report_media import MediaSettings  # noqa: E402
 from tests.report_fixture import clip_rows, write_result  # noqa: E402
 from visualsound.media import write_video, write_wav  # noqa: E402
 from visualsound.utils.threads import available_cores  # noqa: E402
@@ -96,6 +101,9 @@ def main() -> None:
     ap.add_argument("--source-crf", type=int, default=18,
                     help="H.264 quality of the sources (18: ~7.5 Mbit/s, heavy to decode; 32: ~0.3 Mbit/s)")
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--reencode-too", action="store_true",
+                    help="also time a cold first build that re-encodes every ground-truth window (copy_kbps=0), "
+                         "in this process, for the ratio")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="write the measurements here")
     args = ap.parse_args()
@@ -105,17 +113,24 @@ def main() -> None:
     sources = make_sources(work / "sources", args.sources, crf=args.source_crf)
     bitrate = sum(p.stat().st_size for p in sources) * 8 / (10.0 * len(sources)) / 1e6  # Mbit/s, audio included
     gens = [make_generated(work / f"model{m}", args.sources, seed=m) for m in range(args.models + 1)]
-    clips = [{"clip_id": f"clip{i:05d}", "video": str(sources[i % len(sources)]), "label": f"class {i % 309}",
-              "duration": 10.0} for i in range(args.rows)]
+    # every clip id gets its own video file (a hard link to a source, reused in turn), so that every gallery clip
+    # is made on its own, as distinct clips would be (the media store rightly shares the files of clips made from
+    # the same files)
+    links = work / "clips"
+    links.mkdir(exist_ok=True)
+    clips = []
+    for i in range(args.rows):
+        video = links / f"clip{i:05d}.mp4"
+        if not video.exists():
+            video.hardlink_to(sources[i % len(sources)])
+        clips.append({"clip_id": f"clip{i:05d}", "video": str(video), "label": f"class {i % 309}", "duration": 10.0})
     paths = []
     for m in range(args.models + 1):
         gen = {c["clip_id"]: str(gens[m][i % len(sources)]) for i, c in enumerate(clips)}
         rows = clip_rows("av-benchmark", clips, gen, seed=m)
-        for i, r in enumerate(rows):
+        for r in rows:
             r["item"] = r["clip_id"]  # generated files are shared between clip ids: their stems would repeat
-            # av-benchmark's 8 s; a start 1 ms apart for each reuse of a source gives every clip id its own media
-            # (the media store would otherwise rightly share the files of clips made from the same files)
-            r["start_sec"], r["window_sec"] = 0.001 * (i // len(sources)), 8.0
+            r["start_sec"], r["window_sec"] = 0.0, 8.0  # av-benchmark's window: the first 8 s
         paths.append(write_result(work / "results", "av-benchmark", f"model-{m}", rows, args.rows, debug=False))
     more, paths = paths, paths[:args.models]
     setup_s = time.perf_counter() - t0
@@ -131,10 +146,20 @@ def main() -> None:
     print(f"read + check {args.models} x {args.rows} rows: {load_s:.2f} s; rank clips: {select_s:.2f} s")
 
     out, store = work / "report", work / "media-store"
-    for old in (out, store, work / "report-new-folder", work / "report-one-more-model"):
+    for old in (out, store, work / "report-new-folder", work / "report-one-more-model", work / "report-reencoded",
+                work / "media-store-reencoded"):
         shutil.rmtree(old, ignore_errors=True)  # cold builds
     terms = [f"random:{args.clips}"]
     first, first_s, first_cpu = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
+    reenc = None
+    if args.reencode_too:  # the same cold build after it (warm caches favour it), every window re-encoded
+        reenc, reenc_s, reenc_cpu = timed(build_report, paths, work / "report-reencoded", terms, jobs=args.jobs,
+                                          media_store=work / "media-store-reencoded",
+                                          settings=MediaSettings(copy_kbps=0))
+        reenc_mb = sum(p.stat().st_size for p in (work / "report-reencoded" / "media").rglob("*")
+                       if p.is_file()) / 1e6
+        print(f"first build, every window re-encoded: {reenc_s:.1f} s ({reenc_cpu / args.clips:.2f} CPU-s per "
+              f"clip, {reenc_mb / args.clips:.2f} MB per clip)")
     again, again_s, _ = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
     media = [p for p in (out / "media").rglob("*") if p.is_file()]
     media_mb = sum(p.stat().st_size for p in media) / 1e6
@@ -146,7 +171,7 @@ def main() -> None:
                                    media_store=store)
     print(f"first build, {args.clips}-clip gallery: {first_s:.1f} s ({first.encoded} files written, "
           f"{first_s / args.clips:.2f} s per clip, {first_cpu / args.clips:.2f} CPU-s per clip, "
-          f"{len(first.errors)} errors)")
+          f"{len(first.errors)} errors; ground-truth windows {first.copied} copied, {first.reencoded} re-encoded)")
     print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written)")
     print(f"the same gallery in a new folder (media store): {fresh_s:.1f} s ({fresh.encoded} files written, "
           f"{fresh.from_store} linked)")
@@ -157,6 +182,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "command": "scripts/bench_report.py " + " ".join(sys.argv[1:]), "machine": platform.platform(),
+            "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip(), "date": time.strftime("%Y-%m-%d"),
             "cpus": available_cores(), "rows": args.rows, "models": args.models,
             "gallery_clips": args.clips, "window_s": 8.0,
             "sources": "640x360 25 fps 10 s H.264 + 44.1 kHz stereo AAC (chirp in noise)",
@@ -168,7 +195,13 @@ def main() -> None:
             "new_folder_from_store": fresh.from_store, "one_more_model_s": round(plus_s, 2),
             "one_more_model_files_written": plus.encoded, "one_more_model_from_store": plus.from_store,
             "one_more_model_cpu_s_per_clip": round(plus_cpu / args.clips, 3),
-            "index_html_kb": round(html_kb, 1), "media_mb": round(media_mb, 2)}, indent=2) + "\n")
+            "index_html_kb": round(html_kb, 1), "media_mb": round(media_mb, 2),
+            "first_build_windows": {"copied": first.copied, "re-encoded": first.reencoded},
+            **({"reencoded_first_build_s": round(reenc_s, 2),
+                "reencoded_first_build_cpu_s_per_clip": round(reenc_cpu / args.clips, 3),
+                "reencoded_media_mb": round(reenc_mb, 2),
+                "first_build_speedup_vs_reencoded": round(reenc_s / first_s, 2)} if reenc is not None else {})},
+            indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from click.testing import CliRunner
 
 from benchmarks.report import (
@@ -450,6 +451,37 @@ def test_a_media_store_shares_files_between_reports(tmp_path):
     assert build_report(paths, tmp_path / "two").encoded == 0  # still whole on its own
 
 
+def test_small_h264_windows_are_copied_and_the_others_re_encoded(tmp_path):
+    """By default the fixture's small H.264 windows are copied (the source's own frames and AAC packets); with
+    ``copy_kbps=0`` (or above the limit) each is re-encoded at 25 fps. Either way the ground truth's audio starts
+    on the first frame, the models' tracks carry the same pictures, and report.json counts what was done."""
+    from benchmarks.report_media import MediaSettings
+    from visualsound.media import probe, read_audio, read_video
+
+    paths = make_report_inputs(tmp_path / "in", count=2, odd_rows=False)
+    runs = {"copy": build_report(paths, tmp_path / "copy"),
+            "limit": build_report(paths, tmp_path / "limit", settings=MediaSettings(copy_kbps=1)),
+            "never": build_report(paths, tmp_path / "never", settings=MediaSettings(copy_kbps=0))}
+    assert [(r.copied, r.reencoded) for r in runs.values()] == [(2, 0), (0, 2), (0, 2)]
+    assert json.loads((tmp_path / "copy" / "report.json").read_text())["videos"] == {"copied": 2, "re-encoded": 0}
+    assert json.loads((tmp_path / "never" / "report.json").read_text())["videos"] == {"copied": 0, "re-encoded": 2}
+    for name, summary in runs.items():
+        for gt in sorted((summary.index.parent / "media").rglob("gt-*.mp4")):
+            clip = next(c for c in gt.parent.name.split("-") if c.startswith("synth"))
+            src = next((tmp_path / "in").rglob(f"{clip}.mp4"))
+            info = probe(gt)
+            assert info.video_start == 0 and info.audio_start == 0, (name, info)
+            want = read_audio(src, duration=1.5)
+            got = read_audio(gt, duration=1.5)
+            if name == "copy":  # the same AAC packets: the same samples
+                assert torch.equal(got, want)
+                assert torch.equal(read_video(gt, fps=None)[:50], read_video(src, duration=2.0, fps=None))
+            else:  # re-encoded AAC: close to them, in time
+                assert info.fps == 25 and float(np.corrcoef(got[0], want[0])[0, 1]) > 0.9
+            for track in gt.parent.glob("gen-*.mp4"):
+                assert torch.equal(read_video(track, fps=None), read_video(gt, fps=None))
+
+
 def test_an_unwritable_media_store_warns_once_and_the_report_is_still_made(tmp_path, monkeypatch, caplog):
     import benchmarks.report_media as rm
 
@@ -562,6 +594,10 @@ def test_cli_builds_a_report(built, tmp_path, monkeypatch):
     chosen = {c["clip_id"]: c["why"] for c in report["groups"][0]["clips"]}
     assert "ids" in chosen["synth0002_000000"] and sum("worst DeSync #1" in w for w in chosen.values()) == 1
     assert f"report -> {tmp_path / 'r' / 'index.html'} ({len(chosen)} clips" in res.output
+    assert f"ground-truth videos: {len(chosen)} copied, 0 re-encoded" in res.output
+    res3 = CliRunner().invoke(main, ["report", str(paths[0].parent), "--out", str(tmp_path / "r3"), "--no-progress",
+                                     "--select", "ids:synth0002_000000", "--copy-kbps", "0"])
+    assert res3.exit_code == 0 and "ground-truth videos: 0 copied, 1 re-encoded" in res3.output, res3.output
     assert parse(tmp_path / "r" / "index.html").tables[0]["rows"] == list(chosen)
 
 

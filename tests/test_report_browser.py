@@ -1,9 +1,10 @@
 """The listening report in a real browser: headless Chromium (Debian's ``chromium``) driven over the DevTools
 pipe (tests/cdp.py). The page loads from disk with no console errors, the gallery has one row per clip, sorting by
 a metric reorders the rows as the values say, the filters hide rows and model columns, every ``<video>`` /
-``<audio>`` source is a file that exists and decodes and the browser loads its metadata without a media error, and
-a screenshot is saved under tests/artifacts/ (ignored by git). Under ``CI=true`` a missing or broken browser
-fails the test; elsewhere it skips with the reason."""
+``<audio>`` source is a file that exists and decodes and the browser loads its metadata without a media error and
+decodes a picture of every video (copied from its source or re-encoded), and a screenshot is saved under
+tests/artifacts/ (ignored by git). Under ``CI=true`` a missing or broken browser fails the test; elsewhere it skips
+with the reason."""
 
 from __future__ import annotations
 
@@ -43,19 +44,24 @@ MEDIA_STATE = ("Array.from(document.querySelectorAll('video, audio')).map(m => (
                "duration: m.duration}))")
 
 
-def test_report_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("copy_kbps", [800.0, 0.0], ids=["copied", "re-encoded"])
+def test_report_in_headless_chromium(tmp_path, copy_kbps):
+    """Both ways of making the ground-truth videos: the fixture's small H.264 windows copied from their sources
+    (the default) and re-encoded (``copy_kbps=0``)."""
     browser = _browser_or_skip()  # before building anything: a skip costs nothing
     try:
-        _check_report_in(browser, tmp_path)
+        _check_report_in(browser, tmp_path, copy_kbps)
     finally:
         browser.close()
 
 
-def _check_report_in(browser: Chromium, tmp_path: Path) -> None:
+def _check_report_in(browser: Chromium, tmp_path: Path, copy_kbps: float) -> None:
+    from benchmarks.report_media import MediaSettings
     from visualsound.media import probe, read_audio
 
     paths = make_report_inputs(tmp_path, count=4)
-    summary = build_report(paths, tmp_path / "report")
+    summary = build_report(paths, tmp_path / "report", settings=MediaSettings(copy_kbps=copy_kbps))
+    assert (summary.copied, summary.reencoded) == ((4, 0) if copy_kbps else (0, 4))
     out = summary.index.parent
     report = json.loads((out / "report.json").read_text())
     clips = [c["clip_id"] for c in report["groups"][0]["clips"]]
@@ -121,6 +127,12 @@ def _check_report_in(browser: Chromium, tmp_path: Path) -> None:
         assert read_audio(f, duration=0.5).shape[1] > 0
         assert m["error"] is None and m["ready"] >= 1, m
         assert abs(m["duration"] - info.duration) < 0.1, (m, info.duration)
+    # the browser decodes a picture of every video at 0.5 s (readyState 2: the current frame is there)
+    page.evaluate("document.querySelectorAll('video').forEach(v => { v.preload = 'auto'; v.currentTime = 0.5; })")
+    pictures = page.wait_for("(() => { const v = Array.from(document.querySelectorAll('video')); "
+                             "return v.every(x => x.readyState >= 2 && !x.seeking && !x.error) ? "
+                             "v.map(x => [x.videoWidth, x.currentTime]) : null; })()", timeout=30)
+    assert len(pictures) == 11 and all(w > 0 and abs(t - 0.5) < 1e-6 for w, t in pictures), pictures
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy spectrograms load when seen
     images = page.wait_for("(() => { const i = Array.from(document.images); "
                            "return i.every(x => x.complete && x.naturalWidth > 0) ? "

@@ -1,5 +1,6 @@
 """Media I/O on PyAV: `probe`, windowed `read_video` / `read_audio`, resize/crop helpers, `write_wav`,
-`write_audio` (AAC .m4a), `write_video`, `write_preview` and `mux_audio`, with typed `MediaError` subclasses.
+`write_audio` (AAC .m4a), `write_video`, `write_preview`, `copy_window` and `mux_audio`, with typed `MediaError`
+subclasses.
 
 Conventions: video is uint8 ``[T, H, W, 3]`` RGB; audio is float32 ``[C, N]`` in [-1, 1] with its sample rate
 carried next to it. The frame-selection rule, AAC priming/padding handling and rotation behaviour are documented in
@@ -20,7 +21,7 @@ from visualsound.media.errors import (
 from visualsound.media.fps_filter import FpsFilter, FpsFilterError, FpsFrames, read_fps_frames, read_fps_video
 from visualsound.media.info import MediaInfo, open_media, probe
 from visualsound.media.video import center_crop, iter_video_window, read_video, resize_short_side
-from visualsound.media.write import mux_audio, write_audio, write_preview, write_video
+from visualsound.media.write import NotCopyable, copy_window, mux_audio, write_audio, write_preview, write_video
 
 __all__ = [
     "MediaError", "MediaInfo", "MediaWindowError", "MediaWriteError", "MissingFileError", "NoAudioStreamError",
@@ -28,4 +29,5 @@ __all__ = [
     "iter_video_window", "read_audio", "read_audio_with_rate", "read_video", "resize_short_side", "write_audio",
     "write_preview", "write_video", "write_wav",
 ]
+__all__ += ["NotCopyable", "copy_window"]  # write.py: the report's fast path
 __all__ += ["FpsFilter", "FpsFilterError", "FpsFrames", "read_fps_frames", "read_fps_video"]  # fps_filter.py

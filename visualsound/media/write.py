@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -40,12 +41,15 @@ from visualsound.media.errors import MediaError, MediaWriteError
 from visualsound.media.info import (
     DecodeReport,
     PathLike,
+    check_window,
     decode_tolerant,
+    display_rotation,
     ffmpeg_reason,
     media_error,
     open_media,
+    stream_time,
 )
-from visualsound.media.video import convert_frame, iter_video_window, preview_size
+from visualsound.media.video import convert_frame, iter_video_window, preview_size, stream_rate
 from visualsound.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -248,6 +252,212 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
     return poster
 
 
+class NotCopyable(Exception):
+    """`copy_window` cannot copy this window (`reason` says why); re-encode it (`write_preview`) instead. Not a
+    `MediaError`: the file is fine, it is only not a candidate for a copy."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_COPY_PIX_FMTS = ("yuv420p", "yuvj420p")  # 8-bit 4:2:0: what every browser's H.264 decoder plays
+_KEY_TOLERANCE = 5e-4  # seconds: a keyframe this close to the window's start starts it
+_EPS_TIME = 1e-6  # seconds: float rounding of packet times
+
+
+def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, duration: float | None = None,
+                max_kbps: float = 800.0, max_width: int = 320, audio: torch.Tensor | np.ndarray | None = None,
+                sample_rate: int | None = None, aac_coder: str | None = None,
+                audio_from_source: bool = False) -> tuple[np.ndarray, str | None]:
+    """Copy the window ``[start, start + duration)`` of `src`'s H.264 video packet by packet (no decoding, no
+    re-encoding, the source's size and frame rate) into an mp4 (``+faststart``) at `out_path`, atomically, with
+    optional `audio` float ``[C, N]`` at `sample_rate` encoded as AAC from the window's start. With
+    `audio_from_source` the source's own audio is copied instead when it is AAC in one or two channels (the
+    window's packets, one before it for the decoder's overlap, and an edit list that starts playback at the
+    window's first sample: it decodes to the samples `read_audio` gives for the window, exactly from a file's
+    start and to within float rounding (~2e-6) after it); `audio` is encoded otherwise. Returns the first frame
+    as displayed, scaled as `write_preview` scales it (at most `max_width` wide): uint8 ``[H, W, 3]`` RGB (a
+    poster), and how the audio was written: ``"copy"``, ``"encode"`` or None (no audio). The cheap twin of
+    `write_preview` for sources that are already small.
+
+    The copy is exact in time: the window must start on a keyframe (within 0.5 ms; the first frame of a file
+    usually is one), and the output's first frame and the audio's first sample both sit at 0. A copy holds every
+    frame shown before ``start + duration`` and may end with up to the stream's reordering depth of frames
+    after it (1-2 with B-frames: frames later in display order that come earlier in decode order), silent.
+    The display rotation is kept. Raises `NotCopyable` (with the reason) when the video is not 8-bit 4:2:0
+    H.264, packets lack timestamps (or decode timestamps, as in Matroska), the window starts between keyframes or
+    before the first frame, the GOP is open (pictures that need the previous GOP), the file cannot be sought in,
+    or the window's video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media`
+    raises for the source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    """
+    from visualsound.media.errors import NoVideoStreamError
+
+    check_window(start, duration)
+    a = _check_audio(audio, sample_rate) if audio is not None else None
+    if max_width < 2:
+        raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
+    end = math.inf if duration is None else start + duration
+    container = open_media(src)
+    audio_src = None
+    try:
+        if not container.streams.video:
+            raise NoVideoStreamError(f"{src}: no video stream")
+        vin = container.streams.video[0]
+        ctx = vin.codec_context
+        if ctx.name != "h264":
+            raise NotCopyable(f"the video is {ctx.name}, not H.264")
+        if ctx.pix_fmt not in _COPY_PIX_FMTS:
+            raise NotCopyable(f"the video's pixels are {ctx.pix_fmt}, not 8-bit 4:2:0")
+        tb = vin.time_base
+        first_time = stream_time(vin, vin.start_time)
+        if start < first_time - _KEY_TOLERANCE:
+            raise NotCopyable(f"the video starts at {first_time:.3f} s, after the window's start {start:.3f} s")
+        try:
+            if start > first_time + _KEY_TOLERANCE:  # to the keyframe at or before the start
+                container.seek(int(math.floor((start + _KEY_TOLERANCE) / tb)), stream=vin, backward=True)
+            packets = _window_packets(container, vin, start, end)
+        except av.error.FFmpegError as e:
+            raise NotCopyable(f"cannot read the window's packets ({ffmpeg_reason(e)})") from e
+        key = packets[0]
+        shown = [p for p in packets if float(p.pts * tb) < end - _EPS_TIME]
+        span_end = min(end, max(float((p.pts + (p.duration or 0)) * tb) for p in shown))
+        kbps = sum(p.size for p in packets) * 8 / 1000 / max(span_end - start, 1e-3)
+        if kbps > max_kbps:
+            raise NotCopyable(f"the window's video is {kbps:.0f} kbit/s, above the copy limit {max_kbps:g}")
+        poster, rotation = _poster(vin, packets, max_width)
+        default_dur = int(round(1 / (stream_rate(vin) or 25) / tb))
+        audio_packets: list = []
+        if audio_from_source:
+            audio_src = open_media(src)
+            audio_packets = _audio_window_packets(audio_src, start, span_end)
+        with _atomic_media_path(out_path) as tmp, _ffmpeg_errors(f"writing {out_path}"):
+            out = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+            try:
+                vout = out.add_stream_from_template(vin)
+                if rotation:
+                    vout.set_display_rotation(rotation)
+                As = (_add_aac(out, sample_rate, a.shape[0], None, aac_coder)
+                      if a is not None and not audio_packets else None)
+                aout = out.add_stream_from_template(audio_packets[0].stream) if audio_packets else None
+                shift = key.pts
+                for p in packets:
+                    p.pts, p.dts = p.pts - shift, p.dts - shift
+                    if not p.duration:
+                        p.duration = default_dur
+                    p.stream = vout
+                    out.mux(p)
+                audio_mode = None
+                if aout is not None:
+                    for p in audio_packets:
+                        p.stream = aout
+                        out.mux(p)
+                    audio_mode = "copy"
+                elif As is not None:
+                    _encode_audio(out, As, a[:, :int(round((span_end - start) * sample_rate))], sample_rate)
+                    audio_mode = "encode"
+            finally:
+                out.close()
+    finally:
+        container.close()
+        if audio_src is not None:
+            audio_src.close()
+    return poster, audio_mode
+
+
+def _window_packets(container, vin, start: float, end: float) -> list:
+    """The packets of `vin` from the keyframe at `start` (the demuxer's next packet) in decode order, through the
+    last one shown before `end`; raises `NotCopyable` where the window cannot be copied exactly."""
+    tb = vin.time_base
+    packets: list = []
+    for p in container.demux(vin):
+        if not p.size:
+            continue
+        if p.pts is None:
+            raise NotCopyable("video packets without timestamps")
+        if p.dts is None:
+            raise NotCopyable("video packets without decode timestamps (as Matroska stores them)")
+        if not packets:
+            t = float(p.pts * tb)
+            if not p.is_keyframe or abs(t - start) > _KEY_TOLERANCE:
+                raise NotCopyable(f"the window starts at {start:.3f} s, between keyframes (the demuxer gives a "
+                                  f"{'key' if p.is_keyframe else 'non-key'}frame at {t:.3f} s)")
+        elif p.pts < packets[0].pts:
+            raise NotCopyable("an open GOP: pictures after the keyframe need the previous GOP")
+        if float(p.dts * tb) >= end - _EPS_TIME:  # every frame shown before `end` is decoded before it
+            break
+        packets.append(p)
+    if not packets:
+        raise NotCopyable(f"no video packets from {start:.3f} s")
+    last = max(i for i, p in enumerate(packets) if float(p.pts * tb) < end - _EPS_TIME)
+    return packets[:last + 1]
+
+
+def _audio_window_packets(container, start: float, end: float) -> list:
+    """The AAC packets of `container`'s first audio stream for ``[start, end)`` seconds, timed from `start`: the
+    packet holding `start` and the one before it (whose overlap the decoder needs) start before 0, so the mp4
+    muxer writes an edit list that starts playback at `start`; the last one ends at `end`. Empty when the audio
+    cannot be copied (none, not AAC, more than two channels, packets without timestamps, no seek)."""
+    if not container.streams.audio:
+        return []
+    ain = container.streams.audio[0]
+    ctx = ain.codec_context
+    if ctx.name != "aac" or not 1 <= ctx.channels <= 2 or not ctx.sample_rate:
+        log.debug("audio %s with %s channels: encoding it instead of copying", ctx.name, ctx.channels)
+        return []
+    tb = ain.time_base
+    first, stop = int(round(start / tb)), int(round(end / tb)) if math.isfinite(end) else None
+    try:
+        if start > 0.5:  # well past the priming packet
+            container.seek(int(math.floor((start - 0.5) / tb)), stream=ain, backward=True)
+        kept: list = []
+        for p in container.demux(ain):
+            if not p.size:
+                continue
+            if p.pts is None or not p.duration:
+                return []
+            if stop is not None and p.pts >= stop:
+                break
+            if p.pts + p.duration <= first:
+                kept = [p]  # the packet before the window: the decoder's overlap
+                continue
+            kept.append(p)
+    except av.error.FFmpegError as e:
+        log.debug("cannot read the audio packets (%s): encoding it instead of copying", ffmpeg_reason(e))
+        return []
+    if not kept or kept[0].pts > first:
+        return []
+    for p in kept:
+        p.pts -= first
+        p.dts = p.pts
+    if stop is not None and kept[-1].pts + kept[-1].duration > stop - first:
+        kept[-1].duration = stop - first - kept[-1].pts
+    return kept
+
+
+def _poster(vin, packets: list, max_width: int) -> tuple[np.ndarray, int]:
+    """The first frame of `packets` (decoded on one thread) as `write_preview`'s poster, and its display
+    rotation."""
+    ctx = vin.codec_context
+    ctx.thread_count = 1
+    frame = None
+    for p in packets:
+        frames = ctx.decode(p)
+        if frames:
+            frame = frames[0]
+            break
+    if frame is None:
+        frames = ctx.decode(None)
+        if not frames:
+            raise NotCopyable("the keyframe does not decode")
+        frame = frames[0]
+    rotation = display_rotation(frame)
+    w, h = preview_size(frame, rotation, max_width)
+    small = convert_frame(frame, width=w, height=h, format="yuv420p", interpolation="AREA", dst_color_range="MPEG")
+    rgb = convert_frame(small, format="rgb24").to_ndarray()
+    return (np.rot90(rgb, k=rotation // 90).copy() if rotation else rgb), rotation
+
+
 _COPY_CODECS = ("h264",)  # copied into mp4 as they are; everything else is re-encoded to H.264
 _ENCODE_TIME_BASE = Fraction(1, 90000)  # re-encoded frame times are kept to 1/90000 s
 
@@ -316,7 +526,7 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     counted in `report`.
     """
     from visualsound.media.info import probe
-    from visualsound.media.video import stream_rate, timed_frames
+    from visualsound.media.video import timed_frames
 
     a = _check_audio(audio, sample_rate)
     if Path(video_path).resolve() == Path(out_path).resolve():
