@@ -3,8 +3,9 @@
 1. Stages of one gallery clip (an 8 s window of a 10 s 640x360 25 fps source from `bench_report.make_sources`,
    ``--source-crf`` 32: about 0.3 Mbit/s), CPU ms each, medians over ``--repeats``: reading the ground-truth
    audio, decoding the window, decoding + scaling to 320 px in YUV (the report's `convert_frame` call), libx264
-   at the report's settings, the ground-truth stereo AAC, one model's track (`mux_audio` under the preview) and
-   one spectrogram.
+   at the report's settings, the ground-truth stereo AAC, the copied window (`copy_window`, with the source's AAC
+   copied and with the ground truth encoded), one model's track (`mux_audio` under the preview) and one
+   spectrogram.
 2. Audio encoders for 8 s of mono 44.1 kHz sound (tone in noise) into mp4: FFmpeg's AAC (default coder, the
    fast coder the report uses, fast without PNS / TNS / M-S / IS), libopus (complexity 10 / 5 / 0, at 48 kHz),
    libmp3lame (default / compression level 7) and FLAC: CPU ms, bytes, and the ratio to the report's choice
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.report_media import MediaSettings, _read_window, spectrogram_image  # noqa: E402
 from scripts.bench_report import make_sources  # noqa: E402
-from visualsound.media import mux_audio, write_preview, write_wav  # noqa: E402
+from visualsound.media import copy_window, mux_audio, write_preview, write_wav  # noqa: E402
 from visualsound.media.video import convert_frame, iter_video_window  # noqa: E402
 
 CODECS = {  # name: (codec, sample rate, options, bit rate)
@@ -130,6 +131,12 @@ def main() -> None:
         st["write_preview with the stereo ground truth"], _ = cpu_ms(lambda: write_preview(
             src, preview, start=0.0, duration=8.0, fps=s.fps, max_width=s.width, audio=a, sample_rate=sr,
             crf=s.crf, preset=s.preset, aac_coder=s.aac_coder, encoder_threads=1, decoder_threads=1), args.repeats)
+        copied = tmp / "gt-copy.mp4"
+        st["copy_window with the source's AAC (the report's path for small H.264)"], _ = cpu_ms(lambda: copy_window(
+            src, copied, start=0.0, duration=8.0, max_width=s.width, audio_from_source=True), args.repeats)
+        st["copy_window with the stereo ground truth encoded"], _ = cpu_ms(lambda: copy_window(
+            src, copied, start=0.0, duration=8.0, max_width=s.width, audio=a, sample_rate=sr,
+            aac_coder=s.aac_coder), args.repeats)
         gen = tmp / "gen.wav"
         write_wav(gen, torch.randn(1, 44100 * 10, generator=torch.Generator().manual_seed(0)) * 0.1, 44100)
         st["read a generated 10 s wav"], (g, gsr) = cpu_ms(lambda: _read_window(str(gen), 0.0, None), args.repeats)

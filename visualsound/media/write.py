@@ -316,7 +316,7 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
         try:
             if start > first_time + _KEY_TOLERANCE:  # to the keyframe at or before the start
                 container.seek(int(math.floor((start + _KEY_TOLERANCE) / tb)), stream=vin, backward=True)
-            packets = _window_packets(container, vin, start, end)
+            packets = _window_packets(container, vin, start, end, max_kbps)
         except av.error.FFmpegError as e:
             raise NotCopyable(f"cannot read the window's packets ({ffmpeg_reason(e)})") from e
         key = packets[0]
@@ -365,11 +365,14 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
     return poster, audio_mode
 
 
-def _window_packets(container, vin, start: float, end: float) -> list:
+def _window_packets(container, vin, start: float, end: float, max_kbps: float) -> list:
     """The packets of `vin` from the keyframe at `start` (the demuxer's next packet) in decode order, through the
-    last one shown before `end`; raises `NotCopyable` where the window cannot be copied exactly."""
+    last one shown before `end`; raises `NotCopyable` where the window cannot be copied exactly, and as soon as
+    they pass twice `max_kbps` over the whole window (a heavy stream is not read to its end only to be refused;
+    `copy_window` checks the rate of what it keeps)."""
     tb = vin.time_base
     packets: list = []
+    budget, total = (2 * max_kbps * 1000 / 8 * (end - start) if math.isfinite(end) else math.inf), 0
     for p in container.demux(vin):
         if not p.size:
             continue
@@ -386,6 +389,10 @@ def _window_packets(container, vin, start: float, end: float) -> list:
             raise NotCopyable("an open GOP: pictures after the keyframe need the previous GOP")
         if float(p.dts * tb) >= end - _EPS_TIME:  # every frame shown before `end` is decoded before it
             break
+        total += p.size
+        if total > budget:
+            raise NotCopyable(f"the window's video is more than twice the copy limit {max_kbps:g} kbit/s (over "
+                              f"{total * 8 / 1000 / (end - start):.0f} kbit/s)")
         packets.append(p)
     if not packets:
         raise NotCopyable(f"no video packets from {start:.3f} s")
