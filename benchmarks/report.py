@@ -31,7 +31,6 @@ non-empty ``--out`` is refused).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import html
 import json
@@ -41,7 +40,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,17 +50,18 @@ import pandas as pd
 
 from benchmarks import per_clip
 from benchmarks.leaderboard import DEBUG_LABEL, DEBUG_NOTE, Table, build_tables, html_table
-from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, MediaStore, TrackMedia
+from benchmarks.report_media import ClipEncoder, ClipSources, MediaSettings, MediaStore, TrackMedia, encode_clips
 from benchmarks.results import MetricSpec, load_result, load_results, metric_specs
 from visualsound.errors import ToolkitError
 from visualsound.utils.atomic import atomic_write_json, atomic_write_text
-from visualsound.utils.threads import available_cores, torch_threads
+from visualsound.utils.threads import available_cores
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "vbench-report"
 REPORT_VERSION = 1
 DEFAULT_MAX_CLIPS = 50
+
 
 class ReportError(ToolkitError):
     """A result or per-clip table the report cannot use, a bad selection, or an output folder it must not touch."""
@@ -748,16 +747,8 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
 
         bar = tqdm(total=total, desc="report media", unit="clip")
 
-    def encode(task: tuple) -> tuple[TrackMedia, dict[str, TrackMedia]]:
-        media = encoder.encode(_clip_folder(task[1]), task[5])
-        if bar is not None:
-            bar.update(1)
-        return media
-
-    # PyAV and numpy release the GIL while they encode and compute; the clips are the parallelism, so torch's few
-    # small calls (audio windows) run on one thread each
-    with torch_threads(1) if workers > 1 else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
-        made = list(pool.map(encode, tasks))
+    made = encode_clips(encoder, [(_clip_folder(t[1]), t[5]) for t in tasks], workers,
+                        (lambda: bar.update(1)) if bar is not None else None)
     if bar is not None:
         bar.close()
     for (gi, clip_id, why, info, items, _), (gt, tracks) in zip(tasks, made):

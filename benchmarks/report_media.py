@@ -24,12 +24,15 @@ is new. A file that cannot be read becomes a `TrackMedia.error` with the reason;
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import math
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +207,12 @@ class MediaStore:
         self.writable = True
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:  # for the worker processes of `encode_clips` (a lock does not pickle)
+        return {"root": self.root, "writable": self.writable}
+
+    def __setstate__(self, state: dict) -> None:
+        self.root, self.writable, self._lock = state["root"], state["writable"], threading.Lock()
+
     def path(self, name: str) -> Path:
         """Where a media file named `name` (``<kind>-<key>.<ext>``) lives in the store."""
         key = name.split("-", 1)[-1]
@@ -252,9 +261,14 @@ class ClipEncoder:
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def _have(self, track: TrackMedia, *paths: Path) -> bool:
+    def _have(self, track: TrackMedia, *paths: Path, dry: bool = False) -> bool:
         """Every one of `paths` is in the report folder, those missing taken from the store when it has them all
-        (else they are made again, together)."""
+        (else they are made again, together). `dry`: only look (nothing is linked), and raise `_MustMake` where
+        something would be made."""
+        if dry:
+            if not all(self._there(p, dry) for p in paths):
+                raise _MustMake()
+            return True
         missing = [p for p in paths if not p.is_file()]
         if not missing:
             return True
@@ -272,8 +286,24 @@ class ClipEncoder:
             for p in paths:
                 self.store.add(p)
 
+    def _there(self, path: Path, dry: bool) -> bool:
+        """`path` is in the report folder (or, looking `dry`, in the store, from where it would be linked)."""
+        return path.is_file() or (dry and self.store is not None and self.store.path(path.name).is_file())
+
     def encode(self, folder: str, src: ClipSources) -> tuple[TrackMedia, dict[str, TrackMedia]]:
         """The ground-truth track and one track per `src.generated` key for the clip in ``media/<folder>/``."""
+        return self._encode(folder, src, dry=False)
+
+    def complete(self, folder: str, src: ClipSources) -> bool:
+        """Whether every file of the clip exists, in the report folder or in the store (then `encode` only
+        links them in): nothing is written or linked."""
+        try:
+            self._encode(folder, src, dry=True)
+        except _MustMake:
+            return False
+        return True
+
+    def _encode(self, folder: str, src: ClipSources, dry: bool) -> tuple[TrackMedia, dict[str, TrackMedia]]:
         from visualsound.media import write_audio
 
         s = self.settings
@@ -286,20 +316,21 @@ class ClipEncoder:
         window = src.window_sec
         if src.video_path:
             gt_poster = out / f"gt-{gt_key}.jpg"
-            if not self._have(gt, gt_mp4, gt_poster):
+            if not self._have(gt, gt_mp4, gt_poster, dry=dry):
                 try:
                     gt_audio, gt.error = self._gt_audio(src)
                     gt.video = self._gt_video(src, gt_mp4, gt_poster, gt_audio)
                     self._made(gt, gt_mp4, gt_poster)
                 except ToolkitError as e:
                     gt.error = f"cannot read the video {src.video_path}: {e}"
-            if gt_mp4.is_file():
+            if self._there(gt_mp4, dry):
                 gt.media, gt.poster = self._rel(gt_mp4), self._rel(gt_poster)
                 if window is None:  # the whole video: generated audio is cut to its length
                     from visualsound.media import probe
 
                     try:
-                        window = probe(gt_mp4).video_duration
+                        window = probe(gt_mp4 if gt_mp4.is_file() else self.store.path(gt_mp4.name)
+                                       ).video_duration
                     except ToolkitError as e:
                         gt.error = f"cannot read back {gt_mp4}: {e}"
         else:
@@ -308,7 +339,7 @@ class ClipEncoder:
             gt_spec = out / f"gt-{gt_key}.png"
             gt_m4a = out / f"gt-{gt_key}.m4a"
             need_m4a = gt.media is None
-            if not self._have(gt, gt_spec, *([gt_m4a] if need_m4a else [])):
+            if not self._have(gt, gt_spec, *([gt_m4a] if need_m4a else []), dry=dry):
                 try:
                     if gt_audio is None:
                         gt_audio, err = self._gt_audio(src)
@@ -321,14 +352,14 @@ class ClipEncoder:
                     self._made(gt, gt_spec)
                 except ToolkitError as e:
                     gt.error = gt.error or str(e)
-            if gt_spec.is_file():
+            if self._there(gt_spec, dry):
                 gt.spectrogram = self._rel(gt_spec)
-            if need_m4a and gt_m4a.is_file():
+            if need_m4a and self._there(gt_m4a, dry):
                 gt.media, gt.kind = self._rel(gt_m4a), "audio"
         elif not gt.error:
             gt.error = "the clip has no ground-truth audio file"
         video = gt_mp4 if gt.kind == "video" and gt.media else None
-        tracks = {k: self._track(out, gt_key, path, video, window) for k, path in src.generated.items()}
+        tracks = {k: self._track(out, gt_key, path, video, window, dry) for k, path in src.generated.items()}
         for t in tracks.values():
             if t.kind == "video" and t.media:
                 t.poster = gt.poster  # the same picture
@@ -359,14 +390,17 @@ class ClipEncoder:
                 return "copy"
             except NotCopyable as e:
                 log.debug("%s: re-encoding the window (%s)", src.video_path, e.reason)
+            except ToolkitError as e:  # a copy FFmpeg cannot write; re-encoding reads the source afresh (and a
+                # broken source fails there with its own error)
+                log.info("%s: copying the window failed (%s); re-encoding it", src.video_path, e)
         first = write_preview(src.video_path, mp4, start=src.start_sec, duration=src.window_sec, fps=s.fps,
                               max_width=s.width, audio=a, sample_rate=sr, crf=s.crf, preset=s.preset,
                               aac_coder=s.aac_coder, encoder_threads=self.threads, decoder_threads=self.threads)
         _save_jpeg(poster, first)
         return "re-encode"
 
-    def _track(self, out: Path, gt_key: str, path: str | None, gt_mp4: Path | None, window: float | None
-               ) -> TrackMedia:
+    def _track(self, out: Path, gt_key: str, path: str | None, gt_mp4: Path | None, window: float | None,
+               dry: bool = False) -> TrackMedia:
         """The generated audio at `path` (its first `window` seconds) under the video `gt_mp4`, or as m4a."""
         from visualsound.media import mux_audio, write_audio
 
@@ -377,7 +411,7 @@ class ClipEncoder:
         tkey = _digest("track", gt_key if gt_mp4 is not None else "-", _stat_key(path), window, self.settings.key())
         media = out / f"gen-{tkey}.{'mp4' if gt_mp4 is not None else 'm4a'}"
         spec = out / f"gen-{tkey}.png"
-        if not self._have(t, media, spec):
+        if not self._have(t, media, spec, dry=dry):
             try:
                 audio, sr = _read_window(path, 0.0, None)
                 if window:
@@ -393,3 +427,95 @@ class ClipEncoder:
                 return t
         t.media, t.spectrogram = self._rel(media), self._rel(spec)
         return t
+
+
+class _MustMake(Exception):
+    """`ClipEncoder.complete` met a file that has to be made."""
+
+
+PROCESS_MIN_CLIPS = 12  # fewer clips to make are made on threads (a process pool takes ~2 s to start)
+_WORKER: ClipEncoder | None = None  # a worker process's encoder (`_init_worker`)
+
+
+def encode_clips(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], workers: int,
+                 done: Callable[[], None] | None = None) -> list[tuple[TrackMedia, dict[str, TrackMedia]]]:
+    """`encoder.encode` of every ``(folder, sources)`` in `items`, in their order, on `workers` at once; `done` is
+    called as each clip is finished (a progress bar).
+
+    Clips whose files all exist (in the folder, or in the store) are taken on threads in this process. The others
+    are made in `workers` worker processes when there are at least `PROCESS_MIN_CLIPS` of them, else on threads:
+    making a clip is many short calls into FFmpeg between Python steps, and threads queue for the interpreter
+    lock between them (two threads made clips barely faster than one, 1.1x on 2 cores; two processes 1.5x).
+    Workers log through this process's loggers; each runs torch on one thread."""
+    from visualsound.utils.threads import torch_threads
+
+    tick = done or (lambda: None)
+
+    def on_thread(it: tuple[str, ClipSources]) -> tuple[TrackMedia, dict[str, TrackMedia]]:
+        r = encoder.encode(*it)
+        tick()
+        return r
+
+    results: list = [None] * len(items)
+    with torch_threads(1) if workers > 1 else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
+        complete = list(pool.map(lambda it: encoder.complete(*it), items))
+        todo = [i for i, c in enumerate(complete) if not c]
+        if workers > 1 and len(todo) >= PROCESS_MIN_CLIPS:
+            for i, r in zip(todo, _in_processes(encoder, [items[i] for i in todo], workers, tick)):
+                results[i] = r
+            todo = []
+        rest = [i for i, r in enumerate(results) if r is None]
+        for i, r in zip(rest, pool.map(on_thread, [items[i] for i in rest])):
+            results[i] = r
+    return results
+
+
+def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], workers: int,
+                  tick: Callable[[], None]) -> list:
+    import multiprocessing as mp
+    from logging.handlers import QueueListener
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: torch's threads
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload([__name__])  # imported once, in the server; workers fork from it
+    queue = ctx.Queue()
+    listener = QueueListener(queue, _Redispatch())
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("benchmarks", "visualsound")]
+    level = min(logging.getLogger(n).getEffectiveLevel() for n in ["benchmarks", "visualsound", *names])
+    listener.start()
+    try:
+        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(encoder, queue, level)) as pool:
+            futures = [pool.submit(_encode_in_worker, it) for it in items]
+            for f in as_completed(futures):
+                f.result()  # a worker's unexpected exception surfaces here, with its traceback
+                tick()
+            return [f.result() for f in futures]
+    finally:
+        listener.stop()
+
+
+class _Redispatch(logging.Handler):
+    """Hands a worker's log record to this process's logger of the same name, at that logger's level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _init_worker(encoder: ClipEncoder, queue, level: int) -> None:
+    from logging.handlers import QueueHandler
+
+    global _WORKER
+    torch.set_num_threads(1)
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(queue)]
+    root.setLevel(level)
+    _WORKER = encoder
+
+
+def _encode_in_worker(item: tuple[str, ClipSources]) -> tuple[TrackMedia, dict[str, TrackMedia]]:
+    assert _WORKER is not None, "the worker was not initialised"
+    return _WORKER.encode(*item)

@@ -266,6 +266,36 @@ def test_mux_audio_copies_h264_and_adds_aac(clips, tmp_path):
         mux_audio(p, tones(1.0), 16000, p)
 
 
+@pytest.mark.parametrize("channels,samples", [(1, 44100 * 2 + 300), (2, 1000)])
+def test_aac_from_one_frame_is_the_same_bytes_as_frame_by_frame(tmp_path, channels, samples):
+    """`_encode_audio` hands PyAV the whole signal at once; a plain loop of 1024-sample frames gives the same
+    file."""
+    import io
+
+    from visualsound.media.write import _add_aac, _encode_audio
+
+    a = (np.random.default_rng(channels).standard_normal((channels, samples)) * 0.2).astype(np.float32)
+
+    def encode(loop: bool) -> bytes:
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="mp4") as c:
+            s = _add_aac(c, 44100, channels, None, "fast")
+            if not loop:
+                _encode_audio(c, s, a, 44100, start=512)
+            else:
+                for i in range(0, samples, 1024):  # the reference: the encoder's frames one by one
+                    f = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.clip(a[:, i:i + 1024], -1, 1)),
+                                                   format="fltp", layout="stereo" if channels == 2 else "mono")
+                    f.sample_rate, f.pts = 44100, 512 + i
+                    for p in s.encode(f):
+                        c.mux(p)
+                for p in s.encode(None):
+                    c.mux(p)
+        return buf.getvalue()
+
+    assert encode(loop=False) == encode(loop=True)
+
+
 def test_write_video_rejects_bad_input(tmp_path):
     with pytest.raises(MediaWriteError):
         write_video(tmp_path / "a.mp4", np.zeros((2, 63, 64, 3), np.uint8), 25)

@@ -70,6 +70,16 @@ def test_a_copied_window_holds_the_windows_frames_times_and_audio_samples(source
     assert probe(track).audio_start == 0 and torch.equal(_decoded(track)[1], frames)
 
 
+def test_a_window_running_past_the_end_holds_what_there_is(source, tmp_path):
+    out = tmp_path / "copy.mp4"
+    assert copy_window(source, out, start=1.92, duration=5.0, audio_from_source=True)[1] == "copy"
+    times, frames = _decoded(out)
+    assert read_barcode(frames[:, :, :64]) == list(range(48, 60)) and times[-1] == pytest.approx(11 / 25)
+    got, _ = read_audio_with_rate(out)
+    want, _ = read_audio_with_rate(source, start=1.92, duration=0.48)  # to the video's end (the audio runs on)
+    assert got.shape == want.shape == (2, int(round(0.48 * SR))) and (got - want).abs().max() <= 1e-5
+
+
 def test_the_audio_is_encoded_when_not_copied(source, tmp_path):
     out = tmp_path / "copy.mp4"
     tone = torch.sin(torch.arange(SR * 2) / SR * 2 * torch.pi * 300)[None] * 0.3  # 2 s: longer than the window

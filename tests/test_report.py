@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from html.parser import HTMLParser
@@ -480,6 +481,29 @@ def test_small_h264_windows_are_copied_and_the_others_re_encoded(tmp_path):
                 assert info.fps == 25 and float(np.corrcoef(got[0], want[0])[0, 1]) > 0.9
             for track in gt.parent.glob("gen-*.mp4"):
                 assert torch.equal(read_video(track, fps=None), read_video(gt, fps=None))
+
+
+def test_clips_made_in_worker_processes_give_the_same_report_and_their_logs(tmp_path, monkeypatch, caplog):
+    """Enough clips to make go to worker processes (here from 1 clip on): the same files as threads make, each
+    worker's log records arrive in this process, and a re-run (every file there) starts no workers."""
+    import benchmarks.report_media as rm
+    from benchmarks.report_media import MediaSettings
+
+    paths = make_report_inputs(tmp_path / "in", count=3, odd_rows=False)
+    settings = MediaSettings(copy_kbps=1)  # every window re-encoded, each refusal logged at DEBUG by a worker
+    threads = build_report(paths, tmp_path / "threads", settings=settings, jobs=2)
+    calls = []
+    real = rm._in_processes
+    monkeypatch.setattr(rm, "_in_processes", lambda *a: calls.append(len(a[1])) or real(*a))
+    monkeypatch.setattr(rm, "PROCESS_MIN_CLIPS", 1)
+    with caplog.at_level("DEBUG", logger="benchmarks.report_media"):
+        procs = build_report(paths, tmp_path / "procs", settings=settings, jobs=2)
+    assert calls == [3] and procs.encoded == threads.encoded > 0 and not procs.errors
+    assert (procs.copied, procs.reencoded) == (0, 3)
+    assert sorted(_media_files(tmp_path / "procs")) == sorted(_media_files(tmp_path / "threads"))
+    workers = [r for r in caplog.records if "re-encoding the window" in r.getMessage()]
+    assert len(workers) == 3 and all(r.process != os.getpid() for r in workers), workers
+    assert build_report(paths, tmp_path / "procs", settings=settings, jobs=2).encoded == 0 and calls == [3]
 
 
 def test_an_unwritable_media_store_warns_once_and_the_report_is_still_made(tmp_path, monkeypatch, caplog):

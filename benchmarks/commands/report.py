@@ -18,7 +18,8 @@ import click
 @click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True,
               help="Which generated sample of each clip the gallery plays (and shows the metrics of).")
 @click.option("--width", type=click.IntRange(min=32), default=320, show_default=True,
-              help="Width of the gallery videos in pixels (smaller videos keep their size).")
+              help="Width in pixels of re-encoded gallery videos and of the posters (smaller videos keep their "
+                   "size; copied windows keep the source's).")
 @click.option("--copy-kbps", type=click.FloatRange(min=0), default=800, show_default=True,
               help="A ground-truth window of H.264 at most this many kbit/s that starts on a keyframe is copied "
                    "from its source (fast, the source's size and frame rate); others are re-encoded small. "
