@@ -478,7 +478,9 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork: torch's threads
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload([__name__])  # imported once, in the server; workers fork from it
+        # imported once, in the server (torch, PyAV, the spectrogram's colour map and mel filters); workers fork
+        # from it
+        ctx.set_forkserver_preload([__name__, "matplotlib.cm", "torchaudio.functional", "PIL.PngImagePlugin"])
     queue = ctx.Queue()
     listener = QueueListener(queue, _Redispatch())
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("benchmarks", "visualsound")]
