@@ -10,14 +10,15 @@ machine's (``/proc/stat``: worker processes included), so run it on a quiet mach
 - ranking the clips (`select` of ``worst:DeSync:200``);
 - the first build of a 200-clip gallery (``random:200``, the first 8 s of each clip: each clip's media made once;
   a small H.264 window is copied, a large one decoded, scaled to 320 px and re-encoded), and with
-  ``--reencode-too`` the same build with every window re-encoded (``copy_kbps=0``), for the ratio;
+  ``--reencode-too`` the same build with every window re-encoded (``copy_kbps=0``) and with ``--threads-too``
+  with the clips made on threads instead of worker processes, for the ratios;
 - a re-run of the same report (every media file reused: what a changed selection of known clips or a new page
   costs), and its page size;
 - with the media store (`vbench report --media-cache`): the same gallery in a new folder, and the gallery with one
   more model's results (only that model's tracks are encoded).
 
     .venv/bin/python scripts/bench_report.py [--clips 200] [--rows 15220] [--sources 20] [--source-crf 32]
-        [--reencode-too] [--json out.json]
+        [--reencode-too] [--threads-too] [--json out.json]
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ def main() -> None:
     ap.add_argument("--source-crf", type=int, default=18,
                     help="H.264 quality of the sources (18: ~7.5 Mbit/s, heavy to decode; 32: ~0.3 Mbit/s)")
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--threads-too", action="store_true",
+                    help="also time the cold first build with its clips made on threads, not worker processes "
+                         "(`report_media.PROCESS_MIN_CLIPS` out of reach), in this process, for the ratio")
     ap.add_argument("--reencode-too", action="store_true",
                     help="also time a cold first build that re-encodes every ground-truth window (copy_kbps=0), "
                          "in this process, for the ratio")
@@ -161,7 +165,7 @@ def main() -> None:
 
     out, store = work / "report", work / "media-store"
     for old in (out, store, work / "report-new-folder", work / "report-one-more-model", work / "report-reencoded",
-                work / "media-store-reencoded"):
+                work / "media-store-reencoded", work / "report-threads", work / "media-store-threads"):
         shutil.rmtree(old, ignore_errors=True)  # cold builds
     terms = [f"random:{args.clips}"]
     first, first_s, first_cpu = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
@@ -174,6 +178,17 @@ def main() -> None:
                        if p.is_file()) / 1e6
         print(f"first build, every window re-encoded: {reenc_s:.1f} s ({reenc_cpu / args.clips:.2f} CPU-s per "
               f"clip, {reenc_mb / args.clips:.2f} MB per clip)")
+    thr = None
+    if args.threads_too:  # the same cold build on threads (after it: warm caches favour it)
+        import benchmarks.report_media as report_media
+
+        saved, report_media.PROCESS_MIN_CLIPS = report_media.PROCESS_MIN_CLIPS, 10 ** 9
+        try:
+            thr, thr_s, thr_cpu = timed(build_report, paths, work / "report-threads", terms, jobs=args.jobs,
+                                        media_store=work / "media-store-threads")
+        finally:
+            report_media.PROCESS_MIN_CLIPS = saved
+        print(f"first build, clips made on threads: {thr_s:.1f} s ({thr_cpu / args.clips:.2f} CPU-s per clip)")
     again, again_s, _ = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
     media = [p for p in (out / "media").rglob("*") if p.is_file()]
     media_mb = sum(p.stat().st_size for p in media) / 1e6
@@ -214,7 +229,10 @@ def main() -> None:
             **({"reencoded_first_build_s": round(reenc_s, 2),
                 "reencoded_first_build_cpu_s_per_clip": round(reenc_cpu / args.clips, 3),
                 "reencoded_media_mb": round(reenc_mb, 2),
-                "first_build_speedup_vs_reencoded": round(reenc_s / first_s, 2)} if reenc is not None else {})},
+                "first_build_speedup_vs_reencoded": round(reenc_s / first_s, 2)} if reenc is not None else {}),
+            **({"threads_first_build_s": round(thr_s, 2),
+                "threads_first_build_cpu_s_per_clip": round(thr_cpu / args.clips, 3),
+                "first_build_speedup_vs_threads": round(thr_s / first_s, 2)} if thr is not None else {})},
             indent=2) + "\n")
 
 
