@@ -33,6 +33,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -446,7 +447,8 @@ def encode_clips(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wor
     are made in `workers` worker processes when there are at least `PROCESS_MIN_CLIPS` of them, else on threads:
     making a clip is many short calls into FFmpeg between Python steps, and threads queue for the interpreter
     lock between them (two threads made clips barely faster than one, 1.1x on 2 cores; two processes 1.5x).
-    Workers log through this process's loggers; each runs torch on one thread."""
+    Workers log through this process's loggers; each runs torch on one thread. A worker that dies (a crash in
+    FFmpeg, the OOM killer) costs only the clip it was making: that clip gets a `TrackMedia.error`."""
     from visualsound.utils.threads import torch_threads
 
     tick = done or (lambda: None)
@@ -463,7 +465,6 @@ def encode_clips(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wor
         if workers > 1 and len(todo) >= PROCESS_MIN_CLIPS:
             for i, r in zip(todo, _in_processes(encoder, [items[i] for i in todo], workers, tick)):
                 results[i] = r
-            todo = []
         rest = [i for i, r in enumerate(results) if r is None]
         for i, r in zip(rest, pool.map(on_thread, [items[i] for i in rest])):
             results[i] = r
@@ -486,16 +487,38 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("benchmarks", "visualsound")]
     level = min(logging.getLogger(n).getEffectiveLevel() for n in ["benchmarks", "visualsound", *names])
     listener.start()
+
+    def pool(n: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(encoder, queue, level))
+
+    done: dict[int, tuple[TrackMedia, dict[str, TrackMedia]]] = {}
     try:
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(encoder, queue, level)) as pool:
-            futures = [pool.submit(_encode_in_worker, it) for it in items]
+        with pool(min(workers, len(items))) as p:
+            futures = {p.submit(_encode_in_worker, it): i for i, it in enumerate(items)}
             for f in as_completed(futures):
-                f.result()  # a worker's unexpected exception surfaces here, with its traceback
+                try:
+                    done[futures[f]] = f.result()  # another exception surfaces here, with the worker's traceback
+                except BrokenProcessPool:
+                    break
                 tick()
-            return [f.result() for f in futures]
+        # a worker died (FFmpeg crashing on a file, the kernel's OOM killer): the pool is gone with every clip
+        # it still held; each of those is made alone, so that only the clip that kills its worker is lost
+        for i in (i for i in range(len(items)) if i not in done):
+            with pool(1) as p:
+                try:
+                    done[i] = p.submit(_encode_in_worker, items[i]).result()
+                except BrokenProcessPool:
+                    log.warning("report media: making clip %s stopped its worker process", items[i][1].clip_id)
+                    done[i] = _lost(items[i][1])
+            tick()
     finally:
         listener.stop()
+    return [done[i] for i in range(len(items))]
+
+
+def _lost(src: ClipSources) -> tuple[TrackMedia, dict[str, TrackMedia]]:
+    why = "making this clip's media stopped its worker process (FFmpeg crashed on a file, or memory ran out)"
+    return TrackMedia(error=why), {k: TrackMedia(error=why) for k in src.generated}
 
 
 class _Redispatch(logging.Handler):

@@ -29,6 +29,7 @@ from benchmarks.report import (
     select,
     select_clips,
 )
+from benchmarks.report_media import ClipEncoder
 from benchmarks.results import load_result
 from tests.report_fixture import (
     clip_rows,
@@ -504,6 +505,34 @@ def test_clips_made_in_worker_processes_give_the_same_report_and_their_logs(tmp_
     workers = [r for r in caplog.records if "re-encoding the window" in r.getMessage()]
     assert len(workers) == 3 and all(r.process != os.getpid() for r in workers), workers
     assert build_report(paths, tmp_path / "procs", settings=settings, jobs=2).encoded == 0 and calls == [3]
+
+
+class CrashingEncoder(ClipEncoder):
+    """Kills its worker process on one clip, as a crash inside FFmpeg would (importable: workers unpickle it)."""
+
+    def encode(self, folder, src):
+        if src.clip_id == "synth0001_000000" and os.getpid() != self.parent:
+            os._exit(11)
+        return super().encode(folder, src)
+
+
+def test_a_worker_that_dies_costs_only_its_clip(tmp_path, monkeypatch, caplog):
+    import benchmarks.report_media as rm
+    from benchmarks.report_media import ClipSources
+
+    clips = synth_clips(tmp_path / "synth", count=3, duration=1.0)
+    items = [(c["clip_id"], ClipSources(c["clip_id"], c["video"], c["video"], 0.0, 1.0, {"m": c["video"]}))
+             for c in clips]
+    encoder = CrashingEncoder(tmp_path / "out")
+    encoder.parent = os.getpid()
+    monkeypatch.setattr(rm, "PROCESS_MIN_CLIPS", 1)
+    with caplog.at_level("WARNING", logger="benchmarks.report_media"):
+        made = rm.encode_clips(encoder, items, workers=2)
+    errors = {cid: (gt.error, tracks["m"].error) for (cid, _), (gt, tracks) in zip(items, made)}
+    assert all("stopped its worker process" in e for e in errors["synth0001_000000"]), errors
+    assert all(gt.media and not gt.error and tracks["m"].media for (cid, _), (gt, tracks) in zip(items, made)
+               if cid != "synth0001_000000"), errors
+    assert caplog.text.count("stopped its worker process") == 1
 
 
 def test_an_unwritable_media_store_warns_once_and_the_report_is_still_made(tmp_path, monkeypatch, caplog):
