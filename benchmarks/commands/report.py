@@ -25,7 +25,8 @@ import click
                    "from its source (fast, the source's size and frame rate); others are re-encoded small. "
                    "0: re-encode every one (the smallest folder).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Clips encoded at once (default: one per available core).")
+              help="Clips made at once, in worker processes when 12 or more need making (default: one per "
+                   "available core).")
 @click.option("--media-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of media shared between reports: a clip or model track made for any earlier report is "
                    "linked in, not encoded again (hard links on the same file system). Default: "
