@@ -9,10 +9,11 @@ For one clip the gallery shows the ground truth and one track per model:
   first frame of a file does, at most `MediaSettings.copy_kbps` kbit/s; no decoding, the source's size and frame
   rate; the audio's AAC packets are copied too when it comes from the same file, else it is encoded). Any other
   is **re-encoded** at 25 fps, scaled to `MediaSettings.width` pixels wide (never up; swscale's area filter
-  while decoding, no RGB round trip: `visualsound.media.write_preview`), H.264 + AAC. Both sit the audio's first
-  sample on the first frame exactly. An audio-only clip gets an AAC ``.m4a`` instead of the video.
-* **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the scaled ground-truth
-  video with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
+  while decoding, no RGB round trip: `visualsound.media.write_preview`), H.264 + AAC. Both start the audio's
+  first sample with the first frame (a copy to within 0.5 ms). An audio-only clip gets an AAC ``.m4a`` instead
+  of the video.
+* **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the ground-truth video
+  with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
   ``.m4a`` when the clip has no video (or its video cannot be read); a spectrogram PNG.
 
 Every output file is named by a hash of what it is made from (source paths with their size and modification
@@ -20,6 +21,7 @@ time, the window, the settings and `MEDIA_VERSION`), so a re-run finds and reuse
 killed run resumes; a changed input gets a new name), and writes are atomic. A `MediaStore` shares the files
 between reports: another report folder, selection or model set links what was made before and encodes only what
 is new. A file that cannot be read becomes a `TrackMedia.error` with the reason; the build goes on.
+`encode_clips` makes a report's clips in parallel: worker processes when many clips need making (see there).
 """
 
 from __future__ import annotations
