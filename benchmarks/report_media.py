@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -243,11 +244,26 @@ class MediaStore:
             dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_link_or_copy(made, dst)
         except OSError as e:
-            with self._lock:
-                if self.writable:
-                    self.writable = False
-                    log.warning("report media store %s cannot be written (%s): this report's media are not "
-                                "shared with later reports", self.root, e)
+            self._unwritable(e)
+
+    def check_writable(self) -> bool:
+        """Try the store once (its folder and a file in it), as before its use is spread over worker processes,
+        which would each warn; False, after the one warning, when it cannot be written."""
+        if self.writable:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
+                    pass
+            except OSError as e:
+                self._unwritable(e)
+        return self.writable
+
+    def _unwritable(self, e: OSError) -> None:
+        with self._lock:
+            if self.writable:
+                self.writable = False
+                log.warning("report media store %s cannot be written (%s): this report's media are not shared "
+                            "with later reports", self.root, e)
 
 
 class ClipEncoder:
@@ -484,6 +500,8 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
         # imported once, in the server (torch, PyAV, the spectrogram's colour map and mel filters); workers fork
         # from it
         ctx.set_forkserver_preload([__name__, "matplotlib.cm", "torchaudio.functional", "PIL.PngImagePlugin"])
+    if encoder.store is not None:
+        encoder.store.check_writable()  # here, once, rather than a warning from each worker
     queue = ctx.Queue()
     listener = QueueListener(queue, _Redispatch())
     names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("benchmarks", "visualsound")]

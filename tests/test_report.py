@@ -505,6 +505,14 @@ def test_clips_made_in_worker_processes_give_the_same_report_and_their_logs(tmp_
     workers = [r for r in caplog.records if "re-encoding the window" in r.getMessage()]
     assert len(workers) == 3 and all(r.process != os.getpid() for r in workers), workers
     assert build_report(paths, tmp_path / "procs", settings=settings, jobs=2).encoded == 0 and calls == [3]
+    # a store that cannot be written (its folder would be inside a file): one warning, not one per worker
+    (tmp_path / "a-file").write_text("")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmarks.report_media"):
+        summary = build_report(paths, tmp_path / "procs-store", settings=settings, jobs=2,
+                               media_store=tmp_path / "a-file" / "store")
+    assert calls == [3, 3] and summary.encoded == threads.encoded and not summary.errors
+    assert caplog.text.count("cannot be written") == 1, caplog.text
 
 
 class CrashingEncoder(ClipEncoder):
