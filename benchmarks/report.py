@@ -676,7 +676,9 @@ def _float(v: Any, default: float | None) -> float | None:
 
 
 def prepare_out(out: Path) -> None:
-    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format)."""
+    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format); a new or empty
+    one gets a provisional ``report.json`` (``"complete": false``) before any media, so that a build stopped
+    half-way (Ctrl-C, a crash) is resumed by the next one, which replaces it with the full record."""
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -688,7 +690,10 @@ def prepare_out(out: Path) -> None:
         if not ok:
             raise ReportError(f"--out {out} is not empty and holds no report.json of a vbench report; refusing to "
                               "write into it (give a new or empty folder, or a previous report's)")
+        return
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", {"format": REPORT_FORMAT, "version": REPORT_VERSION, "complete": False,
+                                            "created": datetime.now(timezone.utc).isoformat()})
 
 
 @dataclass
@@ -781,7 +786,8 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     removed = _remove_unreferenced(out, referenced)
     seconds = time.perf_counter() - t0
     atomic_write_json(out / "report.json", {
-        "format": REPORT_FORMAT, "version": REPORT_VERSION, "created": datetime.now(timezone.utc).isoformat(),
+        "format": REPORT_FORMAT, "version": REPORT_VERSION, "complete": True,
+        "created": datetime.now(timezone.utc).isoformat(),
         "results": [r["_path"] for r in results], "select": list(select_terms), "seed": seed, "sample": sample,
         "debug_weights": any(g.debug for g in groups), "media_settings": settings.key(),
         "groups": [{"title": g.table.title, "models": {r.key: r.label for r in g.runs},

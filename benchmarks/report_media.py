@@ -34,7 +34,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -513,7 +513,7 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
 
     done: dict[int, tuple[TrackMedia, dict[str, TrackMedia]]] = {}
     try:
-        with pool(min(workers, len(items))) as p:
+        with _stopping(pool(min(workers, len(items)))) as p:
             futures = {p.submit(_encode_in_worker, it): i for i, it in enumerate(items)}
             for f in as_completed(futures):
                 try:
@@ -524,7 +524,7 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
         # a worker died (FFmpeg crashing on a file, the kernel's OOM killer): the pool is gone with every clip
         # it still held; each of those is made alone, so that only the clip that kills its worker is lost
         for i in (i for i in range(len(items)) if i not in done):
-            with pool(1) as p:
+            with _stopping(pool(1)) as p:
                 try:
                     done[i] = p.submit(_encode_in_worker, items[i]).result()
                 except BrokenProcessPool:
@@ -534,6 +534,21 @@ def _in_processes(encoder: ClipEncoder, items: list[tuple[str, ClipSources]], wo
     finally:
         listener.stop()
     return [done[i] for i in range(len(items))]
+
+
+@contextlib.contextmanager
+def _stopping(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
+    """`pool`, shut down when the block ends. On an exception (Ctrl-C included) its queued clips are cancelled and
+    its workers stopped at once instead of being waited for (a worker stopped mid-file leaves a temporary file,
+    which the next build removes; every finished file is whole)."""
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 def _lost(src: ClipSources) -> tuple[TrackMedia, dict[str, TrackMedia]]:

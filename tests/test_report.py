@@ -543,6 +543,103 @@ def test_a_worker_that_dies_costs_only_its_clip(tmp_path, monkeypatch, caplog):
     assert caplog.text.count("stopped its worker process") == 1
 
 
+def _group_members(pgid: int, wait: float) -> list[str]:
+    """Command lines of the processes still in process group `pgid`, polled until there are none or `wait`
+    seconds have passed."""
+    deadline = time.perf_counter() + wait
+    while True:
+        left = []
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and os.getpgid(int(d.name)) == pgid:
+                    left.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+            except (OSError, ProcessLookupError):
+                continue
+        if not left or time.perf_counter() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+class SlowEncoder(ClipEncoder):
+    """Takes two seconds per clip (importable: workers unpickle it)."""
+
+    def encode(self, folder, src):
+        time.sleep(2.0)
+        return super().encode(folder, src)
+
+
+def test_ctrl_c_stops_the_workers_at_once_and_a_rerun_finishes(tmp_path):
+    """SIGINT while clips are made in worker processes: the build stops within seconds, no process of it is left
+    (it used to hang at exit, joining idle workers), and a re-run makes what is missing."""
+    import signal
+    import subprocess
+    import sys
+
+    clips = synth_clips(tmp_path / "synth", count=10, duration=1.0)
+    items = [(c["clip_id"], c["video"]) for c in clips]
+    repo = Path(__file__).resolve().parents[1]
+    script = f"""
+import sys
+sys.path.insert(0, {str(repo)!r})
+import benchmarks.report_media as rm
+from benchmarks.report_media import ClipSources
+from tests.test_report import SlowEncoder
+rm.PROCESS_MIN_CLIPS = 1
+items = [(cid, ClipSources(cid, v, v, 0.0, 1.0, {{}})) for cid, v in {items!r}]
+rm.encode_clips(SlowEncoder({str(tmp_path / "out")!r}), items, workers=2, done=lambda: print("tick", flush=True))
+print("finished", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: what is left of it can be seen
+    try:
+        assert proc.stdout.readline().strip() == "tick"  # workers are making clips
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        # at once: not after the 8 queued or running clips (8 s on 2 workers)
+        assert time.perf_counter() - t0 < 5 and proc.returncode != 0
+        assert "finished" not in proc.communicate(timeout=30)[0]
+        left = _group_members(proc.pid, wait=5.0)  # the forkserver and resource tracker leave when it has gone
+        assert not left, left  # no worker, forkserver or resource tracker left behind
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    from benchmarks.report_media import ClipSources, encode_clips
+
+    made = encode_clips(ClipEncoder(tmp_path / "out"), [(cid, ClipSources(cid, v, v, 0.0, 1.0, {}))
+                                                        for cid, v in items], workers=1)
+    assert all(gt.media and not gt.error for gt, _ in made)
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name or p.name.startswith("tmp")]
+
+
+def test_a_build_stopped_half_way_is_resumed(tmp_path, monkeypatch):
+    """The folder is marked as a report before any media are made: a build killed half-way (here: stopped after
+    its first clip) is taken up by the next, which completes the record and adds only what is missing."""
+    import benchmarks.report_media as rm
+
+    paths = make_report_inputs(tmp_path / "in", count=3, odd_rows=False)
+    real = rm.ClipEncoder.encode
+    made = []
+
+    def stop_after_one(self, folder, src):
+        if made:
+            raise KeyboardInterrupt
+        made.append(folder)
+        return real(self, folder, src)
+
+    monkeypatch.setattr(rm.ClipEncoder, "encode", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(paths, tmp_path / "out", jobs=1)
+    marker = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert marker["complete"] is False and any((tmp_path / "out" / "media").rglob("gt-*.mp4"))
+    monkeypatch.setattr(rm.ClipEncoder, "encode", real)
+    again = build_report(paths, tmp_path / "out", jobs=1)
+    record = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert record["complete"] is True and again.clips == 3 and not again.errors
+    full = build_report(paths, tmp_path / "fresh", jobs=1).encoded
+    assert again.encoded == full * 2 // 3  # the first clip's files were kept: only the other two clips are made
+
+
 def test_an_unwritable_media_store_warns_once_and_the_report_is_still_made(tmp_path, monkeypatch, caplog):
     import benchmarks.report_media as rm
 
