@@ -561,10 +561,11 @@ def _group_members(pgid: int, wait: float) -> list[str]:
 
 
 class SlowEncoder(ClipEncoder):
-    """Takes two seconds per clip (importable: workers unpickle it)."""
+    """Says when it starts a clip, then takes six seconds over it (importable: workers unpickle it)."""
 
     def encode(self, folder, src):
-        time.sleep(2.0)
+        print("started", flush=True)
+        time.sleep(6.0)
         return super().encode(folder, src)
 
 
@@ -575,7 +576,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_a_rerun_finishes(tmp_path):
     import subprocess
     import sys
 
-    clips = synth_clips(tmp_path / "synth", count=10, duration=1.0)
+    clips = synth_clips(tmp_path / "synth", count=4, duration=1.0)
     items = [(c["clip_id"], c["video"]) for c in clips]
     repo = Path(__file__).resolve().parents[1]
     script = f"""
@@ -586,18 +587,18 @@ from benchmarks.report_media import ClipSources
 from tests.test_report import SlowEncoder
 rm.PROCESS_MIN_CLIPS = 1
 items = [(cid, ClipSources(cid, v, v, 0.0, 1.0, {{}})) for cid, v in {items!r}]
-rm.encode_clips(SlowEncoder({str(tmp_path / "out")!r}), items, workers=2, done=lambda: print("tick", flush=True))
+rm.encode_clips(SlowEncoder({str(tmp_path / "out")!r}), items, workers=2)
 print("finished", flush=True)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group: what is left of it can be seen
     try:
-        assert proc.stdout.readline().strip() == "tick"  # workers are making clips
+        assert proc.stdout.readline().strip() == "started"  # a worker is making a clip
         t0 = time.perf_counter()
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        # at once: not after the 8 queued or running clips (8 s on 2 workers)
-        assert time.perf_counter() - t0 < 5 and proc.returncode != 0
+        proc.wait(timeout=60)
+        # at once: not after the running clips (6 s) or the queued ones (12 s)
+        assert time.perf_counter() - t0 < 4 and proc.returncode != 0
         assert "finished" not in proc.communicate(timeout=30)[0]
         left = _group_members(proc.pid, wait=5.0)  # the forkserver and resource tracker leave when it has gone
         assert not left, left  # no worker, forkserver or resource tracker left behind
