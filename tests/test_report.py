@@ -580,7 +580,9 @@ def test_ctrl_c_stops_the_workers_at_once_and_a_rerun_finishes(tmp_path):
     items = [(c["clip_id"], c["video"]) for c in clips]
     repo = Path(__file__).resolve().parents[1]
     script = f"""
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background CI job ignores SIGINT)
 sys.path.insert(0, {str(repo)!r})
 import benchmarks.report_media as rm
 from benchmarks.report_media import ClipSources
