@@ -37,7 +37,7 @@ import av
 import numpy as np
 import torch
 
-from visualsound.media.errors import MediaError, MediaWriteError
+from visualsound.media.errors import MediaError, MediaWriteError, NoVideoStreamError
 from visualsound.media.info import (
     DecodeReport,
     PathLike,
@@ -184,6 +184,20 @@ def write_audio(path: PathLike, audio: torch.Tensor | np.ndarray, sample_rate: i
             container.close()
 
 
+def _preview_yuv(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """`frame` scaled to ``width`` x ``height`` (swscale's area filter) as standard-range yuv420p: a preview frame.
+    PyAV takes the source range from the frame; the output is tagged and coded in the standard range (left unset,
+    a full-range source would keep its levels and be shown as standard range: washed out)."""
+    return convert_frame(frame, width=width, height=height, format="yuv420p", interpolation="AREA",
+                         dst_color_range="MPEG")
+
+
+def _shown_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """`frame` as uint8 ``[H, W, 3]`` RGB turned by its display `rotation` (counter-clockwise degrees): a poster."""
+    rgb = convert_frame(frame, format="rgb24").to_ndarray()
+    return np.rot90(rgb, k=rotation // 90).copy() if rotation else rgb
+
+
 def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, duration: float | None = None,
                   fps: float = 25.0, max_width: int = 320, audio: torch.Tensor | np.ndarray | None = None,
                   sample_rate: int | None = None, crf: int = 28, preset: str = "superfast",
@@ -213,18 +227,14 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
         if not shape:
             shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width), rotation
         w, h = shape["size"]
-        # PyAV takes the source range from the frame; the output is tagged and coded in the standard range
-        # (left unset, a full-range source would keep its levels and be shown as standard range: washed out)
-        return convert_frame(frame, width=w, height=h, format="yuv420p", interpolation="AREA",
-                             dst_color_range="MPEG")
+        return _preview_yuv(frame, w, h)
 
     frames = iter_video_window(src, start, duration, float(rate), convert=convert, threads=decoder_threads,
                                report=report)
     try:
         first = next(frames)  # the source's errors (missing, no video, bad window) before anything is written
         (w, h), rotation = shape["size"], int(shape["rotation"])
-        poster = convert_frame(first, format="rgb24").to_ndarray()
-        poster = np.rot90(poster, k=rotation // 90).copy() if rotation else poster
+        poster = _shown_rgb(first, rotation)
         with _atomic_media_path(out_path) as tmp, _ffmpeg_errors(f"writing {out_path}"):
             container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
             try:
@@ -291,8 +301,6 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
     or the window's video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media`
     raises for the source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
     """
-    from visualsound.media.errors import NoVideoStreamError
-
     check_window(start, duration)
     a = _check_audio(audio, sample_rate) if audio is not None else None
     if max_width < 2:
@@ -460,9 +468,7 @@ def _poster(vin, packets: list, max_width: int) -> tuple[np.ndarray, int]:
         frame = frames[0]
     rotation = display_rotation(frame)
     w, h = preview_size(frame, rotation, max_width)
-    small = convert_frame(frame, width=w, height=h, format="yuv420p", interpolation="AREA", dst_color_range="MPEG")
-    rgb = convert_frame(small, format="rgb24").to_ndarray()
-    return (np.rot90(rgb, k=rotation // 90).copy() if rotation else rgb), rotation
+    return _shown_rgb(_preview_yuv(frame, w, h), rotation), rotation
 
 
 _COPY_CODECS = ("h264",)  # copied into mp4 as they are; everything else is re-encoded to H.264
