@@ -7,7 +7,8 @@ records under ``per_clip`` (``<name>.clips.parquet``, one row per item; `benchma
 
 * the **leaderboard** table of the given results (and their 95 % intervals where a result has ``metric_ci``);
 * one **distribution plot** per per-item metric (``plots/*.png``, every model overlaid; all items, not only the
-  gallery's clips);
+  gallery's clips; drawn on a thread while the media are made, and named by a digest of what they show, so a
+  re-run on the same results draws none);
 * the **gallery**: one row per selected clip with the ground-truth video, each model's generated audio muxed
   under the same video (or an ``.m4a`` for audio-only clips), a spectrogram per track and the clip's per-item
   metrics per model. Click a column header to sort (metrics: worst first, again: best first); a text filter
@@ -40,6 +41,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -370,25 +372,50 @@ def select(groups: Sequence[Group], selectors: Sequence[Selector], seed: int = 0
 
 
 # ------------------------------------------------------------------------------------------------ plots
+PLOT_VERSION = 1  # bump when the drawing changes: plot files are named by a digest of what they show
+
+
+def _plot_series(group: Group, spec: MetricSpec) -> list[tuple[str, np.ndarray]]:
+    """``(model label, per-item values in display units)`` of every run of `group` with a value of `spec`."""
+    series = [(r.label, spec.display(r.rows[spec.key].dropna().to_numpy(dtype=np.float64))) for r in group.runs]
+    return [(label, v) for label, v in series if len(v)]
+
+
+def plot_file(group: Group, spec: MetricSpec) -> str | None:
+    """The report-relative name of `spec`'s distribution plot for `group` (``plots/group<i>-<metric>-<digest>.png``,
+    the digest of everything the picture shows, the matplotlib version and `PLOT_VERSION`, so that a re-run whose
+    data are unchanged reuses the file without starting matplotlib); None when no item has a value."""
+    series = _plot_series(group, spec)
+    if not series:
+        return None
+    from importlib.metadata import version
+
+    h = hashlib.sha256(repr((PLOT_VERSION, version("matplotlib"), group.table.dataset, group.debug, spec.key,
+                             spec.label, spec.digits, spec.lower_is_better, [s[0] for s in series])).encode())
+    for _, v in series:
+        h.update(np.ascontiguousarray(v).tobytes())
+        h.update(b"|")
+    return f"plots/group{group.index}-{_norm(spec.key)}-{h.hexdigest()[:16]}.png"
+
+
 def distribution_png(group: Group, spec: MetricSpec, path: Path) -> bool:
     """Overlaid histograms of `spec`'s per-item values (display units) for every run of `group`, with each run's
     mean as a dashed line; False (nothing written) when no item has a value."""
+    series = _plot_series(group, spec)
+    if not series:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [(r, spec.display(r.rows[spec.key].dropna().to_numpy())) for r in group.runs]
-    series = [(r, v) for r, v in series if len(v)]
-    if not series:
-        return False
     edges = np.histogram_bin_edges(np.concatenate([v for _, v in series]), bins=30)
     fig, ax = plt.subplots(figsize=(5.2, 2.8), dpi=80)
     try:
-        for i, (r, v) in enumerate(series):
+        for i, (label, v) in enumerate(series):
             color = f"C{i % 10}"
             ax.hist(v, bins=edges, histtype="step", linewidth=1.6, color=color,
-                    label=f"{r.label} (n={len(v)}, mean {v.mean():.{spec.digits}f})")
+                    label=f"{label} (n={len(v)}, mean {v.mean():.{spec.digits}f})")
             ax.axvline(v.mean(), color=color, linestyle="--", linewidth=1)
         arrow = "lower is better" if spec.lower_is_better else "higher is better"
         title = f"{group.table.dataset}: {spec.label} per item ({arrow})"
@@ -407,6 +434,24 @@ def distribution_png(group: Group, spec: MetricSpec, path: Path) -> bool:
     finally:
         plt.close(fig)
     return True
+
+
+def make_plots(groups: Sequence[Group], out: Path) -> tuple[dict[int, list[str]], int]:
+    """Every group's distribution plots under `out` (`plot_file` names; a file already there is kept):
+    ``({group index: [relative names]}, plots drawn)``. `build_report` runs it on a thread while the clips'
+    media are made (matplotlib is used by that thread alone)."""
+    plots: dict[int, list[str]] = {}
+    drawn = 0
+    for g in groups:
+        for m in g.metrics:
+            rel = plot_file(g, m)
+            if rel is None:
+                continue
+            if not (out / rel).is_file():
+                distribution_png(g, m, out / rel)
+                drawn += 1
+            plots.setdefault(g.index, []).append(rel)
+    return plots, drawn
 
 
 # ------------------------------------------------------------------------------------------------ html
@@ -709,6 +754,7 @@ class ReportSummary:
     from_store: int = 0
     copied: int = 0  # ground-truth videos copied from their source this build (the rest of those made: re-encoded)
     reencoded: int = 0
+    plots_drawn: int = 0  # distribution plots drawn this build (the others were already there: same data)
 
 
 def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -752,10 +798,14 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
 
         bar = tqdm(total=total, desc="report media", unit="clip")
 
-    made = encode_clips(encoder, [(_clip_folder(t[1]), t[5]) for t in tasks], workers,
-                        (lambda: bar.update(1)) if bar is not None else None)
-    if bar is not None:
-        bar.close()
+    # the plots are drawn while the clips are made (in worker processes this thread would wait idle)
+    with ThreadPoolExecutor(1, thread_name_prefix="report-plots") as plotter:
+        drawing = plotter.submit(make_plots, groups, out)
+        made = encode_clips(encoder, [(_clip_folder(t[1]), t[5]) for t in tasks], workers,
+                            (lambda: bar.update(1)) if bar is not None else None)
+        if bar is not None:
+            bar.close()
+        plots, plots_drawn = drawing.result()
     for (gi, clip_id, why, info, items, _), (gt, tracks) in zip(tasks, made):
         encoded += gt.encoded + sum(t.encoded for t in tracks.values())
         from_store += gt.from_store + sum(t.from_store for t in tracks.values())
@@ -767,12 +817,6 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
         galleries[gi].append(GalleryClip(clip_id, why, info, gt, tracks, items))
     for msg in errors:
         log.warning("report media: %s", msg)
-    plots: dict[int, list[str]] = {}
-    for g in groups:
-        for m in g.metrics:
-            rel = f"plots/group{g.index}-{_norm(m.key)}.png"
-            if distribution_png(g, m, out / rel):
-                plots.setdefault(g.index, []).append(rel)
     meta = (f"made {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by vbench report from "
             f"{len(results)} result files; selection: {', '.join(select_terms) or 'default'}; seed {seed}; "
             f"played sample {sample}")
@@ -797,7 +841,7 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
         "videos": {"copied": copied, "re-encoded": reencoded},
         "media_store": str(media_store) if media_store is not None else None, "errors": errors,
         "seconds": round(seconds, 2)})
-    return ReportSummary(index, total, encoded, errors, seconds, removed, from_store, copied, reencoded)
+    return ReportSummary(index, total, encoded, errors, seconds, removed, from_store, copied, reencoded, plots_drawn)
 
 
 def _remove_unreferenced(out: Path, referenced: set[str]) -> int:

@@ -406,16 +406,54 @@ def test_a_rerun_reuses_the_media_and_a_new_selection_drops_stale_files(built):
     out = summary.index.parent
     media = {p: p.stat().st_mtime_ns for p in (out / "media").rglob("*") if p.is_file()}
     (out / "media" / ".left-by-a-killed-run.mp4").write_bytes(b"partial")
+    plots = {p: p.stat().st_mtime_ns for p in (out / "plots").iterdir()}
+    assert len(plots) == 4 and summary.plots_drawn == 4
     t0 = time.perf_counter()
     again = build_report(paths, out)
-    assert again.encoded == 0 and again.removed == 1, again
+    assert again.encoded == 0 and again.removed == 1 and again.plots_drawn == 0, again
     assert {p: p.stat().st_mtime_ns for p in (out / "media").rglob("*") if p.is_file()} == media
+    assert {p: p.stat().st_mtime_ns for p in (out / "plots").iterdir()} == plots
     assert time.perf_counter() - t0 < 10
     one = build_report(paths, out, ["ids:synth0001_000000"])
     assert one.encoded == 0 and one.clips == 1
     assert {p.parent.name for p in (out / "media").rglob("*.mp4")} == {
         next(p.parent.name for p in media if "synth0001_000000" in p.parent.name)}
     build_report(paths, out)  # back to the full report for the other tests of this module
+
+
+def test_plots_are_named_by_what_they_show(tmp_path):
+    """A plot's file name is a digest of its data and labels: the same results draw no plot again, a changed value
+    or a debug label draws that group's plots anew (under a new name, so no browser shows a stale picture), and
+    the old files are removed."""
+    from benchmarks.report import make_plots, plot_file
+
+    paths = fake_results(tmp_path, n=12)
+    (g,) = groups_of(paths)
+    names = [plot_file(g, m) for m in g.metrics]
+    assert len(set(names)) == 4 and all(n.startswith(f"plots/group{g.index}-") and n.endswith(".png") for n in names)
+    assert [plot_file(g, m) for m in groups_of(paths)[0].metrics] == names  # read again: the same names
+    plots, drawn = make_plots([g], tmp_path / "out")
+    assert plots == {g.index: names} and drawn == 4
+    assert make_plots([g], tmp_path / "out") == (plots, 0)
+    ib = next(m for m in g.metrics if m.key == "IB-Score")
+    g.runs[0].rows.loc[g.runs[0].rows.index[0], ib.key] += 0.01
+    changed = [plot_file(g, m) for m in g.metrics]
+    assert [a == b for a, b in zip(names, changed)] == [m.key != ib.key for m in g.metrics]
+    (d,) = groups_of(fake_results(tmp_path / "debug", n=12, debug=True))
+    assert not {plot_file(d, m) for m in d.metrics} & set(names)
+
+    clips = fake_clips(12)
+    gen = {c["clip_id"]: f"/nonexistent/gen/{c['clip_id']}.wav" for c in clips}
+    rows = [clip_rows("av-benchmark", clips, gen, seed=i) for i in range(2)]
+    results = [write_result(tmp_path / "built", "av-benchmark", m, r, 12) for m, r in zip("ab", rows)]
+    out = tmp_path / "report"
+    first = build_report(results, out, ["ids:clip00000"])
+    assert first.plots_drawn == 4 and len(list((out / "plots").iterdir())) == 4
+    rows[0][0]["DeSync"] += 0.04
+    write_result(tmp_path / "built", "av-benchmark", "a", rows[0], 12)
+    again = build_report(results, out, ["ids:clip00000"])
+    assert again.plots_drawn == 1 and again.removed == 1, again
+    assert len(list((out / "plots").iterdir())) == 4
 
 
 def _media_files(out: Path) -> dict[str, Path]:
@@ -564,7 +602,7 @@ class SlowEncoder(ClipEncoder):
     """Says when it starts a clip, then takes six seconds over it (importable: workers unpickle it)."""
 
     def encode(self, folder, src):
-        print("started", flush=True)
+        os.write(1, b"started\n")  # one write: two workers' lines never interleave (print may write twice)
         time.sleep(6.0)
         return super().encode(folder, src)
 
