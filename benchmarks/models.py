@@ -86,7 +86,8 @@ def _check_readable(path: Path) -> str:
 
 
 class GroundTruthModel:
-    """The real audio of each clip's evaluation window."""
+    """The real audio of each clip's evaluation window, from the clip's ground-truth audio file (its separate GT
+    audio where the dataset has one, else the video's own track)."""
 
     name = "ground-truth"
     kind = "ground-truth"
@@ -101,11 +102,12 @@ class GroundTruthModel:
     def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
         out = ModelOutputs()
         for clip in dataset.clips:
-            reason = _check_readable(Path(clip.video))
+            source = clip.audio_source
+            reason = _check_readable(Path(source))
             if reason:
                 out.missing[clip.id] = reason
                 continue
-            out.samples[clip.id] = [Sample(clip.id, 0, clip.video, clip.start_sec, clip.window_sec)]
+            out.samples[clip.id] = [Sample(clip.id, 0, source, clip.start_sec, clip.window_sec)]
         return out
 
 

@@ -138,3 +138,45 @@ def test_synchformer_video_features_end_to_end(one_thread):
         assert feats.shape == (1, 24, 8, 96)
         ok, diff = _close(feats[0], want[stem])
         assert ok, f"{stem}: max abs difference {diff:.3g}"
+
+
+def test_a_clip_window_is_read_from_its_start(tmp_path):
+    """A clip whose window starts at s > 0 gives the frames of the file cut at s (`read_fps_frames`'s start, tested
+    against a cut file in tests/test_media_fps_filter.py), and a rejection says where reading began."""
+    from benchmarks.protocols.avbench.extract import Item, extract_video
+    from visualsound.media import write_video
+
+    path = tmp_path / "six.mp4"
+    write_video(path, torch.zeros((150, 64, 96, 3), dtype=torch.uint8).numpy(), 25)  # 6 s
+    late = V.read_video_frames(path, 4.0, start_sec=1.0)
+    assert late.accepted and late.sync.source_index.tolist() == list(range(25, 125))
+    assert late.ib.source_index.tolist() == [49, 99]  # [24, 74] of a file cut at 1 s (test_half_fps_indices)
+    cut = V.read_video_frames(path, 4.0, start_sec=2.0)  # 100 frames left: the original loses the last one
+    assert cut.rejection == ("Synchformer needs 100 frames at 25 fps, the decoder gives 99 (the original loses the "
+                             "last frame); read from 2 s")
+
+    class MemoryCache:  # what extract_video needs of a FeatureCache
+        def __init__(self):
+            self.stored = {}
+
+        def lookup(self, name, source):
+            return False, None
+
+        def store(self, name, source, value):
+            self.stored[name] = (source, value)
+
+        def flush(self):
+            pass
+
+        def stats(self):
+            return {}
+
+    class CpuModels:  # a rejected video needs no network
+        class options:
+            device = "cpu"
+
+    cache = MemoryCache()
+    out = extract_video([Item("six", str(path), 2.0)], ["avb-sync-video"], {"avb-sync-video": cache}, CpuModels(),
+                        4.0, 1, False)
+    assert out.features["avb-sync-video"]["six"] == {"rejected": cut.rejection}
+    assert cache.stored["six"][0]["start"] == 2.0  # the cache entry is keyed by the window's start

@@ -187,6 +187,12 @@ def test_folder_dataset_with_separate_gt_audio(synth_root: Path, tmp_path: Path)
     assert only.video is None and only.audio_source.endswith("audio_only.wav")
     assert all(ds.clip(p.stem).audio.endswith(".wav") and ds.clip(p.stem).video for p in clips)
     assert "notes.txt" in ds.notes  # skipped files are listed
+    # the ground-truth model plays the GT audio files (not the videos' own tracks), audio-only clips included
+    from benchmarks.models import make_model
+
+    gt = make_model("ground-truth").outputs(ds)
+    assert not gt.missing and {c: [s.path for s in ss] for c, ss in gt.samples.items()} == {
+        c.id: [c.audio] for c in ds.clips}
     again = load_manifest(ds.save(tmp_path / "pairs.json"))
     assert again.clips == ds.clips and again.fingerprint() == ds.fingerprint()
     _copy_as(clips[0], videos / f"{clips[0].stem}.mkv")

@@ -30,13 +30,15 @@ def read_barcodes(frames: torch.Tensor) -> list[int]:
     return ((lum > 128).long() * (2 ** torch.arange(BITS - 1, -1, -1))).sum(-1).tolist()
 
 
-def write_clip(path, pts: list[int], time_base: Fraction, rate: Fraction = Fraction(25), pix_fmt: str = "yuv420p"):
+def write_clip(path, pts: list[int], time_base: Fraction, rate: Fraction = Fraction(25), pix_fmt: str = "yuv420p",
+               first_index: int = 0):
+    """Frame ``i`` at ``pts[i]`` shows the barcode of ``first_index + i``."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=rate)
         s.width, s.height, s.pix_fmt, s.time_base = W, H, pix_fmt, time_base
         s.codec_context.time_base = time_base  # the encoder keeps the timestamps as given (VFR)
         for i, p in enumerate(pts):
-            frame = av.VideoFrame.from_ndarray(barcode(i), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(barcode(first_index + i), format="rgb24")
             frame.pts, frame.time_base = p, time_base
             for packet in s.encode(frame):
                 c.mux(packet)
@@ -222,6 +224,33 @@ def test_max_frames_is_a_prefix_and_stops_decoding(clips):
         assert capped[0].duration_sec < 3.2 < full[0].duration_sec, "decoding did not stop at the cap"
     one = read_fps_frames(clips["cfr30"], [25], max_frames=0)[0]
     assert one.frames.shape == (0, H, W, 3)
+
+
+@pytest.mark.parametrize("name,start", [("cfr30", 2.0), ("cfr25", 1.3), ("cfr29.97", 1.0), ("vfr_mp4", 0.517),
+                                        ("offset", 2.02), ("offset", 0.5)])
+def test_a_start_reads_the_stream_as_if_it_had_been_cut_there(clips, tmp_path, name, start):
+    """`start_sec` gives the frames of a file holding only the frames from `start` on, their timestamps moved back
+    by `start` (written here frame by frame), at every rate, flushed or not, by both methods; a start before the
+    first frame (the 1.3 s `offset` stream from 0.5 s) moves the timestamps back without dropping any frame."""
+    pts, last_dur, tb = decoded_timestamps(clips[name])
+    shift = round(Fraction(start) / tb)
+    assert abs(Fraction(start) / tb - shift) < 1e-6, "pick starts on the time base: the cut file must be exact"
+    k = next(i for i, p in enumerate(pts) if p >= shift)
+    rate, pix = CLIPS[name][3:]
+    cut = write_clip(tmp_path / f"cut{clips[name].suffix}", [int(p - shift) for p in pts[k:]], tb, rate, pix,
+                     first_index=k)
+    assert decoded_timestamps(cut)[0] == [int(p - shift) for p in pts[k:]], "the cut file is not what was meant"
+    for flush in (True, False):
+        want = read_fps_frames(cut, RATES, flush=flush)
+        for method in ("select", "graph"):
+            got = read_fps_frames(clips[name], RATES, flush=flush, method=method, start_sec=start)
+            for rate, a, b in zip(RATES, got, want):
+                where = f"{name} from {start} s at {rate} fps, flush={flush}, {method}"
+                assert read_barcodes(a.frames) == read_barcodes(b.frames) == [k + i for i in b.source_index], where
+                assert a.source_index.tolist() == [k + i for i in b.source_index.tolist()], where
+                assert (a.lost_at_eof, a.duration_sec) == (b.lost_at_eof, b.duration_sec), where
+    with pytest.raises(ValueError, match="start_sec"):
+        read_fps_frames(clips[name], [25], start_sec=-1.0)
 
 
 def test_bad_inputs(clips, tmp_path):

@@ -183,14 +183,21 @@ def _as_list(max_frames: int | None | Sequence[int | None], n: int) -> list[int 
 
 
 def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = True,
-                    max_frames: int | None | Sequence[int | None] = None, method: str = "select") -> list[FpsFrames]:
+                    max_frames: int | None | Sequence[int | None] = None, method: str = "select",
+                    start_sec: float = 0.0) -> list[FpsFrames]:
     """Decode the first video stream of `path` once and return its frames at each rate in `fps`.
 
     ``flush=False`` reproduces torio's lost output frames at the end of the stream (module docstring);
     `max_frames` (one value, or one per rate) keeps the first frames only, and decoding stops once every rate
-    has its count. ``method`` is ``"select"`` or ``"graph"`` (module docstring). Raises `NoVideoStreamError`,
-    `TruncatedMediaError` (undecodable data) and `FpsFilterError`.
+    has its count. ``method`` is ``"select"`` or ``"graph"`` (module docstring). `start_sec` > 0 reads the
+    stream as if it had been cut there (FFmpeg's exact input seek, ``ffmpeg -ss START -i ...``): frames whose
+    time is before `start_sec` (seconds from time 0 of the stream's timestamps, to the nearest tick of its time
+    base) are decoded and dropped, and the others' times are counted from `start_sec`; a source index still
+    counts every decoded frame. Raises `NoVideoStreamError`, `TruncatedMediaError` (undecodable data) and
+    `FpsFilterError`.
     """
+    if not start_sec >= 0:
+        raise ValueError(f"start_sec must be >= 0, got {start_sec!r}")
     rates = [as_rate(r) for r in fps]
     caps = _as_list(max_frames, len(rates))
     if method not in METHODS:
@@ -202,7 +209,8 @@ def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = Tr
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         run = _read_select if method == "select" else _read_graph
-        selected, lost, span = run(container, stream, rates, caps, flush, path)
+        shift = round(Fraction(start_sec) / Fraction(stream.time_base)) if start_sec else None
+        selected, lost, span = run(container, stream, rates, caps, flush, path, shift)
     except av.error.FFmpegError as e:
         raise TruncatedMediaError(f"{path}: video decoding failed: {e}") from e
     finally:
@@ -222,9 +230,9 @@ def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = Tr
 
 
 def read_fps_video(path: PathLike, fps: RateLike, *, flush: bool = True, max_frames: int | None = None,
-                   method: str = "select") -> FpsFrames:
+                   method: str = "select", start_sec: float = 0.0) -> FpsFrames:
     """`read_fps_frames` for one rate."""
-    return read_fps_frames(path, [fps], flush=flush, max_frames=max_frames, method=method)[0]
+    return read_fps_frames(path, [fps], flush=flush, max_frames=max_frames, method=method, start_sec=start_sec)[0]
 
 
 def _frame_pts(frame: av.VideoFrame, index: int, path: PathLike) -> int:
@@ -239,13 +247,18 @@ def _span(first_pts: int | None, last_pts: int | None, last_dur: int, time_base:
     return float((last_pts + last_dur - first_pts) * time_base)
 
 
-def _decoded(container, stream, path: PathLike) -> Iterable[tuple[int, av.VideoFrame, int]]:
-    """``(source_index, frame, pts)`` in decoder output order."""
+def _decoded(container, stream, path: PathLike, shift: int | None) -> Iterable[tuple[int, av.VideoFrame, int]]:
+    """``(source_index, frame, pts)`` in decoder output order; with a `shift` (`read_fps_frames`'s `start_sec` in
+    the stream's time base) only the frames at or after it, as ``pts - shift``."""
     for i, frame in enumerate(container.decode(stream)):
-        yield i, frame, _frame_pts(frame, i, path)
+        pts = _frame_pts(frame, i, path)
+        if shift is None:
+            yield i, frame, pts
+        elif pts >= shift:
+            yield i, frame, pts - shift
 
 
-def _read_select(container, stream, rates, caps, flush, path):
+def _read_select(container, stream, rates, caps, flush, path, shift):
     tb = Fraction(stream.time_base)
     filters = [FpsFilter(cap) for cap in caps]
     selected: list[list[tuple[int, np.ndarray]]] = [[] for _ in rates]
@@ -260,7 +273,7 @@ def _read_select(container, stream, rates, caps, flush, path):
     first = last = None
     last_dur = 0
     eof = True
-    for i, frame, pts in _decoded(container, stream, path):
+    for i, frame, pts in _decoded(container, stream, path, shift):
         first = pts if first is None else first
         last, last_dur = pts, int(frame.duration or 0)
         for k, (rate, filt) in enumerate(zip(rates, filters)):
@@ -282,7 +295,7 @@ def _read_select(container, stream, rates, caps, flush, path):
     return selected, lost, _span(first, last, last_dur, tb)
 
 
-def _read_graph(container, stream, rates, caps, flush, path):
+def _read_graph(container, stream, rates, caps, flush, path, shift):
     tb = Fraction(stream.time_base)
     graphs = []
     for rate in rates:
@@ -313,10 +326,11 @@ def _read_graph(container, stream, rates, caps, flush, path):
     first = last = None
     last_dur = 0
     eof = True
-    for i, frame, pts in _decoded(container, stream, path):
+    for i, frame, pts in _decoded(container, stream, path, shift):
         first = pts if first is None else first
         last, last_dur = pts, int(frame.duration or 0)
         frame.opaque = i
+        frame.pts = pts  # counted from the start (the graph's buffer source takes the stream's time base)
         for k, graph in enumerate(graphs):
             if not full(k):
                 graph.push(frame)

@@ -55,7 +55,8 @@ VIDEO_EXTRACTORS = ("avb-ib-video", "avb-sync-video")
 
 @dataclass(frozen=True)
 class Item:
-    """One file of a set: its name (the stem the original pairs by), path, and where its audio starts."""
+    """One file of a set: its name (the stem the original pairs by), path, and where its window starts (audio and
+    video are read from there)."""
 
     name: str
     path: str
@@ -268,7 +269,7 @@ def extract_video(items: Sequence[Item], extractors: Sequence[str], caches: dict
         ib_in: dict[str, torch.Tensor] = {}
         for it in chunk:
             try:
-                frames = V.read_video_frames(it.path, length_sec)
+                frames = V.read_video_frames(it.path, length_sec, it.start_sec)
             except ToolkitError as e:
                 out.failed[it.name] = f"unreadable: {e}"
                 log.warning("av-benchmark: GT video %s", out.failed[it.name])

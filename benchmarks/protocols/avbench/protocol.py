@@ -142,7 +142,7 @@ class AVBenchmarkProtocol:
 
         t0 = time.perf_counter()
         gt_items = [Item(c.id, c.audio_source, c.start_sec) for c in sorted(dataset.clips, key=lambda c: c.id)]
-        video_items = [Item(c.id, c.video, 0.0) for c in dataset.clips if c.video]
+        video_items = [Item(c.id, c.video, c.start_sec) for c in dataset.clips if c.video]  # the audio's window
         gen_items = list(self.generated_files(ctx.outputs).values())
         if not gen_items:
             raise EvaluationError("the model produced no generated files to evaluate")

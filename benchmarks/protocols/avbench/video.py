@@ -95,12 +95,18 @@ def _shortfall(name: str, wanted: int, got: FpsFrames) -> str | None:
     return msg + " (no frame was decoded)"
 
 
-def read_video_frames(path: str | os.PathLike, length_sec: float) -> AVBenchFrames:
+def read_video_frames(path: str | os.PathLike, length_sec: float, start_sec: float = 0.0) -> AVBenchFrames:
     """Decode `path` once into the original's ImageBind (0.5 fps) and Synchformer (25 fps) frames for a
-    `length_sec` protocol, with its rejection rule. Media errors (`visualsound.media.MediaError`) propagate."""
+    `length_sec` protocol, with its rejection rule. The original reads files from their start (its clips are cut
+    beforehand); a clip window starting at `start_sec` > 0 is read as if the file had been cut there
+    (`read_fps_frames`'s `start_sec`), so that the frames line up with audio read from the same time. Media
+    errors (`visualsound.media.MediaError`) propagate."""
     ib_wanted, sync_wanted = wanted_frames(length_sec)
-    ib, sync = read_fps_frames(path, [IB_FPS, SYNC_FPS], flush=False, max_frames=[ib_wanted, sync_wanted])
+    ib, sync = read_fps_frames(path, [IB_FPS, SYNC_FPS], flush=False, max_frames=[ib_wanted, sync_wanted],
+                               start_sec=start_sec)
     reasons = [r for r in (_shortfall("ImageBind", ib_wanted, ib), _shortfall("Synchformer", sync_wanted, sync)) if r]
+    if reasons and start_sec:
+        reasons.append(f"read from {start_sec:g} s")
     return AVBenchFrames(str(path), float(length_sec), ib, sync, ib_wanted, sync_wanted,
                          "; ".join(reasons) if reasons else None)
 
