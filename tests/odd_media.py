@@ -21,10 +21,11 @@ __all__ = ["barcode_frame", "read_barcode", "encode", "frame_times", "corrupt_pa
 def encode(path: str | Path, *, codec: str = "libx264", fmt: str | None = None, n: int = 25, fps: int = 25,
            times: list[float] | None = None, size: tuple[int, int] = (64, 48), rotation: int | None = None,
            start: float = 0.0, audio: str | None = None, sample_rate: int = 48000, audio_seconds: float | None = None,
-           bframes: bool = True, options: dict[str, str] | None = None) -> list[float]:
+           bframes: bool = True, options: dict[str, str] | None = None,
+           audio_start: float | None = None) -> list[float]:
     """Write `n` barcode frames (index ``i`` shown at ``start + times[i]``, default ``i / fps``) with `codec` into
     `path` (container `fmt`, default from the suffix; width at least 64), optionally with a tone in `audio`
-    codec. Returns the frame times written (seconds)."""
+    codec from `audio_start` (default: `start`). Returns the frame times written (seconds)."""
     uniform = times is None and abs(start * fps - round(start * fps)) < 1e-9
     times = [i / fps for i in range(n)] if times is None else list(times)
     w, h = size
@@ -76,7 +77,7 @@ def encode(path: str | Path, *, codec: str = "libx264", fmt: str | None = None, 
                     chunk = np.pad(chunk, (0, fs - len(chunk)))
                 fr = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
                 fr.sample_rate = sample_rate
-                fr.pts = int(round(start * sample_rate)) + i
+                fr.pts = int(round((start if audio_start is None else audio_start) * sample_rate)) + i
                 for pkt in a.encode(fr):
                     c.mux(pkt)
             for pkt in a.encode(None):

@@ -141,8 +141,8 @@ def test_windows_that_cannot_be_copied_exactly_or_small_are_refused_with_the_rea
     encode(mkv, n=10)
     with pytest.raises(NotCopyable, match="without decode timestamps"):
         copy_window(mkv, out)
-    late = tmp_path / "late.mp4"
-    encode(late, n=10, start=0.2)
+    late = tmp_path / "late.mp4"  # the picture starts 0.2 s after the sound (windows count from the file's start)
+    encode(late, n=10, start=0.2, audio="aac", audio_start=0.0)
     with pytest.raises(NotCopyable, match="starts at 0.200 s, after the window's start 0.000 s"):
         copy_window(late, out)
     copy_window(late, out, start=0.2)  # from its first frame it copies

@@ -230,11 +230,12 @@ def test_max_frames_is_a_prefix_and_stops_decoding(clips):
                                         ("offset", 2.02), ("offset", 0.5)])
 def test_a_start_reads_the_stream_as_if_it_had_been_cut_there(clips, tmp_path, name, start):
     """`start_sec` gives the frames of a file holding only the frames from `start` on, their timestamps moved back
-    by `start` (written here frame by frame), at every rate, flushed or not, by both methods; a start before the
-    first frame (the 1.3 s `offset` stream from 0.5 s) moves the timestamps back without dropping any frame."""
+    by `start` (written here frame by frame), at every rate, flushed or not, by both methods. `start` counts from
+    the file's start (the `offset` stream's first frame is at 1.3 s)."""
     pts, last_dur, tb = decoded_timestamps(clips[name])
-    shift = round(Fraction(start) / tb)
-    assert abs(Fraction(start) / tb - shift) < 1e-6, "pick starts on the time base: the cut file must be exact"
+    at = Fraction(pts[0]) * tb + Fraction(start)  # a video-only file starts with its first frame
+    shift = round(at / tb)
+    assert abs(at / tb - shift) < 1e-6, "pick starts on the time base: the cut file must be exact"
     k = next(i for i, p in enumerate(pts) if p >= shift)
     rate, pix = CLIPS[name][3:]
     cut = write_clip(tmp_path / f"cut{clips[name].suffix}", [int(p - shift) for p in pts[k:]], tb, rate, pix,

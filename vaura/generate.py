@@ -327,11 +327,11 @@ def read_frames(video: str | os.PathLike, start: float, duration: float, chunk_f
     The video is decoded in chunks of `chunk_frames` frames (on the same 25 fps time grid as one read) and each
     chunk is resized / centre-cropped with the encoder's own rule (short side 256, antialiased bilinear, crop 224,
     skipped for 224 x 224 input) right away, so long or high-resolution videos never sit in memory at native size;
-    the encoder's preprocessing then leaves the frames unchanged. `start` is a time of the video stream (its
-    first frame may be later than 0); undecodable packets are skipped and counted in `report` (a
-    `visualsound.media.info.DecodeReport`). With a CUDA `device` the resize runs there (the float resize is most
-    of the CPU time of reading a clip; results may differ from the CPU's by one level in rare pixels); the frames
-    are returned on the CPU either way.
+    the encoder's preprocessing then leaves the frames unchanged. `start` counts from the file's start (as
+    `visualsound.media.read_video`'s; the video's first frame may be later); undecodable packets are skipped and
+    counted in `report` (a `visualsound.media.info.DecodeReport`). With a CUDA `device` the resize runs there
+    (the float resize is most of the CPU time of reading a clip; results may differ from the CPU's by one level in
+    rare pixels); the frames are returned on the CPU either way.
     """
     from vaura.synchformer.preprocess import center_crop, resize_short_side
     from visualsound.media import MediaWindowError, read_video
@@ -468,7 +468,7 @@ def read_clip(request: ClipRequest, device: torch.device | None = None) -> _Fram
     if dur <= 0:
         raise GenerationError(f"{video}: nothing to generate from {request.start} s (video lasts {span:.2f} s)")
     report = DecodeReport()
-    frames = read_frames(video, (info.video_start or 0.0) + request.start, dur, report=report,
+    frames = read_frames(video, (info.video_start or 0.0) - info.start + request.start, dur, report=report,
                          device=device if device is not None and device.type == "cuda" else None)
     return _Frames(frames, dur, report.total, time.perf_counter() - t0)
 

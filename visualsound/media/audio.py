@@ -1,8 +1,11 @@
 """Windowed audio decoding (PyAV) with torchaudio's sinc resampler, and 16-bit WAV writing.
 
-Timeline: sample ``i`` of a stream plays at ``t0 + i / sr`` where ``t0`` is the stream's start time. Each decoded
-frame is placed by its pts (a gap inserts zeros, an overlap drops the repeated samples), so a window read after a
-seek lines up with the same samples of a full decode.
+Timeline: windows count from the file's start (`visualsound.media.info.file_start`, FFmpeg's start time: the
+earliest first timestamp of the file's streams), as `read_video`'s do, so ``read_audio(p, start=s)`` is the sound
+that plays with ``read_video(p, start=s)``: sample ``i`` of the result plays at stream time ``file_start + s + i /
+sr``, and an audio stream that begins after the file does (an mp4 whose audio starts 0.5 s after its picture) is
+preceded by zeros. Each decoded frame is placed by its pts (a gap inserts zeros, an overlap drops the repeated
+samples), so a window read after a seek lines up with the same samples of a full decode.
 
 AAC priming and padding: FFmpeg's mp4 demuxer turns the edit list into "skip samples" on the first packet, so
 the ~1024 encoder-delay (priming) samples are dropped by the decoder and the first frame has pts 0. The padding at
@@ -50,6 +53,7 @@ from visualsound.media.info import (
     PathLike,
     check_window,
     decode_tolerant,
+    file_start,
     media_error,
     open_media,
     stream_time,
@@ -164,10 +168,11 @@ def read_audio_with_rate(path: PathLike, start: float = 0.0, duration: float | N
         stream = container.streams.audio[0]
         src_sr = int(stream.codec_context.sample_rate)
         dst_sr = src_sr if sample_rate is None else int(sample_rate)
-        t0 = stream_time(stream, stream.start_time)
+        t0 = file_start(container)  # windows count from the file's start, as `read_video`'s do
         total = None
         if trim_padding and stream.duration:
-            total = int(round(stream_time(stream, stream.duration) * src_sr))
+            total = int(round((stream_time(stream, stream.start_time) - t0 + stream_time(stream, stream.duration))
+                              * src_sr))
         # output window in destination samples, relative to t0
         j0 = int(round(start * dst_sr))
         n_out = None if duration is None else int(round(duration * dst_sr))
@@ -243,10 +248,10 @@ def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int, 
         return np.zeros((stream.codec_context.channels, 0), np.float32)
     x = np.concatenate(chunks, axis=1) if chunks else np.zeros((stream.codec_context.channels, 0), np.float32)
     start_idx = pos - x.shape[1]
+    if start_idx > a:  # the stream starts after the requested sample: pad with zeros
+        x = np.concatenate([np.zeros((x.shape[0], start_idx - a), np.float32), x], axis=1)
+        start_idx = a
     lo = a - start_idx
-    if lo < 0:  # the stream starts after the requested sample: pad with zeros
-        x = np.concatenate([np.zeros((x.shape[0], -lo), np.float32), x], axis=1)
-        lo = 0
     hi = x.shape[1] if b is None else b - start_idx
     return np.ascontiguousarray(x[:, lo:hi])
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from visualsound.media.errors import MediaError, NoVideoStreamError, TruncatedMediaError
-from visualsound.media.info import PathLike, open_media
+from visualsound.media.info import PathLike, file_start, open_media
 from visualsound.media.video import frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,11 @@ def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = Tr
     ``flush=False`` reproduces torio's lost output frames at the end of the stream (module docstring);
     `max_frames` (one value, or one per rate) keeps the first frames only, and decoding stops once every rate
     has its count. ``method`` is ``"select"`` or ``"graph"`` (module docstring). `start_sec` > 0 reads the
-    stream as if it had been cut there (FFmpeg's exact input seek, ``ffmpeg -ss START -i ...``): frames whose
-    time is before `start_sec` (seconds from time 0 of the stream's timestamps, to the nearest tick of its time
-    base) are decoded and dropped, and the others' times are counted from `start_sec`; a source index still
-    counts every decoded frame. Raises `NoVideoStreamError`, `TruncatedMediaError` (undecodable data) and
+    stream as if it had been cut there (FFmpeg's exact input seek, ``ffmpeg -ss START -i ...``): frames before
+    `start_sec` (seconds from the file's start, `visualsound.media.info.file_start`, as ``-ss`` and the toolkit's
+    other readers count; to the nearest tick of the stream's time base) are decoded and dropped, and the others'
+    times are counted from there; a source index still counts every decoded frame. ``start_sec=0`` reads the
+    timestamps as they are (torio). Raises `NoVideoStreamError`, `TruncatedMediaError` (undecodable data) and
     `FpsFilterError`.
     """
     if not start_sec >= 0:
@@ -209,7 +210,8 @@ def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = Tr
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         run = _read_select if method == "select" else _read_graph
-        shift = round(Fraction(start_sec) / Fraction(stream.time_base)) if start_sec else None
+        shift = (round((Fraction(file_start(container)) + Fraction(start_sec)) / Fraction(stream.time_base))
+                 if start_sec else None)
         selected, lost, span = run(container, stream, rates, caps, flush, path, shift)
     except av.error.FFmpegError as e:
         raise TruncatedMediaError(f"{path}: video decoding failed: {e}") from e

@@ -62,6 +62,12 @@ class MediaInfo:
     `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
     the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
     earlier or lasts longer.
+
+    Times: `video_start` and `audio_start` are stream times (seconds of the streams' own timestamps). `start` is
+    the file's start (`file_start`: the earliest first timestamp of its streams, FFmpeg's start time), the 0 of
+    every window the readers take (``read_video(path, start=s)`` and ``read_audio(path, start=s)`` both begin at
+    stream time ``start + s``): an MPEG-TS recording whose streams begin at 1.4 s, or an mp4 whose audio begins
+    0.5 s after its video, is read with picture and sound where they play together.
     """
 
     path: str
@@ -84,6 +90,7 @@ class MediaInfo:
     duration_source: str = "header"
     timestamps: bool = True
     video_duration: float | None = None
+    start: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -287,6 +294,13 @@ def check_window(start: float, duration: float | None) -> None:
         raise MediaWindowError(f"duration must be > 0 or None, got {duration}")
 
 
+def file_start(container: av.container.InputContainer) -> float:
+    """The stream time (seconds) that windows count from: the file's start time as FFmpeg states it (the earliest
+    first timestamp of its streams; what ``ffmpeg -ss`` and players count from), 0 when it is unknown."""
+    start = container.start_time
+    return float(start) / av.time_base if start is not None else 0.0
+
+
 def stream_time(stream: av.stream.Stream, pts: int | None) -> float:
     """Seconds of a pts in `stream`'s time base (``None`` pts counts as 0)."""
     return float((pts or 0) * stream.time_base)
@@ -352,7 +366,7 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
     try:
         info: dict[str, Any] = {"path": str(path), "format": container.format.name,
                                 "has_video": bool(container.streams.video),
-                                "has_audio": bool(container.streams.audio)}
+                                "has_audio": bool(container.streams.audio), "start": file_start(container)}
         v = container.streams.video[0] if container.streams.video else None
         a = container.streams.audio[0] if container.streams.audio else None
         rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None

@@ -1,6 +1,9 @@
 """Windowed video decoding at a target frame rate, and the resize / crop helpers (torch).
 
-Frame selection rule (`read_video`): output frame ``k`` shows the time ``t_k = start + k / fps`` and is the
+Frame selection rule (`read_video`): output frame ``k`` shows the time ``t_k = start + k / fps``, counted from the
+file's start (`visualsound.media.info.file_start`: FFmpeg's start time, the earliest first timestamp of the file's
+streams, so that `read_audio` with the same window gives the sound that plays with these frames; an MPEG-TS
+recording whose streams begin at 1.4 s is read from its first frame at ``start=0``), and is the
 **last source frame whose presentation time is <= t_k** (with a 1 microsecond tolerance for float rounding). This
 is a sample-and-hold resampler: going 50 -> 25 fps keeps every second frame (0, 2, 4, ...), 24 -> 25 repeats one
 frame per second, 29.97 / 30 -> 25 drops about one frame in six. Times before the first frame use the first
@@ -44,6 +47,7 @@ from visualsound.media.info import (
     check_window,
     decode_tolerant,
     display_rotation,
+    file_start,
     media_error,
     open_media,
     stream_time,
@@ -158,13 +162,15 @@ def timed_frames(frames, stream, first_time: float, default_dur: float):
 
 
 class _Unseekable(Exception):
-    """The demuxer refused the first seek (no timestamps or index): reopen and decode from the start."""
+    """Reopen and decode from the start: the demuxer refused the first seek (no timestamps or index), or seeking
+    back never landed early enough (a seek to the first timestamp of an MPEG-TS stream lands after its first
+    keyframe, whose decode time is earlier)."""
 
 
 def _seek_decoder(container, stream, target: float, first_time: float, path, report, seekable: bool = True):
     """Yield ``(time, frame)`` in presentation order from a keyframe at or before `target` seconds (from the
-    first packet when `target` is at the start or not `seekable`). Raises `_Unseekable` when the first seek
-    fails."""
+    first packet when `target` is at the start or not `seekable`). Raises `_Unseekable`, before yielding anything,
+    when the first seek fails or when the decoding has to start over from the beginning of the file."""
     rate = stream_rate(stream)
     default_dur = 1.0 / rate if rate else 0.04
     back = 0.0
@@ -177,7 +183,7 @@ def _seek_decoder(container, stream, target: float, first_time: float, path, rep
             if seek_to > first_time + _EPS:
                 container.seek(int(math.floor(seek_to / stream.time_base)), stream=stream, backward=True)
             elif not fresh:
-                container.seek(stream.start_time or 0, stream=stream, backward=True)
+                raise _Unseekable()  # from the start: a fresh opening, not a seek (see `_Unseekable`)
         except av.error.FFmpegError as e:
             if not fresh:
                 raise
@@ -186,10 +192,17 @@ def _seek_decoder(container, stream, target: float, first_time: float, path, rep
         fresh = False
         gen = timed_frames(decode_tolerant(container, stream, path, report), stream, first_time, default_dur)
         first = next(gen, None)
+        sought = seek_to > first_time + _EPS
         if first is None:
-            return
+            if not sought:
+                return
+            # nothing decodes after the landing point (a demuxer that seeks by bytes, e.g. MPEG-TS, can land past
+            # the last keyframe before the target): seek further back, in the end from the start
+            log.debug("seek to %.3f s decoded no frame; seeking further back", seek_to)
+            back = max(1.0, 2 * back)
+            continue
         t = first[0]
-        if t <= target + _EPS or seek_to <= first_time + _EPS:
+        if t <= target + _EPS or not sought:
             yield first
             yield from gen
             return
@@ -216,6 +229,8 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
     first_time = stream_time(stream, stream.start_time)
     rate = stream_rate(stream)
     default_frame_dur = 1.0 / rate if rate else 0.04
+    asked = start
+    start += file_start(container)  # the window in stream time (module docstring: times count from the file start)
     end = math.inf if duration is None else start + duration
     if fps is not None and duration is not None:
         n_out = int(round(duration * fps))
@@ -271,7 +286,7 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
     log.debug("decoded %d frames from %s s for %d output frames (window start %.3f s)", decoded, first_decoded,
               produced, start)
     if not produced and prev_time is not None and start >= prev_time:
-        raise MediaWindowError(f"{path}: start {start:.3f} s is at or after the end of the video")
+        raise MediaWindowError(f"{path}: start {asked:.3f} s is at or after the end of the video")
 
 
 def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,

@@ -45,6 +45,7 @@ from visualsound.media.info import (
     decode_tolerant,
     display_rotation,
     ffmpeg_reason,
+    file_start,
     media_error,
     open_media,
     stream_time,
@@ -280,7 +281,8 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
                 max_kbps: float = 800.0, max_width: int = 320, audio: torch.Tensor | np.ndarray | None = None,
                 sample_rate: int | None = None, aac_coder: str | None = None,
                 audio_from_source: bool = False) -> tuple[np.ndarray, str | None]:
-    """Copy the window ``[start, start + duration)`` of `src`'s H.264 video packet by packet (no decoding, no
+    """Copy the window ``[start, start + duration)`` (seconds from the file's start, as `read_video` counts) of
+    `src`'s H.264 video packet by packet (no decoding, no
     re-encoding, the source's size and frame rate) into an mp4 (``+faststart``) at `out_path`, atomically, with
     optional `audio` float ``[C, N]`` at `sample_rate` encoded as AAC from the window's start. With
     `audio_from_source` the source's own audio is copied instead when it is AAC in one or two channels (the
@@ -305,10 +307,12 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
     a = _check_audio(audio, sample_rate) if audio is not None else None
     if max_width < 2:
         raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
-    end = math.inf if duration is None else start + duration
     container = open_media(src)
     audio_src = None
     try:
+        origin = file_start(container)  # the window counts from the file's start, as the readers' windows do
+        start += origin
+        end = math.inf if duration is None else start + duration
         if not container.streams.video:
             raise NoVideoStreamError(f"{src}: no video stream")
         vin = container.streams.video[0]
@@ -320,7 +324,8 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
         tb = vin.time_base
         first_time = stream_time(vin, vin.start_time)
         if start < first_time - _KEY_TOLERANCE:
-            raise NotCopyable(f"the video starts at {first_time:.3f} s, after the window's start {start:.3f} s")
+            raise NotCopyable(f"the video starts at {first_time - origin:.3f} s, after the window's start "
+                              f"{start - origin:.3f} s")
         try:
             if start > first_time + _KEY_TOLERANCE:  # to the keyframe at or before the start
                 container.seek(int(math.floor((start + _KEY_TOLERANCE) / tb)), stream=vin, backward=True)

@@ -1,0 +1,74 @@
+"""One timeline for picture and sound: `read_video` and `read_audio` windows both count from the file's start
+(FFmpeg's start time), so the sound they return plays with the frames they return, in files whose streams do
+not start at 0 (an MPEG-TS recording starting at 1.4 s) or not together (audio starting 0.5 s after the video)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from visualsound.media import probe, read_audio, read_video
+
+SR, FPS, N, FLASH = 16000, 25, 100, 50  # 4 s; frame 50 (2.0 s of the picture) is white, the sound starts with it
+
+
+def flash_clip(path, fmt: str, video_at: float = 0.0, audio_at: float = 0.0):
+    """A 4 s clip whose picture starts at stream time `video_at` and sound at `audio_at`; the white frame and a
+    1 kHz burst are both at 2.0 s of their own stream."""
+    with av.open(str(path), "w", format=fmt) as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=SR, layout="mono")
+        for i in range(N):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 255 if i == FLASH else 0, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i + round(video_at * FPS), Fraction(1, FPS)
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        x = np.zeros((1, N * SR // FPS), np.float32)
+        s0 = FLASH * SR // FPS
+        x[0, s0:s0 + 1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / SR)
+        frame = av.AudioFrame.from_ndarray(x, format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SR, round(audio_at * SR), Fraction(1, SR)
+        for p in a.encode(frame):
+            c.mux(p)
+        for p in a.encode(None):
+            c.mux(p)
+    return path
+
+
+def flash_and_sound(path, start: float = 0.0, duration: float = 3.0) -> tuple[float, float, int, int]:
+    """(time of the white frame, time of the sound's onset, frames, samples), seconds into the window."""
+    frames = read_video(path, start, duration, FPS)
+    sound = read_audio(path, start, duration, SR, mono=True)[0].numpy()
+    return (int(frames.float().mean(dim=(1, 2, 3)).argmax()) / FPS, int(np.argmax(np.abs(sound) > 0.2)) / SR,
+            frames.shape[0], sound.shape[0])
+
+
+@pytest.mark.parametrize("fmt,suffix", [("mpegts", "ts"), ("mp4", "mp4"), ("matroska", "mkv")])
+def test_streams_starting_late_are_read_from_the_file_start(tmp_path, fmt, suffix):
+    """Both streams start at 1.4 s (as FFmpeg's MPEG-TS muxer writes them): ``start=0`` is the first frame and the
+    first sample, and the flash and the burst come out together (within a frame: MPEG-TS keeps AAC's priming)."""
+    path = flash_clip(tmp_path / f"late.{suffix}", fmt, video_at=1.4, audio_at=1.4)
+    info = probe(path)
+    assert info.start == pytest.approx(1.4, abs=0.1) and info.video_start >= 1.4 - 1e-3, info
+    flash, sound, frames, samples = flash_and_sound(path, 1.0)
+    assert flash == pytest.approx(1.0, abs=0.1) and abs(flash - sound) < 1 / FPS, (flash, sound)
+    assert (frames, samples) == (3 * FPS, 3 * SR)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("mp4", "mp4"), ("matroska", "mkv")])
+def test_audio_starting_after_the_video_keeps_its_delay(tmp_path, fmt, suffix):
+    """The sound starts 0.5 s after the picture: the burst is heard 0.5 s after the flash, as players play it,
+    and the window's first half second is silence (the full window's samples, not 0.5 s fewer)."""
+    path = flash_clip(tmp_path / f"delayed.{suffix}", fmt, audio_at=0.5)
+    for start in (0.0, 1.0):
+        flash, sound, frames, samples = flash_and_sound(path, start)
+        assert sound - flash == pytest.approx(0.5, abs=2e-3), (start, flash, sound)
+        assert (frames, samples) == (3 * FPS, 3 * SR)
+    head = read_audio(path, 0.0, 0.4, SR)
+    assert head.shape == (1, int(0.4 * SR)) and float(head.abs().max()) == 0.0
