@@ -7,8 +7,10 @@
   writes ``<stem>.wav`` next to ``<stem>.mp4``), the lossless one is used: wav, then flac, then m4a, then mp4;
   a wav and a flac of one stem are ambiguous and refused. Nothing is matched by partial names. Each output is
   evaluated from its start for the clip's window length (longer outputs are cut, as the ground truth is). The
-  adapter also lists every top-level audio file by stem (`ModelOutputs.files`): the av-benchmark protocol pairs
-  those by its own rules.
+  adapter also lists the top-level audio files by stem (`ModelOutputs.files`), found as av-benchmark finds them
+  (``*.wav`` and ``*.flac``, case-sensitive, hidden files left out): the av-benchmark protocol pairs those by its
+  own rules; files the original would not read (``.WAV``, ``.m4a``, ``.mp4``) are left out with a note
+  (`ModelOutputs.file_notes`), unless the folder has no wav or flac file at all (then they are used, noted).
 * ``vaura``: V-AURA generation (see `VAuraModel`), resumable and cached on disk by (checkpoint checksum,
   sampling parameters, clip, window, seed).
 
@@ -67,6 +69,7 @@ class ModelOutputs:
     missing: dict[str, str] = field(default_factory=dict)
     generate_seconds: float = 0.0
     files: dict[str, Sample] = field(default_factory=dict)
+    file_notes: list[str] = field(default_factory=list)  # how `files` differs from the folder's audio files
 
     def all_samples(self) -> list[Sample]:
         return [s for group in self.samples.values() for s in group]
@@ -153,13 +156,32 @@ class DirModel:
             raise ModelError(f"dir model: clip {clip_id} has both {single[0].name} and a folder of samples")
         return [self._pick(single, f"clip {clip_id}")] if single else many
 
-    def top_level_files(self) -> dict[str, Path]:
-        """Every top-level audio file of the folder by stem (one per stem, `_pick`), sorted by stem."""
+    def top_level_files(self) -> tuple[dict[str, Path], list[str]]:
+        """The folder's top-level outputs by stem, sorted by stem, as av-benchmark finds them (``*.wav`` and
+        ``*.flac``, case-sensitive; a wav and a flac of one stem are refused, `_pick`), and notes on the audio
+        files left out: hidden files (the original would read ``._x.wav`` junk and fail), other extensions or
+        cases (the original ignores them). A folder without any wav or flac file gives its ``.m4a`` / ``.mp4`` /
+        other-case files instead (the original would find nothing), with a note."""
+        found = [p for p in sorted(self.directory.iterdir()) if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
+        hidden = [p.name for p in found if p.name.startswith(".")]
+        found = [p for p in found if not p.name.startswith(".")]
+        exact = [p for p in found if p.suffix in LOSSLESS]
+        others = [p.name for p in found if p.suffix not in LOSSLESS]
+        notes = []
+        if hidden:
+            notes.append(f"{len(hidden)} hidden file(s) left out (the original would read them): "
+                         f"{', '.join(hidden[:5])}{' ...' if len(hidden) > 5 else ''}")
+        if exact and others:
+            notes.append(f"{len(others)} file(s) left out, as the original reads only *.wav and *.flac: "
+                         f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}")
+        elif others:
+            notes.append(f"no *.wav or *.flac file: evaluating the {len(others)} .m4a / .mp4 / upper-case file(s) "
+                         "instead (the original would find no generated file)")
+            exact = found
         stems: dict[str, list[Path]] = {}
-        for p in sorted(self.directory.iterdir()):
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_SUFFIXES:
-                stems.setdefault(p.stem, []).append(p)
-        return {stem: self._pick(files, f"output {stem!r}") for stem, files in sorted(stems.items())}
+        for p in exact:
+            stems.setdefault(p.stem, []).append(p)
+        return {stem: self._pick(files, f"output {stem!r}") for stem, files in sorted(stems.items())}, notes
 
     def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
         out = ModelOutputs()
@@ -179,7 +201,8 @@ class DirModel:
                 continue
             out.samples[clip.id] = [Sample(clip.id, k, str(p), 0.0, clip.window_sec) for k, p in enumerate(files)]
             counts.add(len(files))
-        out.files = {stem: Sample(stem, 0, str(p)) for stem, p in self.top_level_files().items()}
+        files, out.file_notes = self.top_level_files()
+        out.files = {stem: Sample(stem, 0, str(p)) for stem, p in files.items()}
         if not self.samples_per_clip and counts:
             if len(counts) > 1:
                 log.warning("dir model %s: clips have different sample counts %s", self.directory, sorted(counts))

@@ -422,3 +422,35 @@ def test_sharded_vaura_generation_adds_up_to_the_unsharded_run(synth, tmp_path: 
     assert [(tmp_path / "sharded" / rel).stat().st_mtime_ns for rel in wavs] == mtimes  # reused, not regenerated
     results = list((tmp_path / "sharded").glob("*.json"))
     assert len(results) == 1 and load_result(results[0])["model"]["batch_clips"] == 2
+
+
+def test_dir_model_finds_generated_files_as_av_benchmark_does(tmp_path: Path) -> None:
+    """av-benchmark reads ``*.wav`` and ``*.flac`` (case-sensitive) of the folder: other audio files are left out
+    with a note, hidden files too (the original would read them and fail); a folder of m4a / mp4 only is used
+    (the original would find nothing), noted; a wav and a flac of one stem are refused."""
+    from benchmarks.models import DirModel, ModelError
+    from visualsound.media import write_wav
+
+    def wav(path: Path) -> None:
+        write_wav(path, torch.zeros((1, 1600)), 16000)
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("a.wav", "b.flac", "C.WAV", ".junk.wav", "d.mp4", "notes.txt"):
+        wav(mixed / name)  # (the names are what counts here, not the contents)
+    files, notes = DirModel(mixed).top_level_files()
+    assert {k: p.name for k, p in files.items()} == {"a": "a.wav", "b": "b.flac"}
+    assert len(notes) == 2 and "1 hidden file(s) left out" in notes[0] and ".junk.wav" in notes[0]
+    assert "2 file(s) left out, as the original reads only *.wav and *.flac: C.WAV, d.mp4" == notes[1]
+    only = tmp_path / "only"
+    only.mkdir()
+    wav(only / "x.mp4")
+    wav(only / "Y.WAV")
+    files, notes = DirModel(only).top_level_files()
+    assert list(files) == ["Y", "x"] and notes == [
+        "no *.wav or *.flac file: evaluating the 2 .m4a / .mp4 / upper-case file(s) instead (the original would "
+        "find no generated file)"]
+    wav(only / "x.wav")
+    (only / "x.flac").write_bytes((only / "x.wav").read_bytes())
+    with pytest.raises(ModelError, match="both x.wav and x.flac"):
+        DirModel(only).top_level_files()

@@ -144,6 +144,7 @@ class AVBenchmarkProtocol:
         gt_items = [Item(c.id, c.audio_source, c.start_sec) for c in sorted(dataset.clips, key=lambda c: c.id)]
         video_items = [Item(c.id, c.video, c.start_sec) for c in dataset.clips if c.video]  # the audio's window
         gen_items = list(self.generated_files(ctx.outputs).values())
+        run.warnings += [f"generated files: {note}" for note in ctx.outputs.file_notes]
         if not gen_items:
             raise EvaluationError("the model produced no generated files to evaluate")
         gt_c = caches("ground-truth", GT_AUDIO_EXTRACTORS)
