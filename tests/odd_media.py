@@ -1,8 +1,9 @@
 """Reproductions of the real-world media classes of issue #15, written with PyAV only (no sample files): H.264 in
 MKV / WebM, VP9 with variable frame times, rotated and non-zero-start clips, MPEG-1 and raw H.264 elementary
 streams (no container duration / no timestamps), an AVI with one undecodable AC-3 packet, Ogg video without an
-average frame rate, odd frame sizes. Every frame carries a barcode of its index (`tests.test_media.barcode_frame`),
-so a reader's output can be matched frame by frame with what was written."""
+average frame rate, odd frame sizes; and an mp4 cut between keyframes with ``-c copy`` (an edit list, leading
+packets flagged discard: `cut_with_edit_list`). Every frame carries a barcode of its index
+(`tests.test_media.barcode_frame`), so a reader's output can be matched frame by frame with what was written."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 
 from tests.test_media import barcode_frame, read_barcode
 
-__all__ = ["barcode_frame", "read_barcode", "encode", "frame_times", "corrupt_packet", "noise_clip"]
+__all__ = ["barcode_frame", "read_barcode", "encode", "frame_times", "corrupt_packet", "noise_clip",
+           "cut_with_edit_list"]
 
 
 def encode(path: str | Path, *, codec: str = "libx264", fmt: str | None = None, n: int = 25, fps: int = 25,
@@ -117,4 +119,35 @@ def noise_clip(path: Path, seconds: float, fps: float, size: tuple[int, int] = (
     n = int(round(seconds * fps))
     frames = np.random.default_rng(seed).integers(0, 255, (n, *size, 3)).astype(np.uint8)
     write_video(path, frames, fps)
+    return path
+
+
+def cut_with_edit_list(path: str | Path, *, n: int = 75, cut: int = 8, bframes: bool = False) -> Path:
+    """What ``ffmpeg -ss T -i src.mp4 -c copy cut.mp4`` writes for a `T` between keyframes: an H.264 + AAC mp4
+    whose video packets start at the keyframe before the cut (barcode frame 0) with negative times, so that the
+    mp4 muxer writes an edit list starting at frame `cut`; FFmpeg's demuxer flags the `cut` leading packets
+    discard and decoders drop their frames (``n - cut`` frames play, barcodes ``cut`` ..). The source has one GOP
+    (`bframes`: with two B-frames between references); the audio starts at the cut."""
+    path = Path(path)
+    src = path.with_name(path.stem + "_src.mp4")
+    opts = {} if bframes else {"x264-params": f"keyint={n}:min-keyint={n}:scenecut=0"}
+    encode(src, n=n, fps=25, audio="aac", sample_rate=44100, bframes=bframes, options=opts)
+    if bframes:  # one GOP: a cut after frame 12 would land on a keyframe (odd_media's B-frame GOPs are 12 long)
+        assert cut < 12
+    with av.open(str(src)) as inp, av.open(str(path), "w", format="mp4") as out:
+        vi, ai = inp.streams.video[0], inp.streams.audio[0]
+        vo, ao = out.add_stream_from_template(vi), out.add_stream_from_template(ai)
+        shift_v = round(Fraction(cut, 25) / vi.time_base)
+        shift_a = round(Fraction(cut, 25) / ai.time_base)
+        for pkt in inp.demux(vi, ai):
+            if pkt.dts is None:
+                continue
+            if pkt.stream is vi:
+                pkt.pts, pkt.dts, pkt.stream = pkt.pts - shift_v, pkt.dts - shift_v, vo
+            else:
+                if pkt.pts < shift_a:
+                    continue
+                pkt.pts, pkt.dts, pkt.stream = pkt.pts - shift_a, pkt.dts - shift_a, ao
+            out.mux(pkt)
+    src.unlink()
     return path

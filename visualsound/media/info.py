@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,9 @@ class MediaInfo:
       counts ``1 / fps`` per video packet. The container's own estimate (a bit-rate guess in MPEG streams; an
       MPEG-1 elementary stream of 4 s reports 0.0006 s) is not used then; it is logged when it differs.
 
-    `num_frames` is the header's frame count, else the number of video packets. `num_samples` excludes the AAC
+    `num_frames` is the number of frames that play: the header's frame count, else the number of video packets,
+    less the packets flagged discard (an mp4 edit list that starts after the first keyframe, as ``ffmpeg -ss T
+    -c copy`` writes: decoders decode those packets for reference and drop their frames). `num_samples` excludes the AAC
     priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
     WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
     WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
@@ -175,16 +177,18 @@ class DecodeReport:
 
 
 def decode_tolerant(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike,
-                    report: DecodeReport | None = None) -> Iterator[Any]:
+                    report: DecodeReport | None = None, packets: Iterable[av.Packet] | None = None
+                    ) -> Iterator[Any]:
     """Decoded frames of `stream`, like ``container.decode(stream)``, except that a packet the decoder rejects
-    is skipped, counted in `report` and logged (FFmpeg's command-line tools do the same). Demuxing errors
-    propagate (the container itself is damaged there). Raises `TruncatedMediaError` when packets were
-    rejected and not a single frame decoded."""
+    is skipped, counted in `report` and logged (FFmpeg's command-line tools do the same). `packets` (default
+    ``container.demux(stream)``) lets a caller look at the packets on their way. Demuxing errors propagate (the
+    container itself is damaged there). Raises `TruncatedMediaError` when packets were rejected and not a
+    single frame decoded."""
     report = report if report is not None else DecodeReport()
     kind = stream.type
     bad = 0
     good = False
-    for pkt in container.demux(stream):
+    for pkt in container.demux(stream) if packets is None else packets:
         try:
             frames = pkt.decode()
         except (av.error.EOFError, av.error.ExitError):
@@ -310,10 +314,11 @@ def _header_is_complete(container: av.container.InputContainer) -> bool:
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
                   ) -> dict[int, dict[str, Any]]:
     """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed"}`` in
-    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets)."""
+    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets).
+    Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are left out."""
     spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0} for s in streams}
     for pkt in container.demux(*streams):
-        if not pkt.size:
+        if not pkt.size or pkt.is_discard:
             continue
         sp = spans[pkt.stream.index]
         sp["count"] += 1
@@ -330,15 +335,27 @@ def _packet_spans(container: av.container.InputContainer, streams: list, rate: f
     return spans
 
 
-def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike) -> Any:
-    """The first decodable frame of `stream` (undecodable packets before it are skipped and logged)."""
+def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike
+                 ) -> tuple[Any, int]:
+    """The first decodable frame of `stream` (undecodable packets before it are skipped and logged), and the
+    number of packets flagged discard before it: the frames an mp4 edit list skips at the start (a file cut with
+    ``-c copy`` between keyframes keeps the packets from the keyframe before the cut; decoders decode them for
+    reference and drop their frames, which come before the first shown frame in presentation order)."""
+    discarded = 0
+
+    def counted() -> Iterator[av.Packet]:
+        nonlocal discarded
+        for pkt in container.demux(stream):
+            discarded += bool(pkt.size and pkt.is_discard)
+            yield pkt
+
     try:
-        first = next(decode_tolerant(container, stream, path), None)
+        first = next(decode_tolerant(container, stream, path, packets=counted()), None)
     except av.error.FFmpegError as e:
         raise media_error(path, "cannot decode the first video frame", e, TruncatedMediaError) from e
     if first is None:
         raise TruncatedMediaError(f"{path}: video stream has no decodable frame")
-    return first
+    return first, discarded
 
 
 def probe(path: PathLike, require_video: bool = False, require_audio: bool = False) -> MediaInfo:
@@ -384,7 +401,9 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                     starts.append(0.0)
                     ends.append(sp["count"] / float(rate))
                     video_span = sp["count"] / float(rate)
-            first = _first_frame(container, v, path)
+            first, discarded = _first_frame(container, v, path)
+            if v.frames:  # the header counts the samples an edit list skips; the packet count leaves them out
+                num_frames -= discarded
             info.update(fps=float(rate) if rate else None, width=v.codec_context.width,
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
