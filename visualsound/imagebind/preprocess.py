@@ -296,7 +296,8 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str, re
 
 def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Decode what the preprocessing needs: the 10 selected RGB frames uint8 ``[5, 2, H, W, 3]`` (display
-    rotation applied), the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
+    rotation applied) of the video stream (`visualsound.media.info.video_stream`: a cover picture is not video),
+    the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
 
     Raises `ClipError` (missing / corrupt / truncated / no_video / no_audio).
     """
@@ -309,7 +310,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         NoVideoStreamError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import DecodeReport, display_rotation
+    from visualsound.media.info import DecodeReport, display_rotation, video_stream
 
     path = str(path)
     report = DecodeReport()
@@ -321,11 +322,13 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         status = next((s for cls, s in statuses if isinstance(e, cls)), "corrupt")
         raise ClipError(status, str(e)) from e
     try:
-        if not container.streams.video:
-            raise ClipError("no_video", f"{path}: no video stream")
+        try:
+            vs = video_stream(container, path)  # cover art is not video
+        except NoVideoStreamError as e:
+            raise ClipError("no_video", str(e)) from e
         if not container.streams.audio:
             raise ClipError("no_audio", f"{path}: no audio stream")
-        vs, aus = container.streams.video[0], container.streams.audio[0]
+        aus = container.streams.audio[0]
         vs.thread_count = 1
         packets, audio_frames = [], []
         try:

@@ -1,4 +1,5 @@
-"""Opening media files with typed errors, and `probe` (stream facts without decoding the file)."""
+"""Opening media files with typed errors, the one choice of a file's video stream (`video_stream`: the first video
+stream that is not a cover picture), and `probe` (stream facts without decoding the file)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ class MediaInfo:
     stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
     `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
     the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
-    earlier or lasts longer.
+    earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's ``attached_pic`` streams:
+    an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover art has
+    ``has_video=False`` and ``cover_picture=True``.
     """
 
     path: str
@@ -86,6 +89,7 @@ class MediaInfo:
     duration_source: str = "header"
     timestamps: bool = True
     video_duration: float | None = None
+    cover_picture: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -247,8 +251,9 @@ def _open_pcm_wav(path: Path) -> av.container.InputContainer | None:
 def open_media(path: PathLike) -> av.container.InputContainer:
     """Open `path` for reading with PyAV, turning every failure into a specific `MediaError`.
 
-    Raises `MissingFileError` (no such file), `NotMediaError` (empty, not a media file, or no audio/video stream)
-    and `TruncatedMediaError` (mp4 boxes past the end of the file, or FFmpeg fails on a file with a media magic).
+    Raises `MissingFileError` (no such file), `NotMediaError` (empty, not a media file, or no audio/video stream:
+    a cover picture alone is not video, see `is_cover_picture`) and `TruncatedMediaError` (mp4 boxes past the end
+    of the file, or FFmpeg fails on a file with a media magic).
     """
     p = Path(path)
     if not p.exists():
@@ -277,10 +282,40 @@ def open_media(path: PathLike) -> av.container.InputContainer:
             raise TruncatedMediaError(f"{p}: looks like media but FFmpeg cannot open it (truncated?): "
                                       f"{ffmpeg_reason(e)}") from e
         raise NotMediaError(f"{p}: not a media file FFmpeg can read: {ffmpeg_reason(e)}") from e
-    if not container.streams.video and not container.streams.audio:
+    if not video_streams(container) and not container.streams.audio:
+        cover = ", only a cover picture" if container.streams.video else ""
         container.close()
-        raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name})")
+        raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name}{cover})")
     return container
+
+
+# ------------------------------------------------------------------------------------ choosing the video stream
+def is_cover_picture(stream: av.stream.Stream) -> bool:
+    """True for a stream with FFmpeg's ``attached_pic`` disposition: cover art (an mp3's ID3 picture, an m4a's
+    ``covr``, an Ogg / FLAC ``METADATA_BLOCK_PICTURE``, a Matroska image attachment), which FFmpeg lists as a
+    video stream of one still picture, not video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def video_streams(container: av.container.InputContainer) -> list[av.video.stream.VideoStream]:
+    """The container's video streams that are video: cover pictures (`is_cover_picture`) left out, file order."""
+    return [s for s in container.streams.video if not is_cover_picture(s)]
+
+
+def no_video_error(container: av.container.InputContainer, path: PathLike) -> NoVideoStreamError:
+    """The `NoVideoStreamError` for a file without a video stream: ``"{path}: no video stream"``, plus
+    ``" (only a cover picture)"`` when its only video streams are cover art."""
+    cover = " (only a cover picture)" if container.streams.video else ""
+    return NoVideoStreamError(f"{path}: no video stream{cover}")
+
+
+def video_stream(container: av.container.InputContainer, path: PathLike) -> av.video.stream.VideoStream:
+    """The video stream every reader and writer of the toolkit uses: the first one that is not a cover picture
+    (`video_streams`; a cover may be listed before the video). Raises `NoVideoStreamError` (`no_video_error`)."""
+    streams = video_streams(container)
+    if not streams:
+        raise no_video_error(container, path)
+    return streams[0]
 
 
 def check_window(start: float, duration: float | None) -> None:
@@ -301,14 +336,15 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
-def _header_is_complete(container: av.container.InputContainer) -> bool:
-    """True when the header states the video's frame count and a positive duration (mp4, mov, avi, ...; for an
-    audio-only file: a positive duration and an audio stream duration)."""
+def _header_is_complete(container: av.container.InputContainer, v: av.video.stream.VideoStream | None,
+                        a: av.audio.stream.AudioStream | None) -> bool:
+    """True when the header states the frame count of the video stream `v` and a positive duration (mp4, mov,
+    avi, ...; for an audio-only file: a positive duration and a duration of the audio stream `a`)."""
     if container.duration is None or container.duration <= 0:
         return False
-    if container.streams.video:
-        return bool(container.streams.video[0].frames)
-    return bool(container.streams.audio[0].duration)
+    if v is not None:
+        return bool(v.frames)
+    return a is not None and bool(a.duration)
 
 
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
@@ -362,24 +398,31 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
     """Report container, video and audio facts of `path` (decodes one video frame to read the rotation; reads
     every packet, without decoding, when the header lacks a frame count or duration: see `MediaInfo`).
 
-    Raises `NoVideoStreamError` / `NoAudioStreamError` when `require_video` / `require_audio` and the stream is
-    missing, and the errors of `open_media`; every FFmpeg failure is a `MediaError` naming the file.
+    The video is the stream `video_stream` picks: cover art (an mp3 / m4a / Ogg picture, FFmpeg's
+    ``attached_pic`` streams) is not video, so such a file reports ``has_video=False``. Raises
+    `NoVideoStreamError` / `NoAudioStreamError` when `require_video` / `require_audio` and the stream is missing
+    (``"no video stream (only a cover picture)"`` for cover art alone), and the errors of `open_media`; every
+    FFmpeg failure is a `MediaError` naming the file.
     """
     container = open_media(path)
+    no_video = None
     try:
+        videos = video_streams(container)
+        if not videos:
+            no_video = no_video_error(container, path)
         info: dict[str, Any] = {"path": str(path), "format": container.format.name,
-                                "has_video": bool(container.streams.video),
-                                "has_audio": bool(container.streams.audio)}
-        v = container.streams.video[0] if container.streams.video else None
+                                "has_video": bool(videos), "has_audio": bool(container.streams.audio),
+                                "cover_picture": any(is_cover_picture(s) for s in container.streams.video)}
+        v = videos[0] if videos else None
         a = container.streams.audio[0] if container.streams.audio else None
         rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
         container_dur = container.duration / av.time_base if container.duration is not None else None
         spans = None
-        if not _header_is_complete(container):
+        if not _header_is_complete(container, v, a):
             spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None)
             container.close()  # reopen instead of seeking back: files without timestamps cannot seek
             container = open_media(path)
-            v = container.streams.video[0] if v is not None else None
+            v = video_stream(container, path) if v is not None else None
             a = container.streams.audio[0] if a is not None else None
         timestamps = True
         ends, starts = [], []
@@ -445,8 +488,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
     finally:
         container.close()
     result = MediaInfo(**info)
-    if require_video and not result.has_video:
-        raise NoVideoStreamError(f"{path}: no video stream")
+    if require_video and no_video is not None:
+        raise no_video
     if require_audio and not result.has_audio:
         raise NoAudioStreamError(f"{path}: no audio stream")
     return result
