@@ -47,6 +47,7 @@ from visualsound.imagebind.preprocess import (
 )
 from visualsound.media import open_media
 from visualsound.media.audio import audio_frames_to_array
+from visualsound.media.info import video_stream
 from visualsound.media.video import frame_to_rgb
 
 
@@ -84,16 +85,17 @@ def whole_file_preprocess(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Baseline: decode the whole video to RGB, index frames by pts order, resample the whole waveform, then the
     same transforms."""
     with av.open(path) as c:
-        c.streams.video[0].thread_count = 1
+        vs, aus = video_stream(c, path), c.streams.audio[0]
+        vs.thread_count = 1
         frames, audio_frames = [], []
-        for f in c.decode(video=0, audio=0):
+        for f in c.decode(vs, aus):
             if isinstance(f, av.VideoFrame):
                 frames.append((f.pts, frame_to_rgb(f)))
             else:
                 audio_frames.append(f)
         frames.sort(key=lambda x: x[0])
-        fps = float(c.streams.video[0].average_rate)
-        rate = c.streams.audio[0].codec_context.sample_rate
+        fps = float(vs.average_rate)
+        rate = aus.codec_context.sample_rate
     _, kept = video_frame_indices(len(frames), fps)
     sel = torch.from_numpy(np.stack([np.stack([frames[i][1] for i in pair]) for pair in kept]))
     wav16 = resample_to_16k(torch.from_numpy(audio_frames_to_array(audio_frames)), rate)
@@ -118,7 +120,7 @@ def staged_fast(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]
     """`preprocess_clip`'s steps (no rotation, no error statuses), timed per stage."""
     t = StageTimer()
     c = open_media(path)
-    vs, aus = c.streams.video[0], c.streams.audio[0]
+    vs, aus = video_stream(c, path), c.streams.audio[0]
     vs.thread_count = 1
     t.lap("open/close")
     packets, audio_frames = [], []
@@ -134,8 +136,8 @@ def staged_fast(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]
     rate = int(aus.codec_context.sample_rate)
     t.lap("audio frames -> array")
     fps = float(vs.average_rate)
-    pts_sorted = sorted(pk.pts for pk in packets)
-    _, kept = video_frame_indices(len(packets), fps)
+    pts_sorted = sorted(pk.pts for pk in packets if not pk.is_discard)  # the frames that play
+    _, kept = video_frame_indices(len(pts_sorted), fps)
     wanted = {pts_sorted[i] for pair in kept for i in pair}
     decoded = _decode_selected(vs, packets, wanted, path)
     t.lap("video decode")
@@ -164,10 +166,10 @@ def staged_whole_file(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, 
     """`whole_file_preprocess`'s steps, timed per stage."""
     t = StageTimer()
     c = av.open(path)
-    c.streams.video[0].thread_count = 1
+    vs, aus = video_stream(c, path), c.streams.audio[0]
+    vs.thread_count = 1
     t.lap("open/close")
     frames, audio_frames = [], []
-    vs, aus = c.streams.video[0], c.streams.audio[0]
     for pk in c.demux(vs, aus):  # what container.decode does, with the stages apart
         t.lap("demux")
         if pk.stream.index == aus.index:
@@ -180,8 +182,8 @@ def staged_whole_file(path: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, 
         t.lap("rgb conversion")
     t.lap("demux")
     frames.sort(key=lambda x: x[0])
-    fps = float(c.streams.video[0].average_rate)
-    rate = c.streams.audio[0].codec_context.sample_rate
+    fps = float(vs.average_rate)
+    rate = aus.codec_context.sample_rate
     c.close()
     t.lap("open/close")
     waveform = torch.from_numpy(audio_frames_to_array(audio_frames))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.odd_media import encode, frame_times
+from tests.odd_media import audio_with_cover, encode, frame_times
 from visualsound.media import mux_audio, probe, read_audio
 
 SR = 44100
@@ -199,3 +199,21 @@ def test_batch_layout_pairs_with_dir_model(tmp_path, pipe, one_thread):
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c1.mp4", "c1.wav"] and one[0].status == "done"
     generate_folder([src / "c1.mkv"], tmp_path / "two", pipe, num_samples=2, seed=0, mux=False)
     assert sorted(p.name for p in (tmp_path / "two" / "c1").iterdir()) == ["0.wav", "1.wav"]
+
+
+def test_folder_mode_refuses_audio_with_cover_art_with_the_reason(tmp_path, pipe, one_thread):
+    """An ``.ogg`` song with a cover picture is listed by folder mode (``.ogg`` may hold video) and used to fail
+    with "no frames in [0.0, 1.1e-05) s" (the cover taken for an 11 us video); the record now says why, and the
+    real video next to it is generated."""
+    from vaura.generate import generate_folder
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    audio_with_cover(src / "song.ogg")
+    encode(src / "clip.mkv", n=8)
+    res = {Path(r.video).name: r for r in generate_folder([src / "clip.mkv", src / "song.ogg"], tmp_path / "out",
+                                                          pipe, seed=0)}
+    assert res["clip.mkv"].status == "done"
+    assert res["song.ogg"].status == "failed"
+    assert res["song.ogg"].reason.endswith("song.ogg: no video stream (only a cover picture)"), res["song.ogg"].reason
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4", "clip.wav"]

@@ -397,12 +397,10 @@ def clip_duration(path: str) -> float:
     """Usable duration of a clip: the shorter of its video and audio streams."""
     from visualsound import media
 
-    try:
-        info = media.probe(path)
+    try:  # a missing stream (or cover art alone, which is not video) raises with the reason
+        info = media.probe(path, require_video=True, require_audio=True)
     except media.MediaError as e:
         raise BadClipError(str(e)) from e
-    if not (info.has_video and info.has_audio):
-        raise BadClipError(f"{path}: needs a video and an audio stream")
     dur = float(info.duration)
     if info.sample_rate and info.num_samples:
         dur = min(dur, info.num_samples / info.sample_rate)

@@ -43,7 +43,7 @@ def probe(ctx: click.Context, paths: tuple[str, ...], as_json: bool, require_vid
             parts.append(f"video {info.video_codec} {info.width}x{info.height} {fps} "
                          f"{info.num_frames} frames rotation {info.rotation}")
         else:
-            parts.append("no video")
+            parts.append("no video (only a cover picture)" if info.cover_picture else "no video")
         if info.has_audio:
             parts.append(f"audio {info.audio_codec} {info.sample_rate} Hz x{info.channels} {info.num_samples} samples")
         else:

@@ -6,7 +6,8 @@ pytorchvideo commit (see the parity fixture README of ``imagebind``):
 * **Windows** (`clip_windows`): ``D`` is a Python float; arithmetic is exact on ``Fraction(D)``:
   ``step = max(D - 2, 0) / max(n - 1, 1)``, window k = ``[k*step, k*step + 2)``. NOT the PyPI
   pytorchvideo 0.1.5 sampler, which divides by ``n`` and never reaches the end of the clip.
-* **Video**, 5 windows: frames are the demuxed packets in pts order (decord's indexing), ``D = frames /
+* **Video**, 5 windows: frames are the demuxed packets in pts order (decord's indexing), less the packets
+  flagged discard (the frames an mp4 edit list skips: decoded for reference, never shown), ``D = frames /
   avg_fps``; window ``[s, e)`` covers indices ``ceil(fps*s) .. min(ceil(fps*e), frames)`` (float products) and
   keeps its first and last frame. RGB24 / 255 -> bilinear resize of the short side to 224 (long side
   ``floor(long/short*224)``, no antialias) -> CLIP mean/std -> 3 crops of 224 along the long axis at
@@ -295,7 +296,8 @@ def _decode_selected(stream: Any, packets: list, wanted: set[int], path: str, re
 
 def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Decode what the preprocessing needs: the 10 selected RGB frames uint8 ``[5, 2, H, W, 3]`` (display
-    rotation applied), the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
+    rotation applied) of the video stream (`visualsound.media.info.video_stream`: a cover picture is not video),
+    the whole audio float32 ``[C, N]`` at its own rate, and ``facts`` (see `preprocess_clip`).
 
     Raises `ClipError` (missing / corrupt / truncated / no_video / no_audio).
     """
@@ -308,7 +310,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         NoVideoStreamError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import DecodeReport, display_rotation
+    from visualsound.media.info import DecodeReport, display_rotation, video_stream
 
     path = str(path)
     report = DecodeReport()
@@ -320,11 +322,13 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         status = next((s for cls, s in statuses if isinstance(e, cls)), "corrupt")
         raise ClipError(status, str(e)) from e
     try:
-        if not container.streams.video:
-            raise ClipError("no_video", f"{path}: no video stream")
+        try:
+            vs = video_stream(container, path)  # cover art is not video
+        except NoVideoStreamError as e:
+            raise ClipError("no_video", str(e)) from e
         if not container.streams.audio:
             raise ClipError("no_audio", f"{path}: no audio stream")
-        vs, aus = container.streams.video[0], container.streams.audio[0]
+        aus = container.streams.audio[0]
         vs.thread_count = 1
         packets, audio_frames = [], []
         try:
@@ -340,15 +344,19 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
                     packets.append(pk)
             if any(pk.pts is None for pk in packets):
                 raise ClipError("corrupt", f"{path}: video packets without timestamps")
-            if not packets:
-                raise ClipError("no_video", f"{path}: the video stream has no packets")
+            # the frames that play: packets flagged discard (those an mp4 edit list skips, as in a file cut with
+            # `-c copy` between keyframes) are decoded for reference only, and the decoder drops their frames
+            shown = [pk for pk in packets if not pk.is_discard]
+            if not shown:
+                raise ClipError("no_video", f"{path}: the video stream has no packets"
+                                + (f" that play ({len(packets)} discarded)" if packets else ""))
             # the average rate (decord's), else FFmpeg's guessed rate (Ogg streams state no average rate)
             fps = float(vs.average_rate or vs.guessed_rate or 0)
             if not fps > 0:
                 raise ClipError("corrupt", f"{path}: the video stream has neither an average nor a guessed frame "
                                            "rate")
-            pts_sorted = sorted(pk.pts for pk in packets)
-            _, kept = video_frame_indices(len(packets), fps)
+            pts_sorted = sorted(pk.pts for pk in shown)
+            _, kept = video_frame_indices(len(shown), fps)
             wanted = {pts_sorted[i] for pair in kept for i in pair}
             decoded = _decode_selected(vs, packets, wanted, path, report)
             rotation = display_rotation(next(iter(decoded.values())))
@@ -380,7 +388,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         raise ClipError("no_audio", f"{path}: the audio stream decoded to no samples")
     frames = torch.from_numpy(frames)
     facts = {
-        "video_fps": fps, "duration": len(packets) / fps, "num_frames": len(packets),
+        "video_fps": fps, "duration": len(shown) / fps, "num_frames": len(shown),
         "audio_sample_rate": sample_rate, "audio_channels": channels,
         "video_frame_indices": [list(p) for p in kept], "video_size_hw": list(frames.shape[2:4]),
         "video_rotation": rotation, "audio_num_samples": int(waveform.shape[1]),

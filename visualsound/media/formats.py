@@ -14,8 +14,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Containers FFmpeg reads that people keep video in (lower case, with the dot). ``.ogg`` may hold audio only; such
-# a file is listed and then refused with a reason (no video stream) by whoever needs video.
+# Containers FFmpeg reads that people keep video in (lower case, with the dot). ``.ogg`` may hold audio only (with
+# cover art, which is not video); such a file is listed and then refused with a reason ("no video stream", "no
+# video stream (only a cover picture)") by whoever needs video.
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2",  # ISO base media
     ".mkv", ".webm",  # Matroska

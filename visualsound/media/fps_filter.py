@@ -44,8 +44,8 @@ import av
 import numpy as np
 import torch
 
-from visualsound.media.errors import MediaError, NoVideoStreamError, TruncatedMediaError
-from visualsound.media.info import PathLike, file_start, open_media
+from visualsound.media.errors import MediaError, TruncatedMediaError
+from visualsound.media.info import PathLike, file_start, open_media, video_stream
 from visualsound.media.video import frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ def _as_list(max_frames: int | None | Sequence[int | None], n: int) -> list[int 
 def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = True,
                     max_frames: int | None | Sequence[int | None] = None, method: str = "select",
                     start_sec: float = 0.0) -> list[FpsFrames]:
-    """Decode the first video stream of `path` once and return its frames at each rate in `fps`.
+    """Decode the video stream of `path` (`visualsound.media.info.video_stream`: cover pictures are not video) once
+    and return its frames at each rate in `fps`.
 
     ``flush=False`` reproduces torio's lost output frames at the end of the stream (module docstring);
     `max_frames` (one value, or one per rate) keeps the first frames only, and decoding stops once every rate
@@ -205,9 +206,7 @@ def read_fps_frames(path: PathLike, fps: Sequence[RateLike], *, flush: bool = Tr
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     container = open_media(path)
     try:
-        if not container.streams.video:
-            raise NoVideoStreamError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+        stream = video_stream(container, path)
         stream.thread_type = "AUTO"
         run = _read_select if method == "select" else _read_graph
         shift = (round((Fraction(file_start(container)) + Fraction(start_sec)) / Fraction(stream.time_base))

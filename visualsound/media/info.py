@@ -1,4 +1,5 @@
-"""Opening media files with typed errors, and `probe` (stream facts without decoding the file)."""
+"""Opening media files with typed errors, the one choice of a file's video stream (`video_stream`: the first video
+stream that is not a cover picture), and `probe` (stream facts without decoding the file)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ class MediaInfo:
       counts ``1 / fps`` per video packet. The container's own estimate (a bit-rate guess in MPEG streams; an
       MPEG-1 elementary stream of 4 s reports 0.0006 s) is not used then; it is logged when it differs.
 
-    `num_frames` is the header's frame count, else the number of video packets. `num_samples` excludes the AAC
+    `num_frames` is the number of frames that play: the header's frame count, else the number of video packets,
+    less the packets flagged discard (an mp4 edit list that starts after the first keyframe, as ``ffmpeg -ss T
+    -c copy`` writes: decoders decode those packets for reference and drop their frames). `num_samples` excludes the AAC
     priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
     WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
     WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
@@ -61,7 +64,9 @@ class MediaInfo:
     stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
     `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
     the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
-    earlier or lasts longer.
+    earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's ``attached_pic`` streams:
+    an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover art has
+    ``has_video=False`` and ``cover_picture=True``.
 
     Times: `video_start` and `audio_start` are stream times (seconds of the streams' own timestamps). `start` is
     the file's start (`file_start`: the earliest first timestamp of its streams, FFmpeg's start time), the 0 of
@@ -91,6 +96,7 @@ class MediaInfo:
     timestamps: bool = True
     video_duration: float | None = None
     start: float = 0.0
+    cover_picture: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -182,16 +188,18 @@ class DecodeReport:
 
 
 def decode_tolerant(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike,
-                    report: DecodeReport | None = None) -> Iterator[Any]:
+                    report: DecodeReport | None = None, packets: Iterable[av.Packet] | None = None
+                    ) -> Iterator[Any]:
     """Decoded frames of `stream`, like ``container.decode(stream)``, except that a packet the decoder rejects
-    is skipped, counted in `report` and logged (FFmpeg's command-line tools do the same). Demuxing errors
-    propagate (the container itself is damaged there). Raises `TruncatedMediaError` when packets were
-    rejected and not a single frame decoded."""
+    is skipped, counted in `report` and logged (FFmpeg's command-line tools do the same). `packets` (default
+    ``container.demux(stream)``) lets a caller look at the packets on their way. Demuxing errors propagate (the
+    container itself is damaged there). Raises `TruncatedMediaError` when packets were rejected and not a
+    single frame decoded."""
     report = report if report is not None else DecodeReport()
     kind = stream.type
     bad = 0
     good = False
-    for pkt in container.demux(stream):
+    for pkt in container.demux(stream) if packets is None else packets:
         try:
             frames = pkt.decode()
         except (av.error.EOFError, av.error.ExitError):
@@ -250,8 +258,9 @@ def _open_pcm_wav(path: Path) -> av.container.InputContainer | None:
 def open_media(path: PathLike) -> av.container.InputContainer:
     """Open `path` for reading with PyAV, turning every failure into a specific `MediaError`.
 
-    Raises `MissingFileError` (no such file), `NotMediaError` (empty, not a media file, or no audio/video stream)
-    and `TruncatedMediaError` (mp4 boxes past the end of the file, or FFmpeg fails on a file with a media magic).
+    Raises `MissingFileError` (no such file), `NotMediaError` (empty, not a media file, or no audio/video stream:
+    a cover picture alone is not video, see `is_cover_picture`) and `TruncatedMediaError` (mp4 boxes past the end
+    of the file, or FFmpeg fails on a file with a media magic).
     """
     p = Path(path)
     if not p.exists():
@@ -280,10 +289,40 @@ def open_media(path: PathLike) -> av.container.InputContainer:
             raise TruncatedMediaError(f"{p}: looks like media but FFmpeg cannot open it (truncated?): "
                                       f"{ffmpeg_reason(e)}") from e
         raise NotMediaError(f"{p}: not a media file FFmpeg can read: {ffmpeg_reason(e)}") from e
-    if not container.streams.video and not container.streams.audio:
+    if not video_streams(container) and not container.streams.audio:
+        cover = ", only a cover picture" if container.streams.video else ""
         container.close()
-        raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name})")
+        raise NotMediaError(f"{p}: no audio or video stream (format {container.format.name}{cover})")
     return container
+
+
+# ------------------------------------------------------------------------------------ choosing the video stream
+def is_cover_picture(stream: av.stream.Stream) -> bool:
+    """True for a stream with FFmpeg's ``attached_pic`` disposition: cover art (an mp3's ID3 picture, an m4a's
+    ``covr``, an Ogg / FLAC ``METADATA_BLOCK_PICTURE``, a Matroska image attachment), which FFmpeg lists as a
+    video stream of one still picture, not video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def video_streams(container: av.container.InputContainer) -> list[av.video.stream.VideoStream]:
+    """The container's video streams that are video: cover pictures (`is_cover_picture`) left out, file order."""
+    return [s for s in container.streams.video if not is_cover_picture(s)]
+
+
+def no_video_error(container: av.container.InputContainer, path: PathLike) -> NoVideoStreamError:
+    """The `NoVideoStreamError` for a file without a video stream: ``"{path}: no video stream"``, plus
+    ``" (only a cover picture)"`` when its only video streams are cover art."""
+    cover = " (only a cover picture)" if container.streams.video else ""
+    return NoVideoStreamError(f"{path}: no video stream{cover}")
+
+
+def video_stream(container: av.container.InputContainer, path: PathLike) -> av.video.stream.VideoStream:
+    """The video stream every reader and writer of the toolkit uses: the first one that is not a cover picture
+    (`video_streams`; a cover may be listed before the video). Raises `NoVideoStreamError` (`no_video_error`)."""
+    streams = video_streams(container)
+    if not streams:
+        raise no_video_error(container, path)
+    return streams[0]
 
 
 def check_window(start: float, duration: float | None) -> None:
@@ -311,23 +350,25 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
-def _header_is_complete(container: av.container.InputContainer) -> bool:
-    """True when the header states the video's frame count and a positive duration (mp4, mov, avi, ...; for an
-    audio-only file: a positive duration and an audio stream duration)."""
+def _header_is_complete(container: av.container.InputContainer, v: av.video.stream.VideoStream | None,
+                        a: av.audio.stream.AudioStream | None) -> bool:
+    """True when the header states the frame count of the video stream `v` and a positive duration (mp4, mov,
+    avi, ...; for an audio-only file: a positive duration and a duration of the audio stream `a`)."""
     if container.duration is None or container.duration <= 0:
         return False
-    if container.streams.video:
-        return bool(container.streams.video[0].frames)
-    return bool(container.streams.audio[0].duration)
+    if v is not None:
+        return bool(v.frames)
+    return a is not None and bool(a.duration)
 
 
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
                   ) -> dict[int, dict[str, Any]]:
     """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed"}`` in
-    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets)."""
+    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets).
+    Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are left out."""
     spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0} for s in streams}
     for pkt in container.demux(*streams):
-        if not pkt.size:
+        if not pkt.size or pkt.is_discard:
             continue
         sp = spans[pkt.stream.index]
         sp["count"] += 1
@@ -344,39 +385,59 @@ def _packet_spans(container: av.container.InputContainer, streams: list, rate: f
     return spans
 
 
-def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike) -> Any:
-    """The first decodable frame of `stream` (undecodable packets before it are skipped and logged)."""
+def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream, path: PathLike
+                 ) -> tuple[Any, int]:
+    """The first decodable frame of `stream` (undecodable packets before it are skipped and logged), and the
+    number of packets flagged discard before it: the frames an mp4 edit list skips at the start (a file cut with
+    ``-c copy`` between keyframes keeps the packets from the keyframe before the cut; decoders decode them for
+    reference and drop their frames, which come before the first shown frame in presentation order)."""
+    discarded = 0
+
+    def counted() -> Iterator[av.Packet]:
+        nonlocal discarded
+        for pkt in container.demux(stream):
+            discarded += bool(pkt.size and pkt.is_discard)
+            yield pkt
+
     try:
-        first = next(decode_tolerant(container, stream, path), None)
+        first = next(decode_tolerant(container, stream, path, packets=counted()), None)
     except av.error.FFmpegError as e:
         raise media_error(path, "cannot decode the first video frame", e, TruncatedMediaError) from e
     if first is None:
         raise TruncatedMediaError(f"{path}: video stream has no decodable frame")
-    return first
+    return first, discarded
 
 
 def probe(path: PathLike, require_video: bool = False, require_audio: bool = False) -> MediaInfo:
     """Report container, video and audio facts of `path` (decodes one video frame to read the rotation; reads
     every packet, without decoding, when the header lacks a frame count or duration: see `MediaInfo`).
 
-    Raises `NoVideoStreamError` / `NoAudioStreamError` when `require_video` / `require_audio` and the stream is
-    missing, and the errors of `open_media`; every FFmpeg failure is a `MediaError` naming the file.
+    The video is the stream `video_stream` picks: cover art (an mp3 / m4a / Ogg picture, FFmpeg's
+    ``attached_pic`` streams) is not video, so such a file reports ``has_video=False``. Raises
+    `NoVideoStreamError` / `NoAudioStreamError` when `require_video` / `require_audio` and the stream is missing
+    (``"no video stream (only a cover picture)"`` for cover art alone), and the errors of `open_media`; every
+    FFmpeg failure is a `MediaError` naming the file.
     """
     container = open_media(path)
+    no_video = None
     try:
+        videos = video_streams(container)
+        if not videos:
+            no_video = no_video_error(container, path)
         info: dict[str, Any] = {"path": str(path), "format": container.format.name,
-                                "has_video": bool(container.streams.video),
-                                "has_audio": bool(container.streams.audio), "start": file_start(container)}
-        v = container.streams.video[0] if container.streams.video else None
+                                "has_video": bool(videos), "has_audio": bool(container.streams.audio),
+                                "cover_picture": any(is_cover_picture(s) for s in container.streams.video),
+                                "start": file_start(container)}
+        v = videos[0] if videos else None
         a = container.streams.audio[0] if container.streams.audio else None
         rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
         container_dur = container.duration / av.time_base if container.duration is not None else None
         spans = None
-        if not _header_is_complete(container):
+        if not _header_is_complete(container, v, a):
             spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None)
             container.close()  # reopen instead of seeking back: files without timestamps cannot seek
             container = open_media(path)
-            v = container.streams.video[0] if v is not None else None
+            v = video_stream(container, path) if v is not None else None
             a = container.streams.audio[0] if a is not None else None
         timestamps = True
         ends, starts = [], []
@@ -398,7 +459,9 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                     starts.append(0.0)
                     ends.append(sp["count"] / float(rate))
                     video_span = sp["count"] / float(rate)
-            first = _first_frame(container, v, path)
+            first, discarded = _first_frame(container, v, path)
+            if v.frames:  # the header counts the samples an edit list skips; the packet count leaves them out
+                num_frames -= discarded
             info.update(fps=float(rate) if rate else None, width=v.codec_context.width,
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
@@ -440,8 +503,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
     finally:
         container.close()
     result = MediaInfo(**info)
-    if require_video and not result.has_video:
-        raise NoVideoStreamError(f"{path}: no video stream")
+    if require_video and no_video is not None:
+        raise no_video
     if require_audio and not result.has_audio:
         raise NoAudioStreamError(f"{path}: no audio stream")
     return result

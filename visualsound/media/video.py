@@ -21,6 +21,9 @@ as FFmpeg's own tools do; a stream whose frames carry no timestamps (raw H.264, 
 ``start_time + i / fps`` for its ``i``-th frame and is decoded from the start (such files cannot be sought in).
 The frame rate is the stream's average rate, else FFmpeg's guessed rate (Ogg streams have no average rate).
 
+The video is the stream `visualsound.media.info.video_stream` picks (cover art is not video: a file with only a
+cover picture raises `NoVideoStreamError` "no video stream (only a cover picture)").
+
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
 """
@@ -40,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
-from visualsound.media.errors import MediaWindowError, NoVideoStreamError, TruncatedMediaError
+from visualsound.media.errors import MediaWindowError, TruncatedMediaError
 from visualsound.media.info import (
     DecodeReport,
     PathLike,
@@ -51,6 +54,7 @@ from visualsound.media.info import (
     media_error,
     open_media,
     stream_time,
+    video_stream,
 )
 
 log = logging.getLogger(__name__)
@@ -301,16 +305,14 @@ def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None
         raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
     container = open_media(path)
     try:
-        if not container.streams.video:
-            raise NoVideoStreamError(f"{path}: no video stream")
-        stream = _video_stream(container, threads)
+        stream = _video_stream(container, path, threads)
         try:
             gen = _window_frames(container, stream, start, duration, fps, path, report, True, convert)
             first = next(gen, _END)
         except _Unseekable:  # nothing was yielded yet: reopen and decode from the start
             container.close()
             container = open_media(path)
-            stream = _video_stream(container, threads)
+            stream = _video_stream(container, path, threads)
             gen = _window_frames(container, stream, start, duration, fps, path, report, False, convert)
             first = next(gen, _END)
         if first is _END:
@@ -326,8 +328,9 @@ def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None
 _END = object()
 
 
-def _video_stream(container, threads: int = 0) -> av.video.stream.VideoStream:
-    stream = container.streams.video[0]
+def _video_stream(container, path: PathLike, threads: int = 0) -> av.video.stream.VideoStream:
+    """`video_stream` with `threads` decoder threads (0: FFmpeg's choice); raises `NoVideoStreamError`."""
+    stream = video_stream(container, path)
     if threads:
         stream.codec_context.thread_count = int(threads)
     else:

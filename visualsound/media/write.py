@@ -37,7 +37,7 @@ import av
 import numpy as np
 import torch
 
-from visualsound.media.errors import MediaError, MediaWriteError, NoVideoStreamError
+from visualsound.media.errors import MediaError, MediaWriteError
 from visualsound.media.info import (
     DecodeReport,
     PathLike,
@@ -49,6 +49,7 @@ from visualsound.media.info import (
     media_error,
     open_media,
     stream_time,
+    video_stream,
 )
 from visualsound.media.video import convert_frame, iter_video_window, preview_size, stream_rate
 from visualsound.utils.atomic import atomic_path
@@ -313,9 +314,7 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
         origin = file_start(container)  # the window counts from the file's start, as the readers' windows do
         start += origin
         end = math.inf if duration is None else start + duration
-        if not container.streams.video:
-            raise NoVideoStreamError(f"{src}: no video stream")
-        vin = container.streams.video[0]
+        vin = video_stream(container, src)
         ctx = vin.codec_context
         if ctx.name != "h264":
             raise NotCopyable(f"the video is {ctx.name}, not H.264")
@@ -539,9 +538,10 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time; odd
     sizes are padded by one edge row / column). The audio starts with the first frame; with `trim_audio` audio
     longer than the video's span is cut (`aac_coder` as in `write_video`). The source's own audio is dropped.
-    Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video,
-    `MediaError` (naming the file) when FFmpeg fails; re-encoded packets the decoder rejects are skipped and
-    counted in `report`.
+    Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video (a cover
+    picture is not video: an mp3 or m4a with cover art is refused), `MediaWriteError` when no audio sample would
+    be written (empty `audio`; a file is never written without the audio it was given), `MediaError` (naming
+    the file) when FFmpeg fails; re-encoded packets the decoder rejects are skipped and counted in `report`.
     """
     from visualsound.media.info import probe
     from visualsound.media.video import timed_frames
@@ -554,15 +554,19 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     span = info.video_duration or info.duration
     if trim_audio and span:
         a = a[:, :int(round(span * sample_rate))]
+    if not a.shape[1]:
+        raise MediaWriteError(f"{video_path}: no audio samples to mux into {out_path} (given {audio.shape[-1]} at "
+                              f"{sample_rate} Hz, the video spans {span:.6f} s): an mp4 without the audio is not "
+                              "written")
     src = open_media(video_path)
     mode = "copy"
     try:
-        vin = src.streams.video[0]
+        vin = video_stream(src, video_path)
         packets = _copy_plan(src, vin, video_path)
         if packets is None:
             src.close()
             src = open_media(video_path)  # reopen rather than seek back: some files cannot seek
-            vin = src.streams.video[0]
+            vin = video_stream(src, video_path)
             mode = "re-encode"
         with _atomic_media_path(out_path) as tmp:
             out = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
