@@ -48,7 +48,8 @@ from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 5  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 6  # bump when the encoding or the images change: every cached file is then made again
+# 6: pictures cropped on their left (Theora pic_x) cropped exactly, not 2 columns wider
 
 
 @dataclass(frozen=True)

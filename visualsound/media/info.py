@@ -297,6 +297,14 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+def exact_crop(stream: av.video.stream.VideoStream) -> None:
+    """Make `stream`'s decoder (not yet opened) crop frames exactly to the picture. A picture cropped on its left
+    (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is otherwise cropped only to an aligned offset: a
+    300-wide Theora picture at x = 2 decodes 302 wide, two columns of its coded border first."""
+    ctx = stream.codec_context
+    ctx.options = {**ctx.options, "flags": "+unaligned"}
+
+
 def _header_is_complete(container: av.container.InputContainer) -> bool:
     """True when the header states the video's frame count and a positive duration (mp4, mov, avi, ...; for an
     audio-only file: a positive duration and an audio stream duration)."""

@@ -18,6 +18,9 @@ as FFmpeg's own tools do; a stream whose frames carry no timestamps (raw H.264, 
 ``start_time + i / fps`` for its ``i``-th frame and is decoded from the start (such files cannot be sought in).
 The frame rate is the stream's average rate, else FFmpeg's guessed rate (Ogg streams have no average rate).
 
+Cropping: frames are cropped exactly to the picture `probe` reports (`info.exact_crop`), also where the picture
+starts at an odd or unaligned column (Theora's ``pic_x``): FFmpeg's default keeps a few coded border columns there.
+
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
 """
@@ -44,6 +47,7 @@ from visualsound.media.info import (
     check_window,
     decode_tolerant,
     display_rotation,
+    exact_crop,
     media_error,
     open_media,
     stream_time,
@@ -317,6 +321,7 @@ def _video_stream(container, threads: int = 0) -> av.video.stream.VideoStream:
         stream.codec_context.thread_count = int(threads)
     else:
         stream.thread_type = "AUTO"
+    exact_crop(stream)  # frames exactly as wide as `probe` says
     return stream
 
 

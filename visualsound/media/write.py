@@ -20,6 +20,8 @@ video, keeping every frame at its time).
 * **Odd sizes.** H.264 4:2:0 needs even sizes: a re-encoded frame of odd width or height (e.g. 720x405) gets
   one column / row repeating its edge (720x406); the picture is kept whole, nothing is cropped or scaled.
   A copied H.264 stream keeps its own size (H.264 codes odd sizes by cropping).
+* **Cropping.** Frames are decoded cropped exactly to the picture `probe` reports (`info.exact_crop`): a Theora
+  picture 300 wide at x = 2 is 300 wide, not the 302 FFmpeg's aligned crop gives.
 * **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
 """
 
@@ -44,6 +46,7 @@ from visualsound.media.info import (
     check_window,
     decode_tolerant,
     display_rotation,
+    exact_crop,
     ffmpeg_reason,
     media_error,
     open_media,
@@ -455,6 +458,7 @@ def _poster(vin, packets: list, max_width: int) -> tuple[np.ndarray, int]:
     rotation."""
     ctx = vin.codec_context
     ctx.thread_count = 1
+    exact_crop(vin)  # the picture a player shows (it crops exactly)
     frame = None
     for p in packets:
         frames = ctx.decode(p)
@@ -531,9 +535,10 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
     Frames keep their times, start time and rotation (see the module docstring: H.264 with timestamps is
-    copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time; odd
-    sizes are padded by one edge row / column). The audio starts with the first frame; with `trim_audio` audio
-    longer than the video's span is cut (`aac_coder` as in `write_video`). The source's own audio is dropped.
+    copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time,
+    cropped exactly; odd sizes are padded by one edge row / column). The audio starts with the
+    first frame; with `trim_audio` audio longer than the video's span is cut (`aac_coder` as in `write_video`).
+    The source's own audio is dropped.
     Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video,
     `MediaError` (naming the file) when FFmpeg fails; re-encoded packets the decoder rejects are skipped and
     counted in `report`.
@@ -591,6 +596,7 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
                     As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
+                    exact_crop(vin)  # frames `w` x `h` as probed, not an aligned crop a few columns wider
                     frames = decode_tolerant(src, vin, video_path, report)
                     held = None  # (pts, frame): encoded once the next frame's time gives its duration
                     for t, frame in timed_frames(frames, vin, t0, 1.0 / float(rate)):
