@@ -1,16 +1,140 @@
-"""Exact cropping: a picture cropped on its left (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is
-decoded and written exactly as wide as `probe` says. Inputs are written with PyAV only."""
+"""Pixel aspect ratio (SAR) and exact cropping through the writers: `mux_audio` keeps a source's sample aspect
+ratio on a re-encoded or copied stream (bitstream and container), `probe` reports the ratio, and a picture
+cropped on its left (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is decoded exactly as wide as
+`probe` says. Inputs are written with PyAV only."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
+from click.testing import CliRunner
 
+from visualsound.cli import main
 from visualsound.media import mux_audio, probe, read_video, write_preview
 
 _SILENCE = np.zeros((1, 8000), np.float32)  # 0.5 s at 16 kHz
+
+
+def _encode(path: Path, codec: str, size: tuple[int, int], sar: Fraction | None, *, n: int = 5,
+            options: dict[str, str] | None = None, rotation: int | None = None) -> Path:
+    """`n` frames (a grey box on black) of ``size = (width, height)`` with the encoder's sample aspect ratio
+    `sar` (None: unset), container from the suffix."""
+    w, h = size
+    c = av.open(str(path), "w")
+    try:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if sar is not None:
+            s.codec_context.sample_aspect_ratio = sar
+        if options:
+            s.options = options
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        for i in range(n):
+            rgb = np.zeros((h, w, 3), np.uint8)
+            rgb[h // 4:3 * h // 4, w // 4:3 * w // 4] = 200
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    finally:
+        c.close()
+    return path
+
+
+def _sar(text: str | None) -> Fraction:
+    assert text is not None
+    num, den = text.split(":")
+    return Fraction(int(num), int(den))
+
+
+def _stream_sars(path: Path) -> tuple[Fraction | None, Fraction | None]:
+    """The video's (container-first guess, bitstream) sample aspect ratios as FFmpeg reads them."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return v.sample_aspect_ratio, v.codec_context.sample_aspect_ratio
+
+
+def _assert_display_aspect(path: Path, want: Fraction) -> None:
+    """`path`'s display width (width x SAR) is the width `want` gives its height, to within one pixel."""
+    info = probe(path)
+    shown = info.width * _sar(info.sample_aspect_ratio)
+    assert abs(shown - want * info.height) <= 1, (info.width, info.height, info.sample_aspect_ratio, want)
+
+
+ANAMORPHIC = [
+    ("dvd.mpg", "mpeg2video", Fraction(64, 45), Fraction(16, 9)),  # PAL DVD 16:9
+    ("dv.avi", "mpeg4", Fraction(16, 15), Fraction(4, 3)),  # PAL DV 4:3
+]
+
+
+def test_probe_reports_the_sample_aspect_ratio(tmp_path):
+    dvd = _encode(tmp_path / "dvd.mpg", "mpeg2video", (720, 576), Fraction(64, 45))
+    square = _encode(tmp_path / "sq.mp4", "libx264", (176, 144), None, options={"preset": "ultrafast"})
+    assert probe(dvd).sample_aspect_ratio == "64:45"
+    assert probe(dvd).to_dict()["sample_aspect_ratio"] == "64:45"
+    assert probe(square).sample_aspect_ratio == "1:1"  # unstated: square pixels, as players assume
+    res = CliRunner().invoke(main, ["probe", str(dvd), str(square)])
+    assert res.exit_code == 0 and "720x576 SAR 64:45 " in res.output and "176x144 25" in res.output, res.output
+
+
+@pytest.mark.parametrize("name,codec,sar,dar", ANAMORPHIC)
+def test_a_reencoded_stream_keeps_the_sample_aspect_ratio(tmp_path, name, codec, sar, dar):
+    """`vaura generate` on a DVD / DV file: the full-size H.264 keeps 720x576 and its SAR, in the bitstream (the
+    SPS's VUI) and in the container (mp4 ``pasp``), so it is shown 16:9 / 4:3, not 5:4."""
+    src = _encode(tmp_path / name, codec, (720, 576), sar)
+    out = tmp_path / "out.mp4"
+    assert mux_audio(src, _SILENCE, 16000, out) == "re-encode"
+    info = probe(out)
+    assert (info.width, info.height, info.sample_aspect_ratio) == (720, 576, f"{sar.numerator}:{sar.denominator}")
+    assert _stream_sars(out) == (sar, sar)
+    _assert_display_aspect(out, dar)
+
+
+def test_copies_keep_the_sample_aspect_ratio(tmp_path):
+    """H.264 copied by `mux_audio` keeps its SAR (the SPS is copied as it is, the container states it too)."""
+    src = _encode(tmp_path / "cif.mp4", "libx264", (176, 144), Fraction(128, 117), options={"preset": "ultrafast"})
+    out = tmp_path / "out.mp4"
+    assert mux_audio(src, _SILENCE, 16000, out) == "copy"
+    assert probe(out).sample_aspect_ratio == "128:117" and _stream_sars(out) == (Fraction(128, 117),) * 2
+
+
+def test_a_container_only_sample_aspect_ratio_survives_a_copy(tmp_path):
+    """An mp4 whose SAR is only in its container (``pasp``; the SPS states none): FFmpeg shows it 4:3 wider, and
+    so does the copy (the container's ratio wins, as in FFmpeg's own guess)."""
+    plain = _encode(tmp_path / "plain.mp4", "libx264", (176, 144), None, options={"preset": "ultrafast"})
+    src = tmp_path / "pasp.mp4"
+    with av.open(str(plain)) as c, av.open(str(src), "w") as o:
+        vin = c.streams.video[0]
+        vo = o.add_stream_from_template(vin)
+        vo.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for pkt in c.demux(vin):
+            if pkt.size:
+                pkt.stream = vo
+                o.mux(pkt)
+    assert _stream_sars(src) == (Fraction(4, 3), None) and probe(src).sample_aspect_ratio == "4:3"
+    out = tmp_path / "out.mp4"
+    assert mux_audio(src, _SILENCE, 16000, out) == "copy"
+    assert probe(out).sample_aspect_ratio == "4:3"
+    _assert_display_aspect(out, Fraction(176 * 4, 144 * 3))
+
+
+def test_square_pixel_sources_are_written_as_before(tmp_path):
+    """Square pixels (MPEG-2 always states its ratio: 1:1 here): no ratio is added (no ``pasp`` box, no VUI
+    ratio) by either writer, and the preview keeps the picture's own aspect."""
+    src = _encode(tmp_path / "sq.mpg", "mpeg2video", (320, 240), None)
+    assert probe(src).sample_aspect_ratio == "1:1" and _stream_sars(src) == (1, 1)
+    out = tmp_path / "out.mp4"
+    assert mux_audio(src, _SILENCE, 16000, out) == "re-encode"
+    assert _stream_sars(out) == (None, None) and probe(out).sample_aspect_ratio == "1:1"
+    write_preview(src, out, max_width=160)
+    assert _stream_sars(out) == (None, None) and (probe(out).width, probe(out).height) == (160, 120)
 
 
 def _left_cropped_h264(path: Path) -> Path:

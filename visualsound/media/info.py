@@ -9,6 +9,7 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ class MediaInfo:
     `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
     the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
     earlier or lasts longer.
+
+    `sample_aspect_ratio` is the video's pixel aspect ratio as ``"num:den"`` (`sample_aspect`: the container's,
+    else the bitstream's; ``"1:1"`` when neither states one): a pixel is shown ``num / den`` times as wide as it
+    is tall, so the picture is shown ``width * num / den`` wide and `height` tall (before `rotation`); a PAL DVD
+    720x576 at ``"64:45"`` is shown 16:9.
     """
 
     path: str
@@ -84,6 +90,7 @@ class MediaInfo:
     duration_source: str = "header"
     timestamps: bool = True
     video_duration: float | None = None
+    sample_aspect_ratio: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -297,6 +304,16 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The sample (pixel) aspect ratio of a video stream as FFmpeg guesses it: the container's (mp4 ``pasp``,
+    Matroska display size, ...), else the bitstream's (H.264 VUI, MPEG-2 aspect code, ...); None when neither
+    states one (square pixels). Older PyAV, whose stream ratio is the codec's, gives only the bitstream's."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar is not None and sar > 0:
+            return Fraction(sar)
+    return None
+
+
 def exact_crop(stream: av.video.stream.VideoStream) -> None:
     """Make `stream`'s decoder (not yet opened) crop frames exactly to the picture. A picture cropped on its left
     (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is otherwise cropped only to an aligned offset: a
@@ -397,6 +414,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
                         video_start=video_start, timestamps=timestamps, video_duration=video_span)
+            sar = sample_aspect(v) or Fraction(1)
+            info["sample_aspect_ratio"] = f"{sar.numerator}:{sar.denominator}"
         audio_span = None
         if a is not None:
             if spans is not None and spans[a.index]["timed"]:

@@ -20,6 +20,11 @@ video, keeping every frame at its time).
 * **Odd sizes.** H.264 4:2:0 needs even sizes: a re-encoded frame of odd width or height (e.g. 720x405) gets
   one column / row repeating its edge (720x406); the picture is kept whole, nothing is cropped or scaled.
   A copied H.264 stream keeps its own size (H.264 codes odd sizes by cropping).
+* **Pixel aspect ratio.** The source's sample aspect ratio (`info.sample_aspect`: the container's, else the
+  bitstream's) is kept: a re-encoded stream states it in its bitstream (the SPS's VUI) and in the mp4 (``pasp``),
+  a copied one keeps its SPS and the mp4 states the guessed ratio (a container-only ratio survives the copy), so
+  a PAL DVD 720x576 at 64:45 is still shown 16:9. (The mp4's track header keeps the coded width: PyAV cannot set
+  the muxer's stream ratio; players read ``pasp``.)
 * **Cropping.** Frames are decoded cropped exactly to the picture `probe` reports (`info.exact_crop`): a Theora
   picture 300 wide at x = 2 is 300 wide, not the 302 FFmpeg's aligned crop gives.
 * **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
@@ -50,6 +55,7 @@ from visualsound.media.info import (
     ffmpeg_reason,
     media_error,
     open_media,
+    sample_aspect,
     stream_time,
 )
 from visualsound.media.video import convert_frame, iter_video_window, preview_size, stream_rate
@@ -534,9 +540,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
               report: DecodeReport | None = None, aac_coder: str | None = None) -> str:
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
-    Frames keep their times, start time and rotation (see the module docstring: H.264 with timestamps is
-    copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time,
-    cropped exactly; odd sizes are padded by one edge row / column). The audio starts with the
+    Frames keep their times, start time, rotation and pixel aspect ratio (see the module docstring: H.264 with
+    timestamps is copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each
+    frame's time, cropped exactly; odd sizes are padded by one edge row / column). The audio starts with the
     first frame; with `trim_audio` audio longer than the video's span is cut (`aac_coder` as in `write_video`).
     The source's own audio is dropped.
     Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video,
@@ -571,6 +577,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout = out.add_stream_from_template(vin)
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
+                    sar = sample_aspect(vin)
+                    if sar is not None:  # the template has the bitstream's; a container's ratio wins
+                        vout.codec_context.sample_aspect_ratio = sar
                     As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
                     default_dur = int(round(1 / (stream_rate(vin) or 25) / vin.time_base))
                     for pkt in packets:
@@ -595,6 +604,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout.codec_context.time_base = _ENCODE_TIME_BASE
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
+                    sar = sample_aspect(vin)
+                    if sar is not None and sar != 1:  # libx264 writes it into the VUI, the mp4 muxer into `pasp`
+                        vout.codec_context.sample_aspect_ratio = sar
                     As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
                     exact_crop(vin)  # frames `w` x `h` as probed, not an aligned crop a few columns wider
                     frames = decode_tolerant(src, vin, video_path, report)
