@@ -1,7 +1,8 @@
 """Pixel aspect ratio (SAR) and exact cropping through the writers: `mux_audio` keeps a source's sample aspect
-ratio on a re-encoded or copied stream (bitstream and container), `probe` reports the ratio, and a picture
-cropped on its left (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is decoded exactly as wide as
-`probe` says. Inputs are written with PyAV only."""
+ratio on a re-encoded or copied stream (bitstream and container), `write_preview` scales anamorphic video to
+square pixels at its display aspect, `copy_window` refuses non-square pixels (its output must look like
+`write_preview`'s), `probe` reports the ratio, and a picture cropped on its left (Theora's ``pic_x``, H.264's
+``frame_crop_left_offset``) is decoded exactly as wide as `probe` says. Inputs are written with PyAV only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from visualsound.cli import main
-from visualsound.media import mux_audio, probe, read_video, write_preview
+from visualsound.media import NotCopyable, copy_window, mux_audio, probe, read_video, write_preview
 
 _SILENCE = np.zeros((1, 8000), np.float32)  # 0.5 s at 16 kHz
 
@@ -97,12 +98,45 @@ def test_a_reencoded_stream_keeps_the_sample_aspect_ratio(tmp_path, name, codec,
     _assert_display_aspect(out, dar)
 
 
-def test_copies_keep_the_sample_aspect_ratio(tmp_path):
-    """H.264 copied by `mux_audio` keeps its SAR (the SPS is copied as it is, the container states it too)."""
+@pytest.mark.parametrize("name,codec,sar,dar", ANAMORPHIC)
+def test_a_preview_of_anamorphic_video_has_square_pixels_at_its_display_aspect(tmp_path, name, codec, sar, dar):
+    src = _encode(tmp_path / name, codec, (720, 576), sar)
+    out = tmp_path / "preview.mp4"
+    poster = write_preview(src, out, max_width=320)
+    info = probe(out)
+    assert info.sample_aspect_ratio == "1:1" and _stream_sars(out) == (None, None)
+    assert info.width == 320 and poster.shape == (info.height, 320, 3)
+    assert (info.width, info.height) == ((320, 180) if dar == Fraction(16, 9) else (320, 240))
+    _assert_display_aspect(out, dar)
+
+
+def test_a_small_anamorphic_preview_is_widened_and_a_turned_one_keeps_its_shape(tmp_path):
+    """Square pixels at the display size: 128x96 coded at SAR 2:1 shows 256x96 (never narrowed below its
+    display size); turned a quarter, the coded frame is 256x96 and is shown 96 wide, 256 tall."""
+    src = _encode(tmp_path / "wide.mp4", "libx264", (128, 96), Fraction(2, 1), options={"preset": "ultrafast"})
+    out = tmp_path / "p.mp4"
+    poster = write_preview(src, out, max_width=320)
+    assert (probe(out).width, probe(out).height, poster.shape) == (256, 96, (96, 256, 3))
+    turned = _encode(tmp_path / "turned.mp4", "libx264", (128, 96), Fraction(2, 1), rotation=90,
+                     options={"preset": "ultrafast"})
+    poster = write_preview(turned, out, max_width=320)
+    info = probe(out)
+    assert (info.width, info.height, info.rotation, info.sample_aspect_ratio) == (256, 96, 90, "1:1")
+    assert poster.shape == (256, 96, 3)
+    poster = write_preview(turned, out, max_width=48)  # shown 48 wide: the coded height
+    assert (probe(out).width, probe(out).height, poster.shape) == (128, 48, (128, 48, 3))
+
+
+def test_copies_keep_the_sample_aspect_ratio_and_copy_window_refuses_it(tmp_path):
+    """H.264 copied by `mux_audio` keeps its SAR (the SPS is copied as it is, the container states it too);
+    `copy_window` (the report's cheap twin of `write_preview`, whose output has square pixels) refuses."""
     src = _encode(tmp_path / "cif.mp4", "libx264", (176, 144), Fraction(128, 117), options={"preset": "ultrafast"})
     out = tmp_path / "out.mp4"
     assert mux_audio(src, _SILENCE, 16000, out) == "copy"
     assert probe(out).sample_aspect_ratio == "128:117" and _stream_sars(out) == (Fraction(128, 117),) * 2
+    with pytest.raises(NotCopyable, match="square"):
+        copy_window(src, tmp_path / "copy.mp4", start=0.0, duration=0.2)
+    assert not (tmp_path / "copy.mp4").exists()
 
 
 def test_a_container_only_sample_aspect_ratio_survives_a_copy(tmp_path):

@@ -21,10 +21,11 @@ video, keeping every frame at its time).
   one column / row repeating its edge (720x406); the picture is kept whole, nothing is cropped or scaled.
   A copied H.264 stream keeps its own size (H.264 codes odd sizes by cropping).
 * **Pixel aspect ratio.** The source's sample aspect ratio (`info.sample_aspect`: the container's, else the
-  bitstream's) is kept: a re-encoded stream states it in its bitstream (the SPS's VUI) and in the mp4 (``pasp``),
-  a copied one keeps its SPS and the mp4 states the guessed ratio (a container-only ratio survives the copy), so
-  a PAL DVD 720x576 at 64:45 is still shown 16:9. (The mp4's track header keeps the coded width: PyAV cannot set
-  the muxer's stream ratio; players read ``pasp``.)
+  bitstream's) is kept: a re-encoded stream states a non-square one in its bitstream (the SPS's VUI) and in the
+  mp4 (``pasp``), a copied one keeps its SPS and the mp4 states the guessed ratio (a container-only ratio
+  survives the copy), so a PAL DVD 720x576 at 64:45 is still shown 16:9. (The mp4's track header keeps the
+  coded width: PyAV cannot set the muxer's stream ratio; players read ``pasp``.) `write_preview` instead scales
+  to square pixels at the display aspect (see there), and `copy_window` refuses non-square pixels.
 * **Cropping.** Frames are decoded cropped exactly to the picture `probe` reports (`info.exact_crop`): a Theora
   picture 300 wide at x = 2 is 300 wide, not the 302 FFmpeg's aligned crop gives.
 * **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
@@ -218,28 +219,36 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
 
     Frames are chosen as `read_video` chooses them at `fps`, and scaled while decoding, without an RGB
     round trip, to at most `max_width` pixels wide as displayed (aspect kept, both sides even:
-    `even_size_within`; swscale's area filter; full-range sources are converted to the standard range). The size
-    and display rotation of the first frame hold for the whole file (a later size change is scaled to it); the
-    rotation is written as the display matrix, as `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at
-    `sample_rate` is encoded as AAC, cut to the frames' span (``T / fps`` seconds). `crf` / `preset` /
-    `encoder_threads` go to libx264 and `decoder_threads` to the decoder (0: their own choice; 1 each when
-    clips are encoded in parallel). Raises what `read_video` raises for the source (naming it), `MediaWriteError`
-    on bad arguments and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    `even_size_within`; swscale's area filter; full-range sources are converted to the standard range). The
+    output has square pixels: an anamorphic source (a sample aspect ratio other than 1:1, `info.sample_aspect`)
+    is scaled at its display aspect (a PAL DVD 720x576 at 64:45 becomes 320x180, a 176x144 clip at 128:117
+    192x144), so every browser shows it right and the poster has the same shape (browsers honour an H.264 ratio,
+    but square pixels leave no player room to differ). The size and display rotation of the first frame hold
+    for the whole file (a later size change is scaled to it); the rotation is written as the display matrix, as
+    `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at `sample_rate` is encoded as AAC, cut to the
+    frames' span (``T / fps`` seconds). `crf` / `preset` / `encoder_threads` go to libx264 and `decoder_threads`
+    to the decoder (0: their own choice; 1 each when clips are encoded in parallel). Raises what `read_video`
+    raises for the source (naming it), `MediaWriteError` on bad arguments and `MediaError` when FFmpeg fails to
+    write (nothing is left at `out_path` then).
     """
     a = _check_audio(audio, sample_rate) if audio is not None else None
     if max_width < 2:
         raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
     rate = as_rate(fps)
     shape: dict[str, object] = {}  # the first frame's coded output size and display rotation
+    sar: list[Fraction | None] = [None]  # the source stream's sample aspect ratio
 
     def convert(frame: av.VideoFrame, rotation: int) -> av.VideoFrame:
         if not shape:
-            shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width), rotation
+            shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width, sar[0]), rotation
         w, h = shape["size"]
         return _preview_yuv(frame, w, h)
 
+    def on_stream(stream: av.video.stream.VideoStream) -> None:
+        sar[0] = sample_aspect(stream)
+
     frames = iter_video_window(src, start, duration, float(rate), convert=convert, threads=decoder_threads,
-                               report=report)
+                               report=report, on_stream=on_stream)
     try:
         first = next(frames)  # the source's errors (missing, no video, bad window) before anything is written
         (w, h), rotation = shape["size"], int(shape["rotation"])
@@ -305,10 +314,11 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
     frame shown before ``start + duration`` and may end with up to the stream's reordering depth of frames
     after it (1-2 with B-frames: frames later in display order that come earlier in decode order), silent.
     The display rotation is kept. Raises `NotCopyable` (with the reason) when the video is not 8-bit 4:2:0
-    H.264, packets lack timestamps (or decode timestamps, as in Matroska), the window starts between keyframes or
-    before the first frame, the GOP is open (pictures that need the previous GOP), the file cannot be sought in,
-    or the window's video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media`
-    raises for the source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    H.264 with square pixels (`write_preview` scales anamorphic video to square pixels), packets lack
+    timestamps (or decode timestamps, as in Matroska), the window starts between keyframes or before the first
+    frame, the GOP is open (pictures that need the previous GOP), the file cannot be sought in, or the window's
+    video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media` raises for the
+    source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
     """
     check_window(start, duration)
     a = _check_audio(audio, sample_rate) if audio is not None else None
@@ -326,6 +336,10 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
             raise NotCopyable(f"the video is {ctx.name}, not H.264")
         if ctx.pix_fmt not in _COPY_PIX_FMTS:
             raise NotCopyable(f"the video's pixels are {ctx.pix_fmt}, not 8-bit 4:2:0")
+        sar = sample_aspect(vin)
+        if sar is not None and sar != 1:
+            raise NotCopyable(f"the video's pixels are not square (sample aspect ratio {sar.numerator}:"
+                              f"{sar.denominator}); a preview has square pixels")
         tb = vin.time_base
         first_time = stream_time(vin, vin.start_time)
         if start < first_time - _KEY_TOLERANCE:
