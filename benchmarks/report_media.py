@@ -5,13 +5,14 @@ For one clip the gallery shows the ground truth and one track per model:
 * **ground truth** ``gt.mp4``: the clip's evaluation window of its video with the clip's ground-truth audio
   (from ``gt_audio_path``, which may be a separate audio file), a JPEG poster (the first frame, at most
   `MediaSettings.width` pixels wide) and a spectrogram PNG of the audio. A window that is already small and easy
-  to cut is **copied** (`visualsound.media.write.copy_window`: H.264 8-bit 4:2:0 starting on a keyframe, as the
-  first frame of a file does, at most `MediaSettings.copy_kbps` kbit/s; no decoding, the source's size and frame
-  rate; the audio's AAC packets are copied too when it comes from the same file, else it is encoded). Any other
-  is **re-encoded** at 25 fps, scaled to `MediaSettings.width` pixels wide (never up; swscale's area filter
-  while decoding, no RGB round trip: `visualsound.media.write_preview`), H.264 + AAC. Both start the audio's
-  first sample with the first frame (a copy to within 0.5 ms). An audio-only clip gets an AAC ``.m4a`` instead
-  of the video.
+  to cut is **copied** (`visualsound.media.write.copy_window`: H.264 8-bit 4:2:0 with square pixels starting on a
+  keyframe, as the first frame of a file does, at most `MediaSettings.copy_kbps` kbit/s; no decoding, the
+  source's size and frame rate; the audio's AAC packets are copied too when it comes from the same file, else it
+  is encoded). Any other is **re-encoded** at 25 fps in square pixels at the display aspect (an anamorphic DVD
+  720x576 at 64:45 becomes 320x180), scaled to `MediaSettings.width` pixels wide (never above its display size;
+  swscale's area filter while decoding, no RGB round trip: `visualsound.media.write_preview`), H.264 + AAC.
+  Both start the audio's first sample with the first frame (a copy to within 0.5 ms). An audio-only clip gets an
+  AAC ``.m4a`` instead of the video.
 * **model track**: the generated audio (its first ``window_sec`` seconds) muxed under the ground-truth video
   with `visualsound.media.mux_audio` (the H.264 packets are copied, only the audio is encoded), or an
   ``.m4a`` when the clip has no video (or its video cannot be read); a spectrogram PNG.
@@ -48,7 +49,9 @@ from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 5  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 6  # bump when the encoding or the images change: every cached file is then made again
+# 6: pictures cropped on their left (Theora pic_x) cropped exactly, not 2 columns wider; anamorphic sources
+# re-encoded to square pixels at their display aspect (never copied)
 
 
 @dataclass(frozen=True)

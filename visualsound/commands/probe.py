@@ -15,7 +15,8 @@ import click
 @click.pass_context
 def probe(ctx: click.Context, paths: tuple[str, ...], as_json: bool, require_video: bool,
           require_audio: bool) -> None:
-    """Report duration, fps, size, frame count, rotation, sample rate, channels and samples of PATHS.
+    """Report duration, fps, size (with the pixel aspect ratio when not square), frame count, rotation, sample
+    rate, channels and samples of PATHS.
 
     Every file is reported; a file that cannot be probed gets its error type and message. Exit code 2 when any
     file failed.
@@ -40,7 +41,8 @@ def probe(ctx: click.Context, paths: tuple[str, ...], as_json: bool, require_vid
         parts = [f"{info.duration:.3f} s"]
         if info.has_video:
             fps = f"{info.fps:.3f} fps" if info.fps is not None else "unknown fps"
-            parts.append(f"video {info.video_codec} {info.width}x{info.height} {fps} "
+            sar = "" if info.sample_aspect_ratio == "1:1" else f" SAR {info.sample_aspect_ratio}"
+            parts.append(f"video {info.video_codec} {info.width}x{info.height}{sar} {fps} "
                          f"{info.num_frames} frames rotation {info.rotation}")
         else:
             parts.append("no video (only a cover picture)" if info.cover_picture else "no video")

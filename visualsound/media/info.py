@@ -10,6 +10,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,11 @@ class MediaInfo:
     an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover art has
     ``has_video=False`` and ``cover_picture=True``.
 
+    `sample_aspect_ratio` is the video's pixel aspect ratio as ``"num:den"`` (`sample_aspect`: the container's,
+    else the bitstream's; ``"1:1"`` when neither states one): a pixel is shown ``num / den`` times as wide as it
+    is tall, so the picture is shown ``width * num / den`` wide and `height` tall (before `rotation`); a PAL DVD
+    720x576 at ``"64:45"`` is shown 16:9.
+
     Times: `video_start` and `audio_start` are stream times (seconds of the streams' own timestamps). `start` is
     the file's start (`file_start`: the earliest first timestamp of its streams, FFmpeg's start time), the 0 of
     every window the readers take (``read_video(path, start=s)`` and ``read_audio(path, start=s)`` both begin at
@@ -97,6 +103,7 @@ class MediaInfo:
     video_duration: float | None = None
     start: float = 0.0
     cover_picture: bool = False
+    sample_aspect_ratio: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict."""
@@ -350,6 +357,24 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The sample (pixel) aspect ratio of a video stream as FFmpeg guesses it: the container's (mp4 ``pasp``,
+    Matroska display size, ...), else the bitstream's (H.264 VUI, MPEG-2 aspect code, ...); None when neither
+    states one (square pixels). Older PyAV, whose stream ratio is the codec's, gives only the bitstream's."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar is not None and sar > 0:
+            return Fraction(sar)
+    return None
+
+
+def exact_crop(stream: av.video.stream.VideoStream) -> None:
+    """Make `stream`'s decoder (not yet opened) crop frames exactly to the picture. A picture cropped on its left
+    (Theora's ``pic_x``, H.264's ``frame_crop_left_offset``) is otherwise cropped only to an aligned offset: a
+    300-wide Theora picture at x = 2 decodes 302 wide, two columns of its coded border first."""
+    ctx = stream.codec_context
+    ctx.options = {**ctx.options, "flags": "+unaligned"}
+
+
 def _header_is_complete(container: av.container.InputContainer, v: av.video.stream.VideoStream | None,
                         a: av.audio.stream.AudioStream | None) -> bool:
     """True when the header states the frame count of the video stream `v` and a positive duration (mp4, mov,
@@ -466,6 +491,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                         height=v.codec_context.height, num_frames=int(num_frames),
                         rotation=display_rotation(first), video_codec=v.codec_context.name,
                         video_start=video_start, timestamps=timestamps, video_duration=video_span)
+            sar = sample_aspect(v) or Fraction(1)
+            info["sample_aspect_ratio"] = f"{sar.numerator}:{sar.denominator}"
         audio_span = None
         if a is not None:
             if spans is not None and spans[a.index]["timed"]:

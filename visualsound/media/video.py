@@ -24,6 +24,9 @@ The frame rate is the stream's average rate, else FFmpeg's guessed rate (Ogg str
 The video is the stream `visualsound.media.info.video_stream` picks (cover art is not video: a file with only a
 cover picture raises `NoVideoStreamError` "no video stream (only a cover picture)").
 
+Cropping: frames are cropped exactly to the picture `probe` reports (`info.exact_crop`), also where the picture
+starts at an odd or unaligned column (Theora's ``pic_x``): FFmpeg's default keeps a few coded border columns there.
+
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
 """
@@ -35,6 +38,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -50,6 +54,7 @@ from visualsound.media.info import (
     check_window,
     decode_tolerant,
     display_rotation,
+    exact_crop,
     file_start,
     media_error,
     open_media,
@@ -106,9 +111,9 @@ def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> n
     return convert_frame(frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
 
 
-def even_size_within(width: int, height: int, max_width: int) -> tuple[int, int]:
+def even_size_within(width: float, height: float, max_width: int) -> tuple[int, int]:
     """``(w, h)`` at most `max_width` wide keeping the aspect ratio (smaller pictures keep their size), both
-    rounded to even numbers (H.264 4:2:0)."""
+    rounded to even numbers (H.264 4:2:0). The sizes may be fractional (a display size: width x pixel aspect)."""
     if width > max_width:
         height = height * max_width / width
         width = max_width
@@ -214,10 +219,15 @@ def _seek_decoder(container, stream, target: float, first_time: float, path, rep
         back = max(1.0, 2 * back)
 
 
-def preview_size(frame: av.VideoFrame, rotation: int, max_width: int) -> tuple[int, int]:
+def preview_size(frame: av.VideoFrame, rotation: int, max_width: int,
+                 sample_aspect: Fraction | None = None) -> tuple[int, int]:
     """The coded ``(width, height)`` a frame is scaled to so that, displayed (rotated by `rotation`), it is at
-    most `max_width` wide."""
+    most `max_width` wide, in square pixels: a frame whose pixels are `sample_aspect` (its stream's
+    `info.sample_aspect`; None = square) times as wide as tall is scaled at its display aspect (720x576 at 64:45
+    is shown 1024x576: 320x180 at most 320 wide; 176x144 at 128:117 becomes 192x144)."""
     w, h = frame.width, frame.height
+    if sample_aspect is not None and sample_aspect != 1:
+        w = float(w * sample_aspect)  # the width in square pixels; square frames keep their integer arithmetic
     if rotation % 180:  # shown turned a quarter: the displayed width is the coded height
         shown_w, shown_h = even_size_within(h, w, max_width)
         return shown_h, shown_w
@@ -295,17 +305,22 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
 
 def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
                       *, convert: Callable[[av.VideoFrame, int], Any], threads: int = 0,
-                      report: DecodeReport | None = None) -> Iterator[Any]:
+                      report: DecodeReport | None = None,
+                      on_stream: Callable[[av.video.stream.VideoStream], None] | None = None) -> Iterator[Any]:
     """Stream the window's output frames as `read_video` selects them, each as ``convert(frame, rotation)``
     (`rotation`: the display rotation, counter-clockwise degrees; a held frame is converted once and yielded
-    again as the same object), decoding with `threads` decoder threads (0: FFmpeg's choice). For consumers that
-    never need the RGB frames together (encoders). Raises what `read_video` raises."""
+    again as the same object), decoding with `threads` decoder threads (0: FFmpeg's choice). `on_stream` is
+    called with the video stream read (e.g. for its `info.sample_aspect`) before the first frame is converted
+    (again if the file is reopened to decode it from the start). For consumers that never need the RGB frames
+    together (encoders). Raises what `read_video` raises."""
     check_window(start, duration)
     if fps is not None and fps <= 0:
         raise MediaWindowError(f"fps must be > 0 or None, got {fps}")
     container = open_media(path)
     try:
         stream = _video_stream(container, path, threads)
+        if on_stream is not None:
+            on_stream(stream)
         try:
             gen = _window_frames(container, stream, start, duration, fps, path, report, True, convert)
             first = next(gen, _END)
@@ -313,6 +328,8 @@ def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None
             container.close()
             container = open_media(path)
             stream = _video_stream(container, path, threads)
+            if on_stream is not None:
+                on_stream(stream)
             gen = _window_frames(container, stream, start, duration, fps, path, report, False, convert)
             first = next(gen, _END)
         if first is _END:
@@ -335,6 +352,7 @@ def _video_stream(container, path: PathLike, threads: int = 0) -> av.video.strea
         stream.codec_context.thread_count = int(threads)
     else:
         stream.thread_type = "AUTO"
+    exact_crop(stream)  # frames exactly as wide as `probe` says
     return stream
 
 

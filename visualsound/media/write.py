@@ -20,6 +20,14 @@ video, keeping every frame at its time).
 * **Odd sizes.** H.264 4:2:0 needs even sizes: a re-encoded frame of odd width or height (e.g. 720x405) gets
   one column / row repeating its edge (720x406); the picture is kept whole, nothing is cropped or scaled.
   A copied H.264 stream keeps its own size (H.264 codes odd sizes by cropping).
+* **Pixel aspect ratio.** The source's sample aspect ratio (`info.sample_aspect`: the container's, else the
+  bitstream's) is kept: a re-encoded stream states a non-square one in its bitstream (the SPS's VUI) and in the
+  mp4 (``pasp``), a copied one keeps its SPS and the mp4 states the guessed ratio (a container-only ratio
+  survives the copy), so a PAL DVD 720x576 at 64:45 is still shown 16:9. (The mp4's track header keeps the
+  coded width: PyAV cannot set the muxer's stream ratio; players read ``pasp``.) `write_preview` instead scales
+  to square pixels at the display aspect (see there), and `copy_window` refuses non-square pixels.
+* **Cropping.** Frames are decoded cropped exactly to the picture `probe` reports (`info.exact_crop`): a Theora
+  picture 300 wide at x = 2 is 300 wide, not the 302 FFmpeg's aligned crop gives.
 * **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
 """
 
@@ -44,10 +52,12 @@ from visualsound.media.info import (
     check_window,
     decode_tolerant,
     display_rotation,
+    exact_crop,
     ffmpeg_reason,
     file_start,
     media_error,
     open_media,
+    sample_aspect,
     stream_time,
     video_stream,
 )
@@ -211,28 +221,36 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
 
     Frames are chosen as `read_video` chooses them at `fps`, and scaled while decoding, without an RGB
     round trip, to at most `max_width` pixels wide as displayed (aspect kept, both sides even:
-    `even_size_within`; swscale's area filter; full-range sources are converted to the standard range). The size
-    and display rotation of the first frame hold for the whole file (a later size change is scaled to it); the
-    rotation is written as the display matrix, as `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at
-    `sample_rate` is encoded as AAC, cut to the frames' span (``T / fps`` seconds). `crf` / `preset` /
-    `encoder_threads` go to libx264 and `decoder_threads` to the decoder (0: their own choice; 1 each when
-    clips are encoded in parallel). Raises what `read_video` raises for the source (naming it), `MediaWriteError`
-    on bad arguments and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    `even_size_within`; swscale's area filter; full-range sources are converted to the standard range). The
+    output has square pixels: an anamorphic source (a sample aspect ratio other than 1:1, `info.sample_aspect`)
+    is scaled at its display aspect (a PAL DVD 720x576 at 64:45 becomes 320x180, a 176x144 clip at 128:117
+    192x144), so every browser shows it right and the poster has the same shape (browsers honour an H.264 ratio,
+    but square pixels leave no player room to differ). The size and display rotation of the first frame hold
+    for the whole file (a later size change is scaled to it); the rotation is written as the display matrix, as
+    `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at `sample_rate` is encoded as AAC, cut to the
+    frames' span (``T / fps`` seconds). `crf` / `preset` / `encoder_threads` go to libx264 and `decoder_threads`
+    to the decoder (0: their own choice; 1 each when clips are encoded in parallel). Raises what `read_video`
+    raises for the source (naming it), `MediaWriteError` on bad arguments and `MediaError` when FFmpeg fails to
+    write (nothing is left at `out_path` then).
     """
     a = _check_audio(audio, sample_rate) if audio is not None else None
     if max_width < 2:
         raise MediaWriteError(f"max_width must be >= 2 pixels, got {max_width}")
     rate = as_rate(fps)
     shape: dict[str, object] = {}  # the first frame's coded output size and display rotation
+    sar: list[Fraction | None] = [None]  # the source stream's sample aspect ratio
 
     def convert(frame: av.VideoFrame, rotation: int) -> av.VideoFrame:
         if not shape:
-            shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width), rotation
+            shape["size"], shape["rotation"] = preview_size(frame, rotation, max_width, sar[0]), rotation
         w, h = shape["size"]
         return _preview_yuv(frame, w, h)
 
+    def on_stream(stream: av.video.stream.VideoStream) -> None:
+        sar[0] = sample_aspect(stream)
+
     frames = iter_video_window(src, start, duration, float(rate), convert=convert, threads=decoder_threads,
-                               report=report)
+                               report=report, on_stream=on_stream)
     try:
         first = next(frames)  # the source's errors (missing, no video, bad window) before anything is written
         (w, h), rotation = shape["size"], int(shape["rotation"])
@@ -299,10 +317,11 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
     frame shown before ``start + duration`` and may end with up to the stream's reordering depth of frames
     after it (1-2 with B-frames: frames later in display order that come earlier in decode order), silent.
     The display rotation is kept. Raises `NotCopyable` (with the reason) when the video is not 8-bit 4:2:0
-    H.264, packets lack timestamps (or decode timestamps, as in Matroska), the window starts between keyframes or
-    before the first frame, the GOP is open (pictures that need the previous GOP), the file cannot be sought in,
-    or the window's video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media`
-    raises for the source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
+    H.264 with square pixels (`write_preview` scales anamorphic video to square pixels), packets lack
+    timestamps (or decode timestamps, as in Matroska), the window starts between keyframes or before the first
+    frame, the GOP is open (pictures that need the previous GOP), the file cannot be sought in, or the window's
+    video is more than `max_kbps` kbit/s; `MediaWriteError` on bad arguments, what `open_media` raises for the
+    source, and `MediaError` when FFmpeg fails to write (nothing is left at `out_path` then).
     """
     check_window(start, duration)
     a = _check_audio(audio, sample_rate) if audio is not None else None
@@ -320,6 +339,10 @@ def copy_window(src: PathLike, out_path: PathLike, *, start: float = 0.0, durati
             raise NotCopyable(f"the video is {ctx.name}, not H.264")
         if ctx.pix_fmt not in _COPY_PIX_FMTS:
             raise NotCopyable(f"the video's pixels are {ctx.pix_fmt}, not 8-bit 4:2:0")
+        sar = sample_aspect(vin)
+        if sar is not None and sar != 1:
+            raise NotCopyable(f"the video's pixels are not square (sample aspect ratio {sar.numerator}:"
+                              f"{sar.denominator}); a preview has square pixels")
         tb = vin.time_base
         first_time = stream_time(vin, vin.start_time)
         if start < first_time - _KEY_TOLERANCE:
@@ -459,6 +482,7 @@ def _poster(vin, packets: list, max_width: int) -> tuple[np.ndarray, int]:
     rotation."""
     ctx = vin.codec_context
     ctx.thread_count = 1
+    exact_crop(vin)  # the picture a player shows (it crops exactly)
     frame = None
     for p in packets:
         frames = ctx.decode(p)
@@ -534,10 +558,11 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
               report: DecodeReport | None = None, aac_coder: str | None = None) -> str:
     """Write `out_path`: the video of `video_path` plus `audio` (float ``[C, N]``) as AAC, in an mp4, atomically.
 
-    Frames keep their times, start time and rotation (see the module docstring: H.264 with timestamps is
-    copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each frame's time; odd
-    sizes are padded by one edge row / column). The audio starts with the first frame; with `trim_audio` audio
-    longer than the video's span is cut (`aac_coder` as in `write_video`). The source's own audio is dropped.
+    Frames keep their times, start time, rotation and pixel aspect ratio (see the module docstring: H.264 with
+    timestamps is copied, DTS synthesised where missing; anything else is re-encoded to H.264 keeping each
+    frame's time, cropped exactly; odd sizes are padded by one edge row / column). The audio starts with the
+    first frame; with `trim_audio` audio longer than the video's span is cut (`aac_coder` as in `write_video`).
+    The source's own audio is dropped.
     Returns ``"copy"`` or ``"re-encode"``. Raises `NoVideoStreamError` when `video_path` has no video (a cover
     picture is not video: an mp3 or m4a with cover art is refused), `MediaWriteError` when no audio sample would
     be written (empty `audio`; a file is never written without the audio it was given), `MediaError` (naming
@@ -575,6 +600,9 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout = out.add_stream_from_template(vin)
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
+                    sar = sample_aspect(vin)
+                    if sar is not None:  # the template has the bitstream's; a container's ratio wins
+                        vout.codec_context.sample_aspect_ratio = sar
                     As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
                     default_dur = int(round(1 / (stream_rate(vin) or 25) / vin.time_base))
                     for pkt in packets:
@@ -599,7 +627,11 @@ def mux_audio(video_path: PathLike, audio: torch.Tensor | np.ndarray, sample_rat
                     vout.codec_context.time_base = _ENCODE_TIME_BASE
                     if info.rotation:
                         vout.set_display_rotation(info.rotation)
+                    sar = sample_aspect(vin)
+                    if sar is not None and sar != 1:  # libx264 writes it into the VUI, the mp4 muxer into `pasp`
+                        vout.codec_context.sample_aspect_ratio = sar
                     As = _add_aac(out, sample_rate, a.shape[0], None, aac_coder)
+                    exact_crop(vin)  # frames `w` x `h` as probed, not an aligned crop a few columns wider
                     frames = decode_tolerant(src, vin, video_path, report)
                     held = None  # (pts, frame): encoded once the next frame's time gives its duration
                     for t, frame in timed_frames(frames, vin, t0, 1.0 / float(rate)):
