@@ -143,6 +143,17 @@ def test_kl_from_the_original_caches(exp: dict) -> None:
     _close(fm.kl_sigmoid(pred, gt), d["kl_passt_sigmoid_variant"], 0, 1e-5)
 
 
+def test_kl_sigmoid_is_finite_for_very_negative_logits() -> None:
+    """The original's ``logsigmoid`` form: a logit of -200 gives a finite KL (``sigmoid().log()`` gave NaN)."""
+    pred = torch.zeros(2, 527)
+    pred[0, 3] = -200.0
+    gt = torch.zeros(2, 527)
+    got = fm.kl_sigmoid(pred, gt)
+    want = float(torch.nn.functional.kl_div(torch.nn.functional.logsigmoid(pred), torch.nn.functional.logsigmoid(gt),
+                                            reduction="sum", log_target=True) / 2)
+    assert math.isfinite(got) and got == want and got > 40
+
+
 def test_inception_score_cases(exp: dict) -> None:
     for name, case in exp["details"]["isc_function_cases"].items():
         mean, std = fm.inception_score(case["logits"])

@@ -101,9 +101,12 @@ def kl_softmax(generated_logits: torch.Tensor, gt_logits: torch.Tensor) -> float
 
 
 def kl_sigmoid(generated_logits: torch.Tensor, gt_logits: torch.Tensor) -> float:
-    """The original's unreported sigmoid variant (``F.kl_div`` on sigmoid probabilities, sum / N), for details."""
+    """The original's unreported sigmoid variant, for details: ``F.kl_div(logsigmoid(pred), logsigmoid(gt),
+    reduction="sum", log_target=True) / N`` in float32, as the original (``logsigmoid``, not ``sigmoid().log()``,
+    which gives NaN where a logit is below about -104)."""
     pred, gt = _pair_tables(generated_logits, gt_logits, "KL")
-    return float(F.kl_div(torch.sigmoid(pred).log(), torch.sigmoid(gt), reduction="sum") / pred.shape[0])
+    total = F.kl_div(F.logsigmoid(pred), F.logsigmoid(gt), reduction="sum", log_target=True)
+    return float(total / pred.shape[0])
 
 
 def is_undefined_reason(n: int, splits: int = IS_SPLITS) -> str:
