@@ -31,6 +31,24 @@ def synth(tmp_path_factory) -> tuple[Path, Dataset]:
     return root, ds
 
 
+def test_vaura_paper_on_other_windows_says_it_is_not_the_papers(synth, tmp_path: Path) -> None:
+    """A folder dataset (8 s windows by default, here the clips' 2.8 s) under vaura-paper: the result warns that
+    the windows are not the paper's 2.56 s; the paper's own windows give no such warning."""
+    root, ds = synth
+    videos = sorted({Path(c.video) for c in ds.clips})
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for v in videos:
+        (folder / v.name).symlink_to(v)
+    other = build_dataset("myset", videos=folder)
+    assert {round(c.window_sec, 2) for c in other.clips} == {2.8}
+    opts = EvalOptions(out_dir=tmp_path / "res", debug_weights=True, metrics=["ib"])
+    warned = evaluate(other, make_model("ground-truth"), opts)["warnings"]
+    assert any("windows of 2.8 s (the manifest's): the V-AURA paper evaluates 2.56 s windows" in w for w in warned)
+    papers = evaluate(ds, make_model("ground-truth"), opts)["warnings"]
+    assert not any("the V-AURA paper evaluates" in w for w in papers)
+
+
 def _write_outputs(ds: Dataset, folder: Path, ids: list[str], shift: int = 4410) -> None:
     from visualsound.media import read_audio, write_wav
 

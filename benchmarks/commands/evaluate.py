@@ -35,8 +35,9 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
               help="Folder of built manifests (default: $VBENCH_DATASETS or ./vbench-datasets).")
 @click.option("--protocol", type=click.Choice(["vaura-paper", "av-benchmark"]), default="vaura-paper",
               show_default=True,
-              help="vaura-paper: the V-AURA paper's FAD/KLD/IB/Sync on 2.56 s windows; av-benchmark: MMAudio's "
-                   "evaluator (FD_PaSST, FD_PANNs, FD_VGG, KL, IS, IB-score, DeSync) on 8 s clips.")
+              help="vaura-paper: the V-AURA paper's FAD/KLD/IB/Sync on the manifest's windows (the paper's 2.56 s "
+                   "for its sets; other windows are warned about); av-benchmark: MMAudio's evaluator (FD_PaSST, "
+                   "FD_PANNs, FD_VGG, KL, IS, IB-score, DeSync) on 8 s clips.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Results folder (also holds generated audio and feature caches).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Default: <out>/cache.")

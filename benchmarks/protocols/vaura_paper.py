@@ -33,6 +33,7 @@ import torch
 from benchmarks import per_clip
 from benchmarks.bootstrap import SetInput
 from benchmarks.cache import dataset_cache, file_fingerprint, read_cached_features, weights_checksum
+from benchmarks.datasets import WINDOW_SEC as PAPER_WINDOW_SEC
 from benchmarks.datasets import Dataset
 from benchmarks.models import Sample
 from benchmarks.protocols import EvaluationError, ProtocolRun
@@ -276,6 +277,17 @@ class VAuraPaperProtocol:
                    "ib": lambda f, o: _run_ib(dataset, gt, gen, ctx.set_key, options, f, o),
                    "sync_ms": lambda f, o: _run_sync(dataset, gt, gen, ctx.set_key, options, f, o)}
         run = ProtocolRun(counts={"clips": len(present), "samples": len(gen)})
+        windows = sorted({round(dataset.clip(cid).window_sec, 3) for cid in present})
+        if windows != [PAPER_WINDOW_SEC]:
+            from benchmarks.metrics.kld import KLDConfig
+
+            shown = ", ".join(f"{w:g}" for w in windows[:3]) + (" ..." if len(windows) > 3 else "")
+            run.warnings.append(
+                f"windows of {shown} s (the manifest's): the V-AURA paper evaluates {PAPER_WINDOW_SEC:g} s windows; "
+                f"here FAD, IB and Sync use the manifest's windows and KLD the first "
+                f"{KLDConfig.resolve(self.kld_config).duration:g} s "
+                "(GMELab's rule), so the numbers are not comparable with the paper's (build the dataset with "
+                f"--window {PAPER_WINDOW_SEC:g})")
         per_item: dict[str, dict[str, float]] = {}
         offsets: dict[str, float] = {}
         for m in ctx.metrics:
