@@ -203,8 +203,10 @@ def test_end_to_end_3_1_s_at_30_fps(tmp_path: Path, pipe) -> None:
     from visualsound.media import probe
 
     clip = noise_clip(tmp_path / "clip.mp4", 3.1, 30.0)
-    res = generate_for_video(clip, pipe, seed=0)
+    seen = []
+    res = generate_for_video(clip, pipe, seed=0, on_window=lambda done, total: seen.append((done, total)))
     assert res.audio.shape == (1, 1, round(3.1 * 44100)) and len(res.windows) == 2
+    assert seen == [(1, 2), (2, 2)]  # the CLI's progress bar over windows
     paths = output_paths(tmp_path / "gen.mp4", tmp_path, 1)
     write_outputs(clip, res, paths)
     video, audio = probe(paths[0][1]), probe(paths[0][0])

@@ -551,14 +551,16 @@ class _Clip:
 
 @torch.no_grad()
 def sample_clips(pipe: VAuraPipeline, clips: list[_Clip], params: SamplingParams, stride: float = 0.64,
-                 capacity: int | None = None, pool: StepperPool | None = None) -> list[torch.Tensor]:
+                 capacity: int | None = None, pool: StepperPool | None = None,
+                 on_window: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
     """Codes ``[S_c, K, int(duration_c * 86)]`` for every clip, all clips' samples in one sampler batch.
 
     Window ``w`` of every clip is generated in one `vaura.sampler.generate` call (windows aligned): a clip
     without a window ``w`` (shorter) leaves its rows as padding, a clip whose window is shorter finishes early.
     The batch always has `capacity` rows (default: the clips' samples), padding rows filled with zeros, and every
     row draws from its own stream, so a clip's codes do not depend on the other clips of the batch: on a given
-    device and batch shape they are the same alone (padded) or with any other clips."""
+    device and batch shape they are the same alone (padded) or with any other clips. ``on_window(done, total)``
+    is called after each window (a progress bar)."""
     model, cfg = pipe.transformer, pipe.transformer.cfg
     k, device = cfg.n_codebooks, pipe.device
     dtype = next(model.parameters()).dtype
@@ -570,7 +572,8 @@ def sample_clips(pipe: VAuraPipeline, clips: list[_Clip], params: SamplingParams
     prev: list[torch.Tensor | None] = [None] * len(rows)
     chunks: list[list[torch.Tensor]] = [[] for _ in rows]
     visual_dim = clips[0].feats.shape[-1]
-    for w in range(max(len(c.plan) for c in clips)):
+    n_windows = max(len(c.plan) for c in clips)
+    for w in range(n_windows):
         feats = torch.zeros(capacity, clips[0].feats.shape[1], visual_dim, device=device, dtype=dtype)
         n = [0] * capacity
         keys: list[tuple] = [("padding", i) for i in range(capacity)]
@@ -597,6 +600,8 @@ def sample_clips(pipe: VAuraPipeline, clips: list[_Clip], params: SamplingParams
                 prev[r] = codes
                 log.debug("clip %d window %d at %.2f s: %d frames (%d prompt)", ci, w, clips[ci].plan[w].start,
                           n[r], p)
+        if on_window is not None:
+            on_window(w + 1, n_windows)
     result = []
     for ci, c in enumerate(clips):
         total = total_frames(c.duration)
@@ -623,7 +628,8 @@ def decode_audio(pipe: VAuraPipeline, codes: torch.Tensor, duration: float) -> t
 
 def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
                    batch_clips: int = 1, samples_per_clip: int | None = None, stride: float = 0.64,
-                   decode_workers: int = 0, times: StageTimes | None = None) -> Iterator[ClipResult]:
+                   decode_workers: int = 0, times: StageTimes | None = None,
+                   on_window: Callable[[int, int], None] | None = None) -> Iterator[ClipResult]:
     """Generate for every request, `batch_clips` clips per sampler batch; yields one `ClipResult` per request,
     in request order, as each batch finishes.
 
@@ -636,7 +642,8 @@ def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params:
     differently, which can change a sampled token: results are reproducible for one ``--batch-clips`` setting.
 
     Frames are read by `decode_workers` threads up to two batches ahead (0: in this thread). A clip whose video
-    cannot be read gets its `ToolkitError` in ``ClipResult.error``; other exceptions propagate."""
+    cannot be read gets its `ToolkitError` in ``ClipResult.error``; other exceptions propagate. `on_window` goes
+    to `sample_clips` (each batch's windows)."""
     if batch_clips < 1:
         raise GenerationError(f"batch_clips must be >= 1, got {batch_clips}")
     requests = list(requests)
@@ -661,7 +668,7 @@ def generate_batch(requests: Iterable[ClipRequest], pipe: VAuraPipeline, params:
         if ready:
             try:
                 with _stage(times, "sampling", device):
-                    codes = list(sample_clips(pipe, ready, params, stride, capacity, pool))
+                    codes = list(sample_clips(pipe, ready, params, stride, capacity, pool, on_window))
             except ToolkitError as e:  # e.g. non-finite logits: every clip of the batch failed the same way
                 log.error("a batch of %d clips failed: %s", len(ready), e)
                 codes = [e] * len(ready)
@@ -723,18 +730,19 @@ def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duratio
 
 def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
                        num_samples: int = 1, seed: int | None = None, stride: float = 0.64,
-                       start: float = 0.0, duration: float | None = None) -> GeneratedAudio:
+                       start: float = 0.0, duration: float | None = None,
+                       on_window: Callable[[int, int], None] | None = None) -> GeneratedAudio:
     """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``
     seconds after the video's first frame, default the whole video stream: its own span, not the container's,
     so the audio covers exactly what the video shows; a stream starting at ``t0 > 0`` is read from ``t0``).
     Sample i uses seed ``seed + i`` (`seed=None`: a fresh random seed, returned in ``seeds``). Undecodable video
     packets are skipped and counted in ``bad_packets``. The same as `generate_batch` of this one clip with
-    ``batch_clips=1``."""
+    ``batch_clips=1``; ``on_window(done, total)`` is called after each window is sampled."""
     if num_samples < 1:
         raise GenerationError(f"num_samples must be >= 1, got {num_samples}")
     base = random_seed() if seed is None else seed
     request = ClipRequest(video, tuple(base + i for i in range(num_samples)), start, duration)
-    result = next(generate_batch([request], pipe, params, batch_clips=1, stride=stride))
+    result = next(generate_batch([request], pipe, params, batch_clips=1, stride=stride, on_window=on_window))
     if result.error is not None:
         raise result.error
     assert result.output is not None

@@ -139,7 +139,16 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
 
         out_path = Path(out)
         paths = output_paths(out_path, out_path.parent, num_samples)
-        res = generate_for_video(src, pipe, params, num_samples, seed, stride)
+        bar = tqdm(desc=f"vaura generate{tag}", unit="window")
+
+        def windows(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            res = generate_for_video(src, pipe, params, num_samples, seed, stride, on_window=windows)
+        finally:
+            bar.close()
         bad = res.bad_packets + write_outputs(src, res, paths, mux=not no_mux)
         if bad:
             click.echo(f"warning: {src}: {bad} undecodable video packets were skipped", err=True)
