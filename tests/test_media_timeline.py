@@ -72,3 +72,19 @@ def test_audio_starting_after_the_video_keeps_its_delay(tmp_path, fmt, suffix):
         assert (frames, samples) == (3 * FPS, 3 * SR)
     head = read_audio(path, 0.0, 0.4, SR)
     assert head.shape == (1, int(0.4 * SR)) and float(head.abs().max()) == 0.0
+
+
+def test_recordings_joined_end_to_end_are_refused_with_the_reason(tmp_path):
+    """Two MPEG-TS recordings joined with ``cat``: the timestamps start again at the join, so the file has no
+    single timeline (the readers returned the first half and a frozen frame, without a word). `probe` and
+    `read_video` refuse it, naming the jump and the remedy."""
+    from visualsound.media import TimestampJumpError
+
+    part = flash_clip(tmp_path / "part.ts", "mpegts", video_at=1.4, audio_at=1.4)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(part.read_bytes() * 2)
+    with pytest.raises(TimestampJumpError, match=r"jump back from 5\.\d+ s to 1\.\d+ s .*ffmpeg -i IN -c copy"):
+        probe(joined)
+    with pytest.raises(TimestampJumpError, match="jump back"):
+        read_video(joined, 0.0, None, FPS)
+    assert probe(part).duration == pytest.approx(4.0, abs=0.1)  # one recording alone is fine

@@ -16,6 +16,7 @@ from visualsound.media.errors import (
     NoAudioStreamError,
     NotMediaError,
     NoVideoStreamError,
+    TimestampJumpError,
     TruncatedMediaError,
 )
 from visualsound.media.fps_filter import FpsFilter, FpsFilterError, FpsFrames, read_fps_frames, read_fps_video
@@ -30,4 +31,5 @@ __all__ = [
     "write_preview", "write_video", "write_wav",
 ]
 __all__ += ["NotCopyable", "copy_window"]  # write.py: the report's fast path
+__all__ += ["TimestampJumpError"]  # errors.py: a stream whose timestamps go back mid-file
 __all__ += ["FpsFilter", "FpsFilterError", "FpsFrames", "read_fps_frames", "read_fps_video"]  # fps_filter.py

@@ -37,3 +37,8 @@ class MediaWindowError(MediaError, ValueError):
 
 class MediaWriteError(MediaError, ValueError):
     """Data handed to a writer has the wrong shape, dtype or size (e.g. odd frame size for H.264 yuv420p)."""
+
+
+class TimestampJumpError(MediaError):
+    """A stream's timestamps jump back mid-file (MPEG-TS recordings joined with ``cat``, a camera's clock reset):
+    the file's timeline is ambiguous, so reading it would silently lose or misplace its later part."""

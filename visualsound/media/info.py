@@ -23,6 +23,7 @@ from visualsound.media.errors import (
     NoAudioStreamError,
     NotMediaError,
     NoVideoStreamError,
+    TimestampJumpError,
     TruncatedMediaError,
 )
 
@@ -386,12 +387,27 @@ def _header_is_complete(container: av.container.InputContainer, v: av.video.stre
     return a is not None and bool(a.duration)
 
 
+TIMESTAMP_JUMP_SEC = 0.5  # a stream's decode times going back by more than this: `TimestampJumpError`
+
+
+def timestamp_jump_error(path: PathLike, stream: av.stream.Stream, jump: tuple[float, float]
+                         ) -> TimestampJumpError:
+    """The refusal of a file whose `stream` goes back in time from ``jump[0]`` to ``jump[1]`` seconds."""
+    return TimestampJumpError(
+        f"{path}: the {stream.type} timestamps jump back from {jump[0]:.3f} s to {jump[1]:.3f} s (recordings "
+        "joined end to end, or a clock reset), so the file has no single timeline; FFmpeg re-times such a stream "
+        "when it copies it: `ffmpeg -i IN -c copy OUT.mp4`, then use OUT.mp4")
+
+
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
                   ) -> dict[int, dict[str, Any]]:
-    """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed"}`` in
-    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets).
-    Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are left out."""
-    spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0} for s in streams}
+    """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed",
+    "jump"}`` in seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty
+    packets; ``jump``: the first ``(from, to)`` where the decode times go back by more than `TIMESTAMP_JUMP_SEC`,
+    else None). Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are
+    left out."""
+    spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0, "last": None, "jump": None}
+             for s in streams}
     for pkt in container.demux(*streams):
         if not pkt.size or pkt.is_discard:
             continue
@@ -401,6 +417,11 @@ def _packet_spans(container: av.container.InputContainer, streams: list, rate: f
         if ts is None:
             continue
         tb = pkt.time_base or pkt.stream.time_base
+        if pkt.dts is not None:  # decode times never go back (presentation times do, by B-frame reordering)
+            order = float(pkt.dts * tb)
+            if sp["last"] is not None and order < sp["last"] - TIMESTAMP_JUMP_SEC and sp["jump"] is None:
+                sp["jump"] = (sp["last"], order)
+            sp["last"] = order if sp["last"] is None else max(sp["last"], order)
         t0 = float(ts * tb)
         dur = float(pkt.duration * tb) if pkt.duration else (1.0 / rate if pkt.stream.type == "video" and rate
                                                             else 0.0)
@@ -460,6 +481,9 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
         spans = None
         if not _header_is_complete(container, v, a):
             spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None)
+            for s in (v, a):
+                if s is not None and spans[s.index]["jump"] is not None:
+                    raise timestamp_jump_error(path, s, spans[s.index]["jump"])
             container.close()  # reopen instead of seeking back: files without timestamps cannot seek
             container = open_media(path)
             v = video_stream(container, path) if v is not None else None
