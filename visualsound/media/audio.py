@@ -8,7 +8,10 @@ AAC priming and padding: FFmpeg's mp4 demuxer turns the edit list into "skip sam
 the ~1024 encoder-delay (priming) samples are dropped by the decoder and the first frame has pts 0. The padding at
 the end (up to the next 1024-sample frame) is *not* dropped by FFmpeg: a 10 s 44.1 kHz AAC track decodes to
 441,344 samples. ``read_audio(trim_padding=True)`` (default) cuts the decode at the stream's edit-list duration
-(441,000 samples, as `probe` reports in ``num_samples``); ``trim_padding=False`` keeps what FFmpeg decodes.
+(441,000 samples, as `probe` reports in ``num_samples``); ``trim_padding=False`` keeps what FFmpeg decodes. Only
+the mp4 / mov family states such a sample-exact duration (`edit_list_samples`); from any other container every
+decoded sample is returned (an MPEG-TS stream's duration is FFmpeg's guess from timestamps or the bit rate and can
+fall short of the audio by several frames; ASF states milliseconds; Matroska / WebM and FLV state none).
 
 After a seek the AAC decoder's overlap state is empty, so the reader starts decoding at least
 ``_PREROLL`` samples before the window and discards them: the window's samples equal a full decode's (up to
@@ -50,6 +53,7 @@ from visualsound.media.info import (
     PathLike,
     check_window,
     decode_tolerant,
+    edit_list_samples,
     media_error,
     open_media,
     stream_time,
@@ -143,8 +147,10 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     ``sample_rate=None`` keeps the source rate; otherwise the audio is resampled with torchaudio's sinc
     resampler. ``mono=True`` averages the channels (``C = 1``), otherwise channels are preserved. ``N`` is
     ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
-    Raises `NoAudioStreamError`, `MediaWindowError`, `TruncatedMediaError` and the errors of `open_media`;
-    packets the decoder rejects are skipped (silence in their place) and counted in `report`.
+    ``trim_padding=True`` cuts the end at the mp4 / mov edit list (see the module docstring); other containers
+    return every decoded sample either way. Raises `NoAudioStreamError`, `MediaWindowError`,
+    `TruncatedMediaError` and the errors of `open_media`; packets the decoder rejects are skipped (silence in
+    their place) and counted in `report`.
     """
     return read_audio_with_rate(path, start, duration, sample_rate, mono, trim_padding, report)[0]
 
@@ -165,9 +171,7 @@ def read_audio_with_rate(path: PathLike, start: float = 0.0, duration: float | N
         src_sr = int(stream.codec_context.sample_rate)
         dst_sr = src_sr if sample_rate is None else int(sample_rate)
         t0 = stream_time(stream, stream.start_time)
-        total = None
-        if trim_padding and stream.duration:
-            total = int(round(stream_time(stream, stream.duration) * src_sr))
+        total = edit_list_samples(container, stream) if trim_padding else None
         # output window in destination samples, relative to t0
         j0 = int(round(start * dst_sr))
         n_out = None if duration is None else int(round(duration * dst_sr))

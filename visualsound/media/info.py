@@ -45,7 +45,9 @@ class MediaInfo:
     `duration` (seconds) follows one rule (`duration_source` says which branch applied):
 
     * ``"header"``: the file's header states the video's frame count and a positive duration (mp4, mov, m4a, avi,
-      asf, ...): the container's duration (else the video stream's, else the audio stream's) is used as is;
+      asf, ...; an audio-only file: a positive container and audio duration, except in MPEG program / transport
+      streams, whose durations FFmpeg guesses): the container's duration (else the video stream's, else the audio
+      stream's) is used as is;
     * ``"packets"``: otherwise (Matroska / WebM, Ogg, MPEG program / transport streams, FLV, elementary streams,
       a header without a frame count or with a missing or zero duration) every packet is read (not decoded) and
       the duration is the span of the packet timestamps across streams: the earliest pts to the latest
@@ -53,11 +55,13 @@ class MediaInfo:
       counts ``1 / fps`` per video packet. The container's own estimate (a bit-rate guess in MPEG streams; an
       MPEG-1 elementary stream of 4 s reports 0.0006 s) is not used then; it is logged when it differs.
 
-    `num_frames` is the header's frame count, else the number of video packets. `num_samples` excludes the AAC
-    priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
-    WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
-    WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
-    a codec frame or more), and `read_audio` returns every decoded sample. `timestamps` is False for a video
+    `num_frames` is the header's frame count, else the number of video packets. `num_samples`: in mp4 / m4a / mov
+    the edit list's duration (`edit_list_samples`: the AAC priming samples and end padding excluded), exactly what
+    ``read_audio(..., trim_padding=True)`` returns; elsewhere `read_audio` returns every decoded sample and
+    `num_samples` estimates their count without decoding: the audio packets' span times the sample rate where the
+    packets were read (Matroska / WebM, FLV, MPEG-TS: the decoded count there, or a codec frame or so off when
+    the decoder drops or delays samples), else the header's audio duration (WAV, AVI, ASF, MP3, Ogg; exact for
+    PCM). `timestamps` is False for a video
     stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
     `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
     the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
@@ -297,14 +301,31 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+# Containers whose durations FFmpeg estimates from a few timestamps or the bit rate (no header states them).
+_GUESSED_DURATION_FORMATS = {"mpegts", "mpeg", "mpegtsraw"}
+
+
 def _header_is_complete(container: av.container.InputContainer) -> bool:
     """True when the header states the video's frame count and a positive duration (mp4, mov, avi, ...; for an
-    audio-only file: a positive duration and an audio stream duration)."""
+    audio-only file: a positive duration and an audio stream duration, outside MPEG program / transport streams)."""
     if container.duration is None or container.duration <= 0:
         return False
     if container.streams.video:
         return bool(container.streams.video[0].frames)
+    if _GUESSED_DURATION_FORMATS & set(container.format.name.split(",")):
+        return False
     return bool(container.streams.audio[0].duration)
+
+
+def edit_list_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
+    """The number of samples an mp4 / m4a / mov header states for audio `stream` (its duration: the edit list's,
+    which excludes the AAC priming samples and the end padding), else None. Other containers state no
+    sample-exact audio duration (MPEG-TS: a guess from timestamps or the bit rate; ASF: milliseconds; Matroska,
+    FLV: none), so nothing is trimmed by one."""
+    sr = stream.codec_context.sample_rate
+    if not stream.duration or not sr or "mov" not in container.format.name.split(","):
+        return None
+    return int(round(stream_time(stream, stream.duration) * sr))
 
 
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
@@ -413,11 +434,17 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                          container_dur, duration)
         if a is not None:
             sr = info["sample_rate"]
-            if a.duration and spans is None:
-                n = stream_time(a, a.duration)
+            stated = edit_list_samples(container, a)
+            if stated is not None:
+                info["num_samples"] = stated
             else:
-                n = audio_span if audio_span is not None else duration
-            info["num_samples"] = int(round(n * sr))
+                if audio_span is not None:
+                    n = audio_span
+                elif a.duration and spans is None:
+                    n = stream_time(a, a.duration)
+                else:
+                    n = duration
+                info["num_samples"] = int(round(n * sr))
         info["duration"] = float(duration)
         if v is not None and not info.get("video_duration"):
             info["video_duration"] = float(duration)
