@@ -1,8 +1,21 @@
 """Windowed audio decoding (PyAV) with torchaudio's sinc resampler, and 16-bit WAV writing.
 
-Timeline: sample ``i`` of a stream plays at ``t0 + i / sr`` where ``t0`` is the stream's start time. Each decoded
-frame is placed by its pts (a gap inserts zeros, an overlap drops the repeated samples), so a window read after a
-seek lines up with the same samples of a full decode.
+Timeline: sample ``i`` of a stream plays at ``t0 + i / sr`` where ``t0`` is the stream's start time. The first
+decoded frame goes where its pts says (silence from ``t0`` up to it); each later frame follows the one before it
+directly, by sample count, unless its pts is further from there than the timestamps' resolution (one tick of the
+stream's time base plus one sample: 45 samples for the milliseconds of Matroska / WebM / FLV / ASF at 44.1 kHz, 2
+in mp4): only then is it a real discontinuity and placed by its pts (a gap inserts zeros, an overlap drops the
+repeated samples). So pts rounded to a millisecond are no gaps or overlaps (no clicks), rounding errors never
+add up (the position follows the sample count), and a stream whose timestamps drift from its sample count
+re-syncs by one gap or overlap each time the drift exceeds the resolution.
+
+A window read after a seek starts from the pts of the first frame decoded there, which is exact on time bases
+finer than a sample (mp4, MPEG-TS). On coarser ones it is moved onto the frame grid when it is within the
+resolution of it: the end of the stream's first frame plus whole frames of the length of the frame decoded
+there, where a decode from the start puts it. So a window equals the same samples of a full decode for codecs
+whose frames after the first have one length (AAC, MP3, AC-3, Opus at one frame duration, WMA, PCM in equal
+packets) when no discontinuity comes before it; otherwise (Vorbis's varying block sizes, after a gap off the
+grid) it can be off by up to the resolution.
 
 AAC priming and padding: FFmpeg's mp4 demuxer turns the edit list into "skip samples" on the first packet, so
 the ~1024 encoder-delay (priming) samples are dropped by the decoder and the first frame has pts 0. The padding at
@@ -15,7 +28,8 @@ fall short of the audio by several frames; ASF states milliseconds; Matroska / W
 
 After a seek the AAC decoder's overlap state is empty, so the reader starts decoding at least
 ``_PREROLL`` samples before the window and discards them: the window's samples equal a full decode's (up to
-~1e-5 from AAC's noise substitution). A window starting within ``_PREROLL`` samples of the stream start is
+~1e-5 from AAC's noise substitution; Opus's decoder takes ~0.25 s to converge, so the start of an Opus window can
+differ more). A window starting within ``_PREROLL`` samples of the stream start is
 decoded from the first packet without any seek (a seek to the start skips the AAC priming packet, so the first
 1024 samples would decode cold, with ~450 zeros), so a read from the start equals a plain sequential decode
 (`decode_audio_stream`, the FAD / KLD / ImageBind readers) exactly.
@@ -206,33 +220,87 @@ def read_audio_with_rate(path: PathLike, start: float = 0.0, duration: float | N
     return wav.contiguous(), dst_sr
 
 
-def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int, path: PathLike = "?",
-                  report: DecodeReport | None = None) -> np.ndarray:
-    """Source samples ``[a, b)`` (relative to `t0`; ``b=None`` = to the end) as float32 ``[C, b - a]``."""
+class _Timeline:
+    """Where decoded frames go on one stream's sample timeline (module docstring, "Timeline"): a frame's pts gives
+    its sample index ``round((pts - t0) * sr)``, exact to `tol` samples (one time-base tick plus one sample); a
+    frame within `tol` of the end of the frame before it follows it directly. On a time base coarser than a
+    sample, a frame placed by its pts (the first after a seek, or after a real gap) is moved onto the frame grid
+    when it is within `tol` of it: the end of the stream's first frame plus whole frames of its own length, where
+    a decode from the start puts it when the stream's frames after the first have one length."""
+
+    def __init__(self, stream: av.stream.Stream, t0: float, sr: int) -> None:
+        self.stream, self.t0, self.sr = stream, t0, sr
+        ticks = float(stream.time_base * sr)  # samples per time-base tick
+        self.tol = int(math.floor(ticks)) + 1
+        self.coarse = ticks > 1
+        self.grid: int | None = None  # coarse time bases: where the stream's first frame ends
+
+    def index(self, frame: av.AudioFrame) -> int | None:
+        """The sample index (relative to `t0`) that `frame`'s pts states; None without a pts."""
+        if frame.pts is None:
+            return None
+        return int(round((stream_time(self.stream, frame.pts) - self.t0) * self.sr))
+
+    def snap(self, idx: int, n: int) -> int:
+        """`idx` moved onto the frame grid of `n`-sample frames when it is within `tol` of it, else `idx`."""
+        if not self.coarse or self.grid is None or n <= 0:
+            return idx
+        on_grid = self.grid + (idx - self.grid + n // 2) // n * n
+        return on_grid if abs(on_grid - idx) <= self.tol else idx
+
+    def place(self, idx: int | None, pos: int, n: int) -> int:
+        """Where an `n`-sample frame whose pts states `idx` goes when the frame before it ended at `pos`: at `pos`
+        unless the pts is further from it than `tol` (a real gap or overlap: then by its pts)."""
+        if idx is None or abs(idx - pos) <= self.tol:
+            return pos
+        return self.snap(idx, n)
+
+    def find_grid(self, container: av.container.InputContainer, path: PathLike,
+                  report: DecodeReport | None) -> None:
+        """Decode the stream's first frame (the container is at its start) to set the frame grid."""
+        first = next(decode_tolerant(container, self.stream, path, report), None)
+        if first is not None:
+            self.grid = (self.index(first) or 0) + first.samples
+
+
+def _decode_range(container: av.container.InputContainer, stream: av.stream.Stream, a: int, b: int | None,
+                  t0: float, sr: int, path: PathLike = "?", report: DecodeReport | None = None) -> np.ndarray:
+    """Source samples ``[a, b)`` (relative to `t0`; ``b=None`` = to the end) as float32 ``[C, b - a]``, placed on
+    the timeline by `_Timeline`."""
+    timeline = _Timeline(stream, t0, sr)
     seek_sample = a - _PREROLL
-    fresh = True  # nothing read yet: a window near the start is decoded from the first packet, without a seek
+    at_start = True  # the demuxer is at the first packet: a window near the start is decoded without a seek
+    if seek_sample > 0 and timeline.coarse:
+        timeline.find_grid(container, path, report)
+        at_start = False
     while True:
-        if seek_sample > 0:
+        from_start = seek_sample <= 0
+        if not from_start:
             container.seek(int(math.floor((t0 + seek_sample / sr) / stream.time_base)), stream=stream, backward=True)
-        elif not fresh:
+        elif not at_start:
             container.seek(stream.start_time or 0, stream=stream, backward=True)
-        fresh = False
+        at_start = False
         chunks: list[np.ndarray] = []
         pos = None  # sample index (relative to t0) just after the last kept sample
         first_idx = None
         for frame in decode_tolerant(container, stream, path, report):
-            idx = int(round((stream_time(stream, frame.pts) - t0) * sr)) if frame.pts is not None else pos or 0
-            if first_idx is None:
-                first_idx = idx
-                if seek_sample > 0 and idx > a - min(_PREROLL, a) // 2:
-                    break  # landed too late to discard the decoder's warm-up frame: seek further back
-                pos = idx
+            idx = timeline.index(frame)
             data = frame_to_float(frame)
-            if idx > pos:  # gap in the pts: fill with silence
-                chunks.append(np.zeros((data.shape[0], idx - pos), np.float32))
-                pos = idx
-            elif idx < pos:  # overlap: drop the samples already placed
-                data = data[:, pos - idx:]
+            n = data.shape[1]
+            if pos is None:
+                first_idx = idx if idx is not None else 0
+                if not from_start and first_idx > a - min(_PREROLL, a) // 2:
+                    break  # landed too late to discard the decoder's warm-up frame: seek further back
+                pos = timeline.snap(first_idx, n)
+                if from_start and timeline.grid is None:
+                    timeline.grid = pos + n
+            else:
+                at = timeline.place(idx, pos, n)
+                if at > pos:  # a gap in the pts: fill with silence
+                    chunks.append(np.zeros((data.shape[0], at - pos), np.float32))
+                    pos = at
+                elif at < pos:  # an overlap: drop the samples already placed
+                    data = data[:, pos - at:]
             chunks.append(data)
             pos += data.shape[1]
             if b is not None and pos >= b:
@@ -243,7 +311,7 @@ def _decode_range(container, stream, a: int, b: int | None, t0: float, sr: int, 
             break
         log.debug("audio seek to sample %d landed at %s; seeking further back", seek_sample, first_idx)
         seek_sample -= max(sr, _PREROLL)
-    if first_idx is None:
+    if pos is None:
         return np.zeros((stream.codec_context.channels, 0), np.float32)
     x = np.concatenate(chunks, axis=1) if chunks else np.zeros((stream.codec_context.channels, 0), np.float32)
     start_idx = pos - x.shape[1]
