@@ -1,9 +1,11 @@
-"""Audio streams whose timestamps or header are not those of a clean mp4, written with PyAV (no ffmpeg binary):
+"""Audio streams whose timestamps or format are not those of a clean mp4, written with PyAV (no ffmpeg binary):
 millisecond timestamps (Matroska / WebM / FLV / ASF) read as contiguous audio, real gaps and clock drift still
-placed by their timestamps, MPEG-TS and ASF audio read to its end (no trim at a guessed duration)."""
+placed by their timestamps, MPEG-TS and ASF audio read to its end (no trim at a guessed duration), and a channel
+count or sample rate that changes within the stream raised as `AudioFormatChangeError`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 
 from visualsound.media import probe, read_audio
 from visualsound.media.audio import decode_audio_stream
+from visualsound.media.errors import AudioFormatChangeError, MediaError
 
 SR = 44100
 LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
@@ -212,3 +215,58 @@ def test_asf_audio_is_read_to_its_end(tmp_path):
     full = read_audio(p)
     assert torch.equal(full, read_audio(p, trim_padding=False))
     assert torch.equal(full[:, -2048:], decoded[:, -2048:])  # the last WMA frame, whole, at the end
+
+
+# -------------------------------------------------------------------- 3. format changes within a stream
+def concat_ts(tmp_path: Path, name: str, parts: list[tuple[str, int, int]], video: bool = False) -> Path:
+    """MPEG-TS segments ``(codec, rate, channels)`` of 1 s each (segment ``k`` stamped from ``k`` s) joined byte
+    for byte, like ``cat seg1.ts seg2.ts`` of two broadcast recordings."""
+    data = b""
+    for k, (codec, rate, channels) in enumerate(parts):
+        seg = tmp_path / f"{name}{k}.ts"
+        write_audio(seg, codec, noise(1.0, rate, channels, seed=k), rate, start=k * rate, video=video)
+        data += seg.read_bytes()
+    out = tmp_path / f"{name}.ts"
+    out.write_bytes(data)
+    return out
+
+
+def test_channel_count_change_is_a_typed_error(tmp_path):
+    p = concat_ts(tmp_path, "ch", [("ac3", 48000, 2), ("ac3", 48000, 6)])
+    what = re.compile(r"changes from 2 to 6 channels at (0\.99\d|1\.0[0-2]\d) s")  # (AC-3's encoder delay: 5 ms)
+    for read in (read_audio, lambda q: decode_audio_stream(q), lambda q: decode_audio_stream(q, 16000)):
+        with pytest.raises(AudioFormatChangeError, match=what) as e:
+            read(p)
+        assert str(p) in str(e.value) and isinstance(e.value, MediaError)
+
+
+def test_sample_rate_change_is_a_typed_error(tmp_path):
+    p = concat_ts(tmp_path, "sr", [("mp2", 48000, 2), ("mp2", 44100, 2)])
+    what = re.compile(r"changes from 48000 Hz to 44100 Hz at (0\.99\d|1\.0[0-2]\d) s")
+    for read in (lambda q: decode_audio_stream(q), lambda q: decode_audio_stream(q, 16000)):
+        with pytest.raises(AudioFormatChangeError, match=what):
+            read(p)
+    with av.open(str(p)) as c:
+        stated = c.streams.audio[0].codec_context.sample_rate
+    # read_audio places samples at the stream's stated rate: a frame at another rate is never returned
+    with pytest.raises(AudioFormatChangeError, match=r"Hz"):
+        read_audio(p)
+    with pytest.raises(AudioFormatChangeError, match=r"Hz"):
+        read_audio(p, start=0.0 if stated == 44100 else 1.2, duration=0.5)
+
+
+def test_format_change_is_a_clip_status_not_a_crash(tmp_path):
+    """The ImageBind reader (`visualsound score`) records the clip as corrupt with the reason; `vbench sync`
+    prints one line and exits 2 (a ToolkitError), not a numpy traceback."""
+    from click.testing import CliRunner
+
+    from benchmarks.cli import main
+    from visualsound.imagebind.preprocess import ClipError, read_clip
+
+    p = concat_ts(tmp_path, "chv", [("ac3", 48000, 2), ("ac3", 48000, 6)], video=True)
+    with pytest.raises(ClipError, match=f"^{re.escape(str(p))}: the audio stream changes from 2 to 6 channels at") as e:
+        read_clip(p)
+    assert e.value.status == "corrupt"
+    res = CliRunner().invoke(main, ["sync", str(p), "--debug-weights"])
+    assert res.exit_code == 2, res.output
+    assert "changes from 2 to 6 channels" in res.output and "Traceback" not in res.output

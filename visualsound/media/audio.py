@@ -34,6 +34,12 @@ decoded from the first packet without any seek (a seek to the start skips the AA
 1024 samples would decode cold, with ~450 zeros), so a read from the start equals a plain sequential decode
 (`decode_audio_stream`, the FAD / KLD / ImageBind readers) exactly.
 
+Format changes: one stream is one ``[C, N]`` signal at one rate, so a decoded frame whose channel count or sample
+rate differs from the frame before it (MPEG-TS recordings of a 2.0 and a 5.1 broadcast joined with ``cat``), or
+whose rate differs from the stream's stated one (`read_audio` places samples by it), raises
+`AudioFormatChangeError` saying what changed and when (seconds from the stream's start). Nothing is mixed or
+resampled within a stream; a window that lies within one part of such a file reads that part as it is.
+
 Damaged packets: a packet the decoder rejects (one bad AC-3 frame in an AVI) is skipped, counted in the
 `DecodeReport` passed as ``report`` and logged, as FFmpeg's own tools do; the samples around it keep their
 timestamps (`read_audio` fills the hole with silence, `decode_audio_stream` appends what decodes, as libsndfile and
@@ -56,6 +62,7 @@ import torch
 import torchaudio.functional as AF
 
 from visualsound.media.errors import (
+    AudioFormatChangeError,
     MediaError,
     MediaWindowError,
     MediaWriteError,
@@ -102,14 +109,61 @@ def frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     raise MediaError(f"unsupported audio sample format {fmt.name}")
 
 
-def audio_frames_to_array(frames: list[av.AudioFrame]) -> np.ndarray:
+def _frame_format(frame: av.AudioFrame) -> tuple[int, int]:
+    """``(channels, sample rate)`` of a decoded frame."""
+    return len(frame.layout.channels), int(frame.sample_rate)
+
+
+def _describe_change(before: tuple[int, int], after: tuple[int, int]) -> str:
+    """"from 2 to 6 channels", "from 48000 Hz to 44100 Hz", or both joined by "and"."""
+    parts = []
+    if before[0] != after[0]:
+        parts.append(f"from {before[0]} to {after[0]} channels")
+    if before[1] != after[1]:
+        parts.append(f"from {before[1]} Hz to {after[1]} Hz")
+    return " and ".join(parts)
+
+
+class _FormatCheck:
+    """Raises `AudioFormatChangeError` for a decoded frame whose channel count or sample rate differs from the
+    frame before it, or whose sample rate differs from `rate` (the rate a reader placed the samples by). Times in
+    the message are seconds from `start` (the stream's start time)."""
+
+    def __init__(self, path: PathLike, start: float = 0.0, rate: int | None = None) -> None:
+        self.path, self.start, self.rate = path, start, rate
+        self.last: tuple[int, int] | None = None
+
+    def _at(self, frame: av.AudioFrame) -> str:
+        if frame.pts is None or frame.time_base is None:
+            return "an unknown time"
+        return f"{float(frame.pts * frame.time_base) - self.start:.3f} s"
+
+    def __call__(self, frame: av.AudioFrame) -> None:
+        fmt = _frame_format(frame)
+        if self.last is not None and fmt != self.last:
+            raise AudioFormatChangeError(
+                f"{self.path}: the audio stream changes {_describe_change(self.last, fmt)} at {self._at(frame)}; "
+                "it cannot be read as one signal (no channel mixing or resampling within a stream)")
+        if self.rate is not None and fmt[1] != self.rate:
+            raise AudioFormatChangeError(
+                f"{self.path}: the audio at {self._at(frame)} is {fmt[1]} Hz, but the stream states {self.rate} Hz "
+                "(the rate changes within the stream, or the header is wrong); no resampling within a stream")
+        self.last = fmt
+
+
+def audio_frames_to_array(frames: list[av.AudioFrame], path: PathLike = "?", start: float = 0.0) -> np.ndarray:
     """Decoded audio frames (all of one stream) -> float32 ``[C, N]``, their samples concatenated: the same values
     as concatenating `frame_to_float` of each frame. Planar float frames (AAC's ``fltp``) are copied plane by
-    plane straight into one array; other formats go through `frame_to_float`. No frames -> ``[0, 0]``."""
+    plane straight into one array; other formats go through `frame_to_float`. No frames -> ``[0, 0]``. Raises
+    `AudioFormatChangeError` (naming `path` and the time from `start`, the stream's start in seconds) when the
+    channel count or sample rate changes between frames."""
     if not frames:
         return np.zeros((0, 0), dtype=np.float32)
+    check = _FormatCheck(path, start)
+    for fr in frames:
+        check(fr)
     channels = len(frames[0].layout.channels)
-    if any(fr.format.name != "fltp" or len(fr.layout.channels) != channels for fr in frames):
+    if any(fr.format.name != "fltp" for fr in frames):
         return np.ascontiguousarray(np.concatenate([frame_to_float(fr) for fr in frames], axis=1))
     out = np.empty((channels, sum(fr.samples for fr in frames)), dtype=np.float32)
     pos = 0
@@ -126,27 +180,34 @@ def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None, repo
     """Every decoded frame of the first audio stream, appended as is: float32 ``[C, N]`` and its sample rate.
 
     No timestamp placement and no padding trim (unlike `read_audio`): what libsndfile (``soundfile.read``) and
-    ``torchaudio.load`` return for a whole file, which the FAD and KLD readers reproduce. `resample_s16_to`
-    first converts with libswresample to 16-bit at that rate, as ``ffmpeg -ar RATE`` extraction to a wav does.
-    Raises `NoAudioStreamError` (no audio stream, or one that decodes to no samples), `TruncatedMediaError`
-    (undecodable data) and the errors of `open_media`; rejected packets are skipped and counted in `report`.
+    ``torchaudio.load`` return for a whole file, which the FAD and KLD readers reproduce; the rate is the decoded
+    frames' (the stream header's when nothing decodes). `resample_s16_to` first converts with libswresample to
+    16-bit at that rate, as ``ffmpeg -ar RATE`` extraction to a wav does. Raises `NoAudioStreamError` (no audio
+    stream, or one that decodes to no samples), `AudioFormatChangeError` (the channel count or sample rate changes
+    within the stream), `TruncatedMediaError` (undecodable data) and the errors of `open_media`; rejected packets
+    are skipped and counted in `report`.
     """
     with open_media(path) as container:
         if not container.streams.audio:
             raise NoAudioStreamError(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate)
+        start = stream_time(stream, stream.start_time)
         frames: list[av.AudioFrame] = []
         try:
             if resample_s16_to is None:
                 frames.extend(decode_tolerant(container, stream, path, report))
+                if frames:
+                    rate = int(frames[0].sample_rate)
             else:
                 rate = int(resample_s16_to)
                 resampler = av.AudioResampler(format="s16", layout=stream.layout.name, rate=rate)
+                check = _FormatCheck(path, start)
                 for frame in decode_tolerant(container, stream, path, report):
+                    check(frame)  # before the resampler, which would reject (or silently mix) another format
                     frames.extend(resampler.resample(frame))
                 frames.extend(resampler.resample(None))
-            audio = audio_frames_to_array(frames)
+            audio = audio_frames_to_array(frames, path, start)
         except av.error.FFmpegError as e:
             raise media_error(path, "audio decoding failed", e, TruncatedMediaError) from e
     if not audio.size:
@@ -163,8 +224,9 @@ def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None
     ``round(duration * sr)`` (fewer when the window runs past the end); ``duration=None`` reads to the end.
     ``trim_padding=True`` cuts the end at the mp4 / mov edit list (see the module docstring); other containers
     return every decoded sample either way. Raises `NoAudioStreamError`, `MediaWindowError`,
-    `TruncatedMediaError` and the errors of `open_media`; packets the decoder rejects are skipped (silence in
-    their place) and counted in `report`.
+    `AudioFormatChangeError` (a decoded frame's channel count or sample rate differs from the frame before it or
+    from the stream's stated rate), `TruncatedMediaError` and the errors of `open_media`; packets the decoder
+    rejects are skipped (silence in their place) and counted in `report`.
     """
     return read_audio_with_rate(path, start, duration, sample_rate, mono, trim_padding, report)[0]
 
@@ -280,10 +342,12 @@ def _decode_range(container: av.container.InputContainer, stream: av.stream.Stre
         elif not at_start:
             container.seek(stream.start_time or 0, stream=stream, backward=True)
         at_start = False
+        check = _FormatCheck(path, t0, sr)
         chunks: list[np.ndarray] = []
         pos = None  # sample index (relative to t0) just after the last kept sample
         first_idx = None
         for frame in decode_tolerant(container, stream, path, report):
+            check(frame)
             idx = timeline.index(frame)
             data = frame_to_float(frame)
             n = data.shape[1]

@@ -37,3 +37,9 @@ class MediaWindowError(MediaError, ValueError):
 
 class MediaWriteError(MediaError, ValueError):
     """Data handed to a writer has the wrong shape, dtype or size (e.g. odd frame size for H.264 yuv420p)."""
+
+
+class AudioFormatChangeError(MediaError):
+    """The audio stream's channel count or sample rate changes within the stream (e.g. MPEG-TS recordings of a
+    2.0 and a 5.1 broadcast joined into one file): the readers neither mix channels nor resample within a stream,
+    so such a file cannot be read as one ``[C, N]`` signal."""
