@@ -87,4 +87,6 @@ def test_recordings_joined_end_to_end_are_refused_with_the_reason(tmp_path):
         probe(joined)
     with pytest.raises(TimestampJumpError, match="jump back"):
         read_video(joined, 0.0, None, FPS)
+    with pytest.raises(TimestampJumpError, match="audio timestamps jump back"):
+        read_audio(joined)
     assert probe(part).duration == pytest.approx(4.0, abs=0.1)  # one recording alone is fine

@@ -305,12 +305,13 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
 
     from visualsound.media import MediaError, open_media
     from visualsound.media.errors import (
+        AudioFormatChangeError,
         MissingFileError,
         NoAudioStreamError,
         NoVideoStreamError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import DecodeReport, display_rotation, video_stream
+    from visualsound.media.info import DecodeReport, display_rotation, stream_time, video_stream
 
     path = str(path)
     report = DecodeReport()
@@ -371,14 +372,18 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
                         raise ClipError("corrupt", f"{path}: frame size changes within the stream "
                                                    f"({rgb.shape[:2]} vs {frames.shape[2:4]})")
                     frames[w, t] = rgb
-            waveform = torch.from_numpy(audio_frames_to_array(audio_frames))
+            waveform = torch.from_numpy(audio_frames_to_array(audio_frames, path, stream_time(aus, aus.start_time)))
         except av.error.FFmpegError as e:
             from visualsound.media.info import ffmpeg_reason
 
             raise ClipError("corrupt", f"{path}: decoding failed: {ffmpeg_reason(e)}") from e
+        except AudioFormatChangeError as e:  # names the file and the time already
+            raise ClipError("corrupt", str(e)) from e
         except MediaError as e:
             raise ClipError("corrupt", f"{path}: decoding failed: {e}") from e
-        sample_rate, channels = int(aus.codec_context.sample_rate), int(aus.codec_context.channels)
+        # the decoded frames' rate and channels (one of each, or AudioFormatChangeError above)
+        sample_rate = int(audio_frames[0].sample_rate) if audio_frames else int(aus.codec_context.sample_rate)
+        channels = int(waveform.shape[0]) if waveform.numel() else int(aus.codec_context.channels)
     finally:
         container.close()
     if not waveform.numel():

@@ -9,6 +9,7 @@ carried next to it. The frame-selection rule, AAC priming/padding handling and r
 
 from visualsound.media.audio import read_audio, read_audio_with_rate, write_wav
 from visualsound.media.errors import (
+    AudioFormatChangeError,
     MediaError,
     MediaWindowError,
     MediaWriteError,
@@ -25,6 +26,7 @@ from visualsound.media.video import center_crop, iter_video_window, read_video, 
 from visualsound.media.write import NotCopyable, copy_window, mux_audio, write_audio, write_preview, write_video
 
 __all__ = [
+    "AudioFormatChangeError",
     "MediaError", "MediaInfo", "MediaWindowError", "MediaWriteError", "MissingFileError", "NoAudioStreamError",
     "NoVideoStreamError", "NotMediaError", "TruncatedMediaError", "center_crop", "mux_audio", "open_media", "probe",
     "iter_video_window", "read_audio", "read_audio_with_rate", "read_video", "resize_short_side", "write_audio",

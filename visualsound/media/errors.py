@@ -42,3 +42,9 @@ class MediaWriteError(MediaError, ValueError):
 class TimestampJumpError(MediaError):
     """A stream's timestamps jump back mid-file (MPEG-TS recordings joined with ``cat``, a camera's clock reset):
     the file's timeline is ambiguous, so reading it would silently lose or misplace its later part."""
+
+
+class AudioFormatChangeError(MediaError):
+    """The audio stream's channel count or sample rate changes within the stream (e.g. MPEG-TS recordings of a
+    2.0 and a 5.1 broadcast joined into one file): the readers neither mix channels nor resample within a stream,
+    so such a file cannot be read as one ``[C, N]`` signal."""

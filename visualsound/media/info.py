@@ -48,7 +48,9 @@ class MediaInfo:
     `duration` (seconds) follows one rule (`duration_source` says which branch applied):
 
     * ``"header"``: the file's header states the video's frame count and a positive duration (mp4, mov, m4a, avi,
-      asf, ...): the container's duration (else the video stream's, else the audio stream's) is used as is;
+      asf, ...; an audio-only file: a positive container and audio duration, except in MPEG program / transport
+      streams, whose durations FFmpeg guesses): the container's duration (else the video stream's, else the audio
+      stream's) is used as is;
     * ``"packets"``: otherwise (Matroska / WebM, Ogg, MPEG program / transport streams, FLV, elementary streams,
       a header without a frame count or with a missing or zero duration) every packet is read (not decoded) and
       the duration is the span of the packet timestamps across streams: the earliest pts to the latest
@@ -56,19 +58,20 @@ class MediaInfo:
       counts ``1 / fps`` per video packet. The container's own estimate (a bit-rate guess in MPEG streams; an
       MPEG-1 elementary stream of 4 s reports 0.0006 s) is not used then; it is logged when it differs.
 
-    `num_frames` is the number of frames that play: the header's frame count, else the number of video packets,
-    less the packets flagged discard (an mp4 edit list that starts after the first keyframe, as ``ffmpeg -ss T
-    -c copy`` writes: decoders decode those packets for reference and drop their frames). `num_samples` excludes the AAC
-    priming samples and the end padding: where the stream stores its duration (mp4 / m4a / mov edit lists,
-    WAV), ``read_audio(..., trim_padding=True)`` returns exactly this many samples; where it does not (Matroska /
-    WebM, MPEG-TS) it is the audio packets' span times the sample rate (it can differ from the decoded count by
-    a codec frame or more), and `read_audio` returns every decoded sample. `timestamps` is False for a video
-    stream without packet timestamps (such files cannot be sought in; readers decode them from the start).
-    `video_start` / `video_duration` are the video stream's own span (first frame time; first frame to the end of
-    the last frame, by the same rule as `duration`), which can differ from the container's when the audio starts
-    earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's ``attached_pic`` streams:
-    an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover art has
-    ``has_video=False`` and ``cover_picture=True``.
+    `num_frames` is the number of frames that play: the header's frame count, else the number of video packets, less
+    the packets flagged discard (an mp4 edit list that starts after the first keyframe, as ``ffmpeg -ss T -c copy``
+    writes: decoders decode those packets for reference and drop their frames). `num_samples`: in mp4 / m4a / mov
+    the edit list's duration (`edit_list_samples`: the AAC priming samples and end padding excluded), exactly what
+    ``read_audio(..., trim_padding=True)`` returns; elsewhere `read_audio` returns every decoded sample and
+    `num_samples` estimates their count without decoding: the audio packets' span times the sample rate where the
+    packets were read (Matroska / WebM, FLV, MPEG-TS: the decoded count there, or a codec frame or so off when the
+    decoder drops or delays samples), else the header's audio duration (WAV, AVI, ASF, MP3, Ogg; exact for PCM).
+    `timestamps` is False for a video stream without packet timestamps (such files cannot be sought in; readers
+    decode them from the start). `video_start` / `video_duration` are the video stream's own span (first frame time;
+    first frame to the end of the last frame, by the same rule as `duration`), which can differ from the container's
+    when the audio starts earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's
+    ``attached_pic`` streams: an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover
+    art has ``has_video=False`` and ``cover_picture=True``.
 
     `sample_aspect_ratio` is the video's pixel aspect ratio as ``"num:den"`` (`sample_aspect`: the container's,
     else the bitstream's; ``"1:1"`` when neither states one): a pixel is shown ``num / den`` times as wide as it
@@ -376,14 +379,21 @@ def exact_crop(stream: av.video.stream.VideoStream) -> None:
     ctx.options = {**ctx.options, "flags": "+unaligned"}
 
 
+# Containers whose durations FFmpeg estimates from a few timestamps or the bit rate (no header states them).
+_GUESSED_DURATION_FORMATS = {"mpegts", "mpeg", "mpegtsraw"}
+
+
 def _header_is_complete(container: av.container.InputContainer, v: av.video.stream.VideoStream | None,
                         a: av.audio.stream.AudioStream | None) -> bool:
     """True when the header states the frame count of the video stream `v` and a positive duration (mp4, mov,
-    avi, ...; for an audio-only file: a positive duration and a duration of the audio stream `a`)."""
+    avi, ...; for an audio-only file: a positive duration and a duration of the audio stream `a`, outside MPEG
+    program / transport streams)."""
     if container.duration is None or container.duration <= 0:
         return False
     if v is not None:
         return bool(v.frames)
+    if _GUESSED_DURATION_FORMATS & set(container.format.name.split(",")):
+        return False
     return a is not None and bool(a.duration)
 
 
@@ -397,6 +407,17 @@ def timestamp_jump_error(path: PathLike, stream: av.stream.Stream, jump: tuple[f
         f"{path}: the {stream.type} timestamps jump back from {jump[0]:.3f} s to {jump[1]:.3f} s (recordings "
         "joined end to end, or a clock reset), so the file has no single timeline; FFmpeg re-times such a stream "
         "when it copies it: `ffmpeg -i IN -c copy OUT.mp4`, then use OUT.mp4")
+
+
+def edit_list_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
+    """The number of samples an mp4 / m4a / mov header states for audio `stream` (its duration: the edit list's,
+    which excludes the AAC priming samples and the end padding), else None. Other containers state no
+    sample-exact audio duration (MPEG-TS: a guess from timestamps or the bit rate; ASF: milliseconds; Matroska,
+    FLV: none), so nothing is trimmed by one."""
+    sr = stream.codec_context.sample_rate
+    if not stream.duration or not sr or "mov" not in container.format.name.split(","):
+        return None
+    return int(round(stream_time(stream, stream.duration) * sr))
 
 
 def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
@@ -541,11 +562,17 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                          container_dur, duration)
         if a is not None:
             sr = info["sample_rate"]
-            if a.duration and spans is None:
-                n = stream_time(a, a.duration)
+            stated = edit_list_samples(container, a)
+            if stated is not None:
+                info["num_samples"] = stated
             else:
-                n = audio_span if audio_span is not None else duration
-            info["num_samples"] = int(round(n * sr))
+                if audio_span is not None:
+                    n = audio_span
+                elif a.duration and spans is None:
+                    n = stream_time(a, a.duration)
+                else:
+                    n = duration
+                info["num_samples"] = int(round(n * sr))
         info["duration"] = float(duration)
         if v is not None and not info.get("video_duration"):
             info["video_duration"] = float(duration)
