@@ -300,6 +300,9 @@ def open_media(path: PathLike) -> av.container.InputContainer:
             raise TruncatedMediaError(f"{p}: looks like media but FFmpeg cannot open it (truncated?): "
                                       f"{ffmpeg_reason(e)}") from e
         raise NotMediaError(f"{p}: not a media file FFmpeg can read: {ffmpeg_reason(e)}") from e
+    if container.format.name == "tty":  # FFmpeg renders a .txt / .nfo / .ans file as ANSI art "video"
+        container.close()
+        raise NotMediaError(f"{p}: a text file (FFmpeg would draw its characters as a picture), not media")
     if not video_streams(container) and not container.streams.audio:
         cover = ", only a cover picture" if container.streams.video else ""
         container.close()
