@@ -184,6 +184,24 @@ def test_cli_help_and_version(module):
         assert res.exit_code == 0, f"{name} --help failed: {res.output}"
 
 
+@pytest.mark.parametrize("module", ["visualsound.cli", "vaura.cli", "benchmarks.cli"])
+def test_python_dash_m_runs_the_cli(module):
+    """``python -m benchmarks.cli`` (the README's way round a foreign ``vbench`` on PATH) runs the CLI: it used to
+    import the module, print nothing and exit 0."""
+    import os
+
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Usage:" in res.stdout and "Commands:" in res.stdout, res.stdout
+    res = subprocess.run([sys.executable, "-m", module, "no-such-command"], capture_output=True, text=True,
+                         env=env, cwd=REPO_ROOT, timeout=120)
+    assert res.returncode == 2 and "No such command" in res.stderr, (res.stdout, res.stderr)
+
+
 def test_layering_imports_point_down():
     """visualsound must not import vaura/benchmarks; vaura must not import benchmarks."""
     code = (
