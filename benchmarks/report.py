@@ -545,7 +545,7 @@ def _e(x: Any) -> str:
 
 def _fmt_display(spec: MetricSpec, stored: float) -> str:
     """A stored value in display units and digits; a value that rounds to zero from below shows 0.00, not -0.00
-    (the leaderboard's rule: the ground truth's KLD is about -1e-4 from float rounding)."""
+    (the leaderboard's rule: the ground truth's KLD against itself is about -5e-4 from the KLD's 1e-6 epsilon)."""
     text = f"{spec.display(stored):.{spec.digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
