@@ -720,10 +720,9 @@ def _float(v: Any, default: float | None) -> float | None:
     return default if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def prepare_out(out: Path) -> None:
-    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format); a new or empty
-    one gets a provisional ``report.json`` (``"complete": false``) before any media, so that a build stopped
-    half-way (Ctrl-C, a crash) is resumed by the next one, which replaces it with the full record."""
+def check_out(out: Path) -> bool:
+    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format); writes nothing.
+    True when `out` is a previous report."""
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -735,6 +734,16 @@ def prepare_out(out: Path) -> None:
         if not ok:
             raise ReportError(f"--out {out} is not empty and holds no report.json of a vbench report; refusing to "
                               "write into it (give a new or empty folder, or a previous report's)")
+        return True
+    return False
+
+
+def prepare_out(out: Path) -> None:
+    """`check_out`, then a new or empty `out` gets a provisional ``report.json`` (``"complete": false``) before any
+    media, so that a build stopped half-way (Ctrl-C, a crash) is resumed by the next one, which replaces it with
+    the full record. `build_report` calls it only once its inputs and selection are valid: a build that fails on
+    them leaves no folder behind."""
+    if check_out(out):
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", {"format": REPORT_FORMAT, "version": REPORT_VERSION, "complete": False,
@@ -770,10 +779,11 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     selectors = [parse_select(s) for s in select_terms]
     if sample < 0:
         raise ReportError(f"--sample must be >= 0, got {sample}")
-    prepare_out(out)
+    check_out(out)  # a foreign folder is refused before the inputs are read
     results = load_inputs(result_paths)
     groups = build_groups(results)
     selections = select(groups, selectors, seed, sample, max_default)
+    prepare_out(out)  # only now: a failed build (no results, a bad --select) leaves no half-made folder behind
     tasks = []
     for gi, (g, chosen) in enumerate(zip(groups, selections)):
         played = {r.key: g.played(r, sample) for r in g.runs}
