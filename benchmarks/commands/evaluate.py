@@ -7,7 +7,13 @@ import json
 import click
 
 from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
+from visualsound.utils.cli import weights_options
 from visualsound.utils.shard import shard_option_help
+
+#: the registry entries `vbench evaluate` loads -> the option that takes each one's path
+CHECKPOINT_OPTIONS = {"vaura_release": "--checkpoint", "vggish": "--vggish-checkpoint", "passt": "--passt-checkpoint",
+                      "panns_cnn14_16k": "--panns-checkpoint", "imagebind_huge": "--imagebind-checkpoint",
+                      "synchformer_audioset": "--sync-checkpoint"}
 
 
 def _bootstrap_counts(n: int | None, n_set: int | None) -> dict[str, int]:
@@ -77,6 +83,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
                    "no metrics; a final run without --shard reuses every generated file and scores.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
+@weights_options(CHECKPOINT_OPTIONS)
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
              cache_dir: str | None, device: str, debug_weights: bool, checkpoint: str | None,
              vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
