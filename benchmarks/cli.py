@@ -18,3 +18,6 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 main = make_main("vbench", __doc__.splitlines()[0], LAZY_COMMANDS)
+
+if __name__ == "__main__":  # `python -m benchmarks.cli`
+    main()

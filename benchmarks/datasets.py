@@ -210,12 +210,24 @@ def resolve_dataset(spec: str, directory: str | os.PathLike | None = None) -> Da
     p = Path(spec)
     if p.suffix == ".json" or p.is_file():
         return load_manifest(p)
-    directory = Path(directory) if directory is not None else datasets_dir()
+    given = directory is not None
+    directory = Path(directory) if given else datasets_dir()
     candidate = directory / f"{spec}.json"
     if candidate.is_file():
         return load_manifest(candidate)
-    hint = f"`vbench datasets build {spec} --root DIR`" if spec in BUILTINS else "a manifest path"
-    raise DatasetError(f"dataset {spec!r} is not built: no {candidate}; build it with {hint} (known built-ins: "
+    where = f"a dataset name is looked up as NAME.json in {directory}" + (
+        "" if given else f" (the default folder: ${DEFAULT_DIR_ENV}, else ./vbench-datasets)")
+    out = f" --out {candidate}" if given else ""  # `datasets build` writes to the default folder otherwise
+    if spec in BUILTINS:
+        how = f"build it with `vbench datasets build {spec} --root DIR{out}` (see `vbench datasets list`)"
+    elif p.is_dir():
+        name = p.resolve().name or "NAME"
+        how = (f"{spec} is a folder, not a dataset: make a manifest of its videos with `vbench datasets build "
+               f"{name} --videos {spec}{out}`, then pass --dataset {name}")
+    else:
+        how = (f"for a folder of your own videos, build one with `vbench datasets build {spec} --videos DIR{out}`, "
+               f"or pass a manifest's .json path")
+    raise DatasetError(f"dataset {spec!r} is not built: no {candidate}; {where}. To fix: {how} (built-ins: "
                        f"{', '.join(BUILTINS)})")
 
 

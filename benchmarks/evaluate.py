@@ -7,6 +7,8 @@ protocol object extracts features through the caches and computes its metrics, a
 warnings, counts, timings, software and checksums. Next to it, ``<result>.clips.parquet`` (`benchmarks.per_clip`)
 holds one row per item with its per-item metric values, status and reason; the result's ``metric_ci`` holds a
 95 % bootstrap interval over clips for every metric (`benchmarks.bootstrap`; ``bootstrap=0`` turns it off).
+Every weights file the metrics and the model need is checked first (`required_weights`, `check_weights`): a
+missing one stops the run before any generation, and the error names all of them.
 """
 
 from __future__ import annotations
@@ -105,6 +107,26 @@ def _intervals(protocol: str, run: Any, values: dict[str, float | None], options
     return ci, record
 
 
+def required_weights(protocol: Any, metrics: Sequence[str], debug_weights: bool, checkpoints: dict[str, str],
+                     sharded: bool = False, model_needs: dict[str, str | None] | None = None
+                     ) -> dict[str, str | None]:
+    """Every weights file a run loads: registry name -> the path given for it (None: the cache). The metrics'
+    (``protocol.required_weights``; none with debug weights, none for a sharded run, which computes no metric)
+    and the model's (`model_needs`)."""
+    needs: dict[str, str | None] = dict(model_needs or {})
+    if not debug_weights and not sharded:
+        needs.update({name: checkpoints.get(key) for key, name in protocol.required_weights(metrics).items()})
+    return needs
+
+
+def check_weights(needs: dict[str, str | None]) -> None:
+    """`visualsound.weights.require`: every missing file in one error (URL, path, how to get it), before any
+    generation or feature extraction."""
+    from visualsound.weights import require
+
+    require(needs, "this evaluation needs")
+
+
 def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, Any]:
     """Run the whole evaluation of `model` (an adapter from `benchmarks.models.make_model`) on `dataset` under
     ``options.protocol``; write the result JSON into ``options.out_dir`` and return it (its path under
@@ -112,8 +134,11 @@ def evaluate(dataset: Dataset, model: Any, options: EvalOptions) -> dict[str, An
     protocol = get_protocol(options.protocol)
     metrics = select_metrics(protocol.name, options.metrics)
     protocol.check(dataset, model)
+    sharded = options.shard is not None and options.shard.sharded
+    check_weights(required_weights(protocol, metrics, options.debug_weights, options.checkpoints, sharded,
+                                   getattr(model, "required_weights", dict)()))
     t_start = time.perf_counter()
-    if options.shard is not None and options.shard.sharded:  # metrics need every clip: generate this part only
+    if sharded:  # metrics need every clip: generate this part only
         import dataclasses
 
         from visualsound.utils.shard import select_items

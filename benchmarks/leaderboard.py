@@ -9,7 +9,8 @@ file join every table of their dataset and protocol. Rows made with debug weight
 ``DEBUG WEIGHTS``. Columns follow the protocol's metrics (`benchmarks.results.PROTOCOL_METRICS`), shown in the
 tables' conventional units (the column header says so, e.g. ``IB-score (x100)``); ``csv`` and ``json`` keep the
 stored units. An undefined metric shows ``n/a`` with its note; a value that rounds to zero from below shows
-``0.00`` with a footnote (the ground truth's FAD/KLD can be a tiny negative number from float rounding).
+``0.00`` with a footnote (the ground truth's KLD against itself is about -5e-4 from the KLD's 1e-6 epsilon, its
+FAD / FD a tiny negative number from float rounding).
 A measured value with a bootstrap interval (the result's ``metric_ci``, issue 17) shows as ``value ± half-width``
 (half the interval's width, in the column's units; a footnote says so), ``csv`` adds ``<key>_lo`` / ``<key>_hi``
 columns, ``json`` a ``metric_ci`` per row, and the HTML charts draw the interval as an error bar; reported rows
@@ -187,8 +188,11 @@ def build_tables(results: Sequence[dict[str, Any]], reported: Sequence[ReportedR
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-ROUNDED_ZERO_NOTE = ("0.00 marks a value that rounds to zero from below (e.g. the ground truth's FAD or KLD of "
-                     "about -1e-4: float rounding of an exact zero)")
+ROUNDED_ZERO_NOTE = ("0.00 marks a value that rounds to zero from below, as the ground truth scored against itself "
+                     "gives: its KLD is about -5e-4 by construction (the KLD adds 1e-6 to the generated "
+                     "probabilities inside the logarithm, so KL(p ‖ p) = -Σ p log(1 + 1e-6 / p), about -1e-6 per "
+                     "class: -527e-6 over PaSST's 527 classes); its FAD / FD is float rounding of an exact zero (up "
+                     "to about 1e-4 with fewer frames than dimensions)")
 
 
 def _fmt(value: float | None, spec: MetricSpec) -> str:

@@ -248,6 +248,7 @@ class VAuraModel:
         self.device = device
         self.out_dir = Path(out_dir)
         self.params = SamplingParams(**(sampling or {}))
+        self.own = False  # one of our own checkpoints (it loads its visual encoder and codec from the registry)
         if debug_weights and checkpoint is None:
             self.checkpoint_path, self.checkpoint_sha = None, "debug:vaura"
             weights_id = "debug"
@@ -256,7 +257,7 @@ class VAuraModel:
             from vaura.checkpoint import is_own_checkpoint, own_checkpoint_metadata
 
             self.checkpoint_path, self.checkpoint_sha = weights_checksum("vaura_release", checkpoint, False)
-            own = checkpoint is not None and is_own_checkpoint(checkpoint)
+            own = self.own = checkpoint is not None and is_own_checkpoint(checkpoint)
             if debug_weights and not own:
                 raise ModelError(f"--debug-weights cannot be combined with the released V-AURA checkpoint "
                                  f"{checkpoint}: give one of our own checkpoints (e.g. runs/NAME/last.pt) or none")
@@ -271,6 +272,11 @@ class VAuraModel:
     @property
     def seeds(self) -> list[int]:
         return [self.seed + k for k in range(self.samples_per_clip)]
+
+    def required_weights(self) -> dict[str, str | None]:
+        """Registry weights generation loads besides the checkpoint (resolved already): one of our own non-debug
+        checkpoints pairs with the registry's visual encoder and codec."""
+        return {"avclip_vggsound": None, "dac_44khz": None} if self.own and not self.debug_weights else {}
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "checkpoint": self.checkpoint_path,
@@ -326,6 +332,12 @@ class VAuraModel:
                                            seed=seed) for k, seed in enumerate(self.seeds)]
         out.generate_seconds = time.perf_counter() - t0
         return out
+
+
+def model_weights(spec: str, checkpoint: str | None = None, debug_weights: bool = False) -> dict[str, str | None]:
+    """The registry weights model `spec` needs that can be checked before it is made (registry name -> None: the
+    cache): the released V-AURA checkpoint for ``vaura`` without ``--checkpoint`` or debug weights."""
+    return {"vaura_release": None} if spec == "vaura" and checkpoint is None and not debug_weights else {}
 
 
 def make_model(spec: str, *, checkpoint: str | None = None, debug_weights: bool = False,

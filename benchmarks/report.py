@@ -545,7 +545,7 @@ def _e(x: Any) -> str:
 
 def _fmt_display(spec: MetricSpec, stored: float) -> str:
     """A stored value in display units and digits; a value that rounds to zero from below shows 0.00, not -0.00
-    (the leaderboard's rule: the ground truth's KLD is about -1e-4 from float rounding)."""
+    (the leaderboard's rule: the ground truth's KLD against itself is about -5e-4 from the KLD's 1e-6 epsilon)."""
     text = f"{spec.display(stored):.{spec.digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
@@ -720,10 +720,9 @@ def _float(v: Any, default: float | None) -> float | None:
     return default if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def prepare_out(out: Path) -> None:
-    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format); a new or empty
-    one gets a provisional ``report.json`` (``"complete": false``) before any media, so that a build stopped
-    half-way (Ctrl-C, a crash) is resumed by the next one, which replaces it with the full record."""
+def check_out(out: Path) -> bool:
+    """Refuse a non-empty `out` that is not a previous report (no ``report.json`` of this format); writes nothing.
+    True when `out` is a previous report."""
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -735,6 +734,16 @@ def prepare_out(out: Path) -> None:
         if not ok:
             raise ReportError(f"--out {out} is not empty and holds no report.json of a vbench report; refusing to "
                               "write into it (give a new or empty folder, or a previous report's)")
+        return True
+    return False
+
+
+def prepare_out(out: Path) -> None:
+    """`check_out`, then a new or empty `out` gets a provisional ``report.json`` (``"complete": false``) before any
+    media, so that a build stopped half-way (Ctrl-C, a crash) is resumed by the next one, which replaces it with
+    the full record. `build_report` calls it only once its inputs and selection are valid: a build that fails on
+    them leaves no folder behind."""
+    if check_out(out):
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", {"format": REPORT_FORMAT, "version": REPORT_VERSION, "complete": False,
@@ -770,10 +779,11 @@ def build_report(result_paths: Sequence[str | os.PathLike], out: str | os.PathLi
     selectors = [parse_select(s) for s in select_terms]
     if sample < 0:
         raise ReportError(f"--sample must be >= 0, got {sample}")
-    prepare_out(out)
+    check_out(out)  # a foreign folder is refused before the inputs are read
     results = load_inputs(result_paths)
     groups = build_groups(results)
     selections = select(groups, selectors, seed, sample, max_default)
+    prepare_out(out)  # only now: a failed build (no results, a bad --select) leaves no half-made folder behind
     tasks = []
     for gi, (g, chosen) in enumerate(zip(groups, selections)):
         played = {r.key: g.played(r, sample) for r in g.runs}

@@ -119,6 +119,32 @@ def test_bad_inputs_raise(tmp_path: Path) -> None:
         load_manifest(not_manifest)
 
 
+def test_an_unknown_dataset_name_says_how_to_build_it(tmp_path: Path, monkeypatch) -> None:
+    """`vbench evaluate --dataset emptydir` (neither a built-in nor a manifest) said "build it with a manifest path";
+    it names `vbench datasets build NAME --videos DIR` and where names are looked up."""
+    from benchmarks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VBENCH_DATASETS", raising=False)
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(DatasetError) as err:
+        resolve_dataset("emptydir")
+    msg = str(err.value)
+    assert "`vbench datasets build emptydir --videos emptydir`, then pass --dataset emptydir" in msg
+    assert "looked up as NAME.json in vbench-datasets" in msg and "$VBENCH_DATASETS" in msg
+    assert "build it with a manifest path" not in msg
+    with pytest.raises(DatasetError) as err:
+        resolve_dataset("myset", tmp_path / "mine")
+    msg = str(err.value)
+    assert f"`vbench datasets build myset --videos DIR --out {tmp_path / 'mine' / 'myset.json'}`" in msg
+    assert f"looked up as NAME.json in {tmp_path / 'mine'}" in msg and "manifest's .json path" in msg
+    with pytest.raises(DatasetError, match=r"`vbench datasets build vas --root DIR`"):
+        resolve_dataset("vas")
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", "emptydir",
+                                    "--debug-weights"])
+    assert res.exit_code == 2 and "vbench datasets build emptydir --videos emptydir" in res.output, res.output
+
+
 def test_cli_list_build_show(synth_root: Path, tmp_path: Path) -> None:
     from benchmarks.cli import main
 

@@ -203,6 +203,46 @@ def test_cli_evaluate_writes_result(synth, tmp_path: Path) -> None:
     assert "metric_ci" not in json.loads(files[0].read_text())
 
 
+def test_missing_weights_are_all_named_before_anything_is_generated(synth, tmp_path: Path, monkeypatch) -> None:
+    """A user without VGGish generated the whole set first, then got one missing-weights error per run: every
+    weights file the protocol, the chosen metrics and the model need is checked first, and all the missing ones are
+    named in one error (URL, path, the command's option for each), exit 2, nothing generated."""
+    from benchmarks.cli import main
+    from visualsound import weights as W
+
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    _, ds = synth
+    manifest = ds.save(tmp_path / "synthetic.json")
+    out = tmp_path / "res"
+    res = CliRunner().invoke(main, ["evaluate", "--model", "vaura", "--dataset", str(manifest), "--out", str(out),
+                                    "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "5 weights files this evaluation needs are missing (nothing was run)" in res.output
+    for name, option in (("vaura_release", "--checkpoint"), ("vggish", "--vggish-checkpoint"),
+                         ("passt", "--passt-checkpoint"), ("imagebind_huge", "--imagebind-checkpoint"),
+                         ("synchformer_audioset", "--sync-checkpoint")):
+        assert f"  - {name}: not in the cache" in res.output and W.get(name).url in res.output, name
+        assert str(W.download_path(name)) in res.output and f"Or pass {option} PATH" in res.output, name
+    assert not out.exists()  # nothing generated, no folder made
+    # av-benchmark on two metrics: only their extractors' weights; a given path that does not exist is named
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", str(manifest), "--out",
+                                    str(out), "--protocol", "av-benchmark", "--metrics", "FD-VGG", "--metrics",
+                                    "IB-Score", "--vggish-checkpoint", str(tmp_path / "nope.pth")])
+    assert res.exit_code == 2 and "2 weights files" in res.output, res.output
+    assert f"vggish: {tmp_path / 'nope.pth'} (given with --vggish-checkpoint) does not exist" in res.output
+    assert "imagebind_huge: not in the cache" in res.output and "passt" not in res.output
+    # a sharded run computes no metric: it needs the model's weights only
+    res = CliRunner().invoke(main, ["evaluate", "--model", "vaura", "--dataset", str(manifest), "--out", str(out),
+                                    "--shard", "0/2"])
+    assert res.exit_code == 2 and "1 weights file this evaluation needs is missing" in res.output
+    assert "vaura_release" in res.output and "vggish" not in res.output
+    # the library checks before the model generates anything
+    model = make_model("ground-truth")
+    monkeypatch.setattr(model, "outputs", lambda *a, **k: pytest.fail("generated before the weights check"))
+    with pytest.raises(W.WeightsNotFoundError, match="1 weights file this evaluation needs is missing"):
+        evaluate(ds, model, EvalOptions(out_dir=out, metrics=["fad"]))
+
+
 @pytest.mark.slow
 def test_end_to_end_all_models_all_metrics(synth, tmp_path: Path) -> None:
     """vaura (debug weights, generated and cached), ground-truth and dir: models with the four metrics."""

@@ -369,3 +369,18 @@ def test_cli_leaderboard_every_format(results_dir: Path, tmp_path: Path) -> None
         assert "P" in out.read_text()
     res = runner.invoke(main, ["leaderboard", "--results", str(results_dir), "--dataset", "vggsound"])
     assert res.exit_code == 0 and "ground-truth" in res.output and "vas" not in res.output
+
+
+def test_rounded_zero_note_gives_the_kld_epsilon_as_the_cause() -> None:
+    """The ground truth's KLD against itself (-0.000527 in a real run) is not float rounding: the KLD adds 1e-6 to
+    the generated probabilities inside the logarithm, so KL(p || p) is about -1e-6 per class, -527e-6 over PaSST's
+    527 classes. The footnote says so (it used to call it float rounding of an exact zero)."""
+    import torch
+
+    from benchmarks.metrics.kld import kl_per_pair
+
+    p = torch.softmax(torch.randn(8, 527, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert kl_per_pair(p, p).tolist() == pytest.approx([-527e-6] * 8, rel=0.05)
+    assert kl_per_pair(p, p, eps=0.0).abs().max() < 1e-5  # without the epsilon: zero up to float rounding
+    assert "1e-6" in ROUNDED_ZERO_NOTE and "-527e-6" in ROUNDED_ZERO_NOTE and "KLD" in ROUNDED_ZERO_NOTE
+    assert not re.search(r"KLD[^;]*float rounding", ROUNDED_ZERO_NOTE)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import per_clip
-from benchmarks.compare import CompareError, compare_results, find_result, render
+from benchmarks.compare import SIGNIFICANCE, CompareError, compare_results, find_result, render
 from benchmarks.results import load_result, result_filename, validate_result
 
 FINGERPRINT = "f" * 64
@@ -133,6 +133,47 @@ def test_compare_uses_the_common_clips_and_says_which_are_not(tmp_path: Path) ->
     assert "| KLD ↓ |" in render(c, "markdown")
 
 
+def test_compare_gives_no_verdict_on_too_few_clips(tmp_path: Path) -> None:
+    """On 3 common clips (10 distinct resamples) a consistent difference printed "p <0.001 A better"; below
+    MIN_VERDICT_CLIPS the verdict is "too few clips" and every format warns, with the intervals still shown and
+    marked. 30 clips get a verdict again; a metric resting on fewer clips than the others is singled out."""
+    from benchmarks.cli import main
+    from benchmarks.compare import MIN_VERDICT_CLIPS
+
+    assert MIN_VERDICT_CLIPS == 30
+    clips = [f"c{i:02d}" for i in range(MIN_VERDICT_CLIPS)]
+    a = _result(tmp_path / "a3", "model-a", _rows(clips[:3], 1, 0.0, seed=3))
+    b = _result(tmp_path / "b3", "model-b", _rows(clips[:3], 1, 2.0, seed=3))  # KLD: A's + 2 on every clip
+    c = compare_results(a, b, resamples=300)
+    assert c.metrics["kld"]["p"] < SIGNIFICANCE and c.few == ["kld", "ib"]
+    (warning,) = c.warnings
+    assert warning.startswith("only 3 clips in common: a verdict needs at least 30 clips")
+    text = render(c, "text")
+    assert text.startswith(f"WARNING: {warning}\n") and "A better" not in text
+    assert text.count("too few clips (< 30)") == 2 and "]*" in text
+    md = render(c, "markdown")
+    assert md.startswith(f"> **WARNING:** {warning}") and "A better" not in md and "too few clips" in md
+    data = json.loads(render(c, "json"))
+    assert data["warnings"] == [warning] and data["min_clips_for_verdict"] == 30
+    assert data["metrics"]["kld"]["verdict"] == "too few clips (< 30)" and data["metrics"]["kld"]["reliable"] is False
+    assert data["metrics"]["kld"]["lo"] is not None  # the interval is still there
+    res = CliRunner().invoke(main, ["compare", a["_path"], b["_path"], "--bootstrap", "300", "--format", "json",
+                                    "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 0 and f"WARNING: {warning}" in res.output, res.output
+    # 29 clips: still none; 30: a verdict; a metric that only some clips have is named
+    a29 = _result(tmp_path / "a29", "model-a", _rows(clips[:29], 1, 0.0, seed=3))
+    b29 = _result(tmp_path / "b29", "model-b", _rows(clips[:29], 1, 2.0, seed=3))
+    assert "A better" not in render(compare_results(a29, b29, resamples=300), "text")
+    rows_a, rows_b = _rows(clips, 1, 0.0, seed=3), _rows(clips, 1, 2.0, seed=3)
+    for r in rows_a[5:] + rows_b[5:]:
+        r["ib"] = None
+    c30 = compare_results(_result(tmp_path / "a30", "model-a", rows_a), _result(tmp_path / "b30", "model-b", rows_b),
+                          resamples=300)
+    assert c30.few == ["ib"] and c30.warnings[0].startswith("ib rests on only 5 clips")
+    text = render(c30, "text")
+    assert "A better" in text and text.count("too few clips") == 1
+
+
 def test_compare_refuses_what_is_not_comparable(tmp_path: Path) -> None:
     rows = _rows(["a", "b", "c"], 1, 0.0)
     base = _result(tmp_path / "base", "m1", rows)
@@ -160,13 +201,14 @@ def test_compare_refuses_what_is_not_comparable(tmp_path: Path) -> None:
 def test_cli_compare_files_and_model_names(tmp_path: Path) -> None:
     from benchmarks.cli import main
 
-    clips = [f"c{i}" for i in range(8)]
+    clips = [f"c{i:02d}" for i in range(30)]  # MIN_VERDICT_CLIPS: fewer get no verdict
     a = _result(tmp_path / "res", "model-a", _rows(clips, 1, 0.0, seed=3))
     b = _result(tmp_path / "res", "model-b", _rows(clips, 1, 2.0, seed=3))  # KLD: A's + 2
     runner = CliRunner()
     res = runner.invoke(main, ["compare", a["_path"], b["_path"], "--bootstrap", "300"])
     assert res.exit_code == 0, res.output
-    assert "8 in common; 0 only in A; 0 only in B" in res.output and "A better" in res.output
+    assert "30 in common; 0 only in A; 0 only in B" in res.output and "A better" in res.output
+    assert "WARNING" not in res.output and "*" not in res.output
     res = runner.invoke(main, ["compare", "--results", str(tmp_path / "res"), "--dataset", "vas", "model-a",
                                "model-b", "--format", "json", "--out", str(tmp_path / "c.json")])
     assert res.exit_code == 0, res.output

@@ -729,6 +729,36 @@ def test_a_foreign_output_folder_is_refused(built, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
 
 
+def test_a_build_that_fails_on_its_inputs_leaves_no_folder_behind(tmp_path):
+    """An empty input folder or a typo in --select used to leave OUT/report.json (complete: false) behind: the
+    folder was marked before the inputs were read. Inputs and selection are checked first now; a previous
+    report's folder is left as it was."""
+    from benchmarks.cli import main
+
+    paths = fake_results(tmp_path / "in", n=4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no result files in this folder"):
+        build_report([tmp_path / "empty"], tmp_path / "out1")
+    assert not (tmp_path / "out1").exists()
+    with pytest.raises(ReportError, match="no per-clip metric 'kdl'"):
+        build_report(paths, tmp_path / "out2", ["worst:kdl:3"])
+    assert not (tmp_path / "out2").exists()
+    (tmp_path / "out3").mkdir()
+    with pytest.raises(ReportError, match="no clip nope"):
+        build_report(paths, tmp_path / "out3", ["ids:nope"])
+    assert not any((tmp_path / "out3").iterdir())
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "out4"),
+                                    "--no-media-cache", "--no-progress"])
+    assert res.exit_code == 2 and "no result files" in res.output and not (tmp_path / "out4").exists()
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    record = {"format": "vbench-report", "version": 1, "complete": True}
+    (previous / "report.json").write_text(json.dumps(record))
+    with pytest.raises(ReportError, match="no per-clip metric 'kdl'"):
+        build_report(paths, previous, ["worst:kdl:3"])
+    assert json.loads((previous / "report.json").read_text()) == record
+
+
 def test_unreadable_media_are_reported_not_fatal(tmp_path):
     clips = synth_clips(tmp_path / "synth", count=2, duration=1.0)
     gen = write_generated(tmp_path / "gen", clips)

@@ -247,6 +247,31 @@ def test_compare_metrics(tmp_path):
     assert read_split_lists(tmp_path / "ours")["validation"] == set()
 
 
+def test_impossible_threshold_is_refused_and_empty_splits_warn(tmp_path, scores_dir):
+    """Scores are cosines in [-1, 1]: a threshold of 30 (vbench shows IB x100) kept nothing and exited 0; it is
+    refused with the likely meaning. A split that keeps no clip gets a warning (summary.json and the CLI)."""
+    from visualsound.cli import main
+    from visualsound.splits import SplitError
+
+    df = S.read_scores(scores_dir)
+    for bad in (30.0, -1.5, math.nan, math.inf):
+        with pytest.raises(SplitError, match=r"outside \[-1, 1\]"):
+            build_visualsound(df, bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    assert build_visualsound(df, -1.0, tmp_path / "all")["total_kept"] == int((df["status"] == "ok").sum())
+    assert "warnings" not in build_visualsound(df, 0.3, tmp_path / "some")
+    r = CliRunner()
+    res = r.invoke(main, ["build", "--scores", str(scores_dir), "--threshold", "30", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "did you mean 0.30?" in res.output and "outside [-1, 1]" in res.output
+    assert not (tmp_path / "x").exists()
+    res = r.invoke(main, ["build", "--scores", str(scores_dir), "--threshold", "0.9", "--out", str(tmp_path / "y")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "y" / "summary.json").read_text())
+    assert summary["counts"] == {"train": 0, "validation": 0, "test": 0} and len(summary["warnings"]) == 3
+    assert summary["warnings"][0].startswith("the train split is empty: the threshold 0.9 rejected all")
+    assert res.output.count("WARNING: the ") == 3 and "test split is empty" in res.output
+
+
 # -- commands -------------------------------------------------------------------------------------------------
 def test_cli_merge_build_report_compare(tmp_path, scores_dir):
     from visualsound.cli import main

@@ -184,6 +184,56 @@ def test_cli_help_and_version(module):
         assert res.exit_code == 0, f"{name} --help failed: {res.output}"
 
 
+@pytest.mark.parametrize("module", ["visualsound.cli", "vaura.cli", "benchmarks.cli"])
+def test_python_dash_m_runs_the_cli(module):
+    """``python -m benchmarks.cli`` (the README's way round a foreign ``vbench`` on PATH) runs the CLI: it used to
+    import the module, print nothing and exit 0."""
+    import os
+
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Usage:" in res.stdout and "Commands:" in res.stdout, res.stdout
+    res = subprocess.run([sys.executable, "-m", module, "no-such-command"], capture_output=True, text=True,
+                         env=env, cwd=REPO_ROOT, timeout=120)
+    assert res.returncode == 2 and "No such command" in res.stderr, (res.stdout, res.stderr)
+
+
+def test_architecture_map_names_what_its_modules_have():
+    """Every code name in a module's row of docs/ARCHITECTURE.md (a backticked identifier with an underscore or a
+    capital: functions, classes, constants) occurs in that module's source or a file the row names by path: a
+    retired name (sync_filter's `folder_index`, replaced by `visualsound.vggsound.index_folder`) fails here."""
+    import re
+
+    from tests.conftest import REPO_ROOT
+
+    stale, section = [], None
+    for line in (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines():
+        if m := re.match(r"### `(\w+)/`", line):
+            section = m.group(1)
+            continue
+        if section is None or not line.startswith("| `"):
+            continue
+        first, rest = line.split(" | ", 1)
+        source = ""
+        for name in re.findall(r"`([^`]+(?:\.py|/))`", first):
+            path = REPO_ROOT / section / name
+            files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+            source += "".join(f.read_text() for f in files)
+        for named in re.findall(r"`(\w+(?:/\w+)*\.py)`", rest):
+            if (REPO_ROOT / named).is_file():
+                source += (REPO_ROOT / named).read_text()
+        if not source:
+            continue
+        for token in re.findall(r"`([A-Za-z_]\w*)(?:\([^`]*\))?`", rest):
+            if ("_" in token.strip("_") or token[0].isupper()) and token not in source:
+                stale.append(f"{first.strip('| ')}: {token}")
+    assert not stale, stale
+
+
 def test_layering_imports_point_down():
     """visualsound must not import vaura/benchmarks; vaura must not import benchmarks."""
     code = (

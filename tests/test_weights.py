@@ -3,14 +3,17 @@ server (never the network), safe archive extraction, `vbench weights`, and NOTIC
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
 import json
+import re
 import tarfile
 import threading
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from tests.conftest import REPO_ROOT
@@ -126,9 +129,127 @@ def test_missing_file_message_names_url_path_checksum_and_command(cache):
 def test_archive_resolves_to_extracted_folder(cache):
     assert W.cache_path("vaura_release") == cache / "weights" / "24-08-01T08-34-26"
     W.download_path("vaura_release").parent.mkdir(parents=True)
-    W.download_path("vaura_release").write_bytes(b"not extracted yet")
-    with pytest.raises(W.WeightsNotFoundError, match="not extracted"):
+    W.download_path("vaura_release").write_bytes(b"not an archive")  # e.g. an error page saved in its place
+    with pytest.raises(W.ChecksumMismatchError, match="is a text file, not a gzip-compressed tar archive") as err:
         W.resolve("vaura_release")
+    assert "vbench weights download vaura_release --force" in str(err.value) and W.get("vaura_release").url in str(
+        err.value)
+    assert not W.cache_path("vaura_release").exists()
+
+
+def test_a_placed_archive_is_extracted_on_use(cache, monkeypatch, caplog):
+    """The missing-weights message says to place the tar.gz at a path; a placed archive is then checked and
+    extracted by the first command that needs it (it used to say "present but not extracted; the command extracts
+    it", and no command but `vbench weights download` did)."""
+    data = _tar({"exp1/checkpoints/last.ckpt": b"ckpt", "exp1/hparams.yaml": b"a: 1\n"})
+    _entry(monkeypatch, "https://example.invalid/exp1.tar.gz", filename="exp1.tar.gz", archive=True,
+           extract_dir="exp1", sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(W.WeightsNotFoundError) as err:
+        W.resolve("test_entry")
+    msg = str(err.value)
+    assert f"place it at {W.download_path('test_entry')}" in msg and "extracted on first use" in msg
+    W.download_path("test_entry").parent.mkdir(parents=True)
+    W.download_path("test_entry").write_bytes(data)
+    assert W.is_present("test_entry") and not W.cache_path("test_entry").exists()
+    with caplog.at_level("WARNING", logger="visualsound.weights"):
+        out = W.resolve("test_entry")
+    assert out == cache / "weights" / "exp1" and (out / "checkpoints" / "last.ckpt").read_bytes() == b"ckpt"
+    assert "extracting" in caplog.text and "published sha256" in caplog.text
+    assert sorted(p.name for p in (cache / "weights").iterdir()) == ["exp1", "exp1.tar.gz"]  # no temporary folder
+    assert W.resolve("test_entry") == out  # once
+    # a placed archive that fails its checksum, or a damaged one, is refused with what to do, never extracted
+    import shutil
+
+    shutil.rmtree(out)
+    W.download_path("test_entry").write_bytes(data[:20] + bytes([data[20] ^ 1]) + data[21:])
+    with pytest.raises(W.ChecksumMismatchError, match="test_entry --force"):
+        W.resolve("test_entry")
+    _entry(monkeypatch, "https://example.invalid/exp1.tar.gz", filename="exp1.tar.gz", archive=True,
+           extract_dir="exp1")  # no digest: only the archive itself can tell
+    W.download_path("test_entry").write_bytes(data[: len(data) // 2])
+    with pytest.raises(W.WeightsError, match="not a readable tar archive .* --force"):
+        W.resolve("test_entry")
+    assert sorted(p.name for p in (cache / "weights").iterdir()) == ["exp1.tar.gz"]
+    # another process that finishes the extraction first wins the race
+    W.download_path("test_entry").write_bytes(data)
+
+    def beaten(archive, dest):
+        (dest / "checkpoints").mkdir(parents=True)
+        raise W.WeightsError(f"extraction target {dest} already exists")
+
+    monkeypatch.setattr(W, "extract_archive", beaten)
+    assert W.resolve("test_entry") == cache / "weights" / "exp1"
+
+
+def test_missing_weights_name_the_running_commands_option(cache):
+    """Every message ended "Or pass --checkpoint PATH", although e.g. `vbench evaluate` takes VGGish's path as
+    --vggish-checkpoint and refuses --checkpoint for non-vaura models."""
+    with pytest.raises(W.WeightsNotFoundError) as err:
+        W.resolve("vggish")
+    assert "--checkpoint" not in str(err.value) and "checkpoint argument" in str(err.value)
+    with W.command_options({"vggish": "--vggish-checkpoint", "dac_44khz": "--codec-checkpoint"}):
+        with pytest.raises(W.WeightsNotFoundError, match="Or pass --vggish-checkpoint PATH"):
+            W.resolve("vggish")
+        with pytest.raises(W.WeightsNotFoundError, match="Or pass --codec-checkpoint PATH"):
+            W.resolve("dac_44khz")
+        with pytest.raises(W.WeightsNotFoundError, match="This command takes no path for it: it reads the cache"):
+            W.resolve("passt")
+        with pytest.raises(W.WeightsNotFoundError, match="given explicitly with --vggish-checkpoint"):
+            W.resolve("vggish", cache / "nope.pth")
+        with pytest.raises(W.WeightsNotFoundError) as err:
+            W.require({"vggish": None, "dac_44khz": cache / "nope.pth", "passt": None}, "this job needs")
+    msg = str(err.value)
+    assert msg.startswith("3 weights files this job needs are missing (nothing was run):")
+    assert W.get("vggish").url in msg and str(W.download_path("passt")) in msg and "--vggish-checkpoint PATH" in msg
+    assert f"dac_44khz: {cache / 'nope.pth'} (given with --codec-checkpoint) does not exist" in msg
+    assert W.option_for("vggish") is None  # only while the command runs
+
+
+def test_cli_commands_name_their_own_weights_options(cache, tmp_path):
+    from benchmarks.cli import main as vbench
+    from vaura.cli import main as vaura
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    res = CliRunner().invoke(vbench, ["sync", str(video)])
+    assert res.exit_code == 2 and "Or pass --checkpoint PATH" in res.output, res.output
+    res = CliRunner().invoke(vaura, ["extract", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "'avclip_vggsound'" in res.output and "Or pass --checkpoint PATH" in res.output
+    res = CliRunner().invoke(vaura, ["generate", "--video", str(video), "--out", str(tmp_path / "o.mp4")])
+    assert res.exit_code == 2 and "'vaura_release'" in res.output and "Or pass --checkpoint PATH" in res.output
+
+
+def test_a_damaged_cached_file_says_to_delete_and_download_again(cache, server, monkeypatch):
+    """A text file at .../weights/vggish-10086976.pth gave "is not a readable torch checkpoint: it looks like a
+    text file" without a remedy, and `vbench weights list` showed it as cached."""
+    from benchmarks.cli import main
+    from benchmarks.metrics.vggish import load_vggish
+    from visualsound.errors import CheckpointError
+
+    path = W.download_path("vggish")
+    path.parent.mkdir(parents=True)
+    path.write_text("<html>404 Not Found</html>\n")
+    with pytest.raises(CheckpointError) as err:
+        load_vggish()
+    msg = str(err.value)
+    assert "looks like a text file" in msg and "vbench weights download vggish --force" in msg
+    assert W.get("vggish").url in msg and "\n" not in msg
+    runner = CliRunner()
+    res = runner.invoke(main, ["weights", "list"])
+    assert res.exit_code == 0 and re.search(r"^vggish +BAD ", res.output, re.M), res.output
+    assert "BAD vggish:" in res.output and "--force" in res.output
+    assert json.loads(runner.invoke(main, ["weights", "list", "--json"]).output)[8]["problem"] == "a text file"
+    res = runner.invoke(main, ["weights", "verify", "vggish"])
+    assert res.exit_code == 2 and "a text file, not a torch checkpoint" in res.output and "--force" in res.output
+    res = runner.invoke(main, ["weights", "download", "vggish", "--no-progress"])
+    assert res.exit_code == 2 and "--force" in res.output  # never taken for a good copy
+    good = io.BytesIO()
+    torch.save({"w": torch.zeros(1)}, good)
+    _Handler.files["/vggish.pth"] = good.getvalue()
+    monkeypatch.setitem(W.REGISTRY, "vggish", dataclasses.replace(W.get("vggish"), url=f"{server}/vggish.pth"))
+    res = runner.invoke(main, ["weights", "download", "vggish", "--force", "--no-progress"])
+    assert res.exit_code == 0 and path.read_bytes() == good.getvalue(), res.output
+    assert W.cache_problem("vggish") is None
 
 
 def test_resolve_explicit_and_cached(cache, tmp_path):

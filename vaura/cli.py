@@ -22,3 +22,6 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 main = make_main("vaura", __doc__.splitlines()[0], LAZY_COMMANDS)
+
+if __name__ == "__main__":  # `python -m vaura.cli`
+    main()

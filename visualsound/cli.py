@@ -17,3 +17,6 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 main = make_main("visualsound", __doc__.splitlines()[0], LAZY_COMMANDS)
+
+if __name__ == "__main__":  # `python -m visualsound.cli`
+    main()

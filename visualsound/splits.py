@@ -2,7 +2,9 @@
 
 Rules:
 
-- a clip is kept when ``status == "ok"`` and ``score >= threshold``;
+- a clip is kept when ``status == "ok"`` and ``score >= threshold``; scores are ImageBind cosines, so a threshold
+  outside [-1, 1] (e.g. 30 for 0.30) is refused (`check_threshold`), and a split that keeps no clip gets a
+  warning (``summary.json`` ``warnings``, printed by the CLI);
 - test = kept clips of the VGGSound test split;
 - validation is carved from the VGGSound train split, either from a given id list (V-AURA's own
   ``visualsound_validation.txt``) or, without one, by a deterministic label-stratified split
@@ -29,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -53,7 +56,18 @@ VS_SPLITS = ("train", "validation", "test")
 
 
 class SplitError(ToolkitError):
-    """Bad split inputs: empty scores, an unreadable id list, an impossible threshold."""
+    """Bad split inputs: empty scores, an unreadable id list, an impossible threshold (outside [-1, 1])."""
+
+
+def check_threshold(threshold: float) -> None:
+    """Refuse a threshold no cosine can reach: scores are ImageBind cosine similarities in [-1, 1] (vbench's IB
+    metric shows the same cosine x100, so 30 is a likely slip for 0.30, and would keep no clip)."""
+    t = float(threshold)
+    if math.isfinite(t) and -1.0 <= t <= 1.0:
+        return
+    hint = f"; did you mean {t / 100:.2f}?" if math.isfinite(t) and 1.0 < abs(t) <= 100.0 else ""
+    raise SplitError(f"threshold {t:g} is outside [-1, 1]: scores are ImageBind cosine similarities in [-1, 1] "
+                     f"(V-AURA used 0.30; vbench's IB shows the cosine x100){hint}")
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
@@ -145,6 +159,22 @@ def uses_debug_weights(scores: pd.DataFrame, meta: Mapping[str, Any] | None = No
     return bool(scores["debug_weights"].any()) or str((meta or {}).get("debug_weights")).lower() == "true"
 
 
+def empty_split_warnings(counts: Mapping[str, int], pool: Mapping[str, int], threshold: float,
+                         sync: bool = False) -> list[str]:
+    """One warning per VisualSound split that keeps no clip, saying whether it had no scored clip at all or
+    every one of them was rejected."""
+    out = []
+    for s in VS_SPLITS:
+        if counts[s]:
+            continue
+        if not pool[s]:
+            out.append(f"the {s} split is empty: no scored clip belongs to it")
+        else:
+            by = f"the threshold {threshold:g}" + (" and the in-sync filter" if sync else "")
+            out.append(f"the {s} split is empty: {by} rejected all {pool[s]} of its scored clips")
+    return out
+
+
 def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.PathLike, *,
                       val_ids: Iterable[str] | None = None, val_source: str | None = None,
                       ratio: float = VAL_RATIO, seed: int = DEFAULT_SEED,
@@ -156,6 +186,7 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
     """
     from visualsound import __version__
 
+    check_threshold(threshold)
     if scores.empty:
         raise SplitError("no scored clips: the scores table is empty")
     if scores["clip_id"].duplicated().any():
@@ -212,6 +243,11 @@ def build_visualsound(scores: pd.DataFrame, threshold: float, out_dir: str | os.
     }
     if sync_summary is not None:
         summary["sync_filter"] = sync_summary
+    warnings = empty_split_warnings(counts, pool, threshold, sync is not None)
+    if warnings:
+        summary["warnings"] = warnings
+    for w in warnings:
+        log.warning("%s", w)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     log.info("VisualSound at threshold %.3f: %s (written to %s)", threshold, counts, out)
     return summary

@@ -3,7 +3,16 @@
 One frozen `WeightsEntry` per checkpoint (name, URL, checksum, size, licence, contents). Loaders call
 `resolve(NAME, checkpoint)`: with an explicit path it must exist; without one the registry's cache path is
 used, and a missing file raises `WeightsNotFoundError` naming the URL, the exact path to place the file at,
-the expected checksum and the command ``vbench weights download NAME``.
+the expected checksum and the command ``vbench weights download NAME``. An archive entry placed by hand
+(``vaura_release``'s tar.gz) is checked against its digests and extracted on first use. `require` checks several
+entries at once and names every missing one in one error (``vbench evaluate`` runs it before generating).
+
+Messages name the running command's own option for a path (``--vggish-checkpoint PATH`` in ``vbench evaluate``,
+``--codec-checkpoint PATH`` in ``vaura train``): each CLI command declares its options with
+`visualsound.utils.cli.weights_options`, which sets `command_options` while it runs. A cached file that turns out
+to be damaged (a checksum mismatch, a text file where a checkpoint should be) gets `damaged_file_hint`: delete it
+and download again (``vbench weights download NAME --force``, the URL); `cache_problem` is the cheap check of
+``vbench weights list``.
 
 Cache directory: ``$VAURA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/vaura-toolkit``, else
 ``~/.cache/vaura-toolkit``; checkpoints live in its ``weights/`` sub-folder.
@@ -19,7 +28,9 @@ refused) into a temporary folder that is renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gzip
 import hashlib
 import http.client
 import logging
@@ -29,6 +40,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -237,29 +250,96 @@ def cache_path(name: str) -> Path:
     return download_path(name)
 
 
+# -- the running command's options ---------------------------------------------------------------------------
+_COMMAND_OPTIONS: dict[str, str] | None = None  # registry name -> option of the running CLI command (None: no CLI)
+
+
+@contextlib.contextmanager
+def command_options(options: Mapping[str, str]) -> Iterator[None]:
+    """While a CLI command runs: the option through which it takes the path of each registry entry it uses, e.g.
+    ``{"vggish": "--vggish-checkpoint"}``, so that missing-weights messages name that option (an entry left out:
+    the command reads it from the cache only). Set by `visualsound.utils.cli.weights_options`; a plain module
+    variable, so threads and forked workers of the command see it too."""
+    global _COMMAND_OPTIONS
+    saved = _COMMAND_OPTIONS
+    _COMMAND_OPTIONS = dict(options)
+    try:
+        yield
+    finally:
+        _COMMAND_OPTIONS = saved
+
+
+def option_for(name: str) -> str | None:
+    """The running command's option for the path of registry entry `name` (None: none, or not in a command)."""
+    return (_COMMAND_OPTIONS or {}).get(name)
+
+
+def option_hint(name: str) -> str:
+    """The last sentence of a missing-weights message: how to give a copy you already have."""
+    option = option_for(name)
+    if option:
+        return f"Or pass {option} PATH to use a copy you already have."
+    if _COMMAND_OPTIONS is not None:
+        return "(This command takes no path for it: it reads the cache only.)"
+    return "Or give the path of a copy you already have (the loader's checkpoint argument)."
+
+
 def resolve(name: str, path: str | os.PathLike | None = None) -> Path:
     """The checkpoint of registry entry `name`: `path` when given (must exist), else the cache path.
 
-    Raises `WeightsNotFoundError` (with URL, target path, checksum and download command) when missing.
+    Raises `WeightsNotFoundError` (with URL, target path, checksum, download command and the running command's
+    option for a path) when missing. An archive entry whose tar.gz was placed in the cache by hand is checked
+    against its digests and extracted now (`extract_placed`).
     """
     entry = get(name)
     if path is not None:
         p = Path(path).expanduser()
         if not p.exists():
+            option = option_for(name)
             raise WeightsNotFoundError(
-                f"checkpoint for {name!r} not found at {p} (given explicitly); fix the path, or drop it to use "
-                f"the cache ({cache_path(name)}, filled by `vbench weights download {name}`)")
+                f"checkpoint for {name!r} not found at {p} (given explicitly{' with ' + option if option else ''}); "
+                f"fix the path, or drop it to use the cache ({cache_path(name)}, filled by "
+                f"`vbench weights download {name}`)")
         return p
     p = cache_path(name)
     if p.exists():
         return p
-    hint = ""
-    if entry.archive and download_path(name).exists():
-        hint = f" The archive {download_path(name)} is present but not extracted; the command extracts it."
-    raise WeightsNotFoundError(
-        f"weights {name!r} are not in the cache: expected {p}. Download them with `vbench weights download {name}`"
-        f", or fetch {entry.url} yourself and place it at {download_path(name)} "
-        f"({entry.checksum_text}; licence: {entry.licence}).{hint} Or pass --checkpoint PATH.")
+    if entry.archive and download_path(name).is_file():
+        return extract_placed(name)
+    raise WeightsNotFoundError(f"weights {name!r} are not in the cache: {_missing_text(entry)} {option_hint(name)}")
+
+
+def _missing_text(entry: WeightsEntry) -> str:
+    placed = "; it is extracted on first use" if entry.archive else ""
+    return (f"expected {cache_path(entry.name)}. Download it with `vbench weights download {entry.name}`, or "
+            f"fetch {entry.url} yourself and place it at {download_path(entry.name)} ({entry.checksum_text}; "
+            f"licence: {entry.licence}{placed}).")
+
+
+def is_present(name: str) -> bool:
+    """Whether `resolve(name)` finds the entry in the cache (an archive placed but not yet extracted counts)."""
+    entry = get(name)
+    return cache_path(name).exists() or (entry.archive and download_path(name).is_file())
+
+
+def require(needs: Mapping[str, str | os.PathLike | None], purpose: str = "") -> None:
+    """Check, before anything runs, that every registry entry of `needs` (name -> explicit path or None for the
+    cache) is there; one `WeightsNotFoundError` names every missing one with its URL, path and how to get it."""
+    lines = []
+    for name, path in needs.items():
+        entry = get(name)
+        option = option_for(name)
+        if path is not None:
+            if not Path(path).expanduser().exists():
+                lines.append(f"{name}: {path} (given{' with ' + option if option else ''}) does not exist")
+            continue
+        if is_present(name):
+            continue
+        lines.append(f"{name}: not in the cache: {_missing_text(entry)} {option_hint(name)}")
+    if lines:
+        n, what = len(lines), f" {purpose}" if purpose else ""
+        raise WeightsNotFoundError(f"{n} weights file{'s' if n > 1 else ''}{what} {'are' if n > 1 else 'is'} missing "
+                                   f"(nothing was run):\n  - " + "\n  - ".join(lines))
 
 
 # -- checksums ----------------------------------------------------------------------------------------------
@@ -324,19 +404,86 @@ def _check_file(entry: WeightsEntry, path: Path, sha: str | None = None) -> Veri
     for method, expected, got in checks:
         if expected != got:
             raise ChecksumMismatchError(
-                f"{entry.name}: {path} fails the {method} check: expected {expected}, got {got}. "
-                f"Delete it and run `vbench weights download {entry.name}`.")
+                f"{entry.name}: {path} fails the {method} check: expected {expected}, got {got}: it is damaged or "
+                f"another file. Delete it and download it again: `vbench weights download {entry.name} --force` "
+                f"(or fetch {entry.url}).")
     method = " + ".join(m for m, _, _ in checks) or "none"
     return VerifyResult(entry.name, path, sha, method, checked=bool(checks))
 
 
 def verify(name: str, path: str | os.PathLike | None = None) -> VerifyResult:
-    """Check a downloaded file (the archive for archive entries) against its published or recorded digest."""
+    """Check a downloaded file (the archive for archive entries) against its published or recorded digest; a file
+    of the wrong kind (`file_problem`: a text file where a checkpoint should be) fails even when no digest is
+    known (`ChecksumMismatchError` with what to do)."""
     entry = get(name)
     p = Path(path).expanduser() if path is not None else download_path(name)
     if not p.is_file():
         raise WeightsNotFoundError(f"{name}: no file to verify at {p}; run `vbench weights download {name}`")
-    return _check_file(entry, p)
+    return _check_kind(entry, p, _check_file(entry, p))
+
+
+def _check_kind(entry: WeightsEntry, path: Path, result: VerifyResult) -> VerifyResult:
+    """After `_check_file` found no digest to compare against: refuse a file of the wrong kind (`file_problem`)."""
+    problem = None if result.checked else file_problem(entry, path)
+    if problem:
+        raise ChecksumMismatchError(f"{entry.name}: {path} is {problem}, not {_kind(entry)}.{damaged_file_hint(path)}")
+    return result
+
+
+# -- damaged files ------------------------------------------------------------------------------------------
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive (torch >= 1.6) or a legacy pickle
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _kind(entry: WeightsEntry) -> str:
+    return "a gzip-compressed tar archive" if entry.archive else "a torch checkpoint"
+
+
+def file_problem(entry: WeightsEntry, path: str | os.PathLike) -> str | None:
+    """What is wrong with `path` as `entry`'s downloaded file, from its first bytes (cheap: no hashing): an empty
+    file, or one of a recognisably other kind (``"a text file"``: an error page or a Git LFS pointer saved in its
+    place, ``"a JSON file"``, media, ...); None when it looks right or is a binary of unknown kind."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "an empty file"
+    if head.startswith(_GZIP_MAGIC) if entry.archive else head.startswith(_TORCH_MAGIC):
+        return None
+    from visualsound.utils.checkpoint import describe_file  # only here: it imports torch
+
+    kind = describe_file(path)
+    return None if kind == "a binary file of unknown kind" else kind
+
+
+def cache_problem(name: str) -> str | None:
+    """`file_problem` of the cached file of `name` (None when absent, or for an extracted archive)."""
+    entry = get(name)
+    if entry.archive and cache_path(name).exists():
+        return None
+    p = download_path(name)
+    return file_problem(entry, p) if p.is_file() else None
+
+
+def owner_of(path: str | os.PathLike) -> WeightsEntry | None:
+    """The registry entry whose cached file (or extracted archive folder) `path` is or lies in; None otherwise."""
+    p = Path(path).expanduser().resolve()
+    for e in REGISTRY.values():
+        if p == download_path(e.name).resolve():
+            return e
+        if e.archive and cache_path(e.name).resolve() in p.parents:
+            return e
+    return None
+
+
+def damaged_file_hint(path: str | os.PathLike) -> str:
+    """For a file of the weights cache that cannot be used: what to do (delete it and download again, with the
+    command and URL); '' for any other file."""
+    e = owner_of(path)
+    if e is None:
+        return ""
+    return (f" It is the cached copy of {e.name!r} and is damaged or not the right file: delete it and download it "
+            f"again with `vbench weights download {e.name} --force` (it deletes the cached copy first), or fetch "
+            f"{e.url} and place it at {download_path(e.name)}.")
 
 
 # -- downloads ----------------------------------------------------------------------------------------------
@@ -436,7 +583,7 @@ def download(name: str, *, force: bool = False, progress: bool = True, timeout: 
             atomic_write_text(_recorded_sha_path(target), f"{sha}  {target.name}\n")
         os.replace(partial, target)
     else:
-        _check_file(entry, target)
+        _check_kind(entry, target, _check_file(entry, target))  # a damaged cached copy is never taken for a good one
     if entry.archive and not cache_path(name).exists():
         extract_archive(target, cache_path(name))
     return resolve(name)
@@ -465,11 +612,15 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extract", dir=dest.parent))
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                _check_member(m)
-            tar.extractall(tmp, members=members, filter="data")
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                for m in members:
+                    _check_member(m)
+                tar.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise WeightsError(f"{archive} is not a readable tar archive ({type(e).__name__}: {e}): it is damaged or "
+                               f"incomplete.{damaged_file_hint(archive)}") from e
         tops = list(tmp.iterdir())
         src = tops[0] if len(tops) == 1 and tops[0].is_dir() else tmp
         os.replace(src, dest)
@@ -477,6 +628,25 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path
         if tmp.exists():
             shutil.rmtree(tmp)
     return dest
+
+
+def extract_placed(name: str) -> Path:
+    """Extract the tar.gz of archive entry `name` found in the cache (placed there by hand, or a download whose
+    extraction was cut short) into its cache folder, after checking it against every digest known for it; returns
+    the folder. Safe (`extract_archive`: member checks, a temporary folder renamed into place) and race-free: when
+    another process finishes first, its folder is used."""
+    entry = get(name)
+    archive, dest = download_path(name), cache_path(name)
+    checked = _check_kind(entry, archive, _check_file(entry, archive))  # a mismatch raises, naming the remedy
+    log.warning("%s: extracting %s into %s (once; %s)", name, archive, dest,
+                f"checked: {checked.method}" if checked.checked else
+                "no checksum is published for it, so only its members are checked")
+    try:
+        return extract_archive(archive, dest)
+    except (WeightsError, OSError):
+        if dest.is_dir():  # another process extracted it meanwhile
+            return dest
+        raise
 
 
 # -- licences -----------------------------------------------------------------------------------------------
@@ -490,5 +660,6 @@ def entry_dict(name: str) -> dict:
     entry = get(name)
     out = dataclasses.asdict(entry)
     out["cache_path"] = str(cache_path(name))
-    out["cached"] = cache_path(name).exists()
+    out["cached"] = is_present(name)
+    out["problem"] = cache_problem(name)
     return out

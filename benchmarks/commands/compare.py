@@ -27,7 +27,8 @@ from benchmarks.compare import FORMATS
 def compare(first: str, second: str, results_dir: str | None, dataset: str | None, protocol: str | None, fmt: str,
             resamples: int, set_resamples: int | None, seed: int, device: str, out: str | None) -> None:
     """Compare result B (SECOND) with result A (FIRST): the difference B - A of every metric on the clips both
-    scored, with its 95 % paired-bootstrap interval and p-value, and the clips only one side has. FIRST and
+    scored, with its 95 % paired-bootstrap interval and p-value, and the clips only one side has. No verdict on
+    fewer than 30 common clips (the intervals are unreliable there; a warning says so). FIRST and
     SECOND are result JSON files, or model names with --results DIR --dataset NAME. Refuses results of different
     protocols, datasets, extractor weights, or debug and real weights."""
     from benchmarks.compare import compare_results, load_pair, render
@@ -35,9 +36,13 @@ def compare(first: str, second: str, results_dir: str | None, dataset: str | Non
 
     a, b = load_pair(first, second, results_dir, dataset, protocol)
     n_set = min(DEFAULT_SET_RESAMPLES, resamples) if set_resamples is None else set_resamples
-    text = render(compare_results(a, b, resamples, n_set, seed, device=device), fmt)
+    comparison = compare_results(a, b, resamples, n_set, seed, device=device)
+    text = render(comparison, fmt)
     if out:
         atomic_write_text(out, text)
         click.echo(f"comparison ({fmt}) -> {out}")
     else:
         click.echo(text, nl=False)
+    if out or fmt == "json":  # the text / markdown on the terminal already start with them
+        for warning in comparison.warnings:
+            click.echo(f"WARNING: {warning}", err=True)

@@ -7,7 +7,13 @@ import json
 import click
 
 from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
+from visualsound.utils.cli import weights_options
 from visualsound.utils.shard import shard_option_help
+
+#: the registry entries `vbench evaluate` loads -> the option that takes each one's path
+CHECKPOINT_OPTIONS = {"vaura_release": "--checkpoint", "vggish": "--vggish-checkpoint", "passt": "--passt-checkpoint",
+                      "panns_cnn14_16k": "--panns-checkpoint", "imagebind_huge": "--imagebind-checkpoint",
+                      "synchformer_audioset": "--sync-checkpoint"}
 
 
 def _bootstrap_counts(n: int | None, n_set: int | None) -> dict[str, int]:
@@ -78,6 +84,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
                    "no metrics; a final run without --shard reuses every generated file and scores.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
+@weights_options(CHECKPOINT_OPTIONS)
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
              cache_dir: str | None, device: str, debug_weights: bool, checkpoint: str | None,
              vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
@@ -87,17 +94,23 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
              shard_spec: str | None, allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
-    from benchmarks.evaluate import EvalOptions
+    from benchmarks.evaluate import EvalOptions, check_weights, required_weights
     from benchmarks.evaluate import evaluate as run
-    from benchmarks.models import make_model
+    from benchmarks.models import make_model, model_weights
     from benchmarks.protocols import get_protocol, select_metrics
     from visualsound.utils.shard import rank_device, resolve_shard
 
     shard = resolve_shard(shard_spec)
     device = rank_device(device)
     proto = get_protocol(protocol)
-    select_metrics(protocol, list(metrics) or None)  # a misspelt metric fails before anything loads
+    chosen = select_metrics(protocol, list(metrics) or None)  # a misspelt metric fails before anything loads
     ds = resolve_dataset(dataset, datasets_dir)
+    ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
+                               ("panns", panns_checkpoint), ("ib", imagebind_checkpoint),
+                               ("sync", sync_checkpoint)) if v}
+    # every missing weights file in one error, before the model is made or anything is generated
+    check_weights(required_weights(proto, chosen, debug_weights, ckpts, shard.sharded,
+                                   model_weights(model_spec, checkpoint, debug_weights)))
     if model_spec == "vaura" and samples_per_clip is None:
         samples_per_clip = proto.default_samples_per_clip(ds)
         click.echo(f"V-AURA: {samples_per_clip} samples per clip (the {protocol} protocol's setting for {ds.name})")
@@ -110,9 +123,6 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
         model.decode_workers = 0 if device.startswith("cpu") else cap_default_workers(4, "generation decode workers")
     elif batch_clips != 1:
         raise click.BadParameter("only the vaura model generates", param_hint="--batch-clips")
-    ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
-                               ("panns", panns_checkpoint), ("ib", imagebind_checkpoint),
-                               ("sync", sync_checkpoint)) if v}
     options = EvalOptions(protocol=protocol, out_dir=out_dir, cache_dir=cache_dir, device=device,
                           debug_weights=debug_weights, checkpoints=ckpts,
                           presets=_pairs(presets, "--extractor-preset"), allow_missing=allow_missing,

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from visualsound.utils.cli import weights_options
+
 
 @click.command("sync")
 @click.argument("video", type=click.Path(dir_okay=False))
@@ -20,6 +22,7 @@ import click
                    "8 s (needs 8 s of video and audio).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@weights_options({"synchformer_audioset": "--checkpoint"})
 def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weights: bool, protocol: str,
          device: str, as_json: bool) -> None:
     """Predict the audio-visual offset of VIDEO and show the three most likely offsets."""

@@ -23,17 +23,25 @@ def list_cmd(as_json: bool) -> None:
         return
     click.echo(f"cache: {W.cache_dir() / 'weights'}")
     rows = [("name", "cached", "size", "licence", "checksum", "file")]
+    problems = {}
     for n in W.names():
         e = W.get(n)
         checksum = (f"sha256 {e.sha256[:12]}..." if e.sha256 else
                     f"sha256 {e.sha256_prefix}..." if e.sha256_prefix else
                     f"md5 {e.md5_prefix}..." if e.md5_prefix else "not published")
-        rows.append((n, "yes" if W.cache_path(n).exists() else "no", e.approx_size or "unknown",
+        problem = W.cache_problem(n)
+        if problem:
+            problems[n] = problem
+        rows.append((n, "BAD" if problem else "yes" if W.is_present(n) else "no", e.approx_size or "unknown",
                      e.licence.split(" (")[0] + ("*" if " (" in e.licence else ""), checksum, e.filename))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     click.echo("* licence has caveats; full licences, URLs and notes: `vbench weights info NAME`")
+    for n, problem in problems.items():
+        click.echo(f"BAD {n}: {W.download_path(n)} is {problem}.{W.damaged_file_hint(W.download_path(n))}", err=True)
+    click.echo("cached files are checked against their checksums by `vbench weights verify NAME` (`list` only looks "
+               "at their first bytes)")
 
 
 @weights.command("path")
@@ -56,7 +64,8 @@ def info_cmd(name: str) -> None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Verify this file instead of the cached one.")
 def verify_cmd(name: str, checkpoint: str | None) -> None:
-    """Check NAME's file against its published (or recorded) checksum; exit 2 on a mismatch."""
+    """Check NAME's file against its published (or recorded) checksum, and that it is the right kind of file; exit 2
+    on a mismatch, with what to do."""
     r = W.verify(name, checkpoint)
     if r.checked:
         click.echo(f"ok  {name}  {r.path}  sha256 {r.sha256}  (checked: {r.method})")

@@ -6,11 +6,12 @@
   2025 video-to-audio papers quote: FD_PaSST, FD_PANNs, FD_VGG, KL_PANNs, KL_PaSST, IS, IB-score, DeSync on 8 s
   clips, paired by file name with the original's per-metric rules.
 
-A protocol object has ``name``, ``version``, ``description``, ``metrics`` (its `MetricSpec` keys, the result
-schema of `benchmarks.results`), ``check(dataset, model)`` (refuses a dataset or model the protocol cannot
-evaluate, before anything runs), ``missing(dataset, outputs)`` (clip id -> why it has no usable output, by the
-protocol's pairing rules) and ``run(context) -> ProtocolRun``. `evaluate.evaluate` is the one driver: it
-asks the model adapter for outputs, runs the protocol and writes the result JSON, the per-clip table
+A protocol object has ``name``, ``version``, ``description``, ``metrics`` (its `MetricSpec` keys, the result schema
+of `benchmarks.results`), ``required_weights(metrics)`` (``EvalOptions.checkpoints`` key -> registry name of each
+weights file the metrics load; checked before anything runs), ``check(dataset, model)`` (refuses a dataset or model
+the protocol cannot evaluate, before anything runs), ``missing(dataset, outputs)`` (clip id -> why it has no usable
+output, by the protocol's pairing rules) and ``run(context) -> ProtocolRun``. `evaluate.evaluate` is the one driver:
+it asks the model adapter for outputs, runs the protocol and writes the result JSON, the per-clip table
 (`benchmarks.per_clip`, from ``ProtocolRun.items``) and the bootstrap intervals (`benchmarks.bootstrap`, from the
 per-item columns and ``ProtocolRun.set_statistics``). ``cached_set_statistics(result, rows, units)`` rebuilds a
 result's set-level statistics (FAD / FD / IS) from its feature caches for `vbench compare`.
@@ -58,6 +59,8 @@ class EvalProtocol(_Protocol):
 
     @property
     def metrics(self) -> tuple[str, ...]: ...
+
+    def required_weights(self, metrics: Sequence[str]) -> dict[str, str]: ...
 
     def check(self, dataset: Any, model: Any) -> None: ...
 

@@ -236,6 +236,12 @@ def _run_sync(dataset, gt, gen, set_key, options, failed: dict[str, str], out: d
 
 
 # ------------------------------------------------------------------------------------------------ protocol
+#: metric -> (``EvalOptions.checkpoints`` key, registry name of the weights it needs)
+METRIC_WEIGHTS: dict[str, tuple[str, str]] = {
+    "fad": ("vggish", "vggish"), "kld": ("passt", "passt"), "ib": ("ib", "imagebind_huge"),
+    "sync_ms": ("sync", "synchformer_audioset")}
+
+
 class VAuraPaperProtocol:
     """The V-AURA paper's protocol (see the module docstring)."""
 
@@ -253,6 +259,10 @@ class VAuraPaperProtocol:
     def default_samples_per_clip(self, dataset: Dataset) -> int:
         """V-AURA samples per clip when the user gives none: the paper's count for the dataset."""
         return paper_samples_per_clip(dataset.name)
+
+    def required_weights(self, metrics: Sequence[str]) -> dict[str, str]:
+        """``EvalOptions.checkpoints`` key -> registry name of the weights `metrics` need."""
+        return dict(METRIC_WEIGHTS[m] for m in metrics)
 
     def check(self, dataset: Dataset, model: Any) -> None:
         no_video = [c.id for c in dataset.clips if not c.video]

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from visualsound.utils.cli import threads_option
+from visualsound.utils.cli import threads_option, weights_options
 
 
 @click.command("extract")
@@ -34,6 +34,7 @@ from visualsound.utils.cli import threads_option
               help="Decoding workers (default: data.num_workers, capped at the available cores).")
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
 @threads_option
+@weights_options({"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"})
 def extract(data: str, out: str, split: str | None, fixed_starts: str | None, grid: bool | None, config: str,
             overrides: tuple[str, ...], checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool,
             shard_size: int, feature_dtype: str, workers: int | None, device: str | None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from vaura.sampler import SamplingParams
-from visualsound.utils.cli import threads_option
+from visualsound.utils.cli import threads_option, weights_options
 from visualsound.utils.shard import shard_option_help
 
 
@@ -63,6 +63,8 @@ from visualsound.utils.shard import shard_option_help
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
 @threads_option
+@weights_options({"vaura_release": "--checkpoint", "avclip_vggsound": "--visual-checkpoint",
+                  "dac_44khz": "--codec-checkpoint"})
 def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
              codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
              greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,

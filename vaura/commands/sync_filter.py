@@ -8,6 +8,7 @@ import json
 import click
 
 from visualsound.scores_io import STATUSES
+from visualsound.utils.cli import weights_options
 from visualsound.utils.shard import shard_option_help
 
 
@@ -53,6 +54,8 @@ from visualsound.utils.shard import shard_option_help
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny Synchformer (judgements are meaningless).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@weights_options({name: "--checkpoint" for name in ("synchformer_vggsound", "synchformer_audioset",
+                                                  "synchformer_lrs3")})
 def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, split: str | None,
                 min_sync_windows: int | None, count_key: str | None, stride_sec: float | None, config_spec: str,
                 device: str | None, dtype: str | None, workers: int | None, threads: int | None,

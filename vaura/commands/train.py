@@ -7,6 +7,8 @@ import os
 
 import click
 
+from visualsound.utils.cli import weights_options
+
 
 @click.command("train")
 @click.option("--config", "config", default="paper", show_default=True,
@@ -26,6 +28,7 @@ import click
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--device", default=None, help="cpu | cuda (default: cuda if available; torchrun picks LOCAL_RANK).")
 @click.option("--plot-only", is_flag=True, help="Only (re)write OUT/loss_curve.png from OUT/metrics.csv.")
+@weights_options({"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"})
 def train(config: str, data: str | None, val_data: str | None, out: str, overrides: tuple[str, ...], resume: bool,
           checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool, device: str | None,
           plot_only: bool) -> None:

@@ -7,14 +7,14 @@ import json
 import click
 
 from visualsound.scores_io import load_scores
-from visualsound.splits import DEFAULT_SEED, VAL_RATIO, build_visualsound, read_id_list
+from visualsound.splits import DEFAULT_SEED, VAL_RATIO, build_visualsound, check_threshold, read_id_list
 
 
 @click.command("build")
 @click.option("--scores", "scores_dirs", required=True, multiple=True, type=click.Path(exists=True),
               help="Scores folder (or Parquet file) from `visualsound score`; repeat to combine several.")
 @click.option("--threshold", type=float, default=0.3, show_default=True,
-              help="Keep clips with status ok and score >= threshold.")
+              help="Keep clips with status ok and score >= threshold: an ImageBind cosine in [-1, 1] (not x100).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--val-list", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Validation clip ids (e.g. V-AURA's visualsound_validation.txt); default: a stratified carve.")
@@ -34,6 +34,7 @@ def build(scores_dirs: tuple[str, ...], threshold: float, out_dir: str, val_list
           seed: int, sync_dirs: tuple[str, ...], sync_min_windows: str, sync_missing: str) -> None:
     """Keep ok clips scoring >= THRESHOLD (and, with --sync-filter, judged in sync) and write train/validation/test
     lists, csv, Parquet and summary."""
+    check_threshold(threshold)  # before reading any score
     s = load_scores(list(scores_dirs))
     val_ids = read_id_list(val_list) if val_list else None
     sync = None
@@ -50,3 +51,5 @@ def build(scores_dirs: tuple[str, ...], threshold: float, out_dir: str, val_list
                if "sync_filter" in summary else "")
     click.echo(f"VisualSound{tag} at threshold {threshold:g}: {json.dumps(summary['counts'])} "
                f"({summary['scored_total']} scored, {s.duplicates} duplicates resolved{dropped}) -> {out_dir}")
+    for warning in summary.get("warnings", []):
+        click.echo(f"WARNING: {warning}", err=True)

@@ -8,7 +8,7 @@ import click
 
 from visualsound.scores_io import STATUSES
 from visualsound.scoring import DTYPES, ScoringConfig, score_clips
-from visualsound.utils.cli import threads_option
+from visualsound.utils.cli import threads_option, weights_options
 from visualsound.utils.shard import shard_option_help
 from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, resolve_pattern, summarize_index
 
@@ -55,6 +55,7 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @threads_option
+@weights_options({"imagebind_huge": "--checkpoint"})
 def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
           shard_spec: str | None, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],

@@ -168,11 +168,13 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``; falls back to `restricted_torch_load` for files that pickle foreign
     objects (never to an unrestricted unpickler). A missing file, a file that is not a ``torch.save`` file (its
     first bytes are neither a zip archive nor a pickle) and any file the unpicklers fail on raise a one-line
-    `CheckpointError` naming the file and saying what it looks like (`describe_file`)."""
+    `CheckpointError` naming the file and saying what it looks like (`describe_file`); a file of the weights cache
+    also gets what to do (delete it and download it again: the command and the URL)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not _looks_like_torch_file(path):
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: it looks like {describe_file(path)}")
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: it looks like {describe_file(path)}."
+                              f"{_cache_hint(path)}")
     try:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -185,7 +187,14 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except Exception as e:  # noqa: BLE001 -- arbitrary bytes make the unpickler fail in arbitrary ways
         first = str(e).splitlines()[0] if str(e) else "empty or truncated file"
         raise CheckpointError(f"{path} is not a readable torch checkpoint: it looks like {describe_file(path)} "
-                              f"({type(e).__name__}: {first})") from e
+                              f"({type(e).__name__}: {first}).{_cache_hint(path)}") from e
+
+
+def _cache_hint(path: str | os.PathLike) -> str:
+    """For a file of the weights cache: delete it and download it again (`visualsound.weights.damaged_file_hint`)."""
+    from visualsound.weights import damaged_file_hint
+
+    return damaged_file_hint(path)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@ clean one-line error (exit code 2) instead of a traceback."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -38,6 +40,24 @@ class LazyGroup(click.Group):
         except ToolkitError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(2)
+
+
+def weights_options(options: Mapping[str, str]) -> Callable[[Any], Any]:
+    """Decorator of a command's function (below ``@click.command`` and its options): `options` maps each weights
+    registry name the command loads to the option that takes its path, e.g. ``{"vggish": "--vggish-checkpoint"}``;
+    while the command runs, missing-weights messages name that option, and say "reads the cache only" for a
+    registry entry it has no option for (`visualsound.weights.command_options`)."""
+    def decorate(func: Any) -> Any:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from visualsound.weights import command_options
+
+            with command_options(options):
+                return func(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def threads_option(func: Any) -> Any:

@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,10 @@ class AVBenchmarkProtocol:
     def default_samples_per_clip(self, dataset: Dataset) -> int:
         """One sample per clip, as MMAudio evaluates."""
         return 1
+
+    def required_weights(self, metrics: Sequence[str]) -> dict[str, str]:
+        """``EvalOptions.checkpoints`` key -> registry name of the weights `metrics` need (through `NEEDS`)."""
+        return {EXTRACTORS[e][1]: EXTRACTORS[e][0] for m in metrics for e in NEEDS[m]}
 
     def check(self, dataset: Dataset, model: Any) -> None:
         n = getattr(model, "samples_per_clip", 1)
