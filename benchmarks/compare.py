@@ -204,9 +204,13 @@ def find_result(results_dir: str | os.PathLike, dataset: str, model: str, protoc
         raise CompareError(f"no result of model {model!r} on dataset {dataset!r}"
                            f"{f' under protocol {protocol}' if protocol else ''} in {results_dir}")
     if len(found) > 1:
-        files = ", ".join(Path(r["_path"]).name for r in found)
-        raise CompareError(f"{len(found)} results of model {model!r} on dataset {dataset!r} in {results_dir} "
-                           f"({files}); pass --protocol or the two result files instead")
+        from benchmarks.leaderboard import _variant
+
+        files = "; ".join(f"{r['_path']} ({r['protocol']['name']}, {_variant(r)})" for r in found)
+        several = len({r["protocol"]["name"] for r in found}) > 1 and protocol is None
+        hint = "pass --protocol, or two result files" if several else "pass the two result files instead"
+        raise CompareError(f"{len(found)} results of model {model!r} on dataset {dataset!r} in {results_dir}: "
+                           f"{files}; {hint}")
     return found[0]
 
 

@@ -4,6 +4,7 @@ on hand-made results: the clips only one side has, the paired difference, and ev
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,9 @@ def test_cli_compare_files_and_model_names(tmp_path: Path) -> None:
     res = runner.invoke(main, ["compare", "--results", str(tmp_path / "res"), "model-a", "model-b"])
     assert res.exit_code != 0 and "needs --dataset" in res.output
     _result(tmp_path / "res" / "again", "model-a", _avb(_rows(clips, 1, 0.0)), protocol="av-benchmark")
-    with pytest.raises(CompareError, match="2 results of model 'model-a'"):
+    with pytest.raises(CompareError, match=r"2 results of model 'model-a'.*\(vaura-paper, .*pass --protocol"):
         find_result(tmp_path / "res", "vas", "model-a")
     assert find_result(tmp_path / "res", "vas", "model-a", "vaura-paper")["_path"] == a["_path"]
+    again = _result(tmp_path / "res" / "seed2", "model-a", _rows(clips, 1, 0.0, seed=4))  # one protocol, twice
+    with pytest.raises(CompareError, match=rf"{re.escape(again['_path'])} \(vaura-paper, .*pass the two result files"):
+        find_result(tmp_path / "res", "vas", "model-a", "vaura-paper")
