@@ -12,8 +12,8 @@ machine's (``/proc/stat``: worker processes included), so run it on a quiet mach
   a small H.264 window is copied, a large one decoded, scaled to 320 px and re-encoded), and with
   ``--reencode-too`` the same build with every window re-encoded (``copy_kbps=0``) and with ``--threads-too``
   with the clips made on threads instead of worker processes, for the ratios;
-- a re-run of the same report (every media file reused: what a changed selection of known clips or a new page
-  costs), and its page size;
+- a re-run of the same report (every media file and plot reused: what a changed selection of known clips or a
+  new page costs), and its page size;
 - with the media store (`vbench report --media-cache`): the same gallery in a new folder, and the gallery with one
   more model's results (only that model's tracks are encoded).
 
@@ -201,7 +201,8 @@ def main() -> None:
     print(f"first build, {args.clips}-clip gallery: {first_s:.1f} s ({first.encoded} files written, "
           f"{first_s / args.clips:.2f} s per clip, {first_cpu / args.clips:.2f} CPU-s per clip, "
           f"{len(first.errors)} errors; ground-truth windows {first.copied} copied, {first.reencoded} re-encoded)")
-    print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written)")
+    print(f"re-run (media reused): {again_s:.1f} s ({again.encoded} files written, {again.plots_drawn} of "
+          f"{first.plots_drawn} plots drawn again)")
     print(f"the same gallery in a new folder (media store): {fresh_s:.1f} s ({fresh.encoded} files written, "
           f"{fresh.from_store} linked)")
     print(f"with one more model: {plus_s:.1f} s ({plus.encoded} files written, {plus.from_store} linked, "
@@ -220,6 +221,7 @@ def main() -> None:
             "read_check_s": round(load_s, 3), "rank_s": round(select_s, 3), "first_build_s": round(first_s, 2),
             "first_build_cpu_s_per_clip": round(first_cpu / args.clips, 3),
             "rerun_s": round(again_s, 2), "files_written_first": first.encoded, "files_written_rerun": again.encoded,
+            "plots_drawn_first": first.plots_drawn, "plots_drawn_rerun": again.plots_drawn,
             "new_folder_s": round(fresh_s, 2), "new_folder_files_written": fresh.encoded,
             "new_folder_from_store": fresh.from_store, "one_more_model_s": round(plus_s, 2),
             "one_more_model_files_written": plus.encoded, "one_more_model_from_store": plus.from_store,
