@@ -13,7 +13,7 @@ machine's (``/proc/stat``: worker processes included), so run it on a quiet mach
   ``--reencode-too`` the same build with every window re-encoded (``copy_kbps=0``) and with ``--threads-too``
   with the clips made on threads instead of worker processes, for the ratios;
 - a re-run of the same report (every media file and plot reused: what a changed selection of known clips or a
-  new page costs), and its page size;
+  new page costs), in this process and as the command in a new process, and its page size;
 - with the media store (`vbench report --media-cache`): the same gallery in a new folder, and the gallery with one
   more model's results (only that model's tracks are encoded).
 
@@ -190,6 +190,15 @@ def main() -> None:
             report_media.PROCESS_MIN_CLIPS = saved
         print(f"first build, clips made on threads: {thr_s:.1f} s ({thr_cpu / args.clips:.2f} CPU-s per clip)")
     again, again_s, _ = timed(build_report, paths, out, terms, jobs=args.jobs, media_store=store)
+    # the same re-run as a user types it: a new process (imports included)
+    t0 = time.perf_counter()
+    cli = subprocess.run([sys.executable, "-m", "benchmarks.cli", "report", *map(str, paths), "--out", str(out),
+                          "--media-cache", str(store), "--no-progress", *(f"--select={t}" for t in terms)],
+                         capture_output=True, text=True, cwd=REPO)
+    cli_s = time.perf_counter() - t0
+    if cli.returncode != 0:
+        raise SystemExit(f"vbench report failed: {cli.stderr[-2000:]}")
+    print(f"re-run as a command (new process): {cli_s:.1f} s")
     media = [p for p in (out / "media").rglob("*") if p.is_file()]
     media_mb = sum(p.stat().st_size for p in media) / 1e6
     html_kb = (out / "index.html").stat().st_size / 1e3
@@ -222,6 +231,7 @@ def main() -> None:
             "first_build_cpu_s_per_clip": round(first_cpu / args.clips, 3),
             "rerun_s": round(again_s, 2), "files_written_first": first.encoded, "files_written_rerun": again.encoded,
             "plots_drawn_first": first.plots_drawn, "plots_drawn_rerun": again.plots_drawn,
+            "cli_rerun_s": round(cli_s, 2),
             "new_folder_s": round(fresh_s, 2), "new_folder_files_written": fresh.encoded,
             "new_folder_from_store": fresh.from_store, "one_more_model_s": round(plus_s, 2),
             "one_more_model_files_written": plus.encoded, "one_more_model_from_store": plus.from_store,
