@@ -900,7 +900,7 @@ def generate_folder(videos: Iterable[Path], out_dir: str | os.PathLike, pipe: VA
             with _stage(times, "mux"):
                 bad = res.output.bad_packets + write_outputs(video, res.output, paths, mux)
         except ToolkitError as e:
-            log.error("%s: %s", video, e)
+            log.error("%s", e if str(e).startswith(str(video)) else f"{video}: {e}")  # media errors name the file
             results.append(ItemResult(str(video), "failed", f"{type(e).__name__}: {e}", [], item_seed))
         else:
             note = f"; {bad} undecodable video packets skipped" if bad else ""
