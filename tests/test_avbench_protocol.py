@@ -83,6 +83,9 @@ def test_fixture_pairings_and_exclusions(fixture_run: dict) -> None:
     assert "DeSync" in ex["generated vid_005_drums"] and "6.000 s" in ex["generated vid_005_drums"]
     assert "199" in ex["ground-truth video vid_005_drums"] and "lose" in ex["ground-truth video vid_005_drums"]
     assert "ground-truth video vid_003_short" in ex
+    # a generated file whose video was rejected says so (it used to say "no ground-truth video named ...")
+    assert "IB-Score (paired with GT videos by clean_sample_name): its ground-truth video 'vid_003_short' was " \
+           "rejected: ImageBind needs 4 frames" in ex["generated vid_003_short"], ex["generated vid_003_short"]
     assert "exact" in ex["generated zxpo56cpUBU_000007-0"]  # KL-PANNS pairs exact names only
     assert "gen_only_birds" in ex["generated gen_only_birds"] or "no ground-truth" in ex["generated gen_only_birds"]
     assert res["counts"]["missing_ids"] == ["gt_only_wind"]

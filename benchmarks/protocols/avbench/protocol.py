@@ -440,31 +440,46 @@ def _passt(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     return True
 
 
-def _no_pairs(what: str) -> float:
+def _no_pairs(what: str, rejected: dict[str, str] | None = None) -> float:
+    if rejected:
+        example = next(iter(rejected.items()))
+        raise fm.UndefinedMetricError(f"{what}: no generated file pairs with an accepted ground-truth video; "
+                                      f"{len(rejected)} ground-truth videos were rejected (e.g. {example[0]}: "
+                                      f"{example[1]})")
     raise fm.UndefinedMetricError(f"{what}: no generated file pairs with a ground-truth clip")
 
 
-def _video_features(vid, extractor: str, run: ProtocolRun) -> dict[str, torch.Tensor]:
-    """Accepted videos' features; rejected ones are recorded as excluded."""
-    out = {}
+def _video_features(vid, extractor: str, run: ProtocolRun) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Accepted videos' features, and the rejected ones' reasons (also recorded as excluded)."""
+    out, rejected = {}, {}
     for name, value in vid.features[extractor].items():
         if isinstance(value, dict):
+            rejected[name] = value["rejected"]
             _exclude(run, f"ground-truth video {name}", f"IB-Score and DeSync: {value['rejected']}")
         else:
             out[name] = value
-    return out
+    return out, rejected
+
+
+def _say_rejected(p: Pairing, rejected: dict[str, str]) -> Pairing:
+    """A generated file left unpaired because its ground-truth video was rejected says so (not "no video named")."""
+    for name in list(p.unpaired_generated):
+        key = clean_sample_name(name)
+        if key in rejected:
+            p.unpaired_generated[name] = f"its ground-truth video {key!r} was rejected: {rejected[key]}"
+    return p
 
 
 def _ib(run, gen, vid, gen_names, wanted) -> bool:
     if "IB-Score" not in wanted:
         return False
-    videos = _video_features(vid, "avb-ib-video", run)
+    videos, rejected = _video_features(vid, "avb-ib-video", run)
     audio = gen.features["avb-ib-audio"]
-    p = pair(list(videos), _usable(run, audio, gen_names, "generated", "IB-Score"), "cleaned",
-             gt_what="ground-truth video")
+    p = _say_rejected(pair(list(videos), _usable(run, audio, gen_names, "generated", "IB-Score"), "cleaned",
+                           gt_what="ground-truth video"), rejected)
     _record_pairing(run, p, "IB-Score (paired with GT videos by clean_sample_name)")
     if not p.pairs:
-        _set_metric(run, "IB-Score", lambda: _no_pairs("IB-Score"), wanted)
+        _set_metric(run, "IB-Score", lambda: _no_pairs("IB-Score", rejected), wanted)
         run.details["ib"] = {"pairing": p.to_dict()}
         return True
     v = torch.stack([videos[g] for g in p.gt_names])
@@ -478,14 +493,14 @@ def _ib(run, gen, vid, gen_names, wanted) -> bool:
 def _desync(run, gen, vid, gen_names, wanted, models: Models) -> bool:
     if "DeSync" not in wanted:
         return False
-    videos = _video_features(vid, "avb-sync-video", run)
+    videos, rejected = _video_features(vid, "avb-sync-video", run)
     feats = gen.features["avb-sync-audio"]
     audio = {n: feats[n] for n in _usable(run, feats, gen_names, "generated",
                                           "DeSync (the original drops such a clip silently)")}
-    p = pair(list(videos), list(audio), "cleaned", gt_what="ground-truth video")
+    p = _say_rejected(pair(list(videos), list(audio), "cleaned", gt_what="ground-truth video"), rejected)
     _record_pairing(run, p, "DeSync (paired with GT videos by clean_sample_name)")
     if not p.pairs:
-        _set_metric(run, "DeSync", lambda: _no_pairs("DeSync"), wanted)
+        _set_metric(run, "DeSync", lambda: _no_pairs("DeSync", rejected), wanted)
         run.details["desync"] = {"pairing": p.to_dict()}
         return True
     model = models.get("sync")
