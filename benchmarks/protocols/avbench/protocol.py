@@ -334,8 +334,9 @@ def _set_metric(run: ProtocolRun, key: str, fn: Any, wanted: set[str]) -> None:
     try:
         value = fn()
     except fm.UndefinedMetricError as e:
-        run.values[key], run.notes[key] = None, str(e)
-        run.warnings.append(f"{key} is undefined: {e}")
+        why = str(e).removeprefix(f"{key}: ")  # the note is shown after the metric's name
+        run.values[key], run.notes[key] = None, why
+        run.warnings.append(f"{key} is undefined: {why}")
         return
     run.values[key] = value
 
