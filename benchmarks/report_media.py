@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from visualsound.errors import ToolkitError
+from visualsound.media.errors import NoVideoStreamError
 from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,9 @@ class ClipEncoder:
                     gt_audio, gt.error = self._gt_audio(src)
                     gt.video = self._gt_video(src, gt_mp4, gt_poster, gt_audio)
                     self._made(gt, gt_mp4, gt_poster)
+                except NoVideoStreamError as e:  # an audio file among the videos (cover art is not video)
+                    log.info("%s: shown as an audio-only clip (%s)", src.clip_id, e)
+                    gt.kind, gt.error = "audio", ""
                 except ToolkitError as e:
                     gt.error = f"cannot read the video {src.video_path}: {e}"
             if self._there(gt_mp4, dry):

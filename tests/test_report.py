@@ -771,12 +771,18 @@ def test_unreadable_media_are_reported_not_fatal(tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["errors"] == summary.errors
 
 
-def test_audio_only_clips_get_audio_players(tmp_path):
+@pytest.mark.parametrize("video", ["none", "an audio file"])
+def test_audio_only_clips_get_audio_players(tmp_path, video):
+    """Clips without a video, or whose "video" is an audio file (an .ogg or .m4a among the videos), get audio
+    players and no error."""
     clips = synth_clips(tmp_path / "synth", count=2, duration=1.0)
     gen = write_generated(tmp_path / "gen", clips)
     rows = clip_rows("vaura-paper", clips, gen)
     for r in rows:
-        r["video_path"] = None
+        if video == "none":
+            r["video_path"] = None
+        else:  # the clip's "video" is a wav (also its ground-truth audio)
+            r["video_path"] = r["gt_audio_path"] = gen[r["clip_id"]]
     path = write_result(tmp_path / "results", "vaura-paper", "m", rows, 2)
     summary = build_report([path], tmp_path / "out")
     page = parse(summary.index)
