@@ -149,9 +149,9 @@ def test_kl_sigmoid_is_finite_for_very_negative_logits() -> None:
     pred[0, 3] = -200.0
     gt = torch.zeros(2, 527)
     got = fm.kl_sigmoid(pred, gt)
-    want = float(torch.nn.functional.kl_div(torch.nn.functional.logsigmoid(pred), torch.nn.functional.logsigmoid(gt),
-                                            reduction="sum", log_target=True) / 2)
-    assert math.isfinite(got) and got == want and got > 40
+    # by hand: only class 3 of row 0 differs; sigmoid(0) = 1/2 and log sigmoid(-200) = -200 (to float32)
+    want = 0.5 * (math.log(0.5) + 200.0) / 2
+    assert math.isfinite(got) and got == pytest.approx(want, rel=1e-6)
 
 
 def test_inception_score_cases(exp: dict) -> None:

@@ -61,7 +61,7 @@ def test_probe_counts_the_frames_an_edit_list_plays(media, name):
     path = media[name]
     assert _discarded(path) == CUT  # the class of input: leading packets flagged discard
     info = probe(path)
-    assert info.num_frames == N - CUT and not info.cover_picture == read_video(path, fps=None).shape[0]
+    assert info.num_frames == N - CUT == read_video(path, fps=None).shape[0] and not info.cover_picture
     assert info.video_start == 0.0 and info.fps == 25.0
 
 

@@ -76,8 +76,9 @@ def test_audio_starting_after_the_video_keeps_its_delay(tmp_path, fmt, suffix):
 
 def test_recordings_joined_end_to_end_are_refused_with_the_reason(tmp_path):
     """Two MPEG-TS recordings joined with ``cat``: the timestamps start again at the join, so the file has no
-    single timeline (the readers returned the first half and a frozen frame, without a word). `probe` and
-    `read_video` refuse it, naming the jump and the remedy."""
+    single timeline (the readers returned the first half and a frozen frame, without a word). `probe`, every read
+    that crosses the join, av-benchmark's video reader and ImageBind scoring refuse it, naming the jump and the
+    remedy (a window wholly on one side of the join cannot tell: the jobs `probe` first, or read the whole file)."""
     from visualsound.media import TimestampJumpError
 
     part = flash_clip(tmp_path / "part.ts", "mpegts", video_at=1.4, audio_at=1.4)
@@ -89,4 +90,11 @@ def test_recordings_joined_end_to_end_are_refused_with_the_reason(tmp_path):
         read_video(joined, 0.0, None, FPS)
     with pytest.raises(TimestampJumpError, match="audio timestamps jump back"):
         read_audio(joined)
+    from visualsound.imagebind.preprocess import ClipError, read_clip
+    from visualsound.media.fps_filter import read_fps_frames
+
+    with pytest.raises(TimestampJumpError, match="video timestamps jump back"):  # av-benchmark's video reader
+        read_fps_frames(joined, [25, 0.5], flush=False)
+    with pytest.raises(ClipError, match="video timestamps jump back"):  # `visualsound score` (no probe first)
+        read_clip(joined)
     assert probe(part).duration == pytest.approx(4.0, abs=0.1)  # one recording alone is fine

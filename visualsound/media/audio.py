@@ -40,8 +40,10 @@ decoded from the first packet without any seek (a seek to the start skips the AA
 Format changes: one stream is one ``[C, N]`` signal at one rate, so a decoded frame whose channel count or sample
 rate differs from the frame before it (MPEG-TS recordings of a 2.0 and a 5.1 broadcast joined with ``cat``), or
 whose rate differs from the stream's stated one (`read_audio` places samples by it), raises
-`AudioFormatChangeError` saying what changed and when (seconds from the stream's start). Nothing is mixed or
-resampled within a stream; a window that lies within one part of such a file reads that part as it is.
+`AudioFormatChangeError` saying what changed and when (seconds from the file's start in `read_audio`, from the
+stream's start in `decode_audio_stream`). Nothing is mixed or resampled within a stream; a `read_audio` window
+that lies wholly within one part of a file whose channel count changes reads that part as it is (its rate is
+the stream's).
 
 Damaged packets: a packet the decoder rejects (one bad AC-3 frame in an AVI) is skipped, counted in the
 `DecodeReport` passed as ``report`` and logged, as FFmpeg's own tools do; the samples around it keep their
@@ -133,7 +135,7 @@ def _describe_change(before: tuple[int, int], after: tuple[int, int]) -> str:
 class _FormatCheck:
     """Raises `AudioFormatChangeError` for a decoded frame whose channel count or sample rate differs from the
     frame before it, or whose sample rate differs from `rate` (the rate a reader placed the samples by). Times in
-    the message are seconds from `start` (the stream's start time)."""
+    the message are seconds from `start` (`read_audio`: the file's start; `decode_audio_stream`: the stream's)."""
 
     def __init__(self, path: PathLike, start: float = 0.0, rate: int | None = None) -> None:
         self.path, self.start, self.rate = path, start, rate

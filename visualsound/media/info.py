@@ -62,7 +62,8 @@ class MediaInfo:
     the packets flagged discard (an mp4 edit list that starts after the first keyframe, as ``ffmpeg -ss T -c copy``
     writes: decoders decode those packets for reference and drop their frames). `num_samples`: in mp4 / m4a / mov
     the edit list's duration (`edit_list_samples`: the AAC priming samples and end padding excluded), exactly what
-    ``read_audio(..., trim_padding=True)`` returns; elsewhere `read_audio` returns every decoded sample and
+    ``read_audio(..., trim_padding=True)`` returns when the audio starts with the file (a later start adds that
+    many samples of silence first); elsewhere `read_audio` returns every decoded sample and
     `num_samples` estimates their count without decoding: the audio packets' span times the sample rate where the
     packets were read (Matroska / WebM, FLV, MPEG-TS: the decoded count there, or a codec frame or so off when the
     decoder drops or delays samples), else the header's audio duration (WAV, AVI, ASF, MP3, Ogg; exact for PCM).

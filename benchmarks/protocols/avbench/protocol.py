@@ -109,8 +109,9 @@ class AVBenchmarkProtocol:
     # -- the generated set -------------------------------------------------------------------------------------
     @staticmethod
     def generated_files(outputs: ModelOutputs) -> dict[str, Item]:
-        """Generated files by name in the original's order (sorted by stem): a ``dir:`` model's every top-level
-        audio file (`ModelOutputs.files`), else each clip's one sample named by its clip id."""
+        """Generated files by name in the original's order (sorted by stem): a ``dir:`` model's top-level ``*.wav``
+        and ``*.flac`` files, as the original finds them (`ModelOutputs.files`, `DirModel.top_level_files`),
+        else each clip's one sample named by its clip id."""
         if outputs.files:
             named = {n: Item(n, s.path, 0.0) for n, s in outputs.files.items()}
         else:
