@@ -309,16 +309,10 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         MissingFileError,
         NoAudioStreamError,
         NoVideoStreamError,
+        TimestampJumpError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import (
-        TIMESTAMP_JUMP_SEC,
-        DecodeReport,
-        display_rotation,
-        stream_time,
-        timestamp_jump_error,
-        video_stream,
-    )
+    from visualsound.media.info import ClockCheck, DecodeReport, display_rotation, stream_time, video_stream
 
     path = str(path)
     report = DecodeReport()
@@ -352,13 +346,13 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
                     packets.append(pk)
             if any(pk.pts is None for pk in packets):
                 raise ClipError("corrupt", f"{path}: video packets without timestamps")
-            latest = None  # decode times never go back, except where recordings were joined end to end
-            for pk in packets:
-                if pk.dts is not None:
-                    t = float(pk.dts * vs.time_base)
-                    if latest is not None and t < latest - TIMESTAMP_JUMP_SEC:
-                        raise ClipError("corrupt", str(timestamp_jump_error(path, vs, (latest, t))))
-                    latest = t if latest is None else max(latest, t)
+            clock = ClockCheck(path, vs)  # decode times never go back, except in recordings joined end to end
+            try:
+                for pk in packets:
+                    if pk.dts is not None:
+                        clock(float(pk.dts * vs.time_base))
+            except TimestampJumpError as e:
+                raise ClipError("corrupt", str(e)) from e
             # the frames that play: packets flagged discard (those an mp4 edit list skips, as in a file cut with
             # `-c copy` between keyframes) are decoded for reference only, and the decoder drops their frames
             shown = [pk for pk in packets if not pk.is_discard]

@@ -45,14 +45,7 @@ import numpy as np
 import torch
 
 from visualsound.media.errors import MediaError, TruncatedMediaError
-from visualsound.media.info import (
-    TIMESTAMP_JUMP_SEC,
-    PathLike,
-    file_start,
-    open_media,
-    timestamp_jump_error,
-    video_stream,
-)
+from visualsound.media.info import ClockCheck, PathLike, file_start, open_media, video_stream
 from visualsound.media.video import frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -258,13 +251,10 @@ def _span(first_pts: int | None, last_pts: int | None, last_dur: int, time_base:
 def _decoded(container, stream, path: PathLike, shift: int | None) -> Iterable[tuple[int, av.VideoFrame, int]]:
     """``(source_index, frame, pts)`` in decoder output order; with a `shift` (`read_fps_frames`'s `start_sec` in
     the stream's time base) only the frames at or after it, as ``pts - shift``."""
-    latest = None
-    jump = round(TIMESTAMP_JUMP_SEC / stream.time_base)
+    clock = ClockCheck(path, stream)  # presentation order: a time going back is a joined file
     for i, frame in enumerate(container.decode(stream)):
         pts = _frame_pts(frame, i, path)
-        if latest is not None and pts < latest - jump:  # presentation order: recordings joined end to end
-            raise timestamp_jump_error(path, stream, (float(latest * stream.time_base), float(pts * stream.time_base)))
-        latest = pts if latest is None else max(latest, pts)
+        clock(float(pts * stream.time_base))
         if shift is None:
             yield i, frame, pts
         elif pts >= shift:

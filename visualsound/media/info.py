@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import re
 import struct
@@ -401,7 +402,21 @@ def _header_is_complete(container: av.container.InputContainer, v: av.video.stre
     return a is not None and bool(a.duration)
 
 
-TIMESTAMP_JUMP_SEC = 0.5  # a stream's decode times going back by more than this: `TimestampJumpError`
+TIMESTAMP_JUMP_SEC = 0.5  # a stream's times going back by more than this: `TimestampJumpError`
+
+
+class ClockCheck:
+    """The one test for recordings joined end to end: call it with a stream's times (seconds) in an order in
+    which they never go back (decode times of packets, presentation times of decoded frames); it raises
+    `TimestampJumpError` naming the jump and the remedy when one goes back by more than `TIMESTAMP_JUMP_SEC`."""
+
+    def __init__(self, path: PathLike, stream: av.stream.Stream) -> None:
+        self.path, self.stream, self.latest = path, stream, -math.inf
+
+    def __call__(self, t: float) -> None:
+        if t < self.latest - TIMESTAMP_JUMP_SEC:
+            raise timestamp_jump_error(self.path, self.stream, (self.latest, t))
+        self.latest = max(self.latest, t)
 
 
 def timestamp_jump_error(path: PathLike, stream: av.stream.Stream, jump: tuple[float, float]
@@ -424,15 +439,14 @@ def edit_list_samples(container: av.container.InputContainer, stream: av.stream.
     return int(round(stream_time(stream, stream.duration) * sr))
 
 
-def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None
-                  ) -> dict[int, dict[str, Any]]:
-    """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed",
-    "jump"}`` in seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty
-    packets; ``jump``: the first ``(from, to)`` where the decode times go back by more than `TIMESTAMP_JUMP_SEC`,
-    else None). Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are
-    left out."""
-    spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0, "last": None, "jump": None}
-             for s in streams}
+def _packet_spans(container: av.container.InputContainer, streams: list, rate: float | None,
+                  path: PathLike) -> dict[int, dict[str, Any]]:
+    """Read every packet of `streams` (no decoding): per stream index ``{"count", "start", "end", "timed"}`` in
+    seconds (``start`` / ``end`` None when no packet has a timestamp; ``count`` counts non-empty packets).
+    Packets flagged discard (decoded for reference, never shown: those an mp4 edit list skips) are left out.
+    Decode times that go back raise `TimestampJumpError` (`ClockCheck`)."""
+    spans = {s.index: {"count": 0, "start": None, "end": None, "timed": 0} for s in streams}
+    clocks = {s.index: ClockCheck(path, s) for s in streams}
     for pkt in container.demux(*streams):
         if not pkt.size or pkt.is_discard:
             continue
@@ -443,10 +457,7 @@ def _packet_spans(container: av.container.InputContainer, streams: list, rate: f
             continue
         tb = pkt.time_base or pkt.stream.time_base
         if pkt.dts is not None:  # decode times never go back (presentation times do, by B-frame reordering)
-            order = float(pkt.dts * tb)
-            if sp["last"] is not None and order < sp["last"] - TIMESTAMP_JUMP_SEC and sp["jump"] is None:
-                sp["jump"] = (sp["last"], order)
-            sp["last"] = order if sp["last"] is None else max(sp["last"], order)
+            clocks[pkt.stream.index](float(pkt.dts * tb))
         t0 = float(ts * tb)
         dur = float(pkt.duration * tb) if pkt.duration else (1.0 / rate if pkt.stream.type == "video" and rate
                                                             else 0.0)
@@ -505,10 +516,8 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
         container_dur = container.duration / av.time_base if container.duration is not None else None
         spans = None
         if not _header_is_complete(container, v, a):
-            spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None)
-            for s in (v, a):
-                if s is not None and spans[s.index]["jump"] is not None:
-                    raise timestamp_jump_error(path, s, spans[s.index]["jump"])
+            spans = _packet_spans(container, [s for s in (v, a) if s is not None], float(rate) if rate else None,
+                                  path)
             container.close()  # reopen instead of seeking back: files without timestamps cannot seek
             container = open_media(path)
             v = video_stream(container, path) if v is not None else None

@@ -49,7 +49,7 @@ from av.video.reformatter import VideoReformatter
 
 from visualsound.media.errors import MediaWindowError, TruncatedMediaError
 from visualsound.media.info import (
-    TIMESTAMP_JUMP_SEC,
+    ClockCheck,
     DecodeReport,
     PathLike,
     check_window,
@@ -60,7 +60,6 @@ from visualsound.media.info import (
     media_error,
     open_media,
     stream_time,
-    timestamp_jump_error,
     video_stream,
 )
 
@@ -272,14 +271,12 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
     prev_time = None
     last_dur = default_frame_dur
     decoded, first_decoded = 0, None
-    latest = -math.inf
+    clock = ClockCheck(path, stream)  # frames come in presentation order: a time going back is a joined file
     for t, frame in _seek_decoder(container, stream, start, first_time, path, report, seekable):
         decoded += 1
         if first_decoded is None:
             first_decoded = t
-        if t < latest - TIMESTAMP_JUMP_SEC:  # frames come in presentation order: a clock that went back
-            raise timestamp_jump_error(path, stream, (latest, t))
-        latest = max(latest, t)
+        clock(t)
         if frame.duration:
             last_dur = float(frame.duration * stream.time_base)
         if fps is None:  # native frames inside the window
