@@ -210,6 +210,11 @@ class DirModel:
         return out
 
 
+#: marks a V-AURA sample folder (one clip) whose samples were generated with windows counting from the file's
+#: start (`VAuraModel._check_timeline`)
+TIMELINE_MARK = ".timeline-file-start"
+
+
 class VAuraModel:
     """V-AURA generation through `vaura.generate.generate_batch`, one file per (checkpoint, sampling, clip,
     window, seed), resumable, `batch_clips` clips per sampler batch.
@@ -220,10 +225,12 @@ class VAuraModel:
     and runs over parts of the dataset (``vbench evaluate --shard``) fill one folder. A sample's audio does not
     depend on the other clips of its batch; on a GPU a different `batch_clips` may round floats differently (the
     files do not record it: reused files may come from another batch size). The generation window is the clip's
-    evaluation window of the conditioning video. The weights id is the checkpoint's sha256 (prefixed ``debug-``
-    for one of our checkpoints trained on debug weights, which then counts as a debug-weights model), or
-    ``debug`` for the seeded random tiny model (`debug_weights` without a checkpoint). `debug_weights` with a
-    released checkpoint is refused, as `vaura.generate.load_pipeline` does.
+    evaluation window of the conditioning video, counted from the file's start as the ground truth's
+    (`vaura.generate.ClipRequest`; samples cached before that are checked once per clip: `_check_timeline`).
+    The weights id is the checkpoint's sha256 (prefixed ``debug-`` for one of our checkpoints trained on debug
+    weights, which then counts as a debug-weights model), or ``debug`` for the seeded random tiny model
+    (`debug_weights` without a checkpoint). `debug_weights` with a released checkpoint is refused, as
+    `vaura.generate.load_pipeline` does.
     """
 
     kind = "vaura"
@@ -293,6 +300,37 @@ class VAuraModel:
     def sample_path(self, folder: Path, clip: Any, seed: int) -> Path:
         return folder / clip.id / f"seed{seed}_{clip.start_sec:.3f}s+{clip.window_sec:.3f}s.wav"
 
+    def _check_timeline(self, folder: Path, clip: Any) -> bool:
+        """Drop a clip's samples generated before windows counted from the file's start.
+
+        Until then generation windows counted from the video's first frame; they differ where the video starts
+        after the file (an audio stream starting first, ~23 ms in some mkv). A clip folder holding samples but no
+        `TIMELINE_MARK` is checked once: its samples are kept (and marked) when the video starts with the file,
+        else removed so that they are generated again on the file's timeline; a video that cannot be probed
+        keeps its samples unmarked and unused (its generation then fails with the reason). Returns whether the
+        clip's cached samples may be used."""
+        cdir = folder / clip.id
+        if (cdir / TIMELINE_MARK).exists() or not cdir.is_dir() or clip.video is None:
+            return True
+        old = sorted(cdir.glob("seed*.wav"))
+        if not old:
+            return True
+        from visualsound.media import MediaError, probe
+
+        try:
+            info = probe(clip.video, require_video=True)
+        except MediaError as e:
+            log.warning("V-AURA samples of %s not reused: its video cannot be probed (%s)", clip.id, e)
+            return False
+        offset = (info.video_start or 0.0) - info.start
+        if abs(offset) > 1e-6:
+            log.info("clip %s: its video starts %.3f s after the file; %d cached V-AURA sample(s) were generated "
+                     "from the first frame and are made again from the file's start", clip.id, offset, len(old))
+            for f in old:
+                f.unlink(missing_ok=True)
+        (cdir / TIMELINE_MARK).touch()
+        return True
+
     def outputs(self, dataset: Dataset, progress: bool = False) -> ModelOutputs:
         import time
 
@@ -306,7 +344,8 @@ class VAuraModel:
         t0 = time.perf_counter()
         clip_of = {}  # the missing samples of each clip, as one request (features and frames shared)
         for clip in dataset.clips:
-            todo = tuple(s for s in self.seeds if not self.sample_path(folder, clip, s).is_file())
+            reuse = self._check_timeline(folder, clip)
+            todo = tuple(s for s in self.seeds if not (reuse and self.sample_path(folder, clip, s).is_file()))
             if todo:
                 clip_of[ClipRequest(clip.video, todo, clip.start_sec, clip.window_sec, stream=clip.id)] = clip
         failed: dict[str, str] = {}
@@ -324,6 +363,7 @@ class VAuraModel:
                     continue
                 for seed, audio in zip(res.request.seeds, res.output.audio):
                     write_wav(self.sample_path(folder, clip, seed), audio, res.output.sample_rate)
+                (folder / clip.id / TIMELINE_MARK).touch()
         for clip in dataset.clips:
             if clip.id in failed:
                 out.missing[clip.id] = failed[clip.id]

@@ -98,3 +98,53 @@ def test_recordings_joined_end_to_end_are_refused_with_the_reason(tmp_path):
     with pytest.raises(ClipError, match="video timestamps jump back"):  # `visualsound score` (no probe first)
         read_clip(joined)
     assert probe(part).duration == pytest.approx(4.0, abs=0.1)  # one recording alone is fine
+
+
+def test_generation_windows_count_from_the_file_start(tmp_path):
+    """V-AURA's frames for an evaluation window (`ClipRequest(start=s)`) are those `read_video` gives for it, so
+    the generated sound lines up with the ground truth also where the video starts after the file (here 0.5 s
+    after its audio); the default request (`start=None`, what ``vaura generate`` muxes) starts at the first
+    frame."""
+    from vaura.generate import ClipRequest, read_clip
+
+    path = flash_clip(tmp_path / "video_late.mkv", "matroska", video_at=0.5)
+    info = probe(path)
+    late = info.video_start - info.start  # 0.48 s: the encoder's first frame is at 0.48
+    assert late > 0.4, info
+
+    def flash_at(frames) -> float:
+        return int(frames.float().mean(dim=(1, 2, 3)).argmax()) / FPS
+
+    window = read_clip(ClipRequest(path, start=0.0, duration=3.0))
+    flash, _, frames, _ = flash_and_sound(path, 0.0)
+    assert window.frames.shape[0] == frames == 3 * FPS and window.duration == 3.0
+    assert flash_at(window.frames) == flash == pytest.approx(late + FLASH / FPS, abs=1e-6)
+    whole = read_clip(ClipRequest(path))
+    assert whole.duration == pytest.approx(N / FPS, abs=1e-3) and flash_at(whole.frames) == FLASH / FPS
+    to_end = read_clip(ClipRequest(path, start=0.0))
+    assert to_end.duration == pytest.approx(late + N / FPS, abs=1e-3), to_end.duration
+
+
+def test_cached_vaura_samples_from_the_first_frame_are_made_again(tmp_path):
+    """Samples cached before generation windows counted from the file's start are kept where the video starts
+    with the file, made again where it starts later, and not used (but kept) where the video cannot be
+    probed."""
+    from types import SimpleNamespace
+
+    from benchmarks.models import TIMELINE_MARK, VAuraModel
+
+    model = VAuraModel(debug_weights=True, out_dir=tmp_path / "gen")
+    folder = tmp_path / "gen" / "set" / model.cache_key
+    clips = {"same": flash_clip(tmp_path / "same.mkv", "matroska"),
+             "late": flash_clip(tmp_path / "late.mkv", "matroska", video_at=0.5),
+             "gone": tmp_path / "gone.mkv"}
+    clips["gone"].write_text("not a video")
+    for cid in clips:
+        (folder / cid).mkdir(parents=True)
+        (folder / cid / "seed0_0.000s+2.560s.wav").write_bytes(b"old")
+    reuse = {cid: model._check_timeline(folder, SimpleNamespace(id=cid, video=str(v))) for cid, v in clips.items()}
+    assert reuse == {"same": True, "late": True, "gone": False}
+    left = {cid: sorted(p.name for p in (folder / cid).iterdir()) for cid in clips}
+    assert left == {"same": [TIMELINE_MARK, "seed0_0.000s+2.560s.wav"], "late": [TIMELINE_MARK],
+                    "gone": ["seed0_0.000s+2.560s.wav"]}
+    assert model._check_timeline(folder, SimpleNamespace(id="late", video=str(clips["late"])))  # checked once

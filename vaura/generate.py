@@ -384,8 +384,14 @@ class GeneratedAudio:
 
 @dataclass(frozen=True)
 class ClipRequest:
-    """One clip to generate for: ``[start, start + duration)`` seconds of `video` after its first frame
-    (``duration=None``: to the end of the video stream), one sample per seed.
+    """One clip to generate for: ``[start, start + duration)`` seconds of `video`, one sample per seed.
+
+    ``start=None`` (default): from the video's first frame, the video stream's own span (what ``vaura generate``
+    muxes under the picture); a number counts from the file's start, the toolkit's one timeline
+    (`visualsound.media.info.file_start`, as `visualsound.media.read_video` / ``read_audio`` and every
+    evaluation window count), so the audio lines up with the ground truth read for the same window even where
+    the video starts after the file (an audio stream starting first); times before the first frame show the first
+    frame. ``duration=None``: to the end of the video stream.
 
     Sample i draws its random numbers from the stream keyed by ``(stream, seeds[i], window index)`` (see
     `vaura.sampler.RowStreams`): the same request gives the same codes whatever else is generated with it.
@@ -394,7 +400,7 @@ class ClipRequest:
 
     video: str | os.PathLike
     seeds: tuple[int, ...] = (0,)
-    start: float = 0.0
+    start: float | None = None
     duration: float | None = None
     stream: str = ""
 
@@ -462,13 +468,15 @@ def read_clip(request: ClipRequest, device: torch.device | None = None) -> _Fram
     t0 = time.perf_counter()
     video = request.video
     info = probe(video, require_video=True)
-    span = info.video_duration or info.duration
-    avail = span - request.start
-    dur = avail if request.duration is None else min(request.duration, avail)
+    first = (info.video_start or 0.0) - info.start  # the first frame on the file's timeline
+    end = first + (info.video_duration or info.duration)
+    start = first if request.start is None else request.start
+    dur = end - start if request.duration is None else min(request.duration, end - start)
     if dur <= 0:
-        raise GenerationError(f"{video}: nothing to generate from {request.start} s (video lasts {span:.2f} s)")
+        raise GenerationError(f"{video}: nothing to generate from {start} s of the file (its video ends at "
+                              f"{end:.2f} s)")
     report = DecodeReport()
-    frames = read_frames(video, (info.video_start or 0.0) - info.start + request.start, dur, report=report,
+    frames = read_frames(video, start, dur, report=report,
                          device=device if device is not None and device.type == "cuda" else None)
     return _Frames(frames, dur, report.total, time.perf_counter() - t0)
 
@@ -730,11 +738,11 @@ def generate_codes_for_frames(pipe: VAuraPipeline, frames: torch.Tensor, duratio
 
 def generate_for_video(video: str | os.PathLike, pipe: VAuraPipeline, params: SamplingParams = SamplingParams(),
                        num_samples: int = 1, seed: int | None = None, stride: float = 0.64,
-                       start: float = 0.0, duration: float | None = None,
+                       start: float | None = None, duration: float | None = None,
                        on_window: Callable[[int, int], None] | None = None) -> GeneratedAudio:
     """Generate `num_samples` soundtracks for a video file (any fps / duration; ``[start, start + duration)``
-    seconds after the video's first frame, default the whole video stream: its own span, not the container's,
-    so the audio covers exactly what the video shows; a stream starting at ``t0 > 0`` is read from ``t0``).
+    as `ClipRequest`'s: by default the whole video stream from its first frame, its own span, not the
+    container's, so the audio covers exactly what the video shows; a number counts from the file's start).
     Sample i uses seed ``seed + i`` (`seed=None`: a fresh random seed, returned in ``seeds``). Undecodable video
     packets are skipped and counted in ``bad_packets``. The same as `generate_batch` of this one clip with
     ``batch_clips=1``; ``on_window(done, total)`` is called after each window is sampled."""
