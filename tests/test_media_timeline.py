@@ -148,3 +148,102 @@ def test_cached_vaura_samples_from_the_first_frame_are_made_again(tmp_path):
     assert left == {"same": [TIMELINE_MARK, "seed0_0.000s+2.560s.wav"], "late": [TIMELINE_MARK],
                     "gone": ["seed0_0.000s+2.560s.wav"]}
     assert model._check_timeline(folder, SimpleNamespace(id="late", video=str(clips["late"])))  # checked once
+
+
+def ogg_tone(path, codec: str, sample_rate: int, seconds: float, freq: float):
+    """An Ogg audio file of a stereo `freq` tone: Opus (``libopus``) or FFmpeg's own Vorbis (``vorbis``)."""
+    with av.open(str(path), "w", format="ogg") as c:
+        a = c.add_stream(codec, rate=sample_rate, layout="stereo")
+        if codec == "vorbis":
+            a.codec_context.options = {"strict": "experimental"}
+        k = np.arange(int(round(seconds * sample_rate))) / sample_rate
+        tone = (0.3 * np.sin(2 * np.pi * freq * k)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = sample_rate, 0
+        for p in [*a.encode(frame), *a.encode(None)]:
+            c.mux(p)
+    return path
+
+
+def ogg_parts(tmp_path, kind: str):
+    """Two Ogg files to join with ``cat``: `kind` ``opus`` (one format: FFmpeg decoded both, its timestamps
+    starting again at 0 at the join), ``vorbis`` (44.1 then 22.05 kHz: FFmpeg's decoding failed at the join) or
+    ``ogv`` (VP8 + Opus: FFmpeg's demuxing failed at the join)."""
+    from tests.odd_media import encode
+
+    if kind == "ogv":
+        parts = tmp_path / "a.ogv", tmp_path / "b.ogv"
+        for p, n in zip(parts, (12, 15)):
+            encode(p, codec="libvpx", fmt="ogg", n=n, fps=10, audio="libopus", audio_seconds=n / 10)
+        return parts
+    codec, suffix, rates = {"opus": ("libopus", "opus", (48000, 48000)),
+                            "vorbis": ("vorbis", "ogg", (44100, 22050))}[kind]
+    return (ogg_tone(tmp_path / f"a.{suffix}", codec, rates[0], 1.2, 440),
+            ogg_tone(tmp_path / f"b.{suffix}", codec, rates[1], 1.5, 880))
+
+
+@pytest.mark.parametrize("kind", ["opus", "vorbis", "ogv"])
+def test_chained_ogg_is_refused_alike_by_probe_and_every_reader(tmp_path, kind):
+    """Ogg files joined with ``cat`` (a chained Ogg file: Ogg streams one after another): each link's clock starts
+    again at 0 and a link may bring another format or other streams, so the file has no single timeline. `probe`
+    accepted joined audio files (taking the duration FFmpeg states: about the last link's), which `read_audio`
+    then refused (timestamps jumping back) or failed on ("Not yet implemented in FFmpeg" at the rate change); a
+    video link failed `probe` that way too. Now `open_media` refuses every chained Ogg file, so `probe` and every
+    reader give the same reason and remedy."""
+    from visualsound.imagebind.preprocess import ClipError, read_clip
+    from visualsound.media import ChainedOggError, TimestampJumpError
+    from visualsound.media.audio import decode_audio_stream
+    from visualsound.media.fps_filter import read_fps_frames
+    from visualsound.media.info import ogg_links
+
+    first, second = ogg_parts(tmp_path, kind)
+    for part in (first, second):  # each part alone is one Ogg stream, read as usual
+        assert ogg_links(part) == [0]
+        info = probe(part)
+        assert read_audio(part).shape[1] / info.sample_rate == pytest.approx(info.duration, abs=0.05), info
+    joined = tmp_path / f"joined{first.suffix}"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    cut = first.stat().st_size
+    assert ogg_links(joined) == [0, cut]
+    reason = (rf"joined{first.suffix}: a chained Ogg file: 2 Ogg streams one after another .* at bytes 0, {cut}; .*"
+              rf"no single timeline\. Re-encode it as one stream: `ffmpeg -i IN -c:a libopus OUT\.opus` .*"
+              rf"`head -c {cut} IN > PART1{first.suffix}`")
+    readers = [probe, read_audio, decode_audio_stream]
+    if kind == "ogv":
+        readers += [lambda p: read_video(p, 0.0, None, FPS), lambda p: read_fps_frames(p, [25, 0.5], flush=False)]
+    for read in readers:
+        with pytest.raises(ChainedOggError, match=reason):
+            read(joined)
+    with pytest.raises(ClipError, match=reason) as e:  # `visualsound score` (no probe first)
+        read_clip(joined)
+    assert e.value.status == "corrupt" and issubclass(ChainedOggError, TimestampJumpError)
+
+
+def test_chained_ogg_is_rejected_at_dataset_build_with_the_reason(tmp_path):
+    """`vbench datasets build --videos DIR` probes every file: a chained Ogg video is rejected, its reason
+    recorded, the other videos kept."""
+    from benchmarks.datasets import build_dataset
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    first, second = ogg_parts(tmp_path, "ogv")
+    (folder / "plain.ogv").write_bytes(first.read_bytes())
+    (folder / "joined.ogv").write_bytes(first.read_bytes() + second.read_bytes())
+    ds = build_dataset("folder", videos=folder)
+    rejected = dict(ds.rejected)
+    assert ds.ids == ["plain"] and set(rejected) == {"joined"}, (ds.ids, rejected)
+    assert "joined.ogv: a chained Ogg file: 2 Ogg streams" in rejected["joined"], rejected
+
+
+def test_ogg_links_resynchronise_after_damage(tmp_path):
+    """`ogg_links` walks page headers; a stretch that is not a page is skipped to the next ``OggS`` as demuxers
+    skip it: junk between two joined files still shows two links, damage inside one file no second link."""
+    from visualsound.media.info import ogg_links
+
+    data = ogg_tone(tmp_path / "a.opus", "libopus", 48000, 1.2, 440).read_bytes()
+    junk = tmp_path / "junk.opus"
+    junk.write_bytes(data + b"junk" * 100 + data)
+    assert ogg_links(junk) == [0, len(data) + 400]
+    damaged = tmp_path / "damaged.opus"
+    damaged.write_bytes(data[:200] + bytes(50) + data[250:])
+    assert ogg_links(damaged) == [0]

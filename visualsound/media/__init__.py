@@ -10,6 +10,7 @@ carried next to it. The frame-selection rule, AAC priming/padding handling and r
 from visualsound.media.audio import read_audio, read_audio_with_rate, write_wav
 from visualsound.media.errors import (
     AudioFormatChangeError,
+    ChainedOggError,
     MediaError,
     MediaWindowError,
     MediaWriteError,
@@ -34,4 +35,5 @@ __all__ = [
 ]
 __all__ += ["NotCopyable", "copy_window"]  # write.py: the report's fast path
 __all__ += ["TimestampJumpError"]  # errors.py: a stream whose timestamps go back mid-file
+__all__ += ["ChainedOggError"]  # errors.py: Ogg streams one after another (a TimestampJumpError)
 __all__ += ["FpsFilter", "FpsFilterError", "FpsFrames", "read_fps_frames", "read_fps_video"]  # fps_filter.py

@@ -44,6 +44,13 @@ class TimestampJumpError(MediaError):
     the file's timeline is ambiguous, so reading it would silently lose or misplace its later part."""
 
 
+class ChainedOggError(TimestampJumpError):
+    """A chained Ogg file: several Ogg streams ("links") one after another, as ``cat a.opus b.opus > c.opus`` or an
+    Internet radio dump writes them. Each link's clock starts again at 0, and a link may bring other streams or
+    another sample rate or channel count, on which FFmpeg's decoding fails: the file has no single timeline, so
+    it is refused as a whole, by `visualsound.media.info.open_media` (every reader and `probe`)."""
+
+
 class AudioFormatChangeError(MediaError):
     """The audio stream's channel count or sample rate changes within the stream (e.g. MPEG-TS recordings of a
     2.0 and a 5.1 broadcast joined into one file): the readers neither mix channels nor resample within a stream,

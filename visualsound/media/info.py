@@ -18,6 +18,7 @@ from typing import Any
 import av
 
 from visualsound.media.errors import (
+    ChainedOggError,
     MediaError,
     MediaWindowError,
     MissingFileError,
@@ -252,6 +253,72 @@ def _check_iso_boxes(path: Path, size: int) -> None:
             pos += box_size
 
 
+_OGG_PAGE = struct.Struct("<4sBBqIIIB")  # "OggS", version, flags, granule, serial, sequence, CRC, segment count
+_OGG_BOS = 0x02  # a page flag: the first page of a logical stream
+
+
+def ogg_links(path: PathLike) -> list[int]:
+    """Where the links of an Ogg file begin (byte offsets): ``[0]`` for a plain Ogg file, one more for each further
+    link of a chained one (several Ogg streams one after another, as ``cat a.opus b.opus`` writes). Every logical
+    stream begins with a page flagged "beginning of stream", and all of a link's begin before its first data page
+    (RFC 3533), so such a page after a data page starts a new link. Only the page headers are read; a stretch
+    that is not a page (damage) is skipped to the next ``OggS``, as demuxers resynchronise."""
+    links: list[int] = []
+    after_data = True  # the file's first "beginning of stream" page starts its first link
+    with open(path, "rb") as f:
+        pos = 0
+        while True:
+            f.seek(pos)
+            hdr = f.read(_OGG_PAGE.size)
+            if len(hdr) < _OGG_PAGE.size:
+                break
+            magic, version, flags, _, _, _, _, segments = _OGG_PAGE.unpack(hdr)
+            if magic != b"OggS" or version != 0:
+                f.seek(pos + 1)
+                found = _find_bytes(f, b"OggS")
+                if found is None:
+                    break
+                pos = found
+                continue
+            lacing = f.read(segments)
+            if len(lacing) < segments:
+                break
+            if flags & _OGG_BOS:
+                if after_data:
+                    links.append(pos)
+                after_data = False
+            else:
+                after_data = True
+            pos += _OGG_PAGE.size + segments + sum(lacing)
+    return links
+
+
+def _find_bytes(f: Any, needle: bytes, chunk: int = 1 << 16) -> int | None:
+    """The offset of the next `needle` in file `f` from its current position, else None."""
+    pos = f.tell()
+    tail = b""
+    while True:
+        data = f.read(chunk)
+        if not data:
+            return None
+        i = (tail + data).find(needle)
+        if i >= 0:
+            return pos - len(tail) + i
+        pos += len(data)
+        tail = (tail + data)[-(len(needle) - 1):]
+
+
+def chained_ogg_error(path: PathLike, links: list[int]) -> ChainedOggError:
+    """The refusal of a chained Ogg file whose links begin at the byte offsets `links` (`ogg_links`)."""
+    at = ", ".join(map(str, links[:6])) + (", ..." if len(links) > 6 else "")
+    return ChainedOggError(
+        f"{path}: a chained Ogg file: {len(links)} Ogg streams one after another (files joined with `cat`), "
+        f"beginning at bytes {at}; each starts its clock again at 0 and may bring other streams or another audio "
+        "format, so the file has no single timeline. Re-encode it as one stream: `ffmpeg -i IN -c:a libopus "
+        "OUT.opus` (audio parts of one format), or cut it into its parts at those bytes (the first: `head -c "
+        f"{links[1]} IN > PART1{Path(path).suffix or '.ogg'}`) and use them")
+
+
 def _open_pcm_wav(path: Path) -> av.container.InputContainer | None:
     """A PCM WAV opened without FFmpeg's default probing (which reads about 2 MB of it: ~20 ms a file, most of a
     short clip's reading time; the WAV header states everything PCM needs); None for anything else (compressed
@@ -272,8 +339,9 @@ def open_media(path: PathLike) -> av.container.InputContainer:
     """Open `path` for reading with PyAV, turning every failure into a specific `MediaError`.
 
     Raises `MissingFileError` (no such file), `NotMediaError` (empty, not a media file, or no audio/video stream:
-    a cover picture alone is not video, see `is_cover_picture`) and `TruncatedMediaError` (mp4 boxes past the end
-    of the file, or FFmpeg fails on a file with a media magic).
+    a cover picture alone is not video, see `is_cover_picture`), `TruncatedMediaError` (mp4 boxes past the end
+    of the file, or FFmpeg fails on a file with a media magic) and `ChainedOggError` (a chained Ogg file:
+    `ogg_links`), so every reader and `probe` refuse such a file alike.
     """
     p = Path(path)
     if not p.exists():
@@ -289,8 +357,11 @@ def open_media(path: PathLike) -> av.container.InputContainer:
         is_iso = len(head) >= 8 and head[4:8] in _ISO_TOP_BOXES
         if is_iso:
             _check_iso_boxes(p, size)
+        links = ogg_links(p) if head[:4] == b"OggS" else []  # FFmpeg detects Ogg by this magic at byte 0
     except OSError as e:  # permission denied, I/O error, ...: still a file-level MediaError
         raise MediaError(f"{p}: cannot read the file: {e.strerror or e}") from e
+    if len(links) > 1:
+        raise chained_ogg_error(p, links)
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         container = _open_pcm_wav(p)
         if container is not None:
