@@ -30,7 +30,7 @@ from benchmarks import bootstrap as bs
 from benchmarks import per_clip
 from benchmarks.datasets import Dataset
 from benchmarks.models import ModelOutputs
-from benchmarks.protocols import EvaluationError, get_protocol, select_metrics
+from benchmarks.protocols import PROTOCOL_NAMES, EvaluationError, get_protocol, select_metrics
 from benchmarks.results import RESULT_FORMAT, SCHEMA_VERSION, result_filename, validate_result
 from visualsound.utils.atomic import atomic_write_json
 
@@ -105,6 +105,28 @@ def _intervals(protocol: str, run: Any, values: dict[str, float | None], options
     record = {"resamples": options.bootstrap, "set_resamples": options.bootstrap_set, "seed": options.bootstrap_seed,
               "level": bs.LEVEL, "unit": "clip", "seconds": round(time.perf_counter() - t0, 3)}
     return ci, record
+
+
+def extractor_keys() -> dict[str, str]:
+    """Registry name -> ``EvalOptions.checkpoints`` key of every metric extractor's weights, from the protocols'
+    own ``required_weights`` (so a CLI keyed by registry name needs no second table)."""
+    keys: dict[str, str] = {}
+    for protocol_name in PROTOCOL_NAMES:
+        protocol = get_protocol(protocol_name)
+        for key, name in protocol.required_weights(protocol.metrics).items():
+            if keys.setdefault(name, key) != key:
+                raise EvaluationError(f"weights {name!r} have two checkpoint keys: {keys[name]!r} and {key!r}")
+    return keys
+
+
+def extractor_checkpoints(paths: dict[str, str | None]) -> dict[str, str]:
+    """The paths given for metric extractors' weights (registry name -> path or None: the cache) as
+    ``EvalOptions.checkpoints`` (key -> path; the cache ones left out). A name no protocol loads raises."""
+    keys = extractor_keys()
+    unknown = sorted(set(paths) - set(keys))
+    if unknown:
+        raise EvaluationError(f"no metric loads the weights {unknown}; metric weights: {', '.join(keys)}")
+    return {keys[name]: path for name, path in paths.items() if path}
 
 
 def required_weights(protocol: Any, metrics: Sequence[str], debug_weights: bool, checkpoints: dict[str, str],

@@ -14,6 +14,7 @@ from benchmarks.datasets import Dataset, build_dataset
 from benchmarks.evaluate import EvalOptions, MissingOutputsError, evaluate
 from benchmarks.metrics.sync import SyncMetricError, sync_score_ms
 from benchmarks.models import ModelError, make_model
+from benchmarks.protocols import EvaluationError
 from benchmarks.results import load_result, validate_result
 
 EPS_KLD_FLOOR = 527 * 1e-6  # identical distributions: KL = sum p log(p / (p + 1e-6)) lies in [-527e-6, 0]
@@ -203,6 +204,27 @@ def test_cli_evaluate_writes_result(synth, tmp_path: Path) -> None:
     assert "metric_ci" not in json.loads(files[0].read_text())
 
 
+def test_every_metric_weights_file_has_an_evaluate_option() -> None:
+    """`vbench evaluate` takes the path of every weights file a protocol's metrics load (its `weights_options`
+    table), and hands each to `EvalOptions.checkpoints` under the key the protocols use."""
+    from benchmarks.commands.evaluate import evaluate as command
+    from benchmarks.evaluate import extractor_checkpoints, extractor_keys
+    from benchmarks.protocols import PROTOCOL_NAMES, get_protocol
+    from visualsound.utils.cli import command_weights_options
+
+    table = command_weights_options(command)
+    for name in PROTOCOL_NAMES:
+        proto = get_protocol(name)
+        for key, registry in proto.required_weights(proto.metrics).items():
+            assert registry in table, (name, registry)
+            assert extractor_keys()[registry] == key
+    assert set(table) == {*extractor_keys(), "vaura_release"}
+    assert extractor_checkpoints({"vggish": "v.pth", "imagebind_huge": None, "panns_cnn14_16k": "p.pth"}) == {
+        "vggish": "v.pth", "panns": "p.pth"}
+    with pytest.raises(EvaluationError, match="no metric loads the weights"):
+        extractor_checkpoints({"vaura_release": "x.ckpt"})
+
+
 def test_missing_weights_are_all_named_before_anything_is_generated(synth, tmp_path: Path, monkeypatch) -> None:
     """A user without VGGish generated the whole set first, then got one missing-weights error per run: every
     weights file the protocol, the chosen metrics and the model need is checked first, and all the missing ones are
@@ -231,6 +253,10 @@ def test_missing_weights_are_all_named_before_anything_is_generated(synth, tmp_p
     assert res.exit_code == 2 and "2 weights files" in res.output, res.output
     assert f"vggish: {tmp_path / 'nope.pth'} (given with --vggish-checkpoint) does not exist" in res.output
     assert "imagebind_huge: not in the cache" in res.output and "passt" not in res.output
+    res = CliRunner().invoke(main, ["evaluate", "--model", "ground-truth", "--dataset", str(manifest), "--out",
+                                    str(out), "--protocol", "av-benchmark", "--metrics", "FD-PANN"])
+    assert res.exit_code == 2 and "1 weights file" in res.output, res.output
+    assert "panns_cnn14_16k: not in the cache" in res.output and "Or pass --panns-checkpoint PATH" in res.output
     # a sharded run computes no metric: it needs the model's weights only
     res = CliRunner().invoke(main, ["evaluate", "--model", "vaura", "--dataset", str(manifest), "--out", str(out),
                                     "--shard", "0/2"])

@@ -184,6 +184,49 @@ def test_cli_help_and_version(module):
         assert res.exit_code == 0, f"{name} --help failed: {res.output}"
 
 
+def test_weights_options_declares_the_options_and_passes_one_mapping(tmp_path, monkeypatch):
+    """`weights_options` is the one table of a command's weights paths: it declares each option where it stands
+    among the others (an option shared by several registry names once), passes {registry name: path or None},
+    and names the options in missing-weights messages while the command runs; a bad table fails at once."""
+    import click
+
+    from visualsound import weights as W
+    from visualsound.utils.cli import command_weights_options, weights_options
+
+    monkeypatch.setenv("VAURA_CACHE_DIR", str(tmp_path / "cache"))
+    seen = {}
+
+    @click.command()
+    @click.option("--first", default=None)
+    @weights_options({"vggish": ("--vggish-checkpoint", "VGGish weights"), "passt": "--passt-checkpoint",
+                      "synchformer_audioset": ("--sync", "Synchformer"), "synchformer_lrs3": "--sync"})
+    @click.option("--last", default=None)
+    def cmd(first, weights, last):
+        seen.update(weights)
+        W.resolve("passt")
+
+    assert [p.opts[0] for p in cmd.params] == ["--first", "--vggish-checkpoint", "--passt-checkpoint", "--sync",
+                                               "--last"]
+    assert command_weights_options(cmd) == {"vggish": "--vggish-checkpoint", "passt": "--passt-checkpoint",
+                                            "synchformer_audioset": "--sync", "synchformer_lrs3": "--sync"}
+    helps = {p.opts[0]: p.help for p in cmd.params}
+    assert helps["--vggish-checkpoint"] == ("VGGish weights (default: vggish from the weights cache, VAURA_CACHE_DIR; "
+                                            "see `vbench weights list`).")
+    assert helps["--passt-checkpoint"].startswith("passt weights (passt-s-f128-p16-s10-ap.476-swa.pt) (default: passt")
+    assert helps["--sync"].startswith("Synchformer (default: synchformer_audioset or synchformer_lrs3 from")
+    given = tmp_path / "s.pt"
+    given.write_bytes(b"x")
+    res = CliRunner().invoke(cmd, ["--sync", str(given)])
+    assert isinstance(res.exception, W.WeightsNotFoundError) and "Or pass --passt-checkpoint PATH" in str(res.exception)
+    assert seen == {"vggish": None, "passt": None, "synchformer_audioset": str(given), "synchformer_lrs3": str(given)}
+    res = CliRunner().invoke(cmd, ["--vggish-checkpoint", str(tmp_path / "nope.pth")])  # exists=True by default
+    assert res.exit_code == 2 and "does not exist" in res.output
+    for table, error in (({"nope": "--nope"}, W.UnknownWeightsError), ({"vggish": "vggish"}, ValueError),
+                         ({"vggish": ("--x", "a"), "passt": ("--x", "b")}, ValueError)):
+        with pytest.raises(error):
+            weights_options(table)
+
+
 @pytest.mark.parametrize("module", ["visualsound.cli", "vaura.cli", "benchmarks.cli"])
 def test_python_dash_m_runs_the_cli(module):
     """``python -m benchmarks.cli`` (the README's way round a foreign ``vbench`` on PATH) runs the CLI: it used to

@@ -205,18 +205,154 @@ def test_missing_weights_name_the_running_commands_option(cache):
     assert W.option_for("vggish") is None  # only while the command runs
 
 
-def test_cli_commands_name_their_own_weights_options(cache, tmp_path):
+#: every CLI command that loads pretrained weights: registry name -> the option that takes its path. Users' scripts
+#: use these option names: a change here is a change of the command line.
+COMMAND_WEIGHTS_OPTIONS = {
+    ("visualsound", "score"): {"imagebind_huge": "--checkpoint"},
+    ("vaura", "extract"): {"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"},
+    ("vaura", "train"): {"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"},
+    ("vaura", "generate"): {"vaura_release": "--checkpoint", "avclip_vggsound": "--visual-checkpoint",
+                            "dac_44khz": "--codec-checkpoint"},
+    ("vaura", "sync-filter"): {"synchformer_vggsound": "--checkpoint", "synchformer_audioset": "--checkpoint",
+                               "synchformer_lrs3": "--checkpoint"},
+    ("vbench", "sync"): {"synchformer_audioset": "--checkpoint"},
+    ("vbench", "evaluate"): {"vaura_release": "--checkpoint", "vggish": "--vggish-checkpoint",
+                             "passt": "--passt-checkpoint", "panns_cnn14_16k": "--panns-checkpoint",
+                             "imagebind_huge": "--imagebind-checkpoint", "synchformer_audioset": "--sync-checkpoint"},
+}
+#: options named like a weights path that are not one: `vbench weights verify NAME --checkpoint FILE` checks any file
+NOT_WEIGHTS_PATHS = {("vbench", "weights verify", "--checkpoint")}
+
+
+def _cli_commands():
+    """(cli, command path, click command) of every command of the three CLIs, subcommands of groups included."""
+    import click
+
     from benchmarks.cli import main as vbench
     from vaura.cli import main as vaura
+    from visualsound.cli import main as visualsound
+
+    def walk(cli, group, prefix):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            if isinstance(cmd, click.Group):
+                yield from walk(cli, cmd, f"{prefix}{name} ")
+            else:
+                yield cli, f"{prefix}{name}", cmd
+
+    for cli, group in (("visualsound", visualsound), ("vaura", vaura), ("vbench", vbench)):
+        yield from walk(cli, group, "")
+
+
+def test_every_commands_weights_options_are_its_own_options():
+    """Each command's weights table (`weights_options`) names options the command really has, for registry entries
+    that exist; every weights path option of a command is in its table (none declared by hand beside it); the
+    tables are the documented command line; and every command with --debug-weights that loads a model has one."""
+    from click.testing import CliRunner
+
+    from visualsound.utils.cli import command_weights_options
+
+    seen, problems = {}, []
+    for cli, path, cmd in _cli_commands():
+        table = command_weights_options(cmd)
+        options = {opt: p for p in cmd.params for opt in p.opts}
+        for name, option in table.items():
+            if name not in W.REGISTRY:
+                problems.append(f"{cli} {path}: {name!r} is not a registry entry")
+            if option not in options:
+                problems.append(f"{cli} {path}: {option} (for {name}) is not an option of the command")
+        for option in options:
+            if "checkpoint" in option and option not in table.values() and (cli, path, option) not in NOT_WEIGHTS_PATHS:
+                problems.append(f"{cli} {path}: {option} is not in its weights table")
+        if table:
+            seen[(cli, path)] = table
+            res = CliRunner().invoke(cmd, ["--help"], terminal_width=200)
+            problems += [f"{cli} {path}: --help does not list {o}" for o in table.values() if o not in res.output]
+    assert not problems, problems
+    assert seen == COMMAND_WEIGHTS_OPTIONS
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("key", sorted(COMMAND_WEIGHTS_OPTIONS))
+def test_each_commands_missing_weights_messages_name_its_own_options(key, cache, tmp_path, monkeypatch):
+    """While each command runs, the missing-weights message of every registry entry it loads names the command's own
+    option for it, a given path that does not exist too; an entry it has no option for says it reads the cache
+    only."""
+    import contextlib
+
+    from benchmarks.cli import main as vbench
+    from vaura.cli import main as vaura
+    from visualsound.cli import main as visualsound
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    args = {"score": ["--videos", str(tmp_path), "--out", str(tmp_path / "o")],
+            "extract": ["--data", str(tmp_path), "--out", str(tmp_path / "o")],
+            "train": ["--data", str(tmp_path), "--out", str(tmp_path / "o")],
+            "generate": ["--video", str(video), "--out", str(tmp_path / "o.mp4")],
+            "sync-filter": ["--videos", str(tmp_path), "--out", str(tmp_path / "o")],
+            "sync": [str(video)], "evaluate": ["--model", "vaura", "--dataset", "x"]}[key[1]]
+    main = {"visualsound": visualsound, "vaura": vaura, "vbench": vbench}[key[0]]
+    recorded = []
+    real = W.command_options
+
+    @contextlib.contextmanager
+    def record(options):
+        recorded.append(dict(options))
+        with real(options):
+            messages = {}
+            for name in W.REGISTRY:
+                for path in (None, tmp_path / "nope.pth"):
+                    with pytest.raises(W.WeightsNotFoundError) as err:
+                        W.resolve(name, path)
+                    messages[name, path is None] = str(err.value)
+            recorded.append(messages)
+        raise _Stop  # the command itself does not run
+
+    monkeypatch.setattr(W, "command_options", record)
+    res = CliRunner().invoke(main, [key[1], *args])
+    assert isinstance(res.exception, _Stop), res.output
+    table, messages = recorded
+    assert table == COMMAND_WEIGHTS_OPTIONS[key]
+    for name in W.REGISTRY:
+        if name in table:
+            assert f"Or pass {table[name]} PATH" in messages[name, True], (name, messages[name, True])
+            assert f"(given explicitly with {table[name]})" in messages[name, False]
+        else:
+            assert "This command takes no path for it: it reads the cache only" in messages[name, True]
+            assert "given explicitly)" in messages[name, False]
+
+
+def test_cli_commands_name_their_own_weights_options(cache, tmp_path):
+    """End to end with an empty cache: the first weights file each command loads is missing."""
+    from benchmarks.cli import main as vbench
+    from vaura.cli import main as vaura
+    from visualsound.cli import main as visualsound
 
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
     res = CliRunner().invoke(vbench, ["sync", str(video)])
     assert res.exit_code == 2 and "Or pass --checkpoint PATH" in res.output, res.output
+    res = CliRunner().invoke(vbench, ["sync", str(video), "--checkpoint", str(tmp_path / "nope.pt")])
+    assert res.exit_code == 2 and "(given explicitly with --checkpoint)" in res.output, res.output
     res = CliRunner().invoke(vaura, ["extract", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "'avclip_vggsound'" in res.output and "Or pass --checkpoint PATH" in res.output
+    res = CliRunner().invoke(vaura, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "t")])
     assert res.exit_code == 2 and "'avclip_vggsound'" in res.output and "Or pass --checkpoint PATH" in res.output
     res = CliRunner().invoke(vaura, ["generate", "--video", str(video), "--out", str(tmp_path / "o.mp4")])
     assert res.exit_code == 2 and "'vaura_release'" in res.output and "Or pass --checkpoint PATH" in res.output
+    res = CliRunner().invoke(visualsound, ["score", "--videos", str(tmp_path), "--out", str(tmp_path / "s"),
+                                           "--workers", "0", "--no-progress"])
+    assert res.exit_code == 2 and "'imagebind_huge'" in res.output and "Or pass --checkpoint PATH" in res.output
+    for weights in ("synchformer_vggsound", "synchformer_lrs3"):  # one --checkpoint for the entry --weights picks
+        res = CliRunner().invoke(vaura, ["sync-filter", "--videos", str(tmp_path), "--out", str(tmp_path / "f"),
+                                         "--split", "test", "--workers", "0", "--no-progress", "--weights", weights])
+        assert res.exit_code == 2 and f"download {weights}`" in res.output, res.output
+        assert "Or pass --checkpoint PATH" in res.output, res.output
 
 
 def test_a_damaged_cached_file_says_to_delete_and_download_again(cache, server, monkeypatch):

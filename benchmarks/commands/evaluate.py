@@ -10,11 +10,6 @@ from benchmarks.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SET_RESAMPLES
 from visualsound.utils.cli import weights_options
 from visualsound.utils.shard import shard_option_help
 
-#: the registry entries `vbench evaluate` loads -> the option that takes each one's path
-CHECKPOINT_OPTIONS = {"vaura_release": "--checkpoint", "vggish": "--vggish-checkpoint", "passt": "--passt-checkpoint",
-                      "panns_cnn14_16k": "--panns-checkpoint", "imagebind_huge": "--imagebind-checkpoint",
-                      "synchformer_audioset": "--sync-checkpoint"}
-
 
 def _bootstrap_counts(n: int | None, n_set: int | None) -> dict[str, int]:
     """``--bootstrap`` / ``--bootstrap-set`` -> EvalOptions fields: set-level resamples default to the smaller of
@@ -49,13 +44,16 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Default: <out>/cache.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny models everywhere (tests/demo).")
-@click.option("--checkpoint", default=None, help="V-AURA checkpoint (default: the registry's vaura_release).")
-@click.option("--vggish-checkpoint", default=None)
-@click.option("--passt-checkpoint", default=None)
-@click.option("--panns-checkpoint", default=None, help="PANNs Cnn14 16 kHz (av-benchmark).")
-@click.option("--imagebind-checkpoint", default=None)
-@click.option("--sync-checkpoint", default=None, help="Synchformer AudioSet checkpoint (either the original "
-              "24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth).")
+@weights_options({"vaura_release": ("--checkpoint", "V-AURA checkpoint"),
+                  "vggish": ("--vggish-checkpoint", "VGGish weights (vaura-paper fad, av-benchmark FD-VGG)"),
+                  "passt": ("--passt-checkpoint", "PaSST weights (vaura-paper kld, av-benchmark's PaSST "
+                                                      "metrics)"),
+                  "panns_cnn14_16k": ("--panns-checkpoint", "PANNs Cnn14 16 kHz (av-benchmark)"),
+                  "imagebind_huge": ("--imagebind-checkpoint", "ImageBind-Huge weights (vaura-paper ib, av-benchmark "
+                                                              "IB-Score)"),
+                  "synchformer_audioset": ("--sync-checkpoint", "Synchformer AudioSet checkpoint (either the original "
+                                           "24-01-04T16-39-21.pt or MMAudio's synchformer_state_dict.pth)")},
+                 exists=False)  # a path that does not exist is named with every other missing file (check_weights)
 @click.option("--extractor-preset", "presets", multiple=True, metavar="NAME=PRESET",
               help="Config preset of a non-standard extractor checkpoint, e.g. sync=reduced-avbench (parity "
                    "fixtures); NAME is one of vggish, passt, panns, ib, sync.")
@@ -84,17 +82,15 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
                    "no metrics; a final run without --shard reuses every generated file and scores.")
 @click.option("--allow-missing", is_flag=True, help="Score the clips that have outputs; record the missing ones.")
 @click.option("--no-progress", is_flag=True)
-@weights_options(CHECKPOINT_OPTIONS)
 def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: str, out_dir: str,
-             cache_dir: str | None, device: str, debug_weights: bool, checkpoint: str | None,
-             vggish_checkpoint: str | None, passt_checkpoint: str | None, panns_checkpoint: str | None,
-             imagebind_checkpoint: str | None, sync_checkpoint: str | None, presets: tuple[str, ...],
-             samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...], batch_size: int,
+             cache_dir: str | None, device: str, debug_weights: bool, weights: dict[str, str | None],
+             presets: tuple[str, ...], samples_per_clip: int | None, seed: int | None, metrics: tuple[str, ...],
+             batch_size: int,
              bootstrap_n: int | None, bootstrap_set: int | None, bootstrap_seed: int, batch_clips: int,
              shard_spec: str | None, allow_missing: bool, no_progress: bool) -> None:
     """Evaluate a model on a dataset under a protocol and write the result JSON into --out."""
     from benchmarks.datasets import resolve_dataset
-    from benchmarks.evaluate import EvalOptions, check_weights, required_weights
+    from benchmarks.evaluate import EvalOptions, check_weights, extractor_checkpoints, required_weights
     from benchmarks.evaluate import evaluate as run
     from benchmarks.models import make_model, model_weights
     from benchmarks.protocols import get_protocol, select_metrics
@@ -105,9 +101,8 @@ def evaluate(model_spec: str, dataset: str, datasets_dir: str | None, protocol: 
     proto = get_protocol(protocol)
     chosen = select_metrics(protocol, list(metrics) or None)  # a misspelt metric fails before anything loads
     ds = resolve_dataset(dataset, datasets_dir)
-    ckpts = {k: v for k, v in (("vggish", vggish_checkpoint), ("passt", passt_checkpoint),
-                               ("panns", panns_checkpoint), ("ib", imagebind_checkpoint),
-                               ("sync", sync_checkpoint)) if v}
+    checkpoint = weights["vaura_release"]  # the model's; every other entry is a metric extractor's
+    ckpts = extractor_checkpoints({name: path for name, path in weights.items() if name != "vaura_release"})
     # every missing weights file in one error, before the model is made or anything is generated
     check_weights(required_weights(proto, chosen, debug_weights, ckpts, shard.sharded,
                                    model_weights(model_spec, checkpoint, debug_weights)))

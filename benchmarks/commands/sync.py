@@ -13,8 +13,8 @@ from visualsound.utils.cli import weights_options
 @click.argument("video", type=click.Path(dir_okay=False))
 @click.option("--audio", "audio_path", type=click.Path(dir_okay=False), default=None,
               help="Take the audio from this file instead of VIDEO's audio stream.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Synchformer <ID>.pt or bare state dict (default: the registry's synchformer_audioset).")
+@weights_options({"synchformer_audioset": ("--checkpoint", "Synchformer <ID>.pt or bare state dict")}, exists=False,
+                 dir_okay=False)
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny model (tests/demo; results are meaningless).")
 @click.option("--protocol", type=click.Choice(["paper", "av-benchmark"]), default="paper", show_default=True,
               help="paper: one 4.8 s window of the first 5 s (short clips are looped); av-benchmark: DeSync as "
@@ -22,15 +22,14 @@ from visualsound.utils.cli import weights_options
                    "8 s (needs 8 s of video and audio).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@weights_options({"synchformer_audioset": "--checkpoint"})
-def sync(video: str, audio_path: str | None, checkpoint: str | None, debug_weights: bool, protocol: str,
+def sync(video: str, audio_path: str | None, weights: dict[str, str | None], debug_weights: bool, protocol: str,
          device: str, as_json: bool) -> None:
     """Predict the audio-visual offset of VIDEO and show the three most likely offsets."""
     from vaura.synchformer.api import CLIP_SECONDS, load_sync_model, predict_offset
     from vaura.synchformer.preprocess import FPS, SAMPLE_RATE
     from visualsound.media import read_audio, read_video
 
-    model = load_sync_model(checkpoint=checkpoint, debug_weights=debug_weights, device=device)
+    model = load_sync_model(checkpoint=weights["synchformer_audioset"], debug_weights=debug_weights, device=device)
     if protocol == "paper":
         frames = read_video(video, duration=CLIP_SECONDS, fps=FPS)  # the paper protocol never reads past 5 s
         wave = read_audio(audio_path or video, duration=CLIP_SECONDS, sample_rate=SAMPLE_RATE, mono=True)

@@ -23,10 +23,8 @@ from visualsound.utils.cli import threads_option, weights_options
               help="Windows at every --set data.start_grid multiple (default for train) or one fixed window per clip.")
 @click.option("--config", "config", default="paper", show_default=True, help="TrainConfig preset or YAML/JSON file.")
 @click.option("--set", "overrides", multiple=True, help="Config override key=value (repeatable).")
-@click.option("--checkpoint", type=click.Path(exists=True), default=None,
-              help="Segment AVCLIP visual encoder weights (default: the registry's avclip_vggsound).")
-@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
-              help="DAC 44 kHz weights (default: the registry's dac_44khz).")
+@weights_options({"avclip_vggsound": ("--checkpoint", "Segment AVCLIP visual encoder weights"),
+                  "dac_44khz": ("--codec-checkpoint", "DAC 44 kHz weights")})
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--shard-size", type=int, default=256, show_default=True, help="Clips per shard.")
 @click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
@@ -34,9 +32,8 @@ from visualsound.utils.cli import threads_option, weights_options
               help="Decoding workers (default: data.num_workers, capped at the available cores).")
 @click.option("--device", default=None, help="torch device (default: cuda if available).")
 @threads_option
-@weights_options({"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"})
 def extract(data: str, out: str, split: str | None, fixed_starts: str | None, grid: bool | None, config: str,
-            overrides: tuple[str, ...], checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool,
+            overrides: tuple[str, ...], weights: dict[str, str | None], debug_weights: bool,
             shard_size: int, feature_dtype: str, workers: int | None, device: str | None,
             threads: int | None) -> None:
     """Cache codes (uint16) and visual features of the clips in DATA under OUT, with a manifest."""
@@ -46,8 +43,8 @@ def extract(data: str, out: str, split: str | None, fixed_starts: str | None, gr
     from vaura.train.run import run_extract
 
     cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
-    changes = {"encoder_checkpoint": checkpoint or cfg.encoder_checkpoint,
-               "codec_checkpoint": codec_checkpoint or cfg.codec_checkpoint,
+    changes = {"encoder_checkpoint": weights["avclip_vggsound"] or cfg.encoder_checkpoint,
+               "codec_checkpoint": weights["dac_44khz"] or cfg.codec_checkpoint,
                "debug_weights": debug_weights or cfg.debug_weights}
     from visualsound.utils.threads import cap_default_workers, set_threads
 

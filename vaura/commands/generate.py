@@ -18,13 +18,11 @@ from visualsound.utils.shard import shard_option_help
               help="Input video, a directory of videos, or a .txt split file (one path or id per line).")
 @click.option("--out", "out", required=True, type=click.Path(),
               help="Output .mp4 for one video (the .wav is written next to it); an output folder otherwise.")
-@click.option("--checkpoint", type=click.Path(exists=True), default=None,
-              help="Released Lightning .ckpt / experiment folder, or our own checkpoint "
-                   "(default: the registry's vaura_release).")
-@click.option("--visual-checkpoint", type=click.Path(exists=True), default=None,
-              help="Segment AVCLIP checkpoint, only with our own checkpoints (default: registry avclip_vggsound).")
-@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
-              help="DAC 44 kHz weights, only with our own checkpoints (default: registry dac_44khz).")
+@weights_options({"vaura_release": ("--checkpoint", "Released Lightning .ckpt / experiment folder, or our own "
+                                                   "checkpoint"),
+                  "avclip_vggsound": ("--visual-checkpoint", "Segment AVCLIP checkpoint, only with our own "
+                                                             "checkpoints"),
+                  "dac_44khz": ("--codec-checkpoint", "DAC 44 kHz weights, only with our own checkpoints")})
 @click.option("--cfg-scale", type=float, default=6.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--top-k", type=int, default=128, show_default=True, help="Top-k sampling (0: off).")
 @click.option("--top-p", type=float, default=0.0, show_default=True, help="Top-p sampling (0: off; wins over top-k).")
@@ -63,13 +61,11 @@ from visualsound.utils.shard import shard_option_help
                    "MB of linear weights, else packed from 256 MB (fp32, CPU, no --compile); thin/packed apply at "
                    "any size or say why they cannot.")
 @threads_option
-@weights_options({"vaura_release": "--checkpoint", "avclip_vggsound": "--visual-checkpoint",
-                  "dac_44khz": "--codec-checkpoint"})
-def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: str | None,
-             codec_checkpoint: str | None, cfg_scale: float, top_k: int, top_p: float, temperature: float,
-             greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None, no_mux: bool,
-             overwrite: bool, device: str, debug_weights: bool, compile_step: bool, batch_clips: int, dtype: str,
-             decode_workers: int | None, shard_spec: str | None, cpu_linear: str, threads: int | None) -> None:
+def generate(video: str, out: str, weights: dict[str, str | None], cfg_scale: float, top_k: int, top_p: float,
+             temperature: float, greedy: bool, seed: int | None, num_samples: int, stride: float, root: str | None,
+             no_mux: bool, overwrite: bool, device: str, debug_weights: bool, compile_step: bool, batch_clips: int,
+             dtype: str, decode_workers: int | None, shard_spec: str | None, cpu_linear: str,
+             threads: int | None) -> None:
     """Generate 44.1 kHz audio for VIDEO with V-AURA.
 
     Every input frame keeps its time in the mp4 (H.264 is copied; other codecs are re-encoded keeping each
@@ -126,8 +122,8 @@ def generate(video: str, out: str, checkpoint: str | None, visual_checkpoint: st
         if why is not None:
             raise click.BadParameter(f"{why} ({num_samples} samples x {batch_clips} videos per batch)",
                                      param_hint="--cpu-linear thin")
-    pipe = load_pipeline(checkpoint, debug_weights=debug_weights, device=device,
-                         visual_checkpoint=visual_checkpoint, codec_checkpoint=codec_checkpoint)
+    pipe = load_pipeline(weights["vaura_release"], debug_weights=debug_weights, device=device,
+                         visual_checkpoint=weights["avclip_vggsound"], codec_checkpoint=weights["dac_44khz"])
     pipe.compile_step = compile_step
     backend = pipe.accelerate_cpu(cpu_linear if dtype == "fp32" else "off", rows=rows)
     pipe.set_dtype(dtype)

@@ -49,18 +49,17 @@ from visualsound.utils.shard import shard_option_help
 @click.option("--weights", "weights_name", default="synchformer_vggsound", show_default=True,
               type=click.Choice(["synchformer_vggsound", "synchformer_audioset", "synchformer_lrs3"]),
               help="Registry entry of the Synchformer checkpoint (ignored with --checkpoint).")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Synchformer <ID>.pt or bare state dict (default: the registry's cache of --weights).")
+@weights_options({"synchformer_vggsound": ("--checkpoint", "Synchformer <ID>.pt or bare state dict, used "
+                                                          "instead of the --weights entry"),
+                  "synchformer_audioset": "--checkpoint", "synchformer_lrs3": "--checkpoint"}, dir_okay=False)
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny Synchformer (judgements are meaningless).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-@weights_options({name: "--checkpoint" for name in ("synchformer_vggsound", "synchformer_audioset",
-                                                  "synchformer_lrs3")})
 def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, split: str | None,
                 min_sync_windows: int | None, count_key: str | None, stride_sec: float | None, config_spec: str,
                 device: str | None, dtype: str | None, workers: int | None, threads: int | None,
                 shard_spec: str | None,
-                retry: tuple[str, ...], max_batches: int | None, weights_name: str, checkpoint: str | None,
+                retry: tuple[str, ...], max_batches: int | None, weights_name: str, weights: dict[str, str | None],
                 debug_weights: bool, no_progress: bool, as_json: bool) -> None:
     """Count each clip's 4.8 s windows that Synchformer predicts at offset 0 and keep clips with enough of them
     (V-AURA's thresholds: 25 for train, 5 for validation / test). One row per clip, failures included, in OUT."""
@@ -80,7 +79,7 @@ def sync_filter(videos: str, csv_path: str | None, pattern: str, out_dir: str, s
     from visualsound.vggsound import index_clips, index_folder
 
     index = index_clips(csv_path, videos, pattern) if csv_path is not None else index_folder(videos)[0]
-    s = filter_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights,
+    s = filter_clips(index, out_dir, cfg, checkpoint=weights[weights_name], debug_weights=debug_weights,
                      weights_name=weights_name, shard=shard.pair, max_batches=max_batches, progress=not no_progress)
     info = {"shard": str(shard), "in_shard": s.in_shard, "skipped": s.skipped, "judged": s.judged,
             "passed": s.passed, "redecided": s.redecided, "remaining": s.remaining, "statuses": s.statuses,

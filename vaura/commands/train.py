@@ -21,16 +21,13 @@ from visualsound.utils.cli import weights_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--set", "overrides", multiple=True, help="Config override key=value, e.g. optim.lr=3e-4 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
-@click.option("--checkpoint", type=click.Path(exists=True), default=None,
-              help="Segment AVCLIP visual encoder weights (default: the registry's avclip_vggsound).")
-@click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,
-              help="DAC 44 kHz weights (default: the registry's dac_44khz).")
+@weights_options({"avclip_vggsound": ("--checkpoint", "Segment AVCLIP visual encoder weights"),
+                  "dac_44khz": ("--codec-checkpoint", "DAC 44 kHz weights")})
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--device", default=None, help="cpu | cuda (default: cuda if available; torchrun picks LOCAL_RANK).")
 @click.option("--plot-only", is_flag=True, help="Only (re)write OUT/loss_curve.png from OUT/metrics.csv.")
-@weights_options({"avclip_vggsound": "--checkpoint", "dac_44khz": "--codec-checkpoint"})
 def train(config: str, data: str | None, val_data: str | None, out: str, overrides: tuple[str, ...], resume: bool,
-          checkpoint: str | None, codec_checkpoint: str | None, debug_weights: bool, device: str | None,
+          weights: dict[str, str | None], debug_weights: bool, device: str | None,
           plot_only: bool) -> None:
     """Train V-AURA; writes OUT/metrics.csv, OUT/last.pt, OUT/best-*.pt and OUT/loss_curve.png.
 
@@ -51,8 +48,8 @@ def train(config: str, data: str | None, val_data: str | None, out: str, overrid
     if not any(o.split("=", 1)[0].strip() == "data.num_workers" for o in overrides):
         cfg = cfg.replace(data=cfg.data.replace(num_workers=cap_default_workers(cfg.data.num_workers,
                                                                                 "train decode workers")))
-    cfg = cfg.replace(encoder_checkpoint=checkpoint or cfg.encoder_checkpoint,
-                      codec_checkpoint=codec_checkpoint or cfg.codec_checkpoint,
+    cfg = cfg.replace(encoder_checkpoint=weights["avclip_vggsound"] or cfg.encoder_checkpoint,
+                      codec_checkpoint=weights["dac_44khz"] or cfg.codec_checkpoint,
                       debug_weights=debug_weights or cfg.debug_weights)
     result = run_training(cfg, data, out, val_data=val_data, resume=resume, device=device)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 reports

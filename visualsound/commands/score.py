@@ -49,17 +49,15 @@ from visualsound.vggsound import PATTERN_PRESETS, index_clips, index_folder, res
               help="Statuses a resumed run scores again (repeatable; default: error). E.g. --retry missing after "
                    "downloading more clips.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (smoke runs; resume later).")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="imagebind_huge.pth (default: the weights registry's cache).")
+@weights_options({"imagebind_huge": ("--checkpoint", "ImageBind-Huge weights, imagebind_huge.pth")}, dir_okay=False)
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny ImageBind (scores are meaningless).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @threads_option
-@weights_options({"imagebind_huge": "--checkpoint"})
 def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: str, device: str | None,
           dtype: str | None, batch_size: int | None, workers: int | None, batches_per_shard: int | None,
           shard_spec: str | None, silence_threshold: float | None, min_duration: float | None, retry: tuple[str, ...],
-          max_batches: int | None, checkpoint: str | None, debug_weights: bool, no_progress: bool,
+          max_batches: int | None, weights: dict[str, str | None], debug_weights: bool, no_progress: bool,
           as_json: bool, threads: int | None) -> None:
     """Score every clip of CSV found under VIDEOS with ImageBind; one row per clip (failures included) in OUT."""
     overrides = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": workers,
@@ -88,8 +86,8 @@ def score(csv_path: str, videos: str, out_dir: str, pattern: str, config_spec: s
                        f"{pattern!r} = {resolve_pattern(pattern)!r}; e.g. looked for {found.example_missing}); "
                        "they are recorded as 'missing'. Check --pattern, or score a plain folder without --csv.",
                        err=True)
-    s = score_clips(index, out_dir, cfg, checkpoint=checkpoint, debug_weights=debug_weights, shard=shard.pair,
-                    max_batches=max_batches, progress=not no_progress)
+    s = score_clips(index, out_dir, cfg, checkpoint=weights["imagebind_huge"], debug_weights=debug_weights,
+                    shard=shard.pair, max_batches=max_batches, progress=not no_progress)
     info = {"shard": str(shard), "in_shard": s.in_shard, "skipped": s.skipped, "scored": s.scored,
             "remaining": s.remaining, "statuses": s.statuses, "clips_per_second": round(s.clips_per_second, 3),
             "seconds": round(s.seconds, 3), "stopped_early": s.stopped_early, "shards": [str(p) for p in s.shards],
