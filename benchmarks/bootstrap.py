@@ -159,7 +159,7 @@ class MeanStatistic:
         return out
 
 
-def _stack(entries: Sequence[tuple[str, Any]], what: str) -> tuple[list[str], np.ndarray]:
+def stack_rows(entries: Sequence[tuple[str, Any]], what: str) -> tuple[list[str], np.ndarray]:
     """``[(unit, rows [n, D] or [D])]`` -> (row units, float64 rows ``[N, D]``)."""
     units: list[str] = []
     blocks = []
@@ -261,14 +261,20 @@ class FrechetStatistic:
                  device: str = "cpu") -> None:
         self.name = self.key = key
         self.keys = (key,)
-        gen_units, gen = _stack(generated, f"{key} generated")
-        ref_units, ref = _stack(reference, f"{key} reference")
+        gen_units, gen = stack_rows(generated, f"{key} generated")
+        ref_units, ref = stack_rows(reference, f"{key} reference")
         if gen.shape[1] != ref.shape[1]:
             raise BootstrapError(f"{key}: feature sizes differ, generated {gen.shape}, reference {ref.shape}")
         self.units, idx = _unit_index(gen_units + ref_units)
         self.device = device
         self.sides = (_WeightedSet(gen, idx[:len(gen_units)], device),
                       _WeightedSet(ref, idx[len(gen_units):], device))
+
+    @torch.no_grad()
+    def spread(self) -> float:
+        """``tr S_generated + tr S_reference`` on the data itself (every unit once): the size of what the
+        distance cancels, the scale of its rounding."""
+        return sum(float(torch.linalg.vector_norm(s.rows)) ** 2 / max(s.rows.shape[0] - 1, 1) for s in self.sides)
 
     @torch.no_grad()
     def evaluate(self, counts: np.ndarray) -> np.ndarray:
@@ -295,7 +301,7 @@ class InceptionStatistic:
     def __init__(self, keys: tuple[str, str], logits: Sequence[tuple[str, Any]], splits: int = IS_SPLITS) -> None:
         self.name = keys[0]
         self.keys = tuple(keys)
-        units, x = _stack(logits, f"{keys[0]} logits")
+        units, x = stack_rows(logits, f"{keys[0]} logits")
         self.units, self.unit_idx = _unit_index(units)
         x = x - x.max(axis=1, keepdims=True)
         log_p = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
@@ -333,26 +339,31 @@ class InceptionStatistic:
 class SetInput:
     """The inputs of a set-level statistic before it is built: ``kind`` ``"fd"`` (`FrechetStatistic`, one key)
     or ``"is"`` (`InceptionStatistic`, keys ``(mean, std)``), and ``[(unit, rows)]`` of the generated side and
-    (FD) the reference side. Kept as references to the features, so building (stacking) happens only when an
-    interval is computed; `paired_units` / `restrict` serve `vbench compare`."""
+    (FD) the reference side, in the order the metric's formula takes them (IS shuffles by position) and with
+    every row it takes (a reference clip paired with two generated files is there twice, as in the formula).
+    Kept as references to the features, so building (stacking) happens only when an interval is computed.
+    ``rule`` says in words which rows the metric takes (`vbench compare` quotes it); `units` / `restrict` serve
+    `vbench compare`."""
 
     kind: str
     keys: tuple[str, ...]
     generated: list[tuple[str, Any]] = field(default_factory=list)
     reference: list[tuple[str, Any]] = field(default_factory=list)
+    rule: str = ""
 
     @property
     def name(self) -> str:
         return self.keys[0]
 
-    def paired_units(self) -> set[str]:
-        """Units with generated rows (and, for an FD, reference rows too)."""
-        gen = {u for u, _ in self.generated}
-        return gen & {u for u, _ in self.reference} if self.kind == "fd" else gen
+    def units(self) -> set[str]:
+        """Every unit with a row on either side (a unit with reference rows only, e.g. a ground-truth clip
+        without a generated file in a metric that uses every file, counts: the formula takes its rows)."""
+        return {u for u, _ in self.generated} | {u for u, _ in self.reference}
 
     def restrict(self, units: set[str]) -> SetInput:
+        """The rows of `units` only, in the same order."""
         return SetInput(self.kind, self.keys, [e for e in self.generated if e[0] in units],
-                        [e for e in self.reference if e[0] in units])
+                        [e for e in self.reference if e[0] in units], self.rule)
 
     def statistic(self, device: str = "cpu") -> Statistic:
         """The statistic (an FD computes on `device`)."""

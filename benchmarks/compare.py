@@ -4,16 +4,29 @@ Two results are comparable only under the same protocol (name and version), on t
 fingerprint: the same clips, files and windows), with the same kind of weights (debug vs real) and the same
 extractor weights; anything else is refused with a message saying what differs.
 
-The comparison uses only the clips both results scored (by clip id; a clip that one side is missing, or a
-generated file that pairs with no clip, is not compared) and lists the clips only one side has. Per metric:
+The comparison uses only the clips both results scored (by clip id; a clip that one side is missing is not
+compared) and lists the clips only one side has. Per metric:
 
 * **per-item metrics** (KL per pair, IB, Sync / DeSync): the mean of each side's per-item values over the common
   clips (from the per-clip tables, `benchmarks.per_clip`), a clip's samples grouped;
-* **set-level metrics** (FAD / FD_*, IS): recomputed on the common clips from the features in the results' caches
-  (the protocol's ``cached_set_statistics``), each clip's generated and ground-truth rows as one unit;
+* **set-level metrics** (FAD / FD_*, IS): recomputed from the features in the results' caches with each metric's
+  own rows, as the evaluation took them: the protocol's ``cached_set_statistics`` rebuilds the run's input of the
+  statistic over all of a result's files (av-benchmark: every file for FD-PANN / FD-VGG / ISC-PANNS, the pairs by
+  ``clean_sample_name`` for FD-PASST / ISC-PASST with a clip's ground truth once per file paired with it), checked
+  against the files the result records per metric, and `compare_results` restricts it to the units both sides
+  have among the common clips and the **other units both results share** that the metric counts: ground-truth
+  clips that neither side generated and generated files that pair with no clip, by name (av-benchmark's
+  every-file metrics take them, as the original). So on all of a result's files the compared value is the
+  result's own (`_recorded_check`: a note when it is not, i.e. the caches hold other features now); a metric whose
+  rows cannot be rebuilt as the run took them (a cache gone, recomputed for other weights or settings, or holding
+  other files than the run used) is not compared, with the reason. Where a metric's units are not simply the
+  common clips (a common clip without rows in it under its pairing rule, the shared other units, files pairing
+  with no clip that only one side has), a note says which, in every format (text / markdown: ``note:`` lines;
+  json: per metric ``notes``, and ``clips.also_compared``); the ``clips`` column counts the metric's units;
 
-then the **paired bootstrap** (`benchmarks.bootstrap.paired_differences`): each resample draws the common clips
-with replacement and evaluates both sides on the same draw; the difference ``B - A`` gets a 95 % interval
+then the **paired bootstrap** (`benchmarks.bootstrap.paired_differences`): each resample draws the metric's units
+(the common clips it has rows of, plus the shared other units above) with replacement and evaluates both sides on
+the same draw; the difference ``B - A`` gets a 95 % interval
 (percentile for per-item metrics, normal for set-level ones) and a two-sided p-value from the same
 replicates. Values are those on the common clips, so they can differ from each result's own numbers when the clip
 sets differ.
@@ -68,6 +81,8 @@ class Comparison:
     only_b: list[str]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[tuple[tuple[str, ...], list[str]]] = field(default_factory=list)  # (metric keys, notes)
+    other_units: dict[str, str] = field(default_factory=dict)  # compared units beyond the common clips -> kind
     resamples: int = bs.DEFAULT_RESAMPLES
     set_resamples: int = bs.DEFAULT_SET_RESAMPLES
     seed: int = 0
@@ -170,16 +185,25 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
         pairs.append((sa.restrict(shared), sb.restrict(shared)))
     protocol = get_protocol(out.protocol)
     set_keys = [k for k in both if k not in item_metrics and k not in out.skipped]
+    scopes: list[tuple[bs.SetInput, bs.SetInput, set[str], Any, Any]] = []  # inputs, units, statistics
+    other_a: dict[str, str] = {}
+    other_b: dict[str, str] = {}
     if set_keys:
-        inputs_a, problems_a = protocol.cached_set_statistics(a, rows_a, units)
-        inputs_b, problems_b = protocol.cached_set_statistics(b, rows_b, units)
+        inputs_a, problems_a = protocol.cached_set_statistics(a, rows_a)
+        inputs_b, problems_b = protocol.cached_set_statistics(b, rows_b)
+        other_a, other_b = _other_units(rows_a, clips_a), _other_units(rows_b, clips_b)
+        shared_other = {u: kind for u, kind in other_a.items() if other_b.get(u) == kind}
+        allowed = units | set(shared_other)
         for name in [n for n in inputs_a if n in inputs_b and set(inputs_a[n].keys) & set(set_keys)]:
             ia, ib = inputs_a[name], inputs_b[name]
-            shared = ia.paired_units() & ib.paired_units()
+            shared = ia.units() & ib.units() & allowed
             if not shared:
                 out.skipped.update({k: "no common clip has features on both sides" for k in ia.keys})
                 continue
-            pairs.append((ia.restrict(shared).statistic(device), ib.restrict(shared).statistic(device)))
+            sa, sb = ia.restrict(shared).statistic(device), ib.restrict(shared).statistic(device)
+            pairs.append((sa, sb))
+            scopes.append((ia, ib, shared, sa, sb))
+        out.other_units = {u: shared_other[u] for u in sorted({u for s in scopes for u in s[2]} - units)}
         done = {k for pair in pairs for k in pair[0].keys}
         for k in set_keys:
             if k not in done and k not in out.skipped:
@@ -189,8 +213,90 @@ def compare_results(a: dict[str, Any], b: dict[str, Any], resamples: int = bs.DE
     diffs = bs.paired_differences(pairs, resamples, set_resamples, seed, level)
     order = [m.key for m in metric_specs(out.protocol)]
     out.metrics = {k: diffs[k] for k in order if k in diffs and k in both}
+    for ia, ib, shared, sa, sb in scopes:
+        notes = _scope_notes(out, ia, ib, shared, units, other_a, other_b)
+        notes += [n for side, inp, stat, res in (("A", ia, sa, a), ("B", ib, sb, b)) if inp.units() <= shared
+                  for n in [_recorded_check(out, side, stat, res)] if n]
+        if notes:
+            out.notes.append((ia.keys, notes))
     out.skipped = {k: out.skipped[k] for k in sorted(out.skipped, key=lambda k: order.index(k) if k in order else 99)}
     return out
+
+
+def _other_units(rows: Sequence[dict[str, Any]], scored: set[str]) -> dict[str, str]:
+    """A result's units beyond its scored clips, with their kind: ``file`` (a generated file that pairs with no
+    clip, unit ``item:<name>``) or ``clip`` (a ground-truth clip that no generated file pairs with). A set-level
+    metric that uses every file (av-benchmark's FD-PANN, FD-VGG, ISC-PANNS) takes their rows."""
+    out: dict[str, str] = {}
+    for r in rows:
+        if r["clip_id"] is None:
+            out[per_clip.unit_of(r)] = "file"
+        elif r["clip_id"] not in scored:
+            out[r["clip_id"]] = "clip"
+    return out
+
+
+def _file_name(unit: str) -> str:
+    return unit.removeprefix("item:")
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what.replace('clip', 'clips').replace('file', 'files')}"
+
+
+def _scope_notes(c: Comparison, ia: bs.SetInput, ib: bs.SetInput, shared: set[str], common: set[str],
+                 other_a: dict[str, str], other_b: dict[str, str]) -> list[str]:
+    """What a set-level statistic was computed on, where that is not simply the common clips: common clips
+    without rows in it (its own pairing rule), units beyond the common clips that both sides have and the metric
+    counts, and files pairing with no clip that count in one side's own value but are left out here."""
+    notes = []
+    rule = ia.rule or ib.rule
+    ua, ub = ia.units(), ib.units()
+    left = sorted(common - shared)
+    if left:
+        by_side: dict[str, list[str]] = {}
+        for clip in left:
+            side = " and ".join(s for s, own in (("A", ua), ("B", ub)) if clip not in own)
+            by_side.setdefault(side, []).append(clip)
+        why = "; ".join(f"{_n(len(ids), 'clip')} on {side} ({_ids(ids)})" for side, ids in by_side.items())
+        notes.append(f"on {len(shared & common)} of the {len(common)} common clips" + (f" ({rule})" if rule else "")
+                     + f"; no rows in it for {why}")
+    extra = sorted(shared - common)
+    if extra:
+        clips = [u for u in extra if c.other_units.get(u) == "clip"]
+        files = [_file_name(u) for u in extra if c.other_units.get(u) == "file"]
+        parts = ([f"{_n(len(clips), 'ground-truth clip')} that neither side generated ({_ids(clips)})"]
+                 if clips else []) + ([f"{_n(len(files), 'generated file')} pairing with no clip on both sides "
+                                       f"({_ids(files)})"] if files else [])
+        notes.append(f"also on {' and '.join(parts)}" + (f" ({rule})" if rule else ""))
+    for side, own, other in (("A", ua, other_a), ("B", ub, other_b)):
+        lonely = sorted(_file_name(u) for u in own - shared if other.get(u) == "file")
+        if lonely:
+            notes.append(f"{side}'s own value also counts {_n(len(lonely), 'generated file')} pairing with no clip "
+                         f"that the other side lacks ({_ids(lonely)}); left out here")
+    return notes
+
+
+def _recorded_check(c: Comparison, side: str, stat: Any, result: dict[str, Any]) -> str:
+    """A note when a side's compared value, its statistic `stat` on all its units, is not the value its
+    evaluation recorded (the caches hold other features than the run used); '' when it is, to floating-point
+    tolerance (FD: 1e-4 of the value plus both covariance traces, above the rounding of the original's scipy
+    ``sqrtm`` of a rank-deficient product, README; IS: 1e-6 relative)."""
+    bad = []
+    for k in stat.keys:
+        entry, recorded = c.metrics.get(k), result["metrics"].get(k)
+        if entry is None or recorded is None:
+            continue
+        got = entry["a" if side == "A" else "b"]
+        fd = isinstance(stat, bs.FrechetStatistic)
+        tol = 1e-4 * (abs(recorded) + stat.spread()) if fd else 1e-6 * abs(recorded) + 1e-12
+        if not abs(got - recorded) <= tol:  # NaN fails too
+            bad.append(f"{k} {got:.6g} here, {recorded:.6g} recorded")
+    if not bad:
+        return ""
+    return (f"{side}'s value is computed here on all its files, yet it is not the one its evaluation recorded "
+            f"({'; '.join(bad)}): its caches hold other features now (files evaluated again since?); re-run "
+            f"vbench evaluate")
 
 
 # ------------------------------------------------------------------------------------------------ lookup
@@ -293,10 +399,22 @@ def _header_lines(c: Comparison) -> list[str]:
     lines.append(f"clips compared: {len(c.common)} in common; {len(c.only_a)} only in A"
                  + (f" ({_ids(c.only_a)})" if c.only_a else "") + f"; {len(c.only_b)} only in B"
                  + (f" ({_ids(c.only_b)})" if c.only_b else ""))
+    clips = [u for u, kind in c.other_units.items() if kind == "clip"]
+    files = [_file_name(u) for u, kind in c.other_units.items() if kind == "file"]
+    if clips or files:
+        lines.append("also compared where a set-level metric counts them (as the original, see the notes): "
+                     + "; ".join(([f"{_n(len(clips), 'ground-truth clip')} that neither side generated "
+                                   f"({_ids(clips)})"] if clips else [])
+                                 + ([f"{_n(len(files), 'generated file')} pairing with no clip on both sides "
+                                     f"({_ids(files)})"] if files else [])))
     lines.append(f"paired bootstrap over the common clips: {c.resamples} resamples ({c.set_resamples} for the "
                  f"set-level metrics), seed {c.seed}, {100 * c.level:g}% intervals of B - A; values are on the common "
-                 f"clips")
+                 f"clips (a set-level metric on its own rows of them, as the original takes them)")
     return lines
+
+
+def _note_lines(c: Comparison) -> list[str]:
+    return [f"note: {', '.join(keys)}: {note}" for keys, notes in c.notes for note in notes]
 
 
 def render_text(c: Comparison) -> str:
@@ -306,6 +424,7 @@ def render_text(c: Comparison) -> str:
     out.append("  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths)).rstrip())
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    out += [f"  {line}" for line in _note_lines(c)]
     out += [f"  not compared: {k}: {why}" for k, why in c.skipped.items()]
     return "\n".join(out) + "\n"
 
@@ -314,8 +433,9 @@ def render_markdown(c: Comparison) -> str:
     out = [f"> **WARNING:** {w}\n" for w in c.warnings] + [f"- {line}" for line in _header_lines(c)] + [""]
     out += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     out += ["| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in _table_rows(c)]
-    if c.skipped:
-        out += [""] + [f"- not compared: {k}: {why}" for k, why in c.skipped.items()]
+    if c.notes or c.skipped:
+        out += [""] + [f"- {line}" for line in _note_lines(c)]
+        out += [f"- not compared: {k}: {why}" for k, why in c.skipped.items()]
     return "\n".join(out) + "\n"
 
 
@@ -323,11 +443,15 @@ def to_dict(c: Comparison) -> dict[str, Any]:
     def side(r: dict[str, Any]) -> dict[str, Any]:
         return {"model": r["model"]["name"], "result": r.get("_path"), "metrics": r["metrics"]}
 
-    metrics = {k: {**e, "verdict": verdict(e, _spec(c.protocol, k).lower_is_better), "reliable": not too_few(e)}
+    metrics = {k: {**e, "verdict": verdict(e, _spec(c.protocol, k).lower_is_better), "reliable": not too_few(e),
+                   "notes": [n for keys, notes in c.notes if k in keys for n in notes]}
                for k, e in c.metrics.items()}
     return {"format": "vbench-compare", "warnings": c.warnings, "protocol": c.a["protocol"],
             "dataset": c.a["dataset"], "debug_weights": bool(c.a["debug_weights"]), "a": side(c.a), "b": side(c.b),
-            "clips": {"common": len(c.common), "only_a": c.only_a, "only_b": c.only_b},
+            "clips": {"common": len(c.common), "only_a": c.only_a, "only_b": c.only_b,
+                      "also_compared": {"ground_truth_only": [u for u, k in c.other_units.items() if k == "clip"],
+                                        "unpaired_files": [_file_name(u) for u, k in c.other_units.items()
+                                                           if k == "file"]}},
             "bootstrap": {"resamples": c.resamples, "set_resamples": c.set_resamples, "seed": c.seed,
                           "level": c.level, "unit": "clip"},
             "min_clips_for_verdict": MIN_VERDICT_CLIPS, "metrics": metrics, "not_compared": c.skipped}

@@ -453,7 +453,8 @@ def test_per_clip_table_intervals_and_compare(synth, tmp_path: Path) -> None:
 def test_a_failing_ground_truth_is_named_and_in_its_samples_rows(synth, tmp_path: Path) -> None:
     """A clip whose window starts 0.1 s before the end of its video: its ground truth is too short for VGGish, so
     FAD leaves it out as ``ground truth <clip id>`` (not under its first sample's key, which the generated sample
-    shares) and the clip's sample row carries that reason."""
+    shares) and the clip's sample row carries that reason; `compare` rebuilds FAD with the sample's rows, as the
+    run took them."""
     import dataclasses
 
     from tests.per_clip_check import assert_per_clip_reproduces
@@ -470,6 +471,12 @@ def test_a_failing_ground_truth_is_named_and_in_its_samples_rows(synth, tmp_path
     rows = {r["item"]: r for r in assert_per_clip_reproduces(load_result(result["_path"]))}
     assert rows[f"{late.id}#0"]["status"] == "excluded" and rows[f"{late.id}#0"]["reason"].startswith(f"{key}: fad")
     assert rows[f"{ds.ids[1]}#0"]["status"] == "scored" and result["metric_ci"]["fad"]["resamples"] == 50
+    # `compare` takes FAD's rows as the run did: the late clip's sample without its ground truth
+    from benchmarks.compare import compare_results
+
+    same = compare_results(load_result(result["_path"]), load_result(result["_path"]), resamples=20, set_resamples=5)
+    assert same.metrics["fad"]["a"] == pytest.approx(result["metrics"]["fad"], rel=1e-6)
+    assert same.metrics["fad"]["units"] == len(ds.ids) and not same.notes
 
 
 def test_sharded_vaura_generation_adds_up_to_the_unsharded_run(synth, tmp_path: Path) -> None:

@@ -129,7 +129,8 @@ def test_compare_uses_the_common_clips_and_says_which_are_not(tmp_path: Path) ->
     assert swapped.metrics["kld"]["diff"] == pytest.approx(-kld["diff"])
     assert swapped.metrics["kld"]["p"] == kld["p"] and swapped.only_a == ["c10"]
     data = json.loads(render(c, "json"))
-    assert data["clips"] == {"common": 9, "only_a": ["c00"], "only_b": ["c10"]}
+    assert data["clips"] == {"common": 9, "only_a": ["c00"], "only_b": ["c10"],
+                             "also_compared": {"ground_truth_only": [], "unpaired_files": []}}
     assert data["metrics"]["kld"]["lo"] <= data["metrics"]["kld"]["diff"] <= data["metrics"]["kld"]["hi"]
     assert "| KLD ↓ |" in render(c, "markdown")
 

@@ -13,8 +13,10 @@ the protocol cannot evaluate, before anything runs), ``missing(dataset, outputs)
 output, by the protocol's pairing rules) and ``run(context) -> ProtocolRun``. `evaluate.evaluate` is the one driver:
 it asks the model adapter for outputs, runs the protocol and writes the result JSON, the per-clip table
 (`benchmarks.per_clip`, from ``ProtocolRun.items``) and the bootstrap intervals (`benchmarks.bootstrap`, from the
-per-item columns and ``ProtocolRun.set_statistics``). ``cached_set_statistics(result, rows, units)`` rebuilds a
-result's set-level statistics (FAD / FD / IS) from its feature caches for `vbench compare`.
+per-item columns and ``ProtocolRun.set_statistics``). ``cached_set_statistics(result, rows)`` rebuilds a
+result's set-level statistics (FAD / FD / IS) from its feature caches for `vbench compare`: the inputs the run
+built (`benchmarks.bootstrap.SetInput`: each metric's own rows and units, over all the result's files), checked
+against the files the result records, or ``{metric: why}`` where they cannot be rebuilt so.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class EvalProtocol(_Protocol):
 
     def run(self, ctx: Any) -> ProtocolRun: ...
 
-    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]]
                               ) -> tuple[dict[str, Any], dict[str, str]]: ...
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 PAPER_SAMPLES_PER_CLIP = 10
 PAPER_SAMPLES_PER_CLIP_BY_DATASET = {"vas": 3}
 FAD_PARAMS = {"model": "vggish", "pooling": "frames"}  # the VGGish caches' extractor parameters
+FAD_RULE = "every generated sample and the ground truth of every clip with a sample, once"  # FAD's rows
 
 
 def paper_samples_per_clip(dataset_name: str) -> int:
@@ -102,7 +103,7 @@ def _run_fad(dataset, gt, gen, set_key, options, failed: dict[str, str], out: di
     _gt_failures(failed, gt, failed_gt)
     value = fad_from_embeddings([v.numpy() for v in feats["gt"].values()], [v.numpy() for v in feats["gen"].values()])
     out["set"] = SetInput("fd", ("fad",), [(s.clip_id, feats["gen"][s.key]) for s in gen if s.key in feats["gen"]],
-                          [(s.clip_id, feats["gt"][s.key]) for s in gt if s.key in feats["gt"]])
+                          [(s.clip_id, feats["gt"][s.key]) for s in gt if s.key in feats["gt"]], FAD_RULE)
     return value, {"extractor": {"checkpoint": ckpt, "sha256": sha}, "caches": caches,
                    "num_reference_clips": len(feats["gt"]), "num_generated_samples": len(feats["gen"])}
 
@@ -347,21 +348,31 @@ class VAuraPaperProtocol:
                              "sync_offset_sec": offsets.get(s.key)})
         return rows + missing_rows
 
-    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]]
                               ) -> tuple[dict[str, SetInput], dict[str, str]]:
-        """FAD's `SetInput` over the clips `units`, read back from the result's VGGish caches (each clip's
-        ground-truth frames and its samples' frames); ``{metric: why}`` where that is impossible."""
+        """FAD's `SetInput` over **all** the result's samples, read back from its VGGish caches as the run built
+        it: every sample's frames (unit: its clip) and the ground-truth frames of every clip with a sample, once
+        (a file that failed is not stored, so it is left out as in the run); checked against the numbers of
+        files the result records (``num_generated_samples``, ``num_reference_clips``). ``{metric: why}`` where
+        that is impossible. `vbench compare` restricts it to the clips both results share."""
         if result["metrics"].get("fad") is None:
             return {}, {}
+        gen_keys = {r["item"]: r["clip_id"] for r in rows if r["status"] != "missing"}
+        clips = sorted(set(gen_keys.values()))
         try:
-            caches = result["metric_details"]["fad"]["caches"]
+            fad = result["metric_details"]["fad"]
+            caches = fad["caches"]
             sha = result["extractors"]["fad"]["sha256"]
-            gen_keys = {r["item"]: r["clip_id"] for r in rows if r["clip_id"] in units and r["status"] != "missing"}
+            used = (int(fad["num_generated_samples"]), int(fad["num_reference_clips"]))
             gen = read_cached_features(caches["gen"]["directory"], list(gen_keys), sha, FAD_PARAMS)
-            gt = read_cached_features(caches["gt"]["directory"], [f"{c}#0" for c in sorted(units)], sha, FAD_PARAMS)
-        except (KeyError, TypeError) as e:
-            return {}, {"fad": f"the result does not record its VGGish caches ({e})"}
+            gt = read_cached_features(caches["gt"]["directory"], [f"{c}#0" for c in clips], sha, FAD_PARAMS)
+        except (KeyError, TypeError, ValueError) as e:
+            return {}, {"fad": f"the result does not record its VGGish caches ({type(e).__name__}: {e})"}
         except ToolkitError as e:
             return {}, {"fad": str(e)}
+        if (len(gen), len(gt)) != used:
+            return {}, {"fad": f"the caches no longer hold the files its evaluation used: it took {used[0]} "
+                               f"generated samples and {used[1]} ground-truth clips, the caches give {len(gen)} "
+                               f"and {len(gt)}; re-run vbench evaluate"}
         return {"fad": SetInput("fd", ("fad",), [(gen_keys[k], v) for k, v in gen.items()],
-                                [(k.rsplit("#", 1)[0], v) for k, v in gt.items()])}, {}
+                                [(k.rsplit("#", 1)[0], v) for k, v in gt.items()], FAD_RULE)}, {}

@@ -22,7 +22,13 @@ float32 rounding), IB-Score (the pair's cosine) and DeSync (the mean of its two 
 ``gt:<clip id>`` row (``missing``) per GT clip no generated file pairs with. A row's reason joins the file's own
 ``excluded`` entry and those of its clip's GT audio and video. Bootstrap units: the GT clip (a clip's generated
 and GT rows move together), ``item:<stem>`` for an unpaired file; FD-PANN, FD-VGG and IS-PANNS use every file as
-the original does, so unpaired files and GT clips without a partner are units too.
+the original does, so unpaired files and GT clips without a partner are units too (a generated file's unit is its
+row's clip: by ``clean_sample_name``, else by exact name); FD-PASST and IS-PASST take the pairs by
+``clean_sample_name`` only, each pair in its GT clip's unit, so a clip paired with several generated files has its
+GT row once per file, as in the formula, and a clip paired by exact name only (a 20-, 21- or 30-character name
+that ``clean_sample_name`` cuts) has no PaSST rows. `AVBenchmarkProtocol.cached_set_statistics` rebuilds exactly
+these inputs from the caches for ``vbench compare`` (`SET_METRICS`), checked against the files the result records
+per metric.
 
 What is deliberately not copied (it only breaks): the endless loop without ``--audio_length`` (the length is the
 dataset's window, 8 s by default), the silent substitution of the next file when one fails to load (the file is
@@ -207,50 +213,141 @@ class AVBenchmarkProtocol:
         run.items = _rows(dataset, gen_items, clip_of, run, wanted, length, self.missing(dataset, ctx.outputs))
         return run
 
-    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]], units: set[str]
+    def cached_set_statistics(self, result: dict[str, Any], rows: list[dict[str, Any]]
                               ) -> tuple[dict[str, SetInput], dict[str, str]]:
-        """The set-level metrics' `SetInput` over the clips `units`, read back from the result's caches: each
-        clip's GT row(s) and the rows of the generated files paired with it; ``{metric: why}`` where a metric
-        cannot be rebuilt (not computed, caches gone or recomputed since)."""
-        gen_of = {r["item"]: r["clip_id"] for r in rows
-                  if r["clip_id"] in units and r["status"] not in ("missing", "unpaired")}
+        """Each set-level metric's `SetInput` over **all** the result's files, read back from its caches and built
+        as the run built it (`SET_METRICS`): the metric's own rows (FD-PANN, FD-VGG, ISC-PANNS: every generated
+        file, paired or not, and every ground-truth clip; FD-PASST, ISC-PASST: the pairs by ``clean_sample_name``,
+        a clip's ground truth once per generated file paired with it), in the run's order, each row with the
+        run's bootstrap unit -- so the statistic on all its units is the metric's value; `vbench compare`
+        restricts it to the units both results share. The per-clip table gives the files (every generated file
+        by stem with its unit, every clip of the manifest); the caches give their features, and which were
+        dropped or failed (not stored) as in the run. The rebuilt files are checked against those the result
+        records per metric (``metric_details``: PANNs' row counts, VGGish's files and rows, PaSST's pairs);
+        ``{metric: why}`` where the metric cannot be rebuilt so: not computed, caches gone or recomputed for
+        other weights or settings, or holding other files than the run used."""
+        unit_of = {r["item"]: per_clip.unit_of(r) for r in rows if r["status"] != "missing"}
+        gen_names = sorted(unit_of)  # the run's order: generated files by stem
+        gt_names = sorted({r["clip_id"] for r in rows if r["clip_id"] is not None})  # every clip has a row
         out: dict[str, SetInput] = {}
         problems: dict[str, str] = {}
         values = result["metrics"]
-        for extractor, specs in SET_METRICS.items():
-            specs = [(kind, keys, fld) for kind, keys, fld in specs if any(values.get(k) is not None for k in keys)]
+        details = result.get("metric_details") or {}
+        for extractor, all_specs in SET_METRICS.items():
+            specs = [s for s in all_specs if any(values.get(k) is not None for k in s.keys)]
             if not specs:
                 continue
             try:
-                caches = result["metric_details"]["caches"]
+                caches = details["caches"]
                 described = result["extractors"][extractor]
                 params = {"length_sec": float(result["counts"]["length_sec"]), "code_version": CODE_VERSION,
                           **({"preset": described["preset"]} if "preset" in described else {})}
                 args = (described["sha256"], params)
-                gen = read_cached_features(caches["generated"][extractor]["directory"], list(gen_of), *args)
-                gt = read_cached_features(caches["ground-truth"][extractor]["directory"], sorted(units), *args)
+                gen_read = read_cached_features(caches["generated"][extractor]["directory"], gen_names, *args)
+                gt_read = read_cached_features(caches["ground-truth"][extractor]["directory"], gt_names, *args)
             except (KeyError, TypeError) as e:
                 problems.update({k: f"the result does not record its {extractor} caches ({e})"
-                                 for _, keys, _ in specs for k in keys})
+                                 for s in specs for k in s.keys})
                 continue
             except ToolkitError as e:
-                problems.update({k: str(e) for _, keys, _ in specs for k in keys})
+                problems.update({k: str(e) for s in specs for k in s.keys})
                 continue
-            gen = {n: v for n, v in gen.items() if not _dropped(v)}
-            gt = {n: v for n, v in gt.items() if not _dropped(v)}
-            for kind, keys, fld in specs:
-                rows_of: Callable[[Any], Any] = (lambda v: v) if fld is None else (lambda v, f=fld: v[f])
-                out[keys[0]] = SetInput(kind, keys, [(gen_of[n], rows_of(v)) for n, v in gen.items()],
-                                        [(c, rows_of(v)) for c, v in gt.items()] if kind == "fd" else [])
+            # a file that failed is not stored, a dropped one is stored as such: both left out, as the run did
+            gen = {n: gen_read[n] for n in gen_names if n in gen_read and not _dropped(gen_read[n])}
+            gt = {c: gt_read[c] for c in gt_names if c in gt_read and not _dropped(gt_read[c])}
+            for spec in specs:
+                if spec.rule == "cleaned":
+                    pairs = pair(list(gt), list(gen), "cleaned").pairs
+                    gen_rows, gt_rows = [(c, n) for c, n in pairs], [(c, c) for c, _ in pairs]
+                else:
+                    gen_rows, gt_rows = [(unit_of[n], n) for n in gen], [(c, c) for c in gt]
+                why = _unlike_record(extractor, spec, details, gen_rows, gt_rows, gen, gt)
+                if why:
+                    problems.update({k: why for k in spec.keys})
+                    continue
+                take: Callable[[Any], Any] = (lambda v: v) if spec.field is None else (lambda v, f=spec.field: v[f])
+                out[spec.keys[0]] = SetInput(
+                    spec.kind, spec.keys, [(u, take(gen[n])) for u, n in gen_rows],
+                    [(u, take(gt[c])) for u, c in gt_rows] if spec.kind == "fd" else [], RULES[spec.rule, spec.kind])
         return out, problems
 
 
-#: extractor -> the set-level metrics computed from its cached features: (kind, metric keys, field of the value)
-SET_METRICS: dict[str, list[tuple[str, tuple[str, ...], str | None]]] = {
-    "avb-panns": [("fd", ("FD-PANN",), "embedding"), ("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), "logits")],
-    "avb-passt": [("fd", ("FD-PASST",), "features"), ("is", ("ISC-PASST-mean", "ISC-PASST-std"), "logits")],
-    "avb-vggish": [("fd", ("FD-VGG",), None)],
+@dataclass(frozen=True)
+class SetMetric:
+    """A set-level metric computed from one extractor's cached features: ``kind`` (``"fd"`` / ``"is"``), its
+    metric keys, the field of the cached value (None: the value itself) and the original's rows (``rule``):
+    ``"all"`` (every file, paired or not) or ``"cleaned"`` (the pairs by ``clean_sample_name``)."""
+
+    kind: str
+    keys: tuple[str, ...]
+    field: str | None
+    rule: str
+
+
+#: extractor -> the set-level metrics computed from its cached features
+SET_METRICS: dict[str, tuple[SetMetric, ...]] = {
+    "avb-panns": (SetMetric("fd", ("FD-PANN",), "embedding", "all"),
+                  SetMetric("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), "logits", "all")),
+    "avb-passt": (SetMetric("fd", ("FD-PASST",), "features", "cleaned"),
+                  SetMetric("is", ("ISC-PASST-mean", "ISC-PASST-std"), "logits", "cleaned")),
+    "avb-vggish": (SetMetric("fd", ("FD-VGG",), None, "all"),),
 }
+#: the rows each (rule, kind) takes, in words (`SetInput.rule`, quoted by `vbench compare`)
+RULES = {
+    ("all", "fd"): "the original takes every file: every generated file, paired or not, and every ground-truth clip",
+    ("all", "is"): "the original takes every generated file, paired or not",
+    ("cleaned", "fd"): "the original takes only the generated files that pair with a ground-truth clip by "
+                       "clean_sample_name, and a clip's ground truth once per file paired with it",
+    ("cleaned", "is"): "the original takes only the generated files that pair with a ground-truth clip by "
+                       "clean_sample_name",
+}
+
+
+def _unlike_record(extractor: str, spec: SetMetric, details: dict[str, Any], gen_rows: list[tuple[str, str]],
+                   gt_rows: list[tuple[str, str]], gen: dict[str, Any], gt: dict[str, Any]) -> str:
+    """Why the rebuilt rows of `spec` are not the files the run used (as the result records them), else ''."""
+    metric = spec.keys[0]
+    rebuilt_gen, rebuilt_gt = [n for _, n in gen_rows], [c for _, c in gt_rows]
+    try:
+        if extractor == "avb-passt":
+            pairs = [tuple(p) for p in details["passt"]["pairing"]["pairs"]]
+            used_gen, used_gt = [n for _, n in pairs], [g for g, _ in pairs]
+        elif extractor == "avb-vggish":
+            rec = details["vggish"]["rows"]
+            used_gen, used_gt = list(rec["generated"]), list(rec["ground_truth"])
+            shapes = {f"generated {n}": (int(v), int(gen[n].shape[0])) for n, v in rec["generated"].items()
+                      if n in gen}
+            shapes.update({f"ground truth {c}": (int(v), int(gt[c].shape[0]))
+                           for c, v in rec["ground_truth"].items() if c in gt})
+            changed = [k for k, (was, now) in shapes.items() if was != now]
+            if changed:
+                return (f"the caches no longer hold the features its evaluation used: {len(changed)} files have "
+                        f"another number of VGGish rows now (e.g. {changed[0]}: {shapes[changed[0]][0]} then, "
+                        f"{shapes[changed[0]][1]} now); re-run vbench evaluate")
+        else:
+            counts = details["panns"]["fd_rows"]
+            used = (int(counts["generated"]), int(counts["ground_truth"]))
+            got = (len(rebuilt_gen), len(rebuilt_gt))
+            if spec.kind == "is":
+                used, got = used[:1], got[:1]
+            if used != got:
+                return (f"the caches no longer hold the files its evaluation used: it took "
+                        f"{' and '.join(map(str, used))} (generated{', ground-truth' if len(used) > 1 else ''}) "
+                        f"files, the caches give {' and '.join(map(str, got))}; re-run vbench evaluate")
+            return ""
+    except (KeyError, TypeError, ValueError) as e:
+        return f"the result does not record which files its {metric} used ({type(e).__name__}: {e})"
+    for side, used, got in (("generated", used_gen, rebuilt_gen), ("ground-truth", used_gt, rebuilt_gt)):
+        if spec.kind == "is" and side == "ground-truth":
+            continue
+        if sorted(used) != sorted(got) or (spec.kind == "is" and used != got):
+            gone = sorted(set(used) - set(got))
+            new = sorted(set(got) - set(used))
+            example = (f"gone or dropped since: {', '.join(gone[:3])}" if gone else
+                       f"not used then: {', '.join(new[:3])}" if new else "the same files in another order or number")
+            return (f"the caches no longer hold the {side} files its evaluation used ({len(used)} then, {len(got)} "
+                    f"now; {example}); re-run vbench evaluate")
+    return ""
 
 
 def _dropped(value: Any) -> bool:
@@ -392,8 +489,9 @@ def _panns(run, gt, gen, gt_names, gen_names, wanted, unit) -> bool:
     _set_is(run, "PANNS", torch.stack([p[n]["logits"] for n in gen_ok]), wanted)
     run.set_statistics += [
         SetInput("fd", ("FD-PANN",), [(unit(n), p[n]["embedding"]) for n in gen_ok],
-                 [(n, g[n]["embedding"]) for n in gt_ok]),
-        SetInput("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), [(unit(n), p[n]["logits"]) for n in gen_ok])]
+                 [(n, g[n]["embedding"]) for n in gt_ok], RULES["all", "fd"]),
+        SetInput("is", ("ISC-PANNS-mean", "ISC-PANNS-std"), [(unit(n), p[n]["logits"]) for n in gen_ok], [],
+                 RULES["all", "is"])]
     run.details["panns"] = {"fd_rows": {"generated": len(gen_ok), "ground_truth": len(gt_ok)},
                             "kl_pairing": exact.to_dict(),
                             "kl_per_pair": dict(zip(exact.generated_names, kl.tolist())) if kl is not None else {}}
@@ -409,7 +507,7 @@ def _vggish(run, gt, gen, gt_names, gen_names, wanted, unit) -> bool:
     _set_metric(run, "FD-VGG", lambda: fm.frechet_distance(torch.cat([p[n] for n in gen_ok]),
                                                            torch.cat([g[n] for n in gt_ok])), wanted)
     run.set_statistics.append(SetInput("fd", ("FD-VGG",), [(unit(n), p[n]) for n in gen_ok],
-                                       [(n, g[n]) for n in gt_ok]))
+                                       [(n, g[n]) for n in gt_ok], RULES["all", "fd"]))
     run.details["vggish"] = {"rows": {"generated": {n: int(p[n].shape[0]) for n in gen_ok},
                                       "ground_truth": {n: int(g[n].shape[0]) for n in gt_ok}}}
     return True
@@ -435,8 +533,10 @@ def _passt(run, gt, gen, gt_names, gen_names, wanted) -> bool:
     _set_metric(run, "KL-PASST-softmax", lambda: fm.kl_softmax(pl, gl), wanted)
     _set_is(run, "PASST", pl, wanted)
     units = cleaned.gt_names  # a pair moves with its GT clip
-    run.set_statistics += [SetInput("fd", ("FD-PASST",), list(zip(units, pf)), list(zip(units, gf))),
-                           SetInput("is", ("ISC-PASST-mean", "ISC-PASST-std"), list(zip(units, pl)))]
+    run.set_statistics += [SetInput("fd", ("FD-PASST",), list(zip(units, pf)), list(zip(units, gf)),
+                                    RULES["cleaned", "fd"]),
+                           SetInput("is", ("ISC-PASST-mean", "ISC-PASST-std"), list(zip(units, pl)), [],
+                                    RULES["cleaned", "is"])]
     run.details["passt"] = {"pairing": cleaned.to_dict(),
                             "kl_per_pair": dict(zip(cleaned.generated_names, fm.kl_per_pair(pl, gl).tolist()))}
     return True
