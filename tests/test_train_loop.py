@@ -187,14 +187,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, bad: frozenset = frozenset()) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     try:
         cfg = tiny_cfg("max_steps=3", "data.batch_size=2")
-        tr = Trainer(cfg, out, make_model(cfg), PatternWindows(8), dist_info=info, record_history=True,
+        data = WithBadClips(8, set(bad)) if bad else PatternWindows(8)
+        tr = Trainer(cfg, out, make_model(cfg), data, dist_info=info, record_history=True,
                      find_unused_parameters=True)
         tr.fit()
         torch.save({"losses": [h["loss"] for h in tr.history], "state": tr.model.state_dict()},
@@ -204,16 +205,27 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_single_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+@pytest.mark.parametrize("with_bad_clip", [False, True])
+def test_ddp_two_processes_match_single_process(tmp_path, with_bad_clip):
+    """Two gloo processes with batch 2 take the global batches of one process with batch 4. With a bad clip in
+    rank 0's half of the first global batch, rank 0 has 1 sample and rank 1 has 2: the step is still the mean
+    over the 3 samples (DDP's plain gradient average weighted rank 0's lone sample double)."""
+    from vaura.train.data import GlobalBatchSampler
+
+    bad = frozenset({list(GlobalBatchSampler(8, 4, True, seed=0))[0][0]}) if with_bad_clip else frozenset()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), bad), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
     assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])  # replicas identical
     assert r0["losses"] == r1["losses"]
-    single = _run(tiny_cfg("max_steps=3", "data.batch_size=4"), tmp_path / "single", PatternWindows(8))
+    single = _run(tiny_cfg("max_steps=3", "data.batch_size=4"), tmp_path / "single",
+                  WithBadClips(8, set(bad)) if bad else PatternWindows(8))
     assert r0["losses"] == pytest.approx([h["loss"] for h in single.history], abs=1e-5)
     ss = single.model.state_dict()
     assert max((ss[k] - r0["state"][k]).abs().max().item() for k in ss) < 1e-4
+    if with_bad_clip:
+        assert [h["samples"] for h in single.history][0] == 3
+        assert max((ss[k] - r0["state"][k]).abs().max().item() for k in ss) < 1e-6
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     tr = ck["training"]
     assert tr["world_size"] == 2 and len(tr["rng"]) == 2 and len(tr["positions"]) == 2
@@ -245,3 +257,30 @@ def test_tiny_model_overfits_and_generation_follows_the_video(tmp_path):
     crossed = (out.codes[1] == data.codes[0]).float().mean().item()
     assert same > 0.9 and other > 0.9, (same, other)
     assert crossed < 0.1, crossed
+
+
+class WithBadClips(PatternWindows):
+    """`PatternWindows` where the clips in `bad` are unusable (what the on-the-fly dataset gives for a bad file)."""
+
+    def __init__(self, n: int, bad: set[int]) -> None:
+        super().__init__(n)
+        self.bad = bad
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "clip_id": f"c{i}", "bad": "broken"} if i in self.bad else super().__getitem__(i)
+
+
+def test_grad_accumulation_weights_samples_when_a_micro_batch_is_smaller(tmp_path):
+    """A bad clip makes one micro-batch smaller: the step must still be the mean over the global batch's samples
+    (it was the mean of the micro-batch means, weighting the lone sample of the short micro-batch double)."""
+    from vaura.train.data import GlobalBatchSampler
+
+    cfg = tiny_cfg("max_steps=2", "data.batch_size=4")
+    first = list(GlobalBatchSampler(8, 4, True, seed=cfg.seed))[0]
+    data = WithBadClips(8, {first[0]})  # the first micro-batch of 2 keeps 1 clip, the second keeps 2
+    big = _run(cfg, tmp_path / "big", data)
+    acc = _run(tiny_cfg("max_steps=2", "data.batch_size=2", "grad_accum=2"), tmp_path / "acc", data)
+    assert [h["samples"] for h in acc.history] == [h["samples"] for h in big.history] == [3, 4]
+    assert [h["loss"] for h in acc.history] == pytest.approx([h["loss"] for h in big.history], abs=1e-6)
+    sb, sa = big.model.state_dict(), acc.model.state_dict()
+    assert max((sb[k] - sa[k]).abs().max().item() for k in sb) < 1e-6

@@ -4,7 +4,8 @@ non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoin
 One optimiser step: ``grad_accum`` micro-batches (codes ``[B, K, T]``, visual features ``[B, 32, 768]``, either
 read from a feature cache or computed from decoded clips by the frozen encoder and codec) -> teacher-forced
 logits ``[B, K, T, card]`` -> mean of per-codebook cross-entropies -> backward (DDP averages gradients) ->
-unscale, grad norm, clip by value, step, schedule.
+unscale, grad norm, clip by value, step, schedule. The step's loss is the mean over every sample of the global
+batch: a micro-batch that bad clips made smaller weighs by its size, on every rank.
 
 Exact resume: a sample is a pure function of ``(seed, epoch, index)`` and the batch order of ``(seed, epoch)``,
 so the checkpoint stores, next to the model/optimiser/scheduler/scaler states, every rank's RNG states and data
@@ -189,21 +190,30 @@ class Trainer:
         self.ddp_model.train()
         self.opt.zero_grad(set_to_none=True)
         accum = self.cfg.grad_accum
+        # every micro-batch first: bad clips make some smaller, and the step is the mean over all the samples of
+        # the global batch (every rank's micro-batches), so each micro-batch's mean loss is weighted by its size
+        batches = [self._next_batch() for _ in range(accum)]
+        sizes = [int(b["size"]) for b in batches]
+        total = sum(sizes)
+        if self.info.distributed:
+            total = int(all_reduce_sum(torch.tensor([float(total)], device=self.device), self.info).item())
+        full = all(n == sizes[0] for n in sizes) and total == sizes[0] * accum * self.info.world
         per_cb = torch.zeros(self.k, device=self.device)
-        samples = 0
-        for micro in range(accum):
-            codes, visual = self._inputs(self._next_batch())
+        for micro, batch in enumerate(batches):
+            codes, visual = self._inputs(batch)
             sync = self.ddp_model.no_sync() if self.info.distributed and micro < accum - 1 else \
                 contextlib.nullcontext()
+            # DDP averages gradients over ranks: a weight of n * world / total makes the sum over ranks and
+            # micro-batches the per-sample mean (1 / accum when every micro-batch is full, as before)
             with sync:
                 with self._autocast():
                     logits = self.ddp_model(codes, visual)
                 out = self.model.loss(logits.float(), codes)
-                self.scaler.scale(out.loss / accum).backward()
-            per_cb += out.per_codebook.detach() / accum
-            samples += codes.shape[0]
-        red = all_reduce_sum(torch.cat([per_cb, torch.tensor([float(samples)], device=self.device)]), self.info)
-        per_cb, samples = red[: self.k] / self.info.world, int(red[self.k].item())
+                loss_part = out.loss / accum if full else out.loss * (sizes[micro] * self.info.world / total)
+                self.scaler.scale(loss_part).backward()
+            per_cb += out.per_codebook.detach() * sizes[micro]
+        red = all_reduce_sum(per_cb, self.info)
+        per_cb, samples = red / total, total
         loss = per_cb.mean()
         self.scaler.unscale_(self.opt)
         params = [p for p in self.model.parameters() if p.grad is not None]
