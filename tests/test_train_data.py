@@ -240,3 +240,22 @@ def test_train_config_presets_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="debug_weights=false"):  # `--config tiny --checkpoint X`: say how
         tiny.replace(encoder_checkpoint="enc.pt")
     assert tiny.replace(encoder_checkpoint="enc.pt", debug_weights=False).encoder_checkpoint == "enc.pt"
+
+
+def test_on_the_fly_dataset_turns_any_decoding_failure_into_a_bad_clip(clips_dir, monkeypatch):
+    """An unexpected exception while decoding one clip makes it a bad item with the reason, instead of ending the
+    run (a resumed run would meet the same clip again and die again)."""
+    import vaura.train.data as data_mod
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    good = next(c for c in clips if c.clip_id.startswith("synth"))
+    real = data_mod.decode_window
+
+    def flaky(path, start, cfg):
+        if path == good.path:
+            raise RuntimeError("decoder exploded")
+        return real(path, start, cfg)
+
+    monkeypatch.setattr(data_mod, "decode_window", flaky)
+    item = ClipDataset(clips, CFG, train=False)[clips.index(good)]
+    assert item["bad"] == "RuntimeError: decoder exploded" and item["clip_id"] == good.clip_id

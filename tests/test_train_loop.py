@@ -284,3 +284,24 @@ def test_grad_accumulation_weights_samples_when_a_micro_batch_is_smaller(tmp_pat
     assert [h["loss"] for h in acc.history] == pytest.approx([h["loss"] for h in big.history], abs=1e-6)
     sb, sa = big.model.state_dict(), acc.model.state_dict()
     assert max((sb[k] - sa[k]).abs().max().item() for k in sb) < 1e-6
+
+
+def test_a_training_set_without_usable_clips_stops_with_an_error(tmp_path):
+    """Every clip bad (e.g. all shorter than the window): a `DataError` after an epoch, where the trainer used to
+    skip empty batches for ever."""
+    from vaura.train.data import DataError
+
+    class AllBad(WithBadClips):
+        calls = 0
+
+        def __getitem__(self, i: int) -> dict:
+            AllBad.calls += 1
+            if AllBad.calls > 200:  # the old endless loop: fail instead of hanging the test
+                raise RuntimeError("still looking for a usable clip")
+            return super().__getitem__(i)
+
+    cfg = tiny_cfg("max_steps=1")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), AllBad(5, set(range(5))))
+    with pytest.raises(DataError, match="no usable clip.*broken"):
+        tr.fit()
+    assert AllBad.calls <= 5

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vaura.train.cache import FrozenModels
 from vaura.train.config import TrainConfig
-from vaura.train.data import GlobalBatchSampler, collate_clips
+from vaura.train.data import DataError, GlobalBatchSampler, collate_clips
 from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 from visualsound.utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
@@ -151,7 +151,10 @@ class Trainer:
                                            generator=gen)
 
     def _next_batch(self) -> dict[str, Any]:
-        """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips."""
+        """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips. A whole epoch
+        of batches without one usable clip raises `DataError` (it used to loop for ever)."""
+        per_epoch = max(1, len(self.train_set) // (self.cfg.data.batch_size * self.info.world))
+        empty, reasons = 0, []
         while True:
             if self._iter is None:
                 self.train_set.set_epoch(self.epoch)
@@ -170,6 +173,12 @@ class Trainer:
                     log.warning("skipped bad clip %s (%d so far): %s", clip_id, self.bad_clips, reason)
             if batch["size"]:
                 return batch
+            empty += 1
+            reasons = (reasons + [reason for _, reason in batch["bad"]])[-3:]
+            if empty >= per_epoch:
+                raise DataError(f"{empty} training batches in a row (an epoch) held no usable clip: every clip is "
+                                f"bad for this run's windows (data.clip_seconds={self.cfg.data.clip_seconds}); "
+                                f"last reasons: {reasons}")
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device."""
