@@ -259,3 +259,64 @@ def test_on_the_fly_dataset_turns_any_decoding_failure_into_a_bad_clip(clips_dir
     monkeypatch.setattr(data_mod, "decode_window", flaky)
     item = ClipDataset(clips, CFG, train=False)[clips.index(good)]
     assert item["bad"] == "RuntimeError: decoder exploded" and item["clip_id"] == good.clip_id
+
+
+def _explode_or_die(real, boom: str, crash: str):
+    """A `decode_frames` stand-in: raises for the clip `boom`, kills its DataLoader worker for the clip `crash`."""
+    import os
+    import signal
+
+    def decode(path, start, cfg, frame_count=None):
+        if path.endswith(f"{boom}.mp4"):
+            raise RuntimeError("decoder exploded")
+        if path.endswith(f"{crash}.mp4") and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)  # a decoder segfault / the OOM killer
+        return real(path, start, cfg, frame_count=frame_count)
+
+    return decode
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_extract_records_unexpected_failures_and_dead_workers(clips_dir, tmp_path, monkeypatch, workers):
+    """`vaura extract` never dies for one clip: an unexpected exception while decoding it, or its decoding worker
+    being killed, is recorded in its shard with the reason; the other clips are extracted, the shards complete, and
+    the progress callback reaches the total (it counted only the good clips). Both used to end the job, and a rerun
+    met the same clip again."""
+    import vaura.train.cache as cache_mod
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    ids = [c.clip_id for c in clips if c.clip_id.startswith("synth")]
+    monkeypatch.setattr(cache_mod, "decode_frames", _explode_or_die(cache_mod.decode_frames, ids[0], ids[1]))
+    seen = []
+    manifest = extract(clips, tmp_path / "c", _cheap_models(), CFG, grid=True, shard_size=2, num_workers=workers,
+                       feature_dtype="float32", progress=lambda d, t: seen.append((d, t)))
+    bad = {}
+    for d in sorted((tmp_path / "c" / "shards").iterdir()):
+        bad.update(dict(json.loads((d / "windows.json").read_text())["bad"]))
+    assert bad[ids[0]] == "RuntimeError: decoder exploded" and {"not_media", "short"} < set(bad)
+    if workers:
+        assert bad[ids[1]].startswith("decoding worker died")
+        assert manifest["complete"] and manifest["windows"] == 2 and manifest["bad_clips"] == 4
+    else:  # inline decoding: the stand-in only kills workers
+        assert manifest["complete"] and manifest["windows"] == 4 and manifest["bad_clips"] == 3
+    assert seen[-1] == (5, 5)
+    ds = CachedWindows(tmp_path / "c", CFG, train=False)
+    assert [w[0][2] for w in ds.windows] == [0.0] * len(ds)
+
+
+def test_extract_removes_temp_dirs_of_killed_shard_writes(clips_dir, tmp_path):
+    """A run killed while writing a shard leaves its temp directory; the next run removes it (once old enough to
+    be no concurrent write's) and never reads it as a shard."""
+    import os
+
+    clips = [c for c in DataSource.parse(str(clips_dir / "video")).clips() if c.clip_id.startswith("synth")][:2]
+    out = tmp_path / "c"
+    (out / "shards").mkdir(parents=True)
+    stale, fresh = out / "shards" / ".000000.ab12cd", out / "shards" / ".000001.ef34gh"
+    for t in (stale, fresh):
+        t.mkdir()
+        (t / "codes.npy").write_bytes(b"partial")
+    os.utime(stale, (1, 1))
+    manifest = extract(clips, out, _cheap_models(), CFG, grid=True, shard_size=1, feature_dtype="float32")
+    assert manifest["complete"] and manifest["windows"] == 4
+    assert not stale.exists() and fresh.exists()
