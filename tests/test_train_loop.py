@@ -305,3 +305,33 @@ def test_a_training_set_without_usable_clips_stops_with_an_error(tmp_path):
     with pytest.raises(DataError, match="no usable clip.*broken"):
         tr.fit()
     assert AllBad.calls <= 5
+
+
+@pytest.mark.parametrize("override, match", [("n_codebooks=4", "n_codebooks=4"),
+                                             ("visual_tokens=16", "visual_tokens=16"),
+                                             ("visual_dim=64", "visual_dim=64"),
+                                             ("rope_len=30", "rope_len=30")])
+def test_data_that_does_not_fit_the_model_is_a_config_error(tmp_path, override, match):
+    """A cache (or codec / encoder) and a model config that disagree: a `ConfigError` naming the field, where the
+    run ended in an assertion inside the model (or, for the visual tokens, only on a step that dropped the
+    condition)."""
+    cfg = tiny_cfg("max_steps=1", f"model_overrides=[visual_dim=32, cond_drop=0.0, {override}]")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), PatternWindows(4))
+    with pytest.raises(ConfigError, match=f"does not fit the model: .*{match}"):
+        tr.fit()
+    if override == "visual_tokens=16":
+        tr.val_set = PatternWindows(4)
+        with pytest.raises(ConfigError, match="visual_tokens=16"):
+            tr.validate()
+
+
+def test_a_codec_that_does_not_fit_the_model_is_a_config_error():
+    from vaura.train.frozen import build_training_model
+
+    class Codec:
+        def quantizer_tensors(self):
+            return torch.zeros(9, 1024, 8), torch.zeros(9, 32)
+
+    cfg = tiny_cfg("model_overrides=[visual_dim=32, n_codebooks=4]")
+    with pytest.raises(ConfigError, match="codec has 9 codebooks.*n_codebooks=4"):
+        build_training_model(cfg, Codec(), 32)

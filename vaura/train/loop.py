@@ -181,12 +181,36 @@ class Trainer:
                                 f"last reasons: {reasons}")
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device."""
+        """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device; `ConfigError` when their
+        shapes do not fit the model config."""
         if "codes" in batch:
+            self._check_shapes(batch["codes"], batch["visual"])
             return batch["codes"].to(self.device, non_blocking=True), batch["visual"].to(self.device)
         if self.frozen is None:
             raise ConfigError("decoded clips need the frozen encoder and codec (on-the-fly mode)")
-        return self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"])
+        codes, visual = self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"])
+        self._check_shapes(codes, visual)
+        return codes, visual
+
+    def _check_shapes(self, codes: torch.Tensor, visual: torch.Tensor) -> None:
+        """The data (a cache, or the frozen codec / encoder on decoded clips) and the model config must agree on
+        the codebooks, the visual tokens and their width, and the window length; say which, instead of an
+        assertion deep in the model."""
+        m = self.model.cfg
+        problems = []
+        if codes.dim() != 3 or codes.shape[1] != m.n_codebooks:
+            problems.append(f"codes {list(codes.shape)} have {codes.shape[1] if codes.dim() == 3 else '?'} codebooks, "
+                            f"the model n_codebooks={m.n_codebooks}")
+        elif codes.shape[2] + m.n_codebooks > m.rope_len:
+            problems.append(f"windows of {codes.shape[2]} codec frames need {codes.shape[2] + m.n_codebooks} steps, "
+                            f"the model has rope_len={m.rope_len} (data.clip_seconds={self.cfg.data.clip_seconds})")
+        if visual.dim() != 3 or tuple(visual.shape[1:]) != (m.visual_tokens, m.visual_dim):
+            problems.append(f"visual features {list(visual.shape)} are not [B, visual_tokens={m.visual_tokens}, "
+                            f"visual_dim={m.visual_dim}]")
+        if problems:
+            raise ConfigError(f"the training data does not fit the model: {'; '.join(problems)}. The cache (or the "
+                              f"codec / encoder and data.clip_seconds) and the model config (model={self.cfg.model!r}, "
+                              f"model_overrides={list(self.cfg.model_overrides)}) must agree")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
