@@ -320,3 +320,37 @@ def test_extract_removes_temp_dirs_of_killed_shard_writes(clips_dir, tmp_path):
     manifest = extract(clips, out, _cheap_models(), CFG, grid=True, shard_size=1, feature_dtype="float32")
     assert manifest["complete"] and manifest["windows"] == 4
     assert not stale.exists() and fresh.exists()
+
+
+def test_resume_compares_what_the_cache_holds_not_its_path(clips_dir, tmp_path):
+    """A preempted job whose cache was staged to another path (node-local scratch) resumes; a cache of other clips
+    at the run's old path is refused. Before, the data specs were compared as paths: the first was refused and the
+    second accepted."""
+    import shutil
+
+    from vaura.train.loop import Trainer
+    from vaura.train.run import input_metadata
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    models = _cheap_models()
+    extract(clips, tmp_path / "cache", models, CFG, grid=True, shard_size=2, feature_dtype="float32")
+    cfg = TrainConfig.preset("tiny").with_overrides(["data.batch_size=1", "max_steps=1", "val_every=0",
+                                                     "model_overrides=[visual_dim=32]"])
+
+    def trainer(path: str, steps: int) -> Trainer:
+        from vaura.train.frozen import build_training_model
+
+        ds = CachedWindows(path, cfg.data, train=True, encoder_id=models.encoder_id, codec_id=models.codec_id)
+        return Trainer(cfg.replace(max_steps=steps), tmp_path / "run", build_training_model(cfg), ds,
+                       metadata=input_metadata(models, path, None, ds, None))
+
+    trainer(str(tmp_path / "cache"), 1).fit()
+    shutil.copytree(tmp_path / "cache", tmp_path / "scratch" / "cache")
+    moved = trainer(str(tmp_path / "scratch" / "cache"), 2)
+    moved.resume(tmp_path / "run" / "last.pt")
+    assert moved.step == 1
+    shutil.rmtree(tmp_path / "cache")  # re-extracted with fewer clips at the same path
+    extract([c for c in clips if c.clip_id != "synth0001_000000"], tmp_path / "cache", models, CFG, grid=True,
+            shard_size=2, feature_dtype="float32")
+    with pytest.raises(ConfigError, match="holds other clips or windows"):
+        trainer(str(tmp_path / "cache"), 2).resume(tmp_path / "run" / "last.pt")

@@ -136,6 +136,13 @@ def test_resume_refuses_other_data_or_frozen_models(tmp_path):
     tr = Trainer(cfg.replace(max_steps=2), tmp_path / "r", make_model(cfg), data, metadata=same)
     tr.resume(last)
     assert tr.step == 1
+    # weights staged at another path: the checksums decide, not the paths
+    real = cfg.replace(debug_weights=False, encoder_checkpoint="/a/avclip.pt", codec_checkpoint="/a/dac.pth")
+    Trainer(real, tmp_path / "w", make_model(cfg), data, metadata=meta).fit()
+    staged = real.replace(max_steps=2, encoder_checkpoint="/scratch/avclip.pt", codec_checkpoint="/scratch/dac.pth")
+    tr = Trainer(staged, tmp_path / "w", make_model(cfg), data, metadata=meta)
+    tr.resume(tmp_path / "w" / "last.pt")
+    assert tr.step == 1
 
 
 def test_grad_accumulation_equals_a_bigger_batch(tmp_path):

@@ -357,6 +357,16 @@ class CachedWindows(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def fingerprint(self) -> str:
+        """sha256 of what the cache holds (clips, windows, encoder / codec checksums, grid, dtype), not of where
+        it lies: a copy on node-local scratch has the same fingerprint, a re-extraction of other clips another."""
+        m = self.manifest
+        keys = ("format", "version", "grid", "starts", "start_grid", "num_clips", "clips_sha256",
+                "fixed_starts_sha256", "shard_size", "feature_dtype", "windows", "bad_clips", "shards")
+        ident = {k: m.get(k) for k in keys}
+        ident["encoder"], ident["codec"] = m["encoder"].get("checksum"), m["codec"].get("checksum")
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
     def __len__(self) -> int:
         return len(self.clip_ids)
 

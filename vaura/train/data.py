@@ -428,6 +428,13 @@ class ClipDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def fingerprint(self) -> str:
+        """sha256 of the clip ids and fixed starts in order (not the paths: the same clips staged elsewhere match)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps([[c.clip_id, c.start] for c in self.clips]).encode()).hexdigest()
+
     def __len__(self) -> int:
         return len(self.clips)
 

@@ -44,7 +44,9 @@ CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
 RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_best",
-                     "max_nonfinite", "data.num_workers"}
+                     "max_nonfinite", "data.num_workers",
+                     # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
+                     "encoder_checkpoint", "codec_checkpoint"}
 
 
 class NonFiniteLossError(ToolkitError):
@@ -517,11 +519,21 @@ def _same_data(a: Any, b: Any) -> bool:
 
 
 def _inputs_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's metadata and this run's in the training inputs: the ``data`` /
-    ``val_data`` specs and the frozen ``encoder`` / ``codec`` checksums (fields absent on either side are not
-    compared)."""
+    """What differs between a checkpoint's metadata and this run's in the training inputs: the data (by the
+    ``data_fingerprint`` / ``val_data_fingerprint`` of what it holds when both sides have one, else by the
+    ``data`` / ``val_data`` specs) and the frozen ``encoder`` / ``codec`` checksums (fields absent on either side
+    are not compared)."""
     out = []
     for key in ("data", "val_data"):
+        fp = f"{key}_fingerprint"
+        if fp in old and fp in new:
+            if old[fp] != new[fp] and (old[fp] is None or new[fp] is None):
+                out.append(f"--{key.replace('_', '-')} was {old.get(key)!r}, now {new.get(key)!r}")
+            elif old[fp] != new[fp]:
+                out.append(f"--{key.replace('_', '-')} {new.get(key)!r} holds other clips or windows than "
+                           f"{old.get(key)!r} held for the run (fingerprint {str(old[fp])[:12]} -> "
+                           f"{str(new[fp])[:12]})")
+            continue
         if key in old and key in new and not _same_data(old[key], new[key]):
             out.append(f"--{key.replace('_', '-')} was {old[key]!r}, now {new[key]!r}")
     for key in ("encoder", "codec"):
