@@ -75,8 +75,17 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
     out = Path(out)
     last = out / "last.pt"
     if resume and not last.exists():
-        raise CheckpointError(f"--resume: {last} does not exist")
-    if not resume and (last.exists() or (out / "metrics.csv").exists()):
+        if not (out / "metrics.csv").exists() and not (out / "train_config.yaml").exists():
+            raise CheckpointError(f"--resume: {last} does not exist")
+        # a run killed before its first checkpoint (a preempted job's requeue passes --resume): starting again
+        # from step 0 is its exact resume; without this, --resume found no last.pt and a run without it refused
+        # the folder's metrics.csv
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.warning("--resume: %s has no checkpoint yet (the run stopped before its first one); starting it "
+                        "again from step 0", out)
+            (out / "metrics.csv").unlink(missing_ok=True)
+        resume = False
+    elif not resume and (last.exists() or (out / "metrics.csv").exists()):
         raise ToolkitError(f"{out} already holds a run ({last if last.exists() else out / 'metrics.csv'}); pass "
                            f"--resume to continue it, or pick another --out")
     info = init_distributed(device)
