@@ -84,3 +84,18 @@ def test_extract_train_resume_generate(tmp_path):
     _ok(["generate", "--video", str(video), "--out", str(tmp_path / "gen.mp4"), "--checkpoint",
          str(run / "last.pt"), "--greedy", "--no-mux"])
     assert (tmp_path / "gen.wav").exists()
+
+
+def test_train_stopped_by_a_signal_exits_as_that_signal_would(tmp_path, monkeypatch):
+    """After the trainer saved last.pt on SIGTERM, `vaura train` reports it and exits with 143 (what a SIGTERM
+    death gives job scripts), so a requeue script can tell a stop from a finished run."""
+    import vaura.train.run as run_mod
+
+    def stopped(cfg, data, out, **kw):
+        return {"out": str(out), "step": 7, "debug_weights": True, "train": {"loss": 1.0}, "val": None,
+                "nonfinite_skips": 0, "bad_clips": 0, "stopped_by": "SIGTERM"}
+
+    monkeypatch.setattr(run_mod, "run_training", stopped)
+    res = CliRunner().invoke(main, ["train", "--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 143, res.output
+    assert _summary(res.stdout)["stopped_by"] == "SIGTERM" and "--resume" in res.stderr

@@ -1,5 +1,6 @@
 """The V-AURA trainer: AdamW + warm-up/cosine schedule, autocast, gradient accumulation and clipping by value,
-non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoints and exact resume, DDP.
+non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoints and exact resume, DDP, and a
+checkpoint before stopping on SIGTERM / SIGUSR1 (preemption).
 
 One optimiser step: ``grad_accum`` micro-batches (codes ``[B, K, T]``, visual features ``[B, 32, 768]``, either
 read from a feature cache or computed from decoded clips by the frozen encoder and codec) -> teacher-forced
@@ -20,6 +21,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,11 @@ RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt
                      "max_nonfinite", "data.num_workers",
                      # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
                      "encoder_checkpoint", "codec_checkpoint"}
+
+
+# signals that end `Trainer.fit` after the current step with a checkpoint (SLURM preemption sends SIGTERM;
+# ``#SBATCH --signal=USR1@120`` warns 120 s ahead; torchrun forwards SIGTERM to every rank)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class NonFiniteLossError(ToolkitError):
@@ -137,6 +145,8 @@ class Trainer:
         self.nonfinite = self.scaler_skips = self.bad_clips = 0
         self.best: list[tuple[float, int, str]] = []  # (val loss, step, file name), best first
         self.history: list[dict[str, Any]] | None = [] if record_history else None
+        self._stop_signal: str | None = None  # set by a STOP_SIGNALS handler while `fit` runs
+        self.stopped_by: str | None = None
         self._iter: Any = None
         self._tb: Any = None  # TensorBoard writer, False when unavailable
         self._window = self._new_window()
@@ -247,8 +257,10 @@ class Trainer:
                 loss_part = out.loss / accum if full else out.loss * (sizes[micro] * self.info.world / total)
                 self.scaler.scale(loss_part).backward()
             per_cb += out.per_codebook.detach() * sizes[micro]
-        red = all_reduce_sum(per_cb, self.info)
-        per_cb, samples = red / total, total
+        # a stop signal (preemption) on any rank rides on the step's reduction, so every rank stops after this step
+        stop_flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
+        red = all_reduce_sum(torch.cat([per_cb, stop_flag]), self.info)
+        per_cb, samples, stop = red[: self.k] / total, total, bool(red[self.k].item() > 0)
         loss = per_cb.mean()
         self.scaler.unscale_(self.opt)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -256,7 +268,7 @@ class Trainer:
                                                           for p in params])) if params else torch.zeros(())
         record = {"step": self.step + 1, "loss": loss.item(), "per_codebook": per_cb.tolist(),
                   "lr": self.opt.param_groups[0]["lr"], "grad_norm": grad_norm.item(), "samples": samples,
-                  "skipped": False}
+                  "skipped": False, "stop": stop}
         bad_grad = not math.isfinite(record["grad_norm"]) and not self.scaler.is_enabled()
         if not math.isfinite(record["loss"]) or bad_grad:
             self.nonfinite += 1
@@ -453,36 +465,71 @@ class Trainer:
                 (self.out / old).unlink(missing_ok=True)
 
     # -- the run -------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Any:
+        """While `fit` runs, SIGTERM / SIGUSR1 (SLURM's preemption or ``--signal=USR1@120`` warning, torchrun
+        forwarding either) only ask the loop to stop after the current step with ``last.pt`` written."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            self._stop_signal = self._stop_signal or signal.Signals(signum).name
+
+        previous = {}
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                sig = getattr(signal, name)
+                previous[sig] = signal.signal(sig, request_stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     def fit(self) -> dict[str, Any]:
-        """Train until ``max_steps``; returns the last train record and validation result."""
+        """Train until ``max_steps``; returns the last train record and validation result. A stop signal
+        (`STOP_SIGNALS`) ends the run after the current step with ``last.pt`` saved (``stopped_by`` names it; a
+        ``--resume`` continues exactly)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.info.is_main:
             self.cfg.save(self.out / "train_config.yaml")
         last, val = None, None
+        self.stopped_by = None
         self._window = self._new_window()
-        while self.step < self.cfg.max_steps:
-            rec = self.train_step()
-            last = rec
-            if self.history is not None:
-                self.history.append(rec)
-            if rec["skipped"]:
-                continue
-            self._log_train(rec)
-            if self.val_set is not None and self.cfg.val_every and self.step % self.cfg.val_every == 0:
-                val = self.validate()
-                self._csv_row("val", val["loss"], val["per_codebook"], rec["lr"], float("nan"), float("nan"))
-                log.info("step %d validation loss %.4f", self.step, val["loss"])
-                self._update_best(val["loss"])
-                if self.info.is_main:
-                    self.plot()
-            if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
-                self.save(["last.pt"])
+        with self._stop_on_signals():
+            while self.step < self.cfg.max_steps:
+                rec = self.train_step()
+                last = rec
+                if self.history is not None:
+                    self.history.append(rec)
+                saved = False
+                if not rec["skipped"]:
+                    self._log_train(rec)
+                    if self.val_set is not None and self.cfg.val_every and self.step % self.cfg.val_every == 0:
+                        val = self.validate()
+                        self._csv_row("val", val["loss"], val["per_codebook"], rec["lr"], float("nan"), float("nan"))
+                        log.info("step %d validation loss %.4f", self.step, val["loss"])
+                        self._update_best(val["loss"])
+                        if self.info.is_main:
+                            self.plot()
+                    if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
+                        self.save(["last.pt"])
+                        saved = True
+                if rec["stop"]:
+                    self.stopped_by = self._stop_signal or "a signal on another rank"
+                    if not saved:
+                        self.save(["last.pt"])
+                    log.warning("stopped by %s at step %d; %s holds the state, --resume continues", self.stopped_by,
+                                self.step, self.out / "last.pt")
+                    break
         if last is not None and not last["skipped"]:
             self._log_train(last, flush=True)  # the steps since the last full logging window
         if self.info.is_main and (self.out / "metrics.csv").exists():
             self.plot()
         return {"train": last, "val": val, "step": self.step, "nonfinite_skips": self.nonfinite,
-                "bad_clips": self.bad_clips}
+                "bad_clips": self.bad_clips, "stopped_by": self.stopped_by}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
