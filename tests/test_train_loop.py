@@ -375,3 +375,22 @@ def test_a_stop_signal_saves_last_pt_after_the_step_and_resume_is_exact(tmp_path
     assert [h["loss"] for h in tr.history + resumed.history] == [h["loss"] for h in straight.history]
     sa, sb = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_periodic_checkpoints_are_kept(tmp_path):
+    """keep_every=N keeps step-XXXXXXXX.pt every N steps beside last.pt (there was only last.pt, rewritten, and
+    best-*.pt with validation data); each holds its own step, whatever later writes of last.pt do; a checkpoint
+    written before the field existed still resumes."""
+    cfg = tiny_cfg("max_steps=5", "keep_every=2")
+    _run(cfg, tmp_path / "k", PatternWindows(4))
+    assert sorted(p.name for p in (tmp_path / "k").glob("*.pt")) == ["last.pt", "step-00000002.pt",
+                                                                      "step-00000004.pt"]
+    steps = {n: load_checkpoint(tmp_path / "k" / n)["training"]["step"] for n in ("step-00000002.pt",
+                                                                                   "step-00000004.pt", "last.pt")}
+    assert steps == {"step-00000002.pt": 2, "step-00000004.pt": 4, "last.pt": 5}
+    old = torch.load(tmp_path / "k" / "step-00000004.pt", weights_only=True)
+    del old["training"]["train_config"]["keep_every"]  # as written before keep_every existed
+    torch.save(old, tmp_path / "k" / "last.pt")
+    tr = Trainer(cfg.replace(max_steps=6), tmp_path / "k", make_model(cfg), PatternWindows(4))
+    tr.resume(tmp_path / "k" / "last.pt")
+    assert tr.step == 4

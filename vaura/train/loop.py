@@ -36,7 +36,7 @@ from vaura.train.config import TrainConfig
 from vaura.train.data import DataError, GlobalBatchSampler, collate_clips
 from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
-from visualsound.utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
+from visualsound.utils.atomic import atomic_link_or_copy, atomic_open, atomic_torch_save, atomic_write_text
 from visualsound.utils.checkpoint import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
-RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_best",
+RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_every", "keep_best",
                      "max_nonfinite", "data.num_workers",
                      # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
                      "encoder_checkpoint", "codec_checkpoint"}
@@ -114,7 +114,8 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     """Trains `model` (a `vaura.model.Transformer`) on `train_set` (`CachedWindows` or, with `frozen`, a
-    `ClipDataset`); writes ``metrics.csv``, ``last.pt``, ``best-*.pt`` and ``loss_curve.png`` under `out_dir`."""
+    `ClipDataset`); writes ``metrics.csv``, ``last.pt`` (every ``ckpt_every`` steps), ``step-*.pt`` (kept every
+    ``keep_every`` steps), ``best-*.pt`` and ``loss_curve.png`` under `out_dir`."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, model: torch.nn.Module,
                  train_set: torch.utils.data.Dataset, val_set: torch.utils.data.Dataset | None = None,
@@ -410,13 +411,14 @@ class Trainer:
         }
 
     def save(self, names: list[str]) -> None:
-        """Write the full training state to each of `names` under the run directory (rank 0, atomically)."""
+        """Write the full training state to each of `names` under the run directory (rank 0, atomically; the
+        first is written, the others are hard links to it where the file system allows)."""
         rng = all_gather_objects(_rng_state(self.device), self.info)
         positions = all_gather_objects([self.epoch, self.batch_in_epoch], self.info)
         if self.info.is_main:
-            state = self.state(rng, positions)
-            for name in names:
-                atomic_torch_save(state, self.out / name)
+            atomic_torch_save(self.state(rng, positions), self.out / names[0])
+            for name in names[1:]:
+                atomic_link_or_copy(self.out / names[0], self.out / name)
         barrier(self.info)
 
     def resume(self, path: str | os.PathLike) -> None:
@@ -514,8 +516,9 @@ class Trainer:
                         self._update_best(val["loss"])
                         if self.info.is_main:
                             self.plot()
-                    if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
-                        self.save(["last.pt"])
+                    keep = bool(self.cfg.keep_every) and self.step % self.cfg.keep_every == 0
+                    if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps or keep:
+                        self.save(["last.pt", *([f"step-{self.step:08d}.pt"] if keep else [])])
                         saved = True
                 if rec["stop"]:
                     self.stopped_by = self._stop_signal or "a signal on another rank"
