@@ -22,7 +22,9 @@ from visualsound.utils.cli import weights_options
 @click.option("--val-data", default=None, help="Validation data (same forms; split defaults to validation).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--set", "overrides", multiple=True, help="Config override key=value, e.g. optim.lr=3e-4 (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt, exactly (a run stopped before its first checkpoint "
+                   "starts again from step 0).")
 @click.option("--checkpoint", type=click.Path(exists=True), default=None,
               help="Segment AVCLIP visual encoder weights (default: the registry's avclip_vggsound).")
 @click.option("--codec-checkpoint", type=click.Path(exists=True), default=None,

@@ -10,7 +10,9 @@ batch: a micro-batch that bad clips made smaller weighs by its size, on every ra
 
 Exact resume: a sample is a pure function of ``(seed, epoch, index)`` and the batch order of ``(seed, epoch)``,
 so the checkpoint stores, next to the model/optimiser/scheduler/scaler states, every rank's RNG states and data
-position ``(epoch, batches consumed)``; a resumed run continues bit-identically.
+position ``(epoch, batches consumed)``; a resumed run continues exactly: bit-identically where the kernels are
+deterministic (CPU; on CUDA, atomics in e.g. ``index_select``'s backward make any two runs differ in the last
+bits).
 """
 
 from __future__ import annotations
