@@ -394,3 +394,25 @@ def test_periodic_checkpoints_are_kept(tmp_path):
     tr = Trainer(cfg.replace(max_steps=6), tmp_path / "k", make_model(cfg), PatternWindows(4))
     tr.resume(tmp_path / "k" / "last.pt")
     assert tr.step == 4
+
+
+def test_tensorboard_hides_what_a_killed_run_logged_past_its_checkpoint(tmp_path):
+    """metrics.csv drops the rows a killed run wrote after its last checkpoint; TensorBoard now hides the same
+    events (purge_step) instead of showing two values per step for them."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = PatternWindows(4)
+    cfg = tiny_cfg("max_steps=5", "ckpt_every=3")
+    tr = _run(cfg, tmp_path / "r", data)  # last.pt at step 5; rewind it to step 3 as a kill after step 5 would
+    tr._tb.close()
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    three = _run(cfg.replace(max_steps=3), tmp_path / "three", data)
+    three._tb.close()
+    (tmp_path / "r" / "last.pt").write_bytes((tmp_path / "three" / "last.pt").read_bytes())
+    assert ck["training"]["step"] == 5
+    resumed = _run(cfg.replace(max_steps=4), tmp_path / "r", data, resume=True)
+    resumed._tb.close()
+    acc = EventAccumulator(str(tmp_path / "r" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]

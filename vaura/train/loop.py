@@ -152,6 +152,7 @@ class Trainer:
         self.stopped_by: str | None = None
         self._iter: Any = None
         self._tb: Any = None  # TensorBoard writer, False when unavailable
+        self._resumed_at: int | None = None  # the step `resume` restored
         self._window = self._new_window()
         self.k = self.model.cfg.n_codebooks
 
@@ -368,7 +369,9 @@ class Trainer:
                 log.debug("TensorBoard not available (%s); metrics go to metrics.csv only", e)
                 self._tb = False
             else:
-                self._tb = SummaryWriter(str(self.out / "tb"))
+                # after a resume, hide the events a killed run logged past its checkpoint (as metrics.csv drops them)
+                self._tb = SummaryWriter(str(self.out / "tb"), purge_step=self._resumed_at + 1
+                                         if self._resumed_at is not None else None)
         return self._tb or None
 
     def _log_train(self, rec: dict[str, Any], flush: bool = False) -> None:
@@ -450,6 +453,7 @@ class Trainer:
         self.nonfinite, self.scaler_skips, self.bad_clips = c["nonfinite"], c["scaler_skips"], c["bad_clips"]
         _set_rng_state(ck["rng"][self.info.rank], self.device)
         self._iter = None
+        self._resumed_at = self.step
         if self.info.is_main:
             _truncate_metrics(self.out / "metrics.csv", self.step)
         log.info("resumed %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
