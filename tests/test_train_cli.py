@@ -59,6 +59,19 @@ def test_extract_train_resume_generate(tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["step"] for r in rows if r["kind"] == "train"] == ["1", "2", "3"]
     assert _ok(["train", "--out", str(run), "--plot-only"]).strip().endswith("loss_curve.png")
+
+    # a run killed before its first checkpoint: its requeue (with --resume) starts again from step 0, where it
+    # used to be a dead end (--resume: no last.pt; without --resume: the folder holds a run)
+    early = tmp_path / "runs" / "early"
+    early.mkdir()
+    (early / "train_config.yaml").write_text("model: tiny\n")
+    (early / "metrics.csv").write_text("kind,step\ntrain,1\n")
+    early_args = ["train", "--data", str(tmp_path / "c_train"), "--out", str(early), *common, "--set", "val_every=0"]
+    assert CliRunner().invoke(main, [*early_args, "--set", "max_steps=1"]).exit_code == 2
+    assert _summary(_ok([*early_args, "--set", "max_steps=1", "--resume"]))["step"] == 1
+    assert [r["step"] for r in csv.DictReader(open(early / "metrics.csv")) if r["kind"] == "train"] == ["1"]
+    assert CliRunner().invoke(main, ["train", "--data", str(tmp_path / "c_train"), "--out",
+                                     str(tmp_path / "runs" / "typo"), *common, "--resume"]).exit_code == 2
     assert CliRunner().invoke(main, ["train", "--out", str(run)]).exit_code == 2  # --data missing
 
     # on the fly: decode + frozen encoder + codec every step
@@ -71,3 +84,18 @@ def test_extract_train_resume_generate(tmp_path):
     _ok(["generate", "--video", str(video), "--out", str(tmp_path / "gen.mp4"), "--checkpoint",
          str(run / "last.pt"), "--greedy", "--no-mux"])
     assert (tmp_path / "gen.wav").exists()
+
+
+def test_train_stopped_by_a_signal_exits_as_that_signal_would(tmp_path, monkeypatch):
+    """After the trainer saved last.pt on SIGTERM, `vaura train` reports it and exits with 143 (what a SIGTERM
+    death gives job scripts), so a requeue script can tell a stop from a finished run."""
+    import vaura.train.run as run_mod
+
+    def stopped(cfg, data, out, **kw):
+        return {"out": str(out), "step": 7, "debug_weights": True, "train": {"loss": 1.0}, "val": None,
+                "nonfinite_skips": 0, "bad_clips": 0, "stopped_by": "SIGTERM"}
+
+    monkeypatch.setattr(run_mod, "run_training", stopped)
+    res = CliRunner().invoke(main, ["train", "--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 143, res.output
+    assert _summary(res.stdout)["stopped_by"] == "SIGTERM" and "--resume" in res.stderr

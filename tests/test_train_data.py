@@ -240,3 +240,117 @@ def test_train_config_presets_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="debug_weights=false"):  # `--config tiny --checkpoint X`: say how
         tiny.replace(encoder_checkpoint="enc.pt")
     assert tiny.replace(encoder_checkpoint="enc.pt", debug_weights=False).encoder_checkpoint == "enc.pt"
+
+
+def test_on_the_fly_dataset_turns_any_decoding_failure_into_a_bad_clip(clips_dir, monkeypatch):
+    """An unexpected exception while decoding one clip makes it a bad item with the reason, instead of ending the
+    run (a resumed run would meet the same clip again and die again)."""
+    import vaura.train.data as data_mod
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    good = next(c for c in clips if c.clip_id.startswith("synth"))
+    real = data_mod.decode_window
+
+    def flaky(path, start, cfg):
+        if path == good.path:
+            raise RuntimeError("decoder exploded")
+        return real(path, start, cfg)
+
+    monkeypatch.setattr(data_mod, "decode_window", flaky)
+    item = ClipDataset(clips, CFG, train=False)[clips.index(good)]
+    assert item["bad"] == "RuntimeError: decoder exploded" and item["clip_id"] == good.clip_id
+
+
+def _explode_or_die(real, boom: str, crash: str):
+    """A `decode_frames` stand-in: raises for the clip `boom`, kills its DataLoader worker for the clip `crash`."""
+    import os
+    import signal
+
+    def decode(path, start, cfg, frame_count=None):
+        if path.endswith(f"{boom}.mp4"):
+            raise RuntimeError("decoder exploded")
+        if path.endswith(f"{crash}.mp4") and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)  # a decoder segfault / the OOM killer
+        return real(path, start, cfg, frame_count=frame_count)
+
+    return decode
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_extract_records_unexpected_failures_and_dead_workers(clips_dir, tmp_path, monkeypatch, workers):
+    """`vaura extract` never dies for one clip: an unexpected exception while decoding it, or its decoding worker
+    being killed, is recorded in its shard with the reason; the other clips are extracted, the shards complete, and
+    the progress callback reaches the total (it counted only the good clips). Both used to end the job, and a rerun
+    met the same clip again."""
+    import vaura.train.cache as cache_mod
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    ids = [c.clip_id for c in clips if c.clip_id.startswith("synth")]
+    monkeypatch.setattr(cache_mod, "decode_frames", _explode_or_die(cache_mod.decode_frames, ids[0], ids[1]))
+    seen = []
+    manifest = extract(clips, tmp_path / "c", _cheap_models(), CFG, grid=True, shard_size=2, num_workers=workers,
+                       feature_dtype="float32", progress=lambda d, t: seen.append((d, t)))
+    bad = {}
+    for d in sorted((tmp_path / "c" / "shards").iterdir()):
+        bad.update(dict(json.loads((d / "windows.json").read_text())["bad"]))
+    assert bad[ids[0]] == "RuntimeError: decoder exploded" and {"not_media", "short"} < set(bad)
+    if workers:
+        assert bad[ids[1]].startswith("decoding worker died")
+        assert manifest["complete"] and manifest["windows"] == 2 and manifest["bad_clips"] == 4
+    else:  # inline decoding: the stand-in only kills workers
+        assert manifest["complete"] and manifest["windows"] == 4 and manifest["bad_clips"] == 3
+    assert seen[-1] == (5, 5)
+    ds = CachedWindows(tmp_path / "c", CFG, train=False)
+    assert [w[0][2] for w in ds.windows] == [0.0] * len(ds)
+
+
+def test_extract_removes_temp_dirs_of_killed_shard_writes(clips_dir, tmp_path):
+    """A run killed while writing a shard leaves its temp directory; the next run removes it (once old enough to
+    be no concurrent write's) and never reads it as a shard."""
+    import os
+
+    clips = [c for c in DataSource.parse(str(clips_dir / "video")).clips() if c.clip_id.startswith("synth")][:2]
+    out = tmp_path / "c"
+    (out / "shards").mkdir(parents=True)
+    stale, fresh = out / "shards" / ".000000.ab12cd", out / "shards" / ".000001.ef34gh"
+    for t in (stale, fresh):
+        t.mkdir()
+        (t / "codes.npy").write_bytes(b"partial")
+    os.utime(stale, (1, 1))
+    manifest = extract(clips, out, _cheap_models(), CFG, grid=True, shard_size=1, feature_dtype="float32")
+    assert manifest["complete"] and manifest["windows"] == 4
+    assert not stale.exists() and fresh.exists()
+
+
+def test_resume_compares_what_the_cache_holds_not_its_path(clips_dir, tmp_path):
+    """A preempted job whose cache was staged to another path (node-local scratch) resumes; a cache of other clips
+    at the run's old path is refused. Before, the data specs were compared as paths: the first was refused and the
+    second accepted."""
+    import shutil
+
+    from vaura.train.loop import Trainer
+    from vaura.train.run import input_metadata
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    models = _cheap_models()
+    extract(clips, tmp_path / "cache", models, CFG, grid=True, shard_size=2, feature_dtype="float32")
+    cfg = TrainConfig.preset("tiny").with_overrides(["data.batch_size=1", "max_steps=1", "val_every=0",
+                                                     "model_overrides=[visual_dim=32]"])
+
+    def trainer(path: str, steps: int) -> Trainer:
+        from vaura.train.frozen import build_training_model
+
+        ds = CachedWindows(path, cfg.data, train=True, encoder_id=models.encoder_id, codec_id=models.codec_id)
+        return Trainer(cfg.replace(max_steps=steps), tmp_path / "run", build_training_model(cfg), ds,
+                       metadata=input_metadata(models, path, None, ds, None))
+
+    trainer(str(tmp_path / "cache"), 1).fit()
+    shutil.copytree(tmp_path / "cache", tmp_path / "scratch" / "cache")
+    moved = trainer(str(tmp_path / "scratch" / "cache"), 2)
+    moved.resume(tmp_path / "run" / "last.pt")
+    assert moved.step == 1
+    shutil.rmtree(tmp_path / "cache")  # re-extracted with fewer clips at the same path
+    extract([c for c in clips if c.clip_id != "synth0001_000000"], tmp_path / "cache", models, CFG, grid=True,
+            shard_size=2, feature_dtype="float32")
+    with pytest.raises(ConfigError, match="holds other clips or windows"):
+        trainer(str(tmp_path / "cache"), 2).resume(tmp_path / "run" / "last.pt")

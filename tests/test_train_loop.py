@@ -136,6 +136,13 @@ def test_resume_refuses_other_data_or_frozen_models(tmp_path):
     tr = Trainer(cfg.replace(max_steps=2), tmp_path / "r", make_model(cfg), data, metadata=same)
     tr.resume(last)
     assert tr.step == 1
+    # weights staged at another path: the checksums decide, not the paths
+    real = cfg.replace(debug_weights=False, encoder_checkpoint="/a/avclip.pt", codec_checkpoint="/a/dac.pth")
+    Trainer(real, tmp_path / "w", make_model(cfg), data, metadata=meta).fit()
+    staged = real.replace(max_steps=2, encoder_checkpoint="/scratch/avclip.pt", codec_checkpoint="/scratch/dac.pth")
+    tr = Trainer(staged, tmp_path / "w", make_model(cfg), data, metadata=meta)
+    tr.resume(tmp_path / "w" / "last.pt")
+    assert tr.step == 1
 
 
 def test_grad_accumulation_equals_a_bigger_batch(tmp_path):
@@ -187,14 +194,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, bad: frozenset = frozenset()) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     try:
         cfg = tiny_cfg("max_steps=3", "data.batch_size=2")
-        tr = Trainer(cfg, out, make_model(cfg), PatternWindows(8), dist_info=info, record_history=True,
+        data = WithBadClips(8, set(bad)) if bad else PatternWindows(8)
+        tr = Trainer(cfg, out, make_model(cfg), data, dist_info=info, record_history=True,
                      find_unused_parameters=True)
         tr.fit()
         torch.save({"losses": [h["loss"] for h in tr.history], "state": tr.model.state_dict()},
@@ -204,16 +212,27 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_single_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+@pytest.mark.parametrize("with_bad_clip", [False, True])
+def test_ddp_two_processes_match_single_process(tmp_path, with_bad_clip):
+    """Two gloo processes with batch 2 take the global batches of one process with batch 4. With a bad clip in
+    rank 0's half of the first global batch, rank 0 has 1 sample and rank 1 has 2: the step is still the mean
+    over the 3 samples (DDP's plain gradient average weighted rank 0's lone sample double)."""
+    from vaura.train.data import GlobalBatchSampler
+
+    bad = frozenset({list(GlobalBatchSampler(8, 4, True, seed=0))[0][0]}) if with_bad_clip else frozenset()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), bad), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
     assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])  # replicas identical
     assert r0["losses"] == r1["losses"]
-    single = _run(tiny_cfg("max_steps=3", "data.batch_size=4"), tmp_path / "single", PatternWindows(8))
+    single = _run(tiny_cfg("max_steps=3", "data.batch_size=4"), tmp_path / "single",
+                  WithBadClips(8, set(bad)) if bad else PatternWindows(8))
     assert r0["losses"] == pytest.approx([h["loss"] for h in single.history], abs=1e-5)
     ss = single.model.state_dict()
     assert max((ss[k] - r0["state"][k]).abs().max().item() for k in ss) < 1e-4
+    if with_bad_clip:
+        assert [h["samples"] for h in single.history][0] == 3
+        assert max((ss[k] - r0["state"][k]).abs().max().item() for k in ss) < 1e-6
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     tr = ck["training"]
     assert tr["world_size"] == 2 and len(tr["rng"]) == 2 and len(tr["positions"]) == 2
@@ -245,3 +264,155 @@ def test_tiny_model_overfits_and_generation_follows_the_video(tmp_path):
     crossed = (out.codes[1] == data.codes[0]).float().mean().item()
     assert same > 0.9 and other > 0.9, (same, other)
     assert crossed < 0.1, crossed
+
+
+class WithBadClips(PatternWindows):
+    """`PatternWindows` where the clips in `bad` are unusable (what the on-the-fly dataset gives for a bad file)."""
+
+    def __init__(self, n: int, bad: set[int]) -> None:
+        super().__init__(n)
+        self.bad = bad
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "clip_id": f"c{i}", "bad": "broken"} if i in self.bad else super().__getitem__(i)
+
+
+def test_grad_accumulation_weights_samples_when_a_micro_batch_is_smaller(tmp_path):
+    """A bad clip makes one micro-batch smaller: the step must still be the mean over the global batch's samples
+    (it was the mean of the micro-batch means, weighting the lone sample of the short micro-batch double)."""
+    from vaura.train.data import GlobalBatchSampler
+
+    cfg = tiny_cfg("max_steps=2", "data.batch_size=4")
+    first = list(GlobalBatchSampler(8, 4, True, seed=cfg.seed))[0]
+    data = WithBadClips(8, {first[0]})  # the first micro-batch of 2 keeps 1 clip, the second keeps 2
+    big = _run(cfg, tmp_path / "big", data)
+    acc = _run(tiny_cfg("max_steps=2", "data.batch_size=2", "grad_accum=2"), tmp_path / "acc", data)
+    assert [h["samples"] for h in acc.history] == [h["samples"] for h in big.history] == [3, 4]
+    assert [h["loss"] for h in acc.history] == pytest.approx([h["loss"] for h in big.history], abs=1e-6)
+    sb, sa = big.model.state_dict(), acc.model.state_dict()
+    assert max((sb[k] - sa[k]).abs().max().item() for k in sb) < 1e-6
+
+
+def test_a_training_set_without_usable_clips_stops_with_an_error(tmp_path):
+    """Every clip bad (e.g. all shorter than the window): a `DataError` after an epoch, where the trainer used to
+    skip empty batches for ever."""
+    from vaura.train.data import DataError
+
+    class AllBad(WithBadClips):
+        calls = 0
+
+        def __getitem__(self, i: int) -> dict:
+            AllBad.calls += 1
+            if AllBad.calls > 200:  # the old endless loop: fail instead of hanging the test
+                raise RuntimeError("still looking for a usable clip")
+            return super().__getitem__(i)
+
+    cfg = tiny_cfg("max_steps=1")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), AllBad(5, set(range(5))))
+    with pytest.raises(DataError, match="no usable clip.*broken"):
+        tr.fit()
+    assert AllBad.calls <= 5
+
+
+@pytest.mark.parametrize("override, match", [("n_codebooks=4", "n_codebooks=4"),
+                                             ("visual_tokens=16", "visual_tokens=16"),
+                                             ("visual_dim=64", "visual_dim=64"),
+                                             ("rope_len=30", "rope_len=30")])
+def test_data_that_does_not_fit_the_model_is_a_config_error(tmp_path, override, match):
+    """A cache (or codec / encoder) and a model config that disagree: a `ConfigError` naming the field, where the
+    run ended in an assertion inside the model (or, for the visual tokens, only on a step that dropped the
+    condition)."""
+    cfg = tiny_cfg("max_steps=1", f"model_overrides=[visual_dim=32, cond_drop=0.0, {override}]")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), PatternWindows(4))
+    with pytest.raises(ConfigError, match=f"does not fit the model: .*{match}"):
+        tr.fit()
+    if override == "visual_tokens=16":
+        tr.val_set = PatternWindows(4)
+        with pytest.raises(ConfigError, match="visual_tokens=16"):
+            tr.validate()
+
+
+def test_a_codec_that_does_not_fit_the_model_is_a_config_error():
+    from vaura.train.frozen import build_training_model
+
+    class Codec:
+        def quantizer_tensors(self):
+            return torch.zeros(9, 1024, 8), torch.zeros(9, 32)
+
+    cfg = tiny_cfg("model_overrides=[visual_dim=32, n_codebooks=4]")
+    with pytest.raises(ConfigError, match="codec has 9 codebooks.*n_codebooks=4"):
+        build_training_model(cfg, Codec(), 32)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_saves_last_pt_after_the_step_and_resume_is_exact(tmp_path, signame):
+    """Preemption: SIGTERM (or SLURM's --signal=USR1 warning) arriving mid-step ends the run after that step with
+    last.pt saved (it used to kill the process and lose every step since the last periodic checkpoint); the
+    resumed run's losses and weights equal an uninterrupted run's."""
+    import signal
+
+    class Preempted(PatternWindows):
+        fire_at: int | None = None  # the item access that delivers the signal
+
+        def __getitem__(self, i: int) -> dict:
+            Preempted.calls = getattr(Preempted, "calls", 0) + 1
+            if Preempted.calls == self.fire_at:
+                os.kill(os.getpid(), getattr(signal, signame))
+            return super().__getitem__(i)
+
+    cfg = tiny_cfg("max_steps=6", "ckpt_every=100", "model_overrides=[visual_dim=32, cond_drop=0.5]")
+    straight = _run(cfg, tmp_path / "a", PatternWindows(5))
+    data = Preempted(5)
+    data.fire_at = 6  # batch 2: during step 3
+    before = signal.getsignal(getattr(signal, signame))
+    tr = Trainer(cfg, tmp_path / "b", make_model(cfg), data, record_history=True)
+    res = tr.fit()
+    assert res["stopped_by"] == signame and res["step"] == 3 and tr.stopped_by == signame
+    assert signal.getsignal(getattr(signal, signame)) is before  # handlers restored
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["training"]["step"] == 3
+    data.fire_at = None
+    resumed = _run(cfg, tmp_path / "b", data, resume=True)
+    assert [h["loss"] for h in tr.history + resumed.history] == [h["loss"] for h in straight.history]
+    sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_periodic_checkpoints_are_kept(tmp_path):
+    """keep_every=N keeps step-XXXXXXXX.pt every N steps beside last.pt (there was only last.pt, rewritten, and
+    best-*.pt with validation data); each holds its own step, whatever later writes of last.pt do; a checkpoint
+    written before the field existed still resumes."""
+    cfg = tiny_cfg("max_steps=5", "keep_every=2")
+    _run(cfg, tmp_path / "k", PatternWindows(4))
+    assert sorted(p.name for p in (tmp_path / "k").glob("*.pt")) == ["last.pt", "step-00000002.pt",
+                                                                      "step-00000004.pt"]
+    steps = {n: load_checkpoint(tmp_path / "k" / n)["training"]["step"] for n in ("step-00000002.pt",
+                                                                                   "step-00000004.pt", "last.pt")}
+    assert steps == {"step-00000002.pt": 2, "step-00000004.pt": 4, "last.pt": 5}
+    old = torch.load(tmp_path / "k" / "step-00000004.pt", weights_only=True)
+    del old["training"]["train_config"]["keep_every"]  # as written before keep_every existed
+    torch.save(old, tmp_path / "k" / "last.pt")
+    tr = Trainer(cfg.replace(max_steps=6), tmp_path / "k", make_model(cfg), PatternWindows(4))
+    tr.resume(tmp_path / "k" / "last.pt")
+    assert tr.step == 4
+
+
+def test_tensorboard_hides_what_a_killed_run_logged_past_its_checkpoint(tmp_path):
+    """metrics.csv drops the rows a killed run wrote after its last checkpoint; TensorBoard now hides the same
+    events (purge_step) instead of showing two values per step for them."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = PatternWindows(4)
+    cfg = tiny_cfg("max_steps=5", "ckpt_every=3")
+    tr = _run(cfg, tmp_path / "r", data)  # last.pt at step 5; rewind it to step 3 as a kill after step 5 would
+    tr._tb.close()
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    three = _run(cfg.replace(max_steps=3), tmp_path / "three", data)
+    three._tb.close()
+    (tmp_path / "r" / "last.pt").write_bytes((tmp_path / "three" / "last.pt").read_bytes())
+    assert ck["training"]["step"] == 5
+    resumed = _run(cfg.replace(max_steps=4), tmp_path / "r", data, resume=True)
+    resumed._tb.close()
+    acc = EventAccumulator(str(tmp_path / "r" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]

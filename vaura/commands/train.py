@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 
 import click
 
@@ -20,7 +22,9 @@ from visualsound.utils.cli import weights_options
 @click.option("--val-data", default=None, help="Validation data (same forms; split defaults to validation).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory, e.g. runs/NAME.")
 @click.option("--set", "overrides", multiple=True, help="Config override key=value, e.g. optim.lr=3e-4 (repeatable).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt, exactly (a run stopped before its first checkpoint "
+                   "starts again from step 0).")
 @weights_options({"avclip_vggsound": ("--checkpoint", "Segment AVCLIP visual encoder weights"),
                   "dac_44khz": ("--codec-checkpoint", "DAC 44 kHz weights")})
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
@@ -32,6 +36,9 @@ def train(config: str, data: str | None, val_data: str | None, out: str, overrid
     """Train V-AURA; writes OUT/metrics.csv, OUT/last.pt, OUT/best-*.pt and OUT/loss_curve.png.
 
     Multi-GPU: torchrun --nproc-per-node 4 "$(which vaura)" train ...
+
+    SIGTERM or SIGUSR1 (preemption; e.g. #SBATCH --signal=USR1@120) stops after the current step with
+    OUT/last.pt saved and exits with 128 + the signal's number; --resume continues exactly.
     """
     from vaura.train.config import TrainConfig
     from vaura.train.loop import plot_loss_curve
@@ -52,12 +59,20 @@ def train(config: str, data: str | None, val_data: str | None, out: str, overrid
                       codec_checkpoint=weights["dac_44khz"] or cfg.codec_checkpoint,
                       debug_weights=debug_weights or cfg.debug_weights)
     result = run_training(cfg, data, out, val_data=val_data, resume=resume, device=device)
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 reports
-        return
-    summary = {"out": result["out"], "step": result["step"], "debug_weights": result["debug_weights"],
-               "train_loss": result["train"]["loss"] if result["train"] else None,
-               "val_loss": result["val"]["loss"] if result["val"] else None,
-               "nonfinite_skips": result["nonfinite_skips"], "bad_clips": result["bad_clips"]}
-    click.echo(json.dumps(summary))
-    if result["debug_weights"]:
-        click.echo("DEBUG WEIGHTS: the encoder and codec were random models", err=True)
+    stopped = result.get("stopped_by")
+    # stopped by a signal, after saving last.pt: exit as that signal's death would (128 + number), on every rank
+    status = 128 + getattr(signal, stopped, signal.SIGTERM).value if stopped else 0
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
+        summary = {"out": result["out"], "step": result["step"], "debug_weights": result["debug_weights"],
+                   "train_loss": result["train"]["loss"] if result["train"] else None,
+                   "val_loss": result["val"]["loss"] if result["val"] else None,
+                   "nonfinite_skips": result["nonfinite_skips"], "bad_clips": result["bad_clips"],
+                   "stopped_by": stopped}
+        click.echo(json.dumps(summary))
+        if result["debug_weights"]:
+            click.echo("DEBUG WEIGHTS: the encoder and codec were random models", err=True)
+        if stopped:
+            click.echo(f"stopped by {stopped} at step {result['step']} with {out}/last.pt saved; run the same "
+                       f"command with --resume to continue", err=True)
+    if status:
+        sys.exit(status)

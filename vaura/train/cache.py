@@ -17,11 +17,15 @@ cropped without flips (the random crop and flip of on-the-fly training are not r
 (``"starts": "fixed"``) hold exactly the one window per clip at its fixed start, so validation is exact.
 
 Extraction is resumable: finished shards are kept, the manifest of a rerun must equal the stored one (same
-encoder, codec, grid and clip list), and bad clips are recorded per shard and counted, never fatal.
+encoder, codec, grid and clip list), temp directories of shard writes a killed run left are removed, and bad
+clips (any exception while decoding one, or its decoding worker dying: `visualsound.utils.loader`) are recorded
+per shard with the reason and counted, never fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +33,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,40 +125,39 @@ def _manifest_core(models: FrozenModels, cfg: DataConfig, clips: Sequence[ClipRe
 
 
 # -- extraction --------------------------------------------------------------------------------------------------
-class _SpanDataset(torch.utils.data.Dataset):
+STALE_TEMP_SECONDS = 3600  # shard temp dirs of killed runs older than this are removed by the next run
+
+
+def _load_span(record: dict[str, Any], cfg: DataConfig, grid: bool) -> dict[str, Any]:
     """Worker-side decoding of every window of one clip: one video decode of the span the windows cover (centre
     crop), and each window's audio decoded at its start exactly as on-the-fly training does.
 
-    Item: ``{"clip_id", "video": uint8 [F, 3, crop, crop], "audio": [W, 1, N], "starts": [...]}`` or a bad marker.
+    `record`: ``{"index", "clip_id", "path", "start"}``. Returns ``{"index", "clip_id", "video": uint8
+    [F, 3, crop, crop], "audio": [W, 1, N], "starts": [...]}``, or ``{"index", "clip_id", "bad": reason}``: never
+    raises for a clip (any exception is the clip's reason; a dying worker is `_crashed_span`'s).
     """
-
-    def __init__(self, clips: Sequence[ClipRef], cfg: DataConfig, grid: bool) -> None:
-        self.clips, self.cfg, self.grid = list(clips), cfg, grid
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        clip = self.clips[i]
-        try:
-            if self.grid:
-                starts = grid_starts(clip_duration(clip.path), self.cfg)
-                first = starts[0]
-            else:
-                starts = [clip.start if clip.start is not None else 0.0]
-                first = starts[0]
-            span = round((starts[-1] - first) * self.cfg.fps) + self.cfg.num_frames
-            video = spatial_transform(decode_frames(clip.path, first, self.cfg, frame_count=span), self.cfg,
-                                      train=False)
-            audio = torch.stack([decode_audio(clip.path, s, self.cfg) for s in starts])  # as on the fly
-        except BadClipError as e:
-            log.warning("skipping clip %s: %s", clip.clip_id, e)
-            return {"index": i, "clip_id": clip.clip_id, "bad": str(e)}
-        return {"index": i, "clip_id": clip.clip_id, "video": video, "audio": audio, "starts": starts}
+    i, clip_id, path = record["index"], record["clip_id"], record["path"]
+    try:
+        if grid:
+            starts = grid_starts(clip_duration(path), cfg)
+        else:
+            starts = [record["start"] if record["start"] is not None else 0.0]
+        first = starts[0]
+        span = round((starts[-1] - first) * cfg.fps) + cfg.num_frames
+        video = spatial_transform(decode_frames(path, first, cfg, frame_count=span), cfg, train=False)
+        audio = torch.stack([decode_audio(path, s, cfg) for s in starts])  # as on the fly
+    except BadClipError as e:
+        log.warning("skipping clip %s: %s", clip_id, e)
+        return {"index": i, "clip_id": clip_id, "bad": str(e)}
+    except Exception as e:  # noqa: BLE001 - one file must never end the job (a rerun would meet it again)
+        log.warning("skipping clip %s (%s): unexpected error", clip_id, path, exc_info=True)
+        return {"index": i, "clip_id": clip_id, "bad": f"{type(e).__name__}: {e}"}
+    return {"index": i, "clip_id": clip_id, "video": video, "audio": audio, "starts": starts}
 
 
-def _identity(item: dict[str, Any]) -> dict[str, Any]:
-    return item
+def _crashed_span(record: dict[str, Any], message: str) -> dict[str, Any]:
+    """The bad item of a clip whose decoding worker died (a decoder crash, the OOM killer)."""
+    return {"index": record["index"], "clip_id": record["clip_id"], "bad": f"decoding worker died: {message}"}
 
 
 def _windows(item: dict[str, Any], cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,16 +171,32 @@ def _windows(item: dict[str, Any], cfg: DataConfig) -> tuple[torch.Tensor, torch
     return torch.stack(vids), item["audio"]
 
 
+def remove_stale_shard_temps(shards: Path, max_age: float = STALE_TEMP_SECONDS) -> None:
+    """Delete the temp directories (``.000012.xxxx``) of shard writes a killed run left, once older than
+    `max_age` seconds."""
+    now = time.time()
+    for t in shards.glob(".[0-9][0-9][0-9][0-9][0-9][0-9].*"):
+        with contextlib.suppress(FileNotFoundError):
+            if t.is_dir() and now - t.stat().st_mtime > max_age:
+                log.info("removing the temp directory %s of a killed shard write", t)
+                shutil.rmtree(t, ignore_errors=True)
+
+
 def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenModels, cfg: DataConfig, *,
             grid: bool, source: dict[str, Any] | None = None, shard_size: int = 256, window_batch: int = 16,
-            num_workers: int = 0, feature_dtype: str = "float16",
+            num_workers: int = 0, feature_dtype: str = "float16", max_worker_crashes: int = 50,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Precompute codes and visual features of every window of `clips` into the cache directory `out`.
 
     ``grid=True`` (training) stores every ``start_grid`` multiple; ``grid=False`` (evaluation) the clip's fixed
     start. Resumes an interrupted run (finished shards are kept); refuses a directory holding a different cache.
+    A clip that cannot be used (any exception while decoding it, or its decoding worker dying) is recorded in its
+    shard with the reason; past `max_worker_crashes` dead workers the job stops (`LoaderCrashError`).
+    ``progress(done, total)`` counts every clip handled, bad ones included.
     Returns the final manifest (with ``windows``, ``bad`` counts and ``complete: true``).
     """
+    from visualsound.utils.loader import tolerant_batches
+
     if feature_dtype not in ("float16", "float32"):
         raise CacheError(f"feature_dtype must be float16 or float32, got {feature_dtype!r}")
     out = Path(out)
@@ -194,31 +214,40 @@ def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenMode
         atomic_write_text(out / "clips.txt", "\n".join(c.clip_id for c in clips) + "\n")
         atomic_write_json(mpath, {**core, "complete": False})
     (out / "shards").mkdir(exist_ok=True)
+    remove_stale_shard_temps(out / "shards")
     n_shards = math.ceil(len(clips) / shard_size)
     todo = [s for s in range(n_shards) if not (out / "shards" / f"{s:06d}").is_dir()]
     log.info("%d of %d shards to extract", len(todo), n_shards)
     pending = [i for s in todo for i in range(s * shard_size, min((s + 1) * shard_size, len(clips)))]
-    loader = torch.utils.data.DataLoader(_SpanDataset([clips[i] for i in pending], cfg, grid), batch_size=None,
-                                         num_workers=num_workers, collate_fn=_identity)
-    it = iter(loader)
+    records = [{"index": i, "clip_id": clips[i].clip_id, "path": clips[i].path, "start": clips[i].start}
+               for i in pending]
+    # workers hand clips back out of order: each shard collects its clips' results and is written once complete
+    size = {s: min((s + 1) * shard_size, len(clips)) - s * shard_size for s in todo}
+    results: dict[int, dict[int, dict[str, Any]]] = {s: {} for s in todo}
     done = 0
-    for s in todo:
-        lo, hi = s * shard_size, min((s + 1) * shard_size, len(clips))
-        codes, feats, rows, bad = [], [], [], []
-        for _ in range(lo, hi):
-            item = next(it)
+    for batch in tolerant_batches(records, functools.partial(_load_span, cfg=cfg, grid=grid), _crashed_span,
+                                  batch_size=1, workers=num_workers, max_crashes=max_worker_crashes):
+        for item in batch:
+            s = item["index"] // shard_size
             if "bad" in item:
-                bad.append([item["clip_id"], item["bad"]])
-                continue
-            video, audio = _windows(item, cfg)
-            for j in range(0, video.shape[0], window_batch):
-                feats.append(models.visual(video[j:j + window_batch]).cpu())
-                codes.append(models.codes(audio[j:j + window_batch]).cpu())
-            rows += [{"clip": item["clip_id"], "start": st} for st in item["starts"]]
+                results[s][item["index"]] = {"bad": [item["clip_id"], item["bad"]]}
+            else:
+                video, audio = _windows(item, cfg)
+                feats, codes = [], []
+                for j in range(0, video.shape[0], window_batch):
+                    feats.append(models.visual(video[j:j + window_batch]).cpu())
+                    codes.append(models.codes(audio[j:j + window_batch]).cpu())
+                results[s][item["index"]] = {"codes": codes, "feats": feats,
+                                             "rows": [{"clip": item["clip_id"], "start": st} for st in item["starts"]]}
             done += 1
             if progress is not None:
                 progress(done, len(pending))
-        _write_shard(out / "shards" / f"{s:06d}", codes, feats, rows, bad, feature_dtype)
+            if len(results[s]) == size[s]:
+                shard = results.pop(s)
+                got = [shard[i] for i in sorted(shard)]  # clip order within the shard
+                _write_shard(out / "shards" / f"{s:06d}", [c for r in got for c in r.get("codes", [])],
+                             [f for r in got for f in r.get("feats", [])], [x for r in got for x in r.get("rows", [])],
+                             [r["bad"] for r in got if "bad" in r], feature_dtype)
     return finalize(out)
 
 
@@ -327,6 +356,16 @@ class CachedWindows(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def fingerprint(self) -> str:
+        """sha256 of what the cache holds (clips, windows, encoder / codec checksums, grid, dtype), not of where
+        it lies: a copy on node-local scratch has the same fingerprint, a re-extraction of other clips another."""
+        m = self.manifest
+        keys = ("format", "version", "grid", "starts", "start_grid", "num_clips", "clips_sha256",
+                "fixed_starts_sha256", "shard_size", "feature_dtype", "windows", "bad_clips", "shards")
+        ident = {k: m.get(k) for k in keys}
+        ident["encoder"], ident["codec"] = m["encoder"].get("checksum"), m["codec"].get("checksum")
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.clip_ids)

@@ -104,7 +104,8 @@ class TrainConfig(FrozenConfig):
     log_every: int = 50
     val_every: int = 2000                  # 0 disables periodic validation
     val_batches: int = 0                   # 0 = the whole validation set
-    ckpt_every: int = 2000
+    ckpt_every: int = 2000                 # last.pt is rewritten every this many steps
+    keep_every: int = 0                    # also keep step-XXXXXXXX.pt every this many steps (0 = none)
     keep_best: int = 3                     # best-k checkpoints by validation loss (plus last.pt)
     max_nonfinite: int = 20                # stop after this many skipped non-finite steps
     encoder_checkpoint: str | None = None  # Segment AVCLIP weights (None = the registry's cache path)
@@ -117,8 +118,9 @@ class TrainConfig(FrozenConfig):
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.grad_accum < 1 or self.max_steps < 1:
             raise ConfigError(f"grad_accum and max_steps must be >= 1, got {self.grad_accum}, {self.max_steps}")
-        if self.log_every < 1 or self.ckpt_every < 1 or self.val_every < 0 or self.keep_best < 0:
-            raise ConfigError("log_every, ckpt_every >= 1 and val_every, keep_best >= 0 needed")
+        if self.log_every < 1 or self.ckpt_every < 1 or self.val_every < 0 or self.keep_best < 0 or \
+                self.keep_every < 0:
+            raise ConfigError("log_every, ckpt_every >= 1 and val_every, keep_every, keep_best >= 0 needed")
         if self.debug_weights and (self.encoder_checkpoint or self.codec_checkpoint):
             raise ConfigError("encoder / codec checkpoints cannot be used with debug weights (the tiny preset sets "
                               "debug_weights=true; add --set debug_weights=false to use real weights)")

@@ -414,7 +414,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Decodes one 2.56 s window per item in a DataLoader worker.
 
     Item: ``{"index", "clip_id", "start", "video": uint8 [64, 3, 224, 224], "audio": float32 [1, 112896]}``, or
-    ``{"index", "clip_id", "bad": reason}`` for an unusable clip (the collate function drops and counts it).
+    ``{"index", "clip_id", "bad": reason}`` for an unusable clip (the collate function drops and counts it); any
+    exception while decoding a clip makes it such an item.
     """
 
     def __init__(self, clips: Sequence[ClipRef], cfg: DataConfig, train: bool, seed: int = 0) -> None:
@@ -426,6 +427,13 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def fingerprint(self) -> str:
+        """sha256 of the clip ids and fixed starts in order (not the paths: the same clips staged elsewhere match)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps([[c.clip_id, c.start] for c in self.clips]).encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -442,6 +450,9 @@ class ClipDataset(torch.utils.data.Dataset):
             video = spatial_transform(frames, self.cfg, self.train, rng)
         except BadClipError as e:
             return {"index": index, "clip_id": clip.clip_id, "bad": str(e)}
+        except Exception as e:  # noqa: BLE001 - one file must never end a days-long run (a resume would meet it again)
+            log.warning("clip %s (%s) failed unexpectedly", clip.clip_id, clip.path, exc_info=True)
+            return {"index": index, "clip_id": clip.clip_id, "bad": f"{type(e).__name__}: {e}"}
         return {"index": index, "clip_id": clip.clip_id, "start": start, "video": video, "audio": audio}
 
 

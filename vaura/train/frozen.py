@@ -72,6 +72,13 @@ def build_training_model(cfg: TrainConfig, codec: Any | None = None, visual_dim:
     model = build_model(mcfg, debug_weights=False, seed=cfg.seed)
     if codec is not None:
         codebooks, bias = codec.quantizer_tensors()
+        want = (mcfg.n_codebooks, mcfg.card, mcfg.codebook_dim)
+        if tuple(codebooks.shape) != want or tuple(bias.shape) != (mcfg.n_codebooks, mcfg.audio_width):
+            raise ConfigError(
+                f"the codec has {codebooks.shape[0]} codebooks of {codebooks.shape[1]} codes x {codebooks.shape[2]} "
+                f"dims and a {bias.shape[-1]}-d latent, the model config (model={cfg.model!r}, model_overrides="
+                f"{list(cfg.model_overrides)}) expects n_codebooks={mcfg.n_codebooks}, card={mcfg.card}, "
+                f"codebook_dim={mcfg.codebook_dim} and audio_width={mcfg.audio_width}; make them agree")
         model.init_audio_embeddings_from_dac(codebooks.cpu(), bias.cpu(),
                                              generator=torch.Generator().manual_seed(cfg.seed + 1))
     return model

@@ -1,14 +1,18 @@
 """The V-AURA trainer: AdamW + warm-up/cosine schedule, autocast, gradient accumulation and clipping by value,
-non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoints and exact resume, DDP.
+non-finite guard, CSV metrics, periodic validation, atomic last/best-k checkpoints and exact resume, DDP, and a
+checkpoint before stopping on SIGTERM / SIGUSR1 (preemption).
 
 One optimiser step: ``grad_accum`` micro-batches (codes ``[B, K, T]``, visual features ``[B, 32, 768]``, either
 read from a feature cache or computed from decoded clips by the frozen encoder and codec) -> teacher-forced
 logits ``[B, K, T, card]`` -> mean of per-codebook cross-entropies -> backward (DDP averages gradients) ->
-unscale, grad norm, clip by value, step, schedule.
+unscale, grad norm, clip by value, step, schedule. The step's loss is the mean over every sample of the global
+batch: a micro-batch that bad clips made smaller weighs by its size, on every rank.
 
 Exact resume: a sample is a pure function of ``(seed, epoch, index)`` and the batch order of ``(seed, epoch)``,
 so the checkpoint stores, next to the model/optimiser/scheduler/scaler states, every rank's RNG states and data
-position ``(epoch, batches consumed)``; a resumed run continues bit-identically.
+position ``(epoch, batches consumed)``; a resumed run continues exactly: bit-identically where the kernels are
+deterministic (CPU; on CUDA, atomics in e.g. ``index_select``'s backward make any two runs differ in the last
+bits).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vaura.train.cache import FrozenModels
 from vaura.train.config import TrainConfig
-from vaura.train.data import GlobalBatchSampler, collate_clips
+from vaura.train.data import DataError, GlobalBatchSampler, collate_clips
 from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
-from visualsound.utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
+from visualsound.utils.atomic import atomic_link_or_copy, atomic_open, atomic_torch_save, atomic_write_text
 from visualsound.utils.checkpoint import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -42,8 +48,15 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
-RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_best",
-                     "max_nonfinite", "data.num_workers"}
+RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_every", "keep_best",
+                     "max_nonfinite", "data.num_workers",
+                     # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
+                     "encoder_checkpoint", "codec_checkpoint"}
+
+
+# signals that end `Trainer.fit` after the current step with a checkpoint (SLURM preemption sends SIGTERM;
+# ``#SBATCH --signal=USR1@120`` warns 120 s ahead; torchrun forwards SIGTERM to every rank)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class NonFiniteLossError(ToolkitError):
@@ -103,7 +116,8 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     """Trains `model` (a `vaura.model.Transformer`) on `train_set` (`CachedWindows` or, with `frozen`, a
-    `ClipDataset`); writes ``metrics.csv``, ``last.pt``, ``best-*.pt`` and ``loss_curve.png`` under `out_dir`."""
+    `ClipDataset`); writes ``metrics.csv``, ``last.pt`` (every ``ckpt_every`` steps), ``step-*.pt`` (kept every
+    ``keep_every`` steps), ``best-*.pt`` and ``loss_curve.png`` under `out_dir`."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, model: torch.nn.Module,
                  train_set: torch.utils.data.Dataset, val_set: torch.utils.data.Dataset | None = None,
@@ -134,8 +148,11 @@ class Trainer:
         self.nonfinite = self.scaler_skips = self.bad_clips = 0
         self.best: list[tuple[float, int, str]] = []  # (val loss, step, file name), best first
         self.history: list[dict[str, Any]] | None = [] if record_history else None
+        self._stop_signal: str | None = None  # set by a STOP_SIGNALS handler while `fit` runs
+        self.stopped_by: str | None = None
         self._iter: Any = None
         self._tb: Any = None  # TensorBoard writer, False when unavailable
+        self._resumed_at: int | None = None  # the step `resume` restored
         self._window = self._new_window()
         self.k = self.model.cfg.n_codebooks
 
@@ -150,7 +167,10 @@ class Trainer:
                                            generator=gen)
 
     def _next_batch(self) -> dict[str, Any]:
-        """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips."""
+        """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips. A whole epoch
+        of batches without one usable clip raises `DataError` (it used to loop for ever)."""
+        per_epoch = max(1, len(self.train_set) // (self.cfg.data.batch_size * self.info.world))
+        empty, reasons = 0, []
         while True:
             if self._iter is None:
                 self.train_set.set_epoch(self.epoch)
@@ -169,14 +189,44 @@ class Trainer:
                     log.warning("skipped bad clip %s (%d so far): %s", clip_id, self.bad_clips, reason)
             if batch["size"]:
                 return batch
+            empty += 1
+            reasons = (reasons + [reason for _, reason in batch["bad"]])[-3:]
+            if empty >= per_epoch:
+                raise DataError(f"{empty} training batches in a row (an epoch) held no usable clip: every clip is "
+                                f"bad for this run's windows (data.clip_seconds={self.cfg.data.clip_seconds}); "
+                                f"last reasons: {reasons}")
 
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device."""
+        """``(codes int64 [B, K, T], visual float32 [B, 32, 768])`` on the device; `ConfigError` when their
+        shapes do not fit the model config."""
         if "codes" in batch:
+            self._check_shapes(batch["codes"], batch["visual"])
             return batch["codes"].to(self.device, non_blocking=True), batch["visual"].to(self.device)
         if self.frozen is None:
             raise ConfigError("decoded clips need the frozen encoder and codec (on-the-fly mode)")
-        return self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"])
+        codes, visual = self.frozen.codes(batch["audio"]), self.frozen.visual(batch["video"])
+        self._check_shapes(codes, visual)
+        return codes, visual
+
+    def _check_shapes(self, codes: torch.Tensor, visual: torch.Tensor) -> None:
+        """The data (a cache, or the frozen codec / encoder on decoded clips) and the model config must agree on
+        the codebooks, the visual tokens and their width, and the window length; say which, instead of an
+        assertion deep in the model."""
+        m = self.model.cfg
+        problems = []
+        if codes.dim() != 3 or codes.shape[1] != m.n_codebooks:
+            problems.append(f"codes {list(codes.shape)} have {codes.shape[1] if codes.dim() == 3 else '?'} codebooks, "
+                            f"the model n_codebooks={m.n_codebooks}")
+        elif codes.shape[2] + m.n_codebooks > m.rope_len:
+            problems.append(f"windows of {codes.shape[2]} codec frames need {codes.shape[2] + m.n_codebooks} steps, "
+                            f"the model has rope_len={m.rope_len} (data.clip_seconds={self.cfg.data.clip_seconds})")
+        if visual.dim() != 3 or tuple(visual.shape[1:]) != (m.visual_tokens, m.visual_dim):
+            problems.append(f"visual features {list(visual.shape)} are not [B, visual_tokens={m.visual_tokens}, "
+                            f"visual_dim={m.visual_dim}]")
+        if problems:
+            raise ConfigError(f"the training data does not fit the model: {'; '.join(problems)}. The cache (or the "
+                              f"codec / encoder and data.clip_seconds) and the model config (model={self.cfg.model!r}, "
+                              f"model_overrides={list(self.cfg.model_overrides)}) must agree")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -189,21 +239,32 @@ class Trainer:
         self.ddp_model.train()
         self.opt.zero_grad(set_to_none=True)
         accum = self.cfg.grad_accum
+        # every micro-batch first: bad clips make some smaller, and the step is the mean over all the samples of
+        # the global batch (every rank's micro-batches), so each micro-batch's mean loss is weighted by its size
+        batches = [self._next_batch() for _ in range(accum)]
+        sizes = [int(b["size"]) for b in batches]
+        total = sum(sizes)
+        if self.info.distributed:
+            total = int(all_reduce_sum(torch.tensor([float(total)], device=self.device), self.info).item())
+        full = all(n == sizes[0] for n in sizes) and total == sizes[0] * accum * self.info.world
         per_cb = torch.zeros(self.k, device=self.device)
-        samples = 0
-        for micro in range(accum):
-            codes, visual = self._inputs(self._next_batch())
+        for micro, batch in enumerate(batches):
+            codes, visual = self._inputs(batch)
             sync = self.ddp_model.no_sync() if self.info.distributed and micro < accum - 1 else \
                 contextlib.nullcontext()
+            # DDP averages gradients over ranks: a weight of n * world / total makes the sum over ranks and
+            # micro-batches the per-sample mean (1 / accum when every micro-batch is full, as before)
             with sync:
                 with self._autocast():
                     logits = self.ddp_model(codes, visual)
                 out = self.model.loss(logits.float(), codes)
-                self.scaler.scale(out.loss / accum).backward()
-            per_cb += out.per_codebook.detach() / accum
-            samples += codes.shape[0]
-        red = all_reduce_sum(torch.cat([per_cb, torch.tensor([float(samples)], device=self.device)]), self.info)
-        per_cb, samples = red[: self.k] / self.info.world, int(red[self.k].item())
+                loss_part = out.loss / accum if full else out.loss * (sizes[micro] * self.info.world / total)
+                self.scaler.scale(loss_part).backward()
+            per_cb += out.per_codebook.detach() * sizes[micro]
+        # a stop signal (preemption) on any rank rides on the step's reduction, so every rank stops after this step
+        stop_flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
+        red = all_reduce_sum(torch.cat([per_cb, stop_flag]), self.info)
+        per_cb, samples, stop = red[: self.k] / total, total, bool(red[self.k].item() > 0)
         loss = per_cb.mean()
         self.scaler.unscale_(self.opt)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -211,7 +272,7 @@ class Trainer:
                                                           for p in params])) if params else torch.zeros(())
         record = {"step": self.step + 1, "loss": loss.item(), "per_codebook": per_cb.tolist(),
                   "lr": self.opt.param_groups[0]["lr"], "grad_norm": grad_norm.item(), "samples": samples,
-                  "skipped": False}
+                  "skipped": False, "stop": stop}
         bad_grad = not math.isfinite(record["grad_norm"]) and not self.scaler.is_enabled()
         if not math.isfinite(record["loss"]) or bad_grad:
             self.nonfinite += 1
@@ -308,7 +369,9 @@ class Trainer:
                 log.debug("TensorBoard not available (%s); metrics go to metrics.csv only", e)
                 self._tb = False
             else:
-                self._tb = SummaryWriter(str(self.out / "tb"))
+                # after a resume, hide the events a killed run logged past its checkpoint (as metrics.csv drops them)
+                self._tb = SummaryWriter(str(self.out / "tb"), purge_step=self._resumed_at + 1
+                                         if self._resumed_at is not None else None)
         return self._tb or None
 
     def _log_train(self, rec: dict[str, Any], flush: bool = False) -> None:
@@ -353,13 +416,14 @@ class Trainer:
         }
 
     def save(self, names: list[str]) -> None:
-        """Write the full training state to each of `names` under the run directory (rank 0, atomically)."""
+        """Write the full training state to each of `names` under the run directory (rank 0, atomically; the
+        first is written, the others are hard links to it where the file system allows)."""
         rng = all_gather_objects(_rng_state(self.device), self.info)
         positions = all_gather_objects([self.epoch, self.batch_in_epoch], self.info)
         if self.info.is_main:
-            state = self.state(rng, positions)
-            for name in names:
-                atomic_torch_save(state, self.out / name)
+            atomic_torch_save(self.state(rng, positions), self.out / names[0])
+            for name in names[1:]:
+                atomic_link_or_copy(self.out / names[0], self.out / name)
         barrier(self.info)
 
     def resume(self, path: str | os.PathLike) -> None:
@@ -389,6 +453,7 @@ class Trainer:
         self.nonfinite, self.scaler_skips, self.bad_clips = c["nonfinite"], c["scaler_skips"], c["bad_clips"]
         _set_rng_state(ck["rng"][self.info.rank], self.device)
         self._iter = None
+        self._resumed_at = self.step
         if self.info.is_main:
             _truncate_metrics(self.out / "metrics.csv", self.step)
         log.info("resumed %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
@@ -408,36 +473,72 @@ class Trainer:
                 (self.out / old).unlink(missing_ok=True)
 
     # -- the run -------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Any:
+        """While `fit` runs, SIGTERM / SIGUSR1 (SLURM's preemption or ``--signal=USR1@120`` warning, torchrun
+        forwarding either) only ask the loop to stop after the current step with ``last.pt`` written."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            self._stop_signal = self._stop_signal or signal.Signals(signum).name
+
+        previous = {}
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                sig = getattr(signal, name)
+                previous[sig] = signal.signal(sig, request_stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
     def fit(self) -> dict[str, Any]:
-        """Train until ``max_steps``; returns the last train record and validation result."""
+        """Train until ``max_steps``; returns the last train record and validation result. A stop signal
+        (`STOP_SIGNALS`) ends the run after the current step with ``last.pt`` saved (``stopped_by`` names it; a
+        ``--resume`` continues exactly)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.info.is_main:
             self.cfg.save(self.out / "train_config.yaml")
         last, val = None, None
+        self.stopped_by = None
         self._window = self._new_window()
-        while self.step < self.cfg.max_steps:
-            rec = self.train_step()
-            last = rec
-            if self.history is not None:
-                self.history.append(rec)
-            if rec["skipped"]:
-                continue
-            self._log_train(rec)
-            if self.val_set is not None and self.cfg.val_every and self.step % self.cfg.val_every == 0:
-                val = self.validate()
-                self._csv_row("val", val["loss"], val["per_codebook"], rec["lr"], float("nan"), float("nan"))
-                log.info("step %d validation loss %.4f", self.step, val["loss"])
-                self._update_best(val["loss"])
-                if self.info.is_main:
-                    self.plot()
-            if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps:
-                self.save(["last.pt"])
+        with self._stop_on_signals():
+            while self.step < self.cfg.max_steps:
+                rec = self.train_step()
+                last = rec
+                if self.history is not None:
+                    self.history.append(rec)
+                saved = False
+                if not rec["skipped"]:
+                    self._log_train(rec)
+                    if self.val_set is not None and self.cfg.val_every and self.step % self.cfg.val_every == 0:
+                        val = self.validate()
+                        self._csv_row("val", val["loss"], val["per_codebook"], rec["lr"], float("nan"), float("nan"))
+                        log.info("step %d validation loss %.4f", self.step, val["loss"])
+                        self._update_best(val["loss"])
+                        if self.info.is_main:
+                            self.plot()
+                    keep = bool(self.cfg.keep_every) and self.step % self.cfg.keep_every == 0
+                    if self.step % self.cfg.ckpt_every == 0 or self.step >= self.cfg.max_steps or keep:
+                        self.save(["last.pt", *([f"step-{self.step:08d}.pt"] if keep else [])])
+                        saved = True
+                if rec["stop"]:
+                    self.stopped_by = self._stop_signal or "a signal on another rank"
+                    if not saved:
+                        self.save(["last.pt"])
+                    log.warning("stopped by %s at step %d; %s holds the state, --resume continues", self.stopped_by,
+                                self.step, self.out / "last.pt")
+                    break
         if last is not None and not last["skipped"]:
             self._log_train(last, flush=True)  # the steps since the last full logging window
         if self.info.is_main and (self.out / "metrics.csv").exists():
             self.plot()
         return {"train": last, "val": val, "step": self.step, "nonfinite_skips": self.nonfinite,
-                "bad_clips": self.bad_clips}
+                "bad_clips": self.bad_clips, "stopped_by": self.stopped_by}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -474,11 +575,21 @@ def _same_data(a: Any, b: Any) -> bool:
 
 
 def _inputs_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's metadata and this run's in the training inputs: the ``data`` /
-    ``val_data`` specs and the frozen ``encoder`` / ``codec`` checksums (fields absent on either side are not
-    compared)."""
+    """What differs between a checkpoint's metadata and this run's in the training inputs: the data (by the
+    ``data_fingerprint`` / ``val_data_fingerprint`` of what it holds when both sides have one, else by the
+    ``data`` / ``val_data`` specs) and the frozen ``encoder`` / ``codec`` checksums (fields absent on either side
+    are not compared)."""
     out = []
     for key in ("data", "val_data"):
+        fp = f"{key}_fingerprint"
+        if fp in old and fp in new:
+            if old[fp] != new[fp] and (old[fp] is None or new[fp] is None):
+                out.append(f"--{key.replace('_', '-')} was {old.get(key)!r}, now {new.get(key)!r}")
+            elif old[fp] != new[fp]:
+                out.append(f"--{key.replace('_', '-')} {new.get(key)!r} holds other clips or windows than "
+                           f"{old.get(key)!r} held for the run (fingerprint {str(old[fp])[:12]} -> "
+                           f"{str(new[fp])[:12]})")
+            continue
         if key in old and key in new and not _same_data(old[key], new[key]):
             out.append(f"--{key.replace('_', '-')} was {old[key]!r}, now {new[key]!r}")
     for key in ("encoder", "codec"):

@@ -36,6 +36,20 @@ def make_dataset(spec: str, cfg: TrainConfig, train: bool, frozen: FrozenModels,
     return ClipDataset(clips, cfg.data, train=train, seed=cfg.seed)
 
 
+def input_metadata(frozen: FrozenModels, data: str, val_data: str | None, train_set: torch.utils.data.Dataset,
+                   val_set: torch.utils.data.Dataset | None) -> dict[str, Any]:
+    """What a checkpoint records about the training inputs, and a resume compares: the frozen encoder / codec
+    identities, the data specs and the fingerprints of what they hold (`CachedWindows.fingerprint`,
+    `ClipDataset.fingerprint`), so the same data at another path resumes and other data at the same path does
+    not."""
+    def fingerprint(ds: torch.utils.data.Dataset | None) -> str | None:
+        return ds.fingerprint() if ds is not None and hasattr(ds, "fingerprint") else None
+
+    return {"encoder": frozen.encoder_id, "codec": frozen.codec_id,
+            "data": str(data), "val_data": str(val_data) if val_data else None,
+            "data_fingerprint": fingerprint(train_set), "val_data_fingerprint": fingerprint(val_set)}
+
+
 def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str | None = None,
                 fixed_starts: str | None = None, grid: bool | None = None, shard_size: int = 256,
                 feature_dtype: str = "float16",
@@ -61,8 +75,17 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
     out = Path(out)
     last = out / "last.pt"
     if resume and not last.exists():
-        raise CheckpointError(f"--resume: {last} does not exist")
-    if not resume and (last.exists() or (out / "metrics.csv").exists()):
+        if not (out / "metrics.csv").exists() and not (out / "train_config.yaml").exists():
+            raise CheckpointError(f"--resume: {last} does not exist")
+        # a run killed before its first checkpoint (a preempted job's requeue passes --resume): starting again
+        # from step 0 is its exact resume; without this, --resume found no last.pt and a run without it refused
+        # the folder's metrics.csv
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.warning("--resume: %s has no checkpoint yet (the run stopped before its first one); starting it "
+                        "again from step 0", out)
+            (out / "metrics.csv").unlink(missing_ok=True)
+        resume = False
+    elif not resume and (last.exists() or (out / "metrics.csv").exists()):
         raise ToolkitError(f"{out} already holds a run ({last if last.exists() else out / 'metrics.csv'}); pass "
                            f"--resume to continue it, or pick another --out")
     info = init_distributed(device)
@@ -77,8 +100,7 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
         model = build_training_model(cfg, codec, frozen.visual_dim)
         trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen, dist_info=info,
                           debug_weights=cfg.debug_weights,
-                          metadata={"encoder": frozen.encoder_id, "codec": frozen.codec_id,
-                                    "data": str(data), "val_data": str(val_data) if val_data else None})
+                          metadata=input_metadata(frozen, data, val_data, train_set, val_set))
         if resume:
             trainer.resume(last)
         result = trainer.fit()
