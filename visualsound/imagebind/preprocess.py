@@ -312,7 +312,14 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         TimestampJumpError,
         TruncatedMediaError,
     )
-    from visualsound.media.info import ClockCheck, DecodeReport, display_rotation, stream_time, video_stream
+    from visualsound.media.info import (
+        ClockCheck,
+        DecodeReport,
+        audio_stream,
+        display_rotation,
+        stream_time,
+        video_stream,
+    )
 
     path = str(path)
     report = DecodeReport()
@@ -328,9 +335,9 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             vs = video_stream(container, path)  # cover art is not video
         except NoVideoStreamError as e:
             raise ClipError("no_video", str(e)) from e
-        if not container.streams.audio:
+        aus = audio_stream(container)  # the default audio stream, as every media reader takes it
+        if aus is None:
             raise ClipError("no_audio", f"{path}: no audio stream")
-        aus = container.streams.audio[0]
         vs.thread_count = 1
         packets, audio_frames = [], []
         try:

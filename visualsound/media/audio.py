@@ -78,6 +78,7 @@ from visualsound.media.info import (
     TIMESTAMP_JUMP_SEC,
     DecodeReport,
     PathLike,
+    audio_stream,
     check_window,
     decode_tolerant,
     edit_list_samples,
@@ -185,7 +186,8 @@ def audio_frames_to_array(frames: list[av.AudioFrame], path: PathLike = "?", sta
 
 def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None, report: DecodeReport | None = None
                         ) -> tuple[np.ndarray, int]:
-    """Every decoded frame of the first audio stream, appended as is: float32 ``[C, N]`` and its sample rate.
+    """Every decoded frame of the audio stream (`info.audio_stream`: the default one), appended as is: float32
+    ``[C, N]`` and its sample rate.
 
     No timestamp placement and no padding trim (unlike `read_audio`): what libsndfile (``soundfile.read``) and
     ``torchaudio.load`` return for a whole file, which the FAD and KLD readers reproduce; the rate is the decoded
@@ -196,9 +198,9 @@ def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None, repo
     are skipped and counted in `report`.
     """
     with open_media(path) as container:
-        if not container.streams.audio:
+        stream = audio_stream(container)
+        if stream is None:
             raise NoAudioStreamError(f"{path}: no audio stream")
-        stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate)
         start = stream_time(stream, stream.start_time)
         frames: list[av.AudioFrame] = []
@@ -225,7 +227,8 @@ def decode_audio_stream(path: PathLike, resample_s16_to: int | None = None, repo
 
 def read_audio(path: PathLike, start: float = 0.0, duration: float | None = None, sample_rate: int | None = None,
                mono: bool = False, trim_padding: bool = True, report: DecodeReport | None = None) -> torch.Tensor:
-    """Decode ``[start, start + duration)`` seconds of the first audio stream as float32 ``[C, N]``.
+    """Decode ``[start, start + duration)`` seconds of the audio stream (`info.audio_stream`: the one
+    flagged default, else the first) as float32 ``[C, N]``.
 
     ``sample_rate=None`` keeps the source rate; otherwise the audio is resampled with torchaudio's sinc
     resampler. ``mono=True`` averages the channels (``C = 1``), otherwise channels are preserved. ``N`` is
@@ -249,9 +252,9 @@ def read_audio_with_rate(path: PathLike, start: float = 0.0, duration: float | N
         raise MediaWindowError(f"sample_rate must be > 0, got {sample_rate}")
     container = open_media(path)
     try:
-        if not container.streams.audio:
+        stream = audio_stream(container)
+        if stream is None:
             raise NoAudioStreamError(f"{path}: no audio stream")
-        stream = container.streams.audio[0]
         src_sr = int(stream.codec_context.sample_rate)
         dst_sr = src_sr if sample_rate is None else int(sample_rate)
         t0 = file_start(container)  # windows count from the file's start, as `read_video`'s do

@@ -1,5 +1,6 @@
 """Opening media files with typed errors, the one choice of a file's video stream (`video_stream`: the first video
-stream that is not a cover picture), and `probe` (stream facts without decoding the file)."""
+stream that is not a cover picture) and of its audio stream (`audio_stream`: the first one flagged default, as
+players choose, else the first), and `probe` (stream facts without decoding the file)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ class MediaInfo:
     when the audio starts earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's
     ``attached_pic`` streams: an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover
     art has ``has_video=False`` and ``cover_picture=True``.
+
+    The audio fields describe the stream `audio_stream` picks (the one flagged default, else the first), which
+    every reader reads.
 
     `sample_aspect_ratio` is the video's pixel aspect ratio as ``"num:den"`` (`sample_aspect`: the container's,
     else the bitstream's; ``"1:1"`` when neither states one): a pixel is shown ``num / den`` times as wide as it
@@ -412,6 +416,17 @@ def video_stream(container: av.container.InputContainer, path: PathLike) -> av.v
     return streams[0]
 
 
+def audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The audio stream every reader of the toolkit uses, the one a player plays: the first audio stream flagged
+    default (FFmpeg's ``default`` disposition: the mp4 track that is enabled, Matroska's FlagDefault), else the
+    first one; None without audio. A file with a commentary or second-language track listed before the main one
+    (flagged default) is read from the main one, as players and ``ffmpeg -i`` pick it."""
+    streams = list(container.streams.audio)
+    if not streams:
+        return None
+    return next((s for s in streams if s.disposition & av.stream.Disposition.default), streams[0])
+
+
 def check_window(start: float, duration: float | None) -> None:
     """Raise `MediaWindowError` unless ``start >= 0`` and `duration` is None or > 0 (seconds)."""
     if start < 0:
@@ -582,7 +597,7 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                                 "cover_picture": any(is_cover_picture(s) for s in container.streams.video),
                                 "start": file_start(container)}
         v = videos[0] if videos else None
-        a = container.streams.audio[0] if container.streams.audio else None
+        a = audio_stream(container)
         rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
         container_dur = container.duration / av.time_base if container.duration is not None else None
         spans = None
@@ -592,7 +607,7 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
             container.close()  # reopen instead of seeking back: files without timestamps cannot seek
             container = open_media(path)
             v = video_stream(container, path) if v is not None else None
-            a = container.streams.audio[0] if a is not None else None
+            a = audio_stream(container) if a is not None else None
         timestamps = True
         ends, starts = [], []
         if v is not None:

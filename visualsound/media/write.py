@@ -49,6 +49,7 @@ from visualsound.media.errors import MediaError, MediaWriteError
 from visualsound.media.info import (
     DecodeReport,
     PathLike,
+    audio_stream,
     check_window,
     decode_tolerant,
     display_rotation,
@@ -436,13 +437,13 @@ def _window_packets(container, vin, start: float, end: float, max_kbps: float) -
 
 
 def _audio_window_packets(container, start: float, end: float) -> list:
-    """The AAC packets of `container`'s first audio stream for ``[start, end)`` seconds, timed from `start`: the
-    packet holding `start` and the one before it (whose overlap the decoder needs) start before 0, so the mp4
-    muxer writes an edit list that starts playback at `start`; the last one ends at `end`. Empty when the audio
-    cannot be copied (none, not AAC, more than two channels, packets without timestamps, no seek)."""
-    if not container.streams.audio:
+    """The AAC packets of `container`'s audio stream (`info.audio_stream`) for ``[start, end)`` seconds, timed
+    from `start`: the packet holding `start` and the one before it (whose overlap the decoder needs) start before
+    0, so the mp4 muxer writes an edit list that starts playback at `start`; the last one ends at `end`. Empty
+    when the audio cannot be copied (none, not AAC, more than two channels, packets without timestamps, no seek)."""
+    ain = audio_stream(container)
+    if ain is None:
         return []
-    ain = container.streams.audio[0]
     ctx = ain.codec_context
     if ctx.name != "aac" or not 1 <= ctx.channels <= 2 or not ctx.sample_rate:
         log.debug("audio %s with %s channels: encoding it instead of copying", ctx.name, ctx.channels)
