@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.odd_media import barcode_frame
-from visualsound.media import probe, read_audio
+from tests.odd_media import barcode_frame, read_barcode
+from visualsound.media import mux_audio, probe, read_audio, read_video
 
 SR = 48000
 
@@ -73,3 +73,50 @@ def test_the_default_audio_track_is_read_when_it_is_not_the_first(tmp_path, fmt)
 
     x, sr = decode_audio_stream(p)
     assert x.shape[0] == 2 and _peak_hz(torch.from_numpy(x), sr) == pytest.approx(1000, abs=5)
+
+
+def _barcode_clip(path, fmt: str, codec: str, size: tuple[int, int], n: int = 50, fps: int = 25,
+                  pix_fmt: str = "yuv420p", audio: str | None = None, audio_seconds: float | None = None,
+                  frame_options: dict | None = None, stream_options: dict | None = None) -> None:
+    """`n` frames whose top half is the barcode of the frame index and whose bottom half is orange (200, 60, 30),
+    with an optional stereo 440 Hz tone."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as c:
+        v = c.add_stream(codec, rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, pix_fmt
+        for k, val in (stream_options or {}).items():
+            setattr(v.codec_context, k, val)
+        a = _add_audio(c, audio, _tone(440, audio_seconds or n / fps))[0] if audio else None
+        for i in range(n):
+            rgb = np.zeros((h, w, 3), np.uint8)
+            rgb[: h // 2] = barcode_frame(i, h // 2, w)
+            rgb[h // 2:] = (200, 60, 30)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, **(frame_options or {}))
+            f.pts, f.time_base = i, Fraction(1, fps)
+            for pkt in v.encode(f):
+                c.mux(pkt)
+        for pkt in v.encode(None):
+            c.mux(pkt)
+        if a is not None:
+            _mux_audio_frames(c, a, _tone(440, audio_seconds or n / fps))
+
+
+def _top_barcodes(frames: torch.Tensor) -> list[int]:
+    return read_barcode(frames[:, : frames.shape[1] // 2])
+
+
+def test_raw_dv_is_read_at_its_frame_rate_not_its_clock(tmp_path):
+    # FFmpeg 8's dv demuxer states its 1/60000 s time base as the average rate: 60000 fps for PAL DV
+    p = tmp_path / "camcorder.dv"
+    _barcode_clip(p, "dv", "dvvideo", (720, 576), n=50, audio="pcm_s16le")
+    with av.open(str(p)) as c:
+        v = c.streams.video[0]
+        assert v.average_rate == 1 / v.time_base != 25  # the class of input
+    info = probe(p)
+    assert info.fps == 25 and info.num_frames == 50 and info.duration == pytest.approx(2.0)
+    assert _top_barcodes(read_video(p, start=1.0, duration=0.4)) == list(range(25, 35))
+    out = tmp_path / "out.mp4"
+    mux_audio(p, _tone(880, 2.0), SR, out)
+    back = probe(out)
+    assert back.fps == 25 and back.num_frames == 50 and back.video_duration == pytest.approx(2.0), back
+    assert _top_barcodes(read_video(out, fps=None)) == list(range(50))

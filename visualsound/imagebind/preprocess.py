@@ -317,6 +317,7 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
         DecodeReport,
         audio_stream,
         display_rotation,
+        frame_rate,
         stream_time,
         video_stream,
     )
@@ -366,8 +367,9 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict
             if not shown:
                 raise ClipError("no_video", f"{path}: the video stream has no packets"
                                 + (f" that play ({len(packets)} discarded)" if packets else ""))
-            # the average rate (decord's), else FFmpeg's guessed rate (Ogg streams state no average rate)
-            fps = float(vs.average_rate or vs.guessed_rate or 0)
+            # the average rate (decord's), else FFmpeg's guessed rate (Ogg streams state no average rate); an
+            # average that is only the stream's clock (raw DV in FFmpeg 8: 60000) is passed over (`frame_rate`)
+            fps = float(frame_rate(vs) or 0)
             if not fps > 0:
                 raise ClipError("corrupt", f"{path}: the video stream has neither an average nor a guessed frame "
                                            "rate")

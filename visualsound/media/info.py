@@ -452,6 +452,19 @@ def display_rotation(frame: av.VideoFrame) -> int:
     return int(round(frame.rotation / 90.0)) % 4 * 90
 
 
+def frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """Frames per second of a video stream: its average rate, else FFmpeg's guessed rate, else its base rate (None
+    when none is stated). An average rate that is only the inverse of the stream's time base, where the guessed
+    rate differs, is a clock, not a frame rate, and is passed over: FFmpeg 8's raw DV demuxer states its 1/60000 s
+    ticks as 60000 fps for 25 fps PAL DV."""
+    avg, guessed = stream.average_rate, stream.guessed_rate
+    if avg and guessed and stream.time_base and avg == 1 / stream.time_base and avg != guessed:
+        log.debug("the average rate %s of a %s stream is its clock; using the guessed rate %s", avg,
+                  stream.codec_context.name, guessed)
+        avg = None
+    return avg or guessed or stream.base_rate or None
+
+
 def sample_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
     """The sample (pixel) aspect ratio of a video stream as FFmpeg guesses it: the container's (mp4 ``pasp``,
     Matroska display size, ...), else the bitstream's (H.264 VUI, MPEG-2 aspect code, ...); None when neither
@@ -598,7 +611,7 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
                                 "start": file_start(container)}
         v = videos[0] if videos else None
         a = audio_stream(container)
-        rate = (v.average_rate or v.guessed_rate or v.base_rate) if v is not None else None
+        rate = frame_rate(v) if v is not None else None
         container_dur = container.duration / av.time_base if container.duration is not None else None
         spans = None
         if not _header_is_complete(container, v, a):

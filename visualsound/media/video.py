@@ -57,6 +57,7 @@ from visualsound.media.info import (
     display_rotation,
     exact_crop,
     file_start,
+    frame_rate,
     media_error,
     open_media,
     stream_time,
@@ -152,8 +153,9 @@ def read_video(path: PathLike, start: float = 0.0, duration: float | None = None
 
 
 def stream_rate(stream: av.video.stream.VideoStream) -> float | None:
-    """Frames per second of a video stream: its average rate, else FFmpeg's guessed rate, else its base rate."""
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    """Frames per second of a video stream (`info.frame_rate`: its average rate, else FFmpeg's guessed rate, else
+    its base rate; an average rate that is only the stream's clock is passed over)."""
+    rate = frame_rate(stream)
     return float(rate) if rate else None
 
 
