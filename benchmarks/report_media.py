@@ -50,9 +50,11 @@ from visualsound.utils.atomic import atomic_link_or_copy, atomic_open
 
 log = logging.getLogger(__name__)
 
-MEDIA_VERSION = 6  # bump when the encoding or the images change: every cached file is then made again
+MEDIA_VERSION = 7  # bump when the encoding or the images change: every cached file is then made again
 # 6: pictures cropped on their left (Theora pic_x) cropped exactly, not 2 columns wider; anamorphic sources
 # re-encoded to square pixels at their display aspect (never copied)
+# 7: re-encoded video states its source's colour matrix, primaries and transfer (BT.709 / BT.2020 sources were
+# shown with a default matrix: other colours); the audio is the track flagged default
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.odd_media import barcode_frame, read_barcode
-from visualsound.media import mux_audio, probe, read_audio, read_video
+from visualsound.media import mux_audio, probe, read_audio, read_video, write_preview
 
 SR = 48000
 
@@ -77,13 +77,15 @@ def test_the_default_audio_track_is_read_when_it_is_not_the_first(tmp_path, fmt)
 
 def _barcode_clip(path, fmt: str, codec: str, size: tuple[int, int], n: int = 50, fps: int = 25,
                   pix_fmt: str = "yuv420p", audio: str | None = None, audio_seconds: float | None = None,
-                  frame_options: dict | None = None, stream_options: dict | None = None) -> None:
+                  frame_options: dict | None = None, stream_options: dict | None = None,
+                  options: dict | None = None) -> None:
     """`n` frames whose top half is the barcode of the frame index and whose bottom half is orange (200, 60, 30),
     with an optional stereo 440 Hz tone."""
     w, h = size
     with av.open(str(path), "w", format=fmt) as c:
         v = c.add_stream(codec, rate=fps)
         v.width, v.height, v.pix_fmt = w, h, pix_fmt
+        v.options = {"x265-params": "log-level=error"} if codec == "libx265" else dict(options or {})
         for k, val in (stream_options or {}).items():
             setattr(v.codec_context, k, val)
         a = _add_audio(c, audio, _tone(440, audio_seconds or n / fps))[0] if audio else None
@@ -120,3 +122,34 @@ def test_raw_dv_is_read_at_its_frame_rate_not_its_clock(tmp_path):
     back = probe(out)
     assert back.fps == 25 and back.num_frames == 50 and back.video_duration == pytest.approx(2.0), back
     assert _top_barcodes(read_video(out, fps=None)) == list(range(50))
+
+
+def _orange(frames: torch.Tensor) -> np.ndarray:
+    """The mean colour of the bottom quarter (the orange half, away from the barcode's edge)."""
+    return frames[:, 3 * frames.shape[1] // 4:].float().mean(dim=(0, 1, 2)).numpy()
+
+
+@pytest.mark.parametrize("name,fmt,codec,pix_fmt,tags", [
+    ("camera.avi", "avi", "mjpeg", "yuvj420p", None),  # full range (old cameras' MJPEG AVI)
+    ("bt709.mp4", "mp4", "libx265", "yuv420p", (1, 1, 1)),  # BT.709 matrix, primaries, transfer
+    ("hdr.mov", "mov", "libx265", "yuv420p10le", (9, 9, 16)),  # 10-bit BT.2020 PQ (iPhone-style HDR)
+])
+def test_reencoded_video_keeps_the_colours_of_its_source(tmp_path, name, fmt, codec, pix_fmt, tags):
+    # a re-encode keeps the source's matrix in its pixels (only range and bit depth are converted), so it must
+    # say which, and a full-range source must be converted to the standard range it is written in
+    src = tmp_path / name
+    stream_options = dict(zip(("colorspace", "color_primaries", "color_trc"), tags)) if tags else None
+    frame_options = {"dst_colorspace": tags[0]} if tags else None
+    _barcode_clip(src, fmt, codec, (64, 48), n=25, pix_fmt=pix_fmt, stream_options=stream_options,
+                  frame_options=frame_options)
+    source = read_video(src, fps=None)
+    want = _orange(source)
+    assert np.abs(want - (200, 60, 30)).max() < 8, want  # the source reads as written
+    muxed = tmp_path / "muxed.mp4"
+    assert mux_audio(src, _tone(440, 1.0), SR, muxed) == "re-encode"
+    preview = tmp_path / "preview.mp4"
+    write_preview(src, preview, duration=1.0)
+    for out in (muxed, preview):
+        back = read_video(out, fps=None)
+        assert _top_barcodes(back) == list(range(25))
+        assert np.abs(_orange(back) - want).max() < 3, (out.name, _orange(back), want)

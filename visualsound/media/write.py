@@ -26,6 +26,11 @@ video, keeping every frame at its time).
   survives the copy), so a PAL DVD 720x576 at 64:45 is still shown 16:9. (The mp4's track header keeps the
   coded width: PyAV cannot set the muxer's stream ratio; players read ``pasp``.) `write_preview` instead scales
   to square pixels at the display aspect (see there), and `copy_window` refuses non-square pixels.
+* **Colours.** A re-encoded frame keeps its source's colour matrix in its pixels (only the range and bit depth
+  are converted: a full-range source such as MJPEG's ``yuvj420p`` to the standard range, 10-bit to 8-bit), and
+  the output states the source's matrix, primaries and transfer (`tag_colours`), so a player decodes it with the
+  source's coefficients (a BT.709 or BT.2020 source written untagged was decoded with a player's default: other
+  colours). No tone mapping: an HDR (PQ / HLG) source keeps its transfer tag. `write_preview` does the same.
 * **Cropping.** Frames are decoded cropped exactly to the picture `probe` reports (`info.exact_crop`): a Theora
   picture 300 wide at x = 2 is 300 wide, not the 302 FFmpeg's aligned crop gives.
 * **Audio span.** With ``trim_audio`` the audio is cut to the video's span (first frame to the end of the last).
@@ -44,6 +49,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import ColorRange, Colorspace
 
 from visualsound.media.errors import MediaError, MediaWriteError
 from visualsound.media.info import (
@@ -205,6 +211,24 @@ def _preview_yuv(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame
                          dst_color_range="MPEG")
 
 
+_UNSET_COLOUR = (0, 2)  # AVCOL_*: reserved / RGB (0) and unspecified (2): nothing to state
+
+
+def tag_colours(ctx: av.video.codeccontext.VideoCodecContext, frame: av.VideoFrame) -> None:
+    """State on an encoder `ctx` (before it opens) the colour matrix, primaries and transfer of the YUV `frame` it
+    will encode and the standard range: libx264 writes them into the stream's VUI (and the mp4 muxer into
+    ``colr``), so a player decodes re-encoded pixels, which keep the source's matrix (the scaler converts range
+    and bit depth, not matrices), with the source's coefficients. Untagged, a BT.709 or BT.2020 source's pixels
+    were decoded with a player's default (BT.601 in FFmpeg, BT.709 in browsers): visibly other colours. An
+    unspecified (or RGB) value stays unspecified, as in the source. No tone mapping: a PQ / HLG source keeps its
+    transfer tag, for players that map it."""
+    for name in ("colorspace", "color_primaries", "color_trc"):
+        value = int(getattr(frame, name))
+        if value not in _UNSET_COLOUR:
+            setattr(ctx, name, value)
+    ctx.color_range = int(ColorRange.MPEG)
+
+
 def _shown_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
     """`frame` as uint8 ``[H, W, 3]`` RGB turned by its display `rotation` (counter-clockwise degrees): a poster."""
     rgb = convert_frame(frame, format="rgb24").to_ndarray()
@@ -226,7 +250,9 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
     output has square pixels: an anamorphic source (a sample aspect ratio other than 1:1, `info.sample_aspect`)
     is scaled at its display aspect (a PAL DVD 720x576 at 64:45 becomes 320x180, a 176x144 clip at 128:117
     192x144), so every browser shows it right and the poster has the same shape (browsers honour an H.264 ratio,
-    but square pixels leave no player room to differ). The size and display rotation of the first frame hold
+    but square pixels leave no player room to differ). The source's colour matrix, primaries and transfer are
+    stated as `mux_audio` states them (`tag_colours`: a 10-bit BT.2020 source becomes 8-bit H.264 tagged
+    BT.2020, not tone-mapped). The size and display rotation of the first frame hold
     for the whole file (a later size change is scaled to it); the rotation is written as the display matrix, as
     `mux_audio` keeps it. Optional `audio` float ``[C, N]`` at `sample_rate` is encoded as AAC, cut to the
     frames' span (``T / fps`` seconds). `crf` / `preset` / `encoder_threads` go to libx264 and `decoder_threads`
@@ -260,6 +286,7 @@ def write_preview(src: PathLike, out_path: PathLike, *, start: float = 0.0, dura
             container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
             try:
                 vs = _add_h264(container, rate, w, h, crf, preset, None)
+                tag_colours(vs.codec_context, first)  # the frames keep the source's matrix: say which
                 if encoder_threads:
                     vs.options = {**vs.options, "threads": str(int(encoder_threads))}
                 if rotation:
@@ -537,17 +564,27 @@ def _copy_plan(container, vin, path: PathLike) -> list | None:
 
 
 def _even_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """`frame` as yuv420p; an odd width / height gets one column / row repeating its edge (picture kept whole)."""
+    """`frame` as standard-range yuv420p in its own colour matrix (a full-range source, MJPEG's ``yuvj420p``, is
+    converted to the standard range: written as it was, it would be shown as standard range, with crushed blacks
+    and whites); an odd width / height gets one column / row repeating its edge (picture kept whole)."""
     w, h = frame.width, frame.height
     if w % 2 == 0 and h % 2 == 0:
-        return convert_frame(frame, format="yuv420p")
+        return convert_frame(frame, format="yuv420p", dst_color_range="MPEG")
     rgb = convert_frame(frame, format="rgb24").to_ndarray()
     rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return convert_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p")
+    matrix = int(frame.colorspace)  # back into the source's matrix, which `tag_colours` states
+    return convert_frame(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p", dst_color_range="MPEG",
+                         dst_colorspace=matrix if matrix in _SWS_MATRICES else None)
+
+
+_SWS_MATRICES = {int(c) for c in Colorspace} | {6, 10}  # swscale's: BT.709, FCC, BT.601 (both), SMPTE 240M, BT.2020
 
 
 def _encode_one(out, vout, pts: int, frame: av.VideoFrame, duration: int) -> None:
-    """Encode `frame` at `pts` lasting `duration` (both in `_ENCODE_TIME_BASE`) and mux what comes out."""
+    """Encode `frame` at `pts` lasting `duration` (both in `_ENCODE_TIME_BASE`) and mux what comes out; the
+    first frame's colour tags are stated on the encoder (`tag_colours`)."""
+    if not vout.codec_context.is_open:
+        tag_colours(vout.codec_context, frame)
     f = _even_frame(frame)
     f.pts, f.time_base, f.duration = pts, _ENCODE_TIME_BASE, duration
     for pkt in vout.encode(f):
