@@ -153,3 +153,25 @@ def test_reencoded_video_keeps_the_colours_of_its_source(tmp_path, name, fmt, co
         back = read_video(out, fps=None)
         assert _top_barcodes(back) == list(range(25))
         assert np.abs(_orange(back) - want).max() < 3, (out.name, _orange(back), want)
+
+
+@pytest.mark.parametrize("name,fmt,codec,audio", [("still.mp4", "mp4", "libx264", "aac"),
+                                                  ("still.webm", "webm", "libvpx-vp9", "libopus")])
+def test_a_still_picture_with_sound_is_shown_while_the_sound_plays(tmp_path, name, fmt, codec, audio):
+    # one video frame over 3 s of sound (music uploads): players show the picture for the whole file, so the
+    # readers, the report's preview and a muxed result must neither end the video after one frame nor cut the sound
+    p = tmp_path / name
+    _barcode_clip(p, fmt, codec, (64, 48), n=1, audio=audio, audio_seconds=3.0)
+    info = probe(p)
+    assert info.num_frames == 1 and info.video_duration == pytest.approx(info.duration, abs=0.03)
+    assert info.duration == pytest.approx(3.0, abs=0.03)
+    assert _top_barcodes(read_video(p, start=1.0, duration=1.0)) == [0] * 25
+    assert read_video(p).shape[0] == pytest.approx(75, abs=1)
+    preview = tmp_path / "preview.mp4"
+    write_preview(p, preview, start=0.5, duration=2.0, audio=_tone(880, 2.0), sample_rate=SR)
+    assert _top_barcodes(read_video(preview)) == [0] * 50
+    assert read_audio(preview).shape[1] == pytest.approx(2.0 * SR, abs=0.03 * SR)
+    out = tmp_path / "out.mp4"
+    mux_audio(p, _tone(880, 3.0), SR, out)
+    assert read_audio(out).shape[1] == pytest.approx(3.0 * SR, abs=0.03 * SR)
+    assert probe(out).video_duration == pytest.approx(3.0, abs=0.03)

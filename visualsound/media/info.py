@@ -73,9 +73,10 @@ class MediaInfo:
     `timestamps` is False for a video stream without packet timestamps (such files cannot be sought in; readers
     decode them from the start). `video_start` / `video_duration` are the video stream's own span (first frame time;
     first frame to the end of the last frame, by the same rule as `duration`), which can differ from the container's
-    when the audio starts earlier or lasts longer. `cover_picture` says the file holds cover art (FFmpeg's
-    ``attached_pic`` streams: an mp3 / m4a / Ogg picture), which is never counted as video: an audio file with cover
-    art has ``has_video=False`` and ``cover_picture=True``.
+    when the audio starts earlier or lasts longer; a video stream of one frame (a still picture with sound) lasts
+    to the end of the file, as players show it and `read_video` reads it. `cover_picture` says the file holds
+    cover art (FFmpeg's ``attached_pic`` streams: an mp3 / m4a / Ogg picture), which is never counted as video: an
+    audio file with cover art has ``has_video=False`` and ``cover_picture=True``.
 
     The audio fields describe the stream `audio_stream` picks (the one flagged default, else the first), which
     every reader reads.
@@ -688,6 +689,9 @@ def probe(path: PathLike, require_video: bool = False, require_audio: bool = Fal
         info["duration"] = float(duration)
         if v is not None and not info.get("video_duration"):
             info["video_duration"] = float(duration)
+        if v is not None and info["num_frames"] == 1:  # a still picture is shown while the file plays
+            file_end = (min(starts) if starts else info["start"]) + duration
+            info["video_duration"] = max(info["video_duration"], file_end - info["video_start"])
     except av.error.FFmpegError as e:
         raise media_error(path, "probing failed", e) from e
     finally:

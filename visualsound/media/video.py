@@ -8,7 +8,9 @@ recording whose streams begin at 1.4 s is read from its first frame at ``start=0
 is a sample-and-hold resampler: going 50 -> 25 fps keeps every second frame (0, 2, 4, ...), 24 -> 25 repeats one
 frame per second, 29.97 / 30 -> 25 drops about one frame in six. Times before the first frame use the first
 frame. Output times at or after the end of the video (last frame's time + its duration) are not produced, so a
-window running past the end returns fewer than ``round(duration * fps)`` frames.
+window running past the end returns fewer than ``round(duration * fps)`` frames. A video stream of a single frame
+(a still picture with sound, as music uploads are) ends with the file (`still_end`), as players show it while the
+sound plays: every window of the file gets that picture.
 
 Only the window is decoded: the reader seeks to the keyframe at or before ``start`` (re-seeking further back if
 B-frame reordering put the first decoded frame after ``t_0``) and stops after the first frame past the window.
@@ -298,6 +300,8 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
     else:
         if fps is not None and prev is not None:  # end of stream: hold the last frame until it ends
             video_end = prev_time + last_dur
+            if decoded == 1 and abs(prev_time - first_time) <= _EPS:  # the stream's only frame: a still picture
+                video_end = max(video_end, still_end(container))
             while has_target(k) and target(k) < video_end - _EPS:
                 produced += 1
                 yield take(prev)
@@ -306,6 +310,15 @@ def _window_frames(container, stream, start, duration, fps, path, report, seekab
               produced, start)
     if not produced and prev_time is not None and start >= prev_time:
         raise MediaWindowError(f"{path}: start {asked:.3f} s is at or after the end of the video")
+
+
+def still_end(container: av.container.InputContainer) -> float:
+    """Where a video stream of one frame (a still picture with sound, as music uploads are) ends: at the end of
+    the file (its start plus its duration), as players show the picture while the sound plays; -inf when the
+    file states no duration."""
+    if not container.duration:
+        return -math.inf
+    return file_start(container) + float(container.duration) / av.time_base
 
 
 def iter_video_window(path: PathLike, start: float = 0.0, duration: float | None = None, fps: float | None = 25.0,
