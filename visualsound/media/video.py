@@ -31,6 +31,11 @@ starts at an odd or unaligned column (Theora's ``pic_x``): FFmpeg's default keep
 
 Rotation: `read_video` returns frames as stored (coded orientation) unless ``apply_rotation=True``, which rotates
 each frame by the display rotation that `probe` reports (counter-clockwise degrees from the display matrix).
+
+Pixels as coded: RGB comes from the frame's own colour matrix and range (BT.601 / BT.709 / BT.2020 tags honoured;
+10-bit scaled to 8; HDR transfers are not tone-mapped), an alpha plane (VP9 ``yuva420p``, ProRes 4444) is
+dropped (the colour as stored, not composited), and interlaced video (broadcast MPEG-2, DV) is returned as its
+decoder gives it, both fields woven into each frame at the frame rate (no deinterlacing).
 """
 
 from __future__ import annotations
