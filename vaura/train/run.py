@@ -14,7 +14,7 @@ import torch
 from vaura.train.cache import CachedWindows, FrozenModels, extract, is_cache
 from vaura.train.config import TrainConfig
 from vaura.train.data import ClipDataset, DataError, DataSource
-from vaura.train.ddp import init_distributed, shutdown
+from vaura.train.ddp import failure_watch, init_distributed, shutdown
 from vaura.train.frozen import build_training_model, load_frozen_models
 from vaura.train.loop import Trainer
 from visualsound.errors import CheckpointError, ToolkitError
@@ -90,23 +90,26 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
                            f"--resume to continue it, or pick another --out")
     info = init_distributed(device)
     try:
-        cached = is_cache(data) and (val_data is None or is_cache(val_data))
-        # the frozen models only compute features on the fly; for caches they are loaded (on CPU) to check identities
-        frozen, codec = load_frozen_models(cfg, "cpu" if cached else info.device)
-        train_set = make_dataset(data, cfg, True, frozen)
-        val_set = make_dataset(val_data, cfg, False, frozen) if val_data else None
-        if val_set is None:
-            log.warning("no --val-data: no validation loss and no best-k checkpoints")
-        model = build_training_model(cfg, codec, frozen.visual_dim)
-        trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen, dist_info=info,
-                          debug_weights=cfg.debug_weights,
-                          metadata=input_metadata(frozen, data, val_data, train_set, val_set))
-        if resume:
-            trainer.resume(last)
-        result = trainer.fit()
-        result["out"] = str(out)
-        result["debug_weights"] = cfg.debug_weights
-        result["world_size"] = info.world
-        return result
+        # a rank that fails tells the others, which stop at once instead of waiting in a collective
+        with failure_watch(info):
+            cached = is_cache(data) and (val_data is None or is_cache(val_data))
+            # the frozen models only compute features on the fly; for caches they are loaded (on CPU) to check
+            # identities
+            frozen, codec = load_frozen_models(cfg, "cpu" if cached else info.device)
+            train_set = make_dataset(data, cfg, True, frozen)
+            val_set = make_dataset(val_data, cfg, False, frozen) if val_data else None
+            if val_set is None:
+                log.warning("no --val-data: no validation loss and no best-k checkpoints")
+            model = build_training_model(cfg, codec, frozen.visual_dim)
+            trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen,
+                              dist_info=info, debug_weights=cfg.debug_weights,
+                              metadata=input_metadata(frozen, data, val_data, train_set, val_set))
+            if resume:
+                trainer.resume(last)
+            result = trainer.fit()
+            result["out"] = str(out)
+            result["debug_weights"] = cfg.debug_weights
+            result["world_size"] = info.world
+            return result
     finally:
         shutdown()
