@@ -416,3 +416,55 @@ def test_tensorboard_hides_what_a_killed_run_logged_past_its_checkpoint(tmp_path
     acc = EventAccumulator(str(tmp_path / "r" / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
+class KillerWindows(WithBadClips):
+    """`PatternWindows` whose clips in `kill` kill the DataLoader worker loading them (a decoder segfault, the OOM
+    killer); loaded in the main process they are plain bad clips."""
+
+    def __init__(self, n: int, kill: set[int]) -> None:
+        super().__init__(n, set())
+        self.kill = kill
+        self.clip_ids = [f"c{i}" for i in range(n)]  # as `CachedWindows` names its clips
+
+    def __getitem__(self, i: int) -> dict:
+        if i in self.kill:
+            import signal
+
+            if torch.utils.data.get_worker_info() is not None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"index": i, "clip_id": f"c{i}", "bad": "broken"}
+        return super().__getitem__(i)
+
+
+def test_a_decode_worker_killed_by_a_signal_costs_only_its_clip(tmp_path, caplog):
+    """A worker killed while loading clip 3 used to end the run ("DataLoader worker ... is killed by signal"). Now
+    the loader restarts, clip 3 is a bad clip (counted, logged, recorded in the checkpoint) and the run takes the
+    same steps as one where clip 3 is an ordinary bad clip."""
+    from vaura.train.data import GlobalBatchSampler
+
+    cfg = tiny_cfg("max_steps=6", "data.num_workers=2")  # 5 clips, batch 2: 2 batches per epoch, 3 epochs
+    with caplog.at_level("WARNING", logger="vaura.train.loop"):
+        tr = _run(cfg, tmp_path / "k", KillerWindows(5, {3}))
+    drawn = sum(3 in sum(GlobalBatchSampler(5, 2, True, seed=cfg.seed, epoch=e), []) for e in range(3))
+    assert drawn >= 1 and tr.step == 6 and tr.bad_clips == drawn
+    assert "killed by signal" in caplog.text and "clip c3 is a bad clip" in caplog.text
+    plain = _run(tiny_cfg("max_steps=6"), tmp_path / "p", WithBadClips(5, {3}))
+    assert [h["loss"] for h in tr.history] == [h["loss"] for h in plain.history]
+    assert [h["samples"] for h in tr.history] == [h["samples"] for h in plain.history]
+    rows = list(csv.DictReader(open(tmp_path / "k" / "metrics.csv")))
+    assert int(rows[-1]["bad_clips"]) == drawn
+    crashed = load_checkpoint(tmp_path / "k" / "last.pt")["training"]["crashed_clips"]
+    assert [i for i, _ in crashed] == [3] and "killed by signal" in crashed[0][1]
+
+
+def test_decode_workers_dying_every_time_end_the_run(tmp_path):
+    """Workers that die on every clip (e.g. each one OOM-killed): a `DataError` after data.max_worker_deaths deaths
+    in a row, instead of restarting for ever."""
+    from vaura.train.data import DataError
+
+    cfg = tiny_cfg("max_steps=2", "data.num_workers=2", "data.max_worker_deaths=2")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), KillerWindows(6, set(range(6))))
+    with pytest.raises(DataError, match="died 2 times in a row.*max_worker_deaths=2"):
+        tr.fit()
+    assert tr.step == 0

@@ -69,12 +69,17 @@ class DataConfig(FrozenConfig):
     flip_prob: float = 0.5                 # training only
     start_margin: float = 0.01             # random starts stay this far from the clip end (the release's EPS)
     start_grid: float = 0.64               # cached mode: window starts are multiples of this (16 frames)
+    # a decode worker killed by a signal (segfault, OOM killer): the clip it was loading is a bad clip for the rest
+    # of the run and the loader restarts; this many deaths in a row (no batch arriving in between) end the run
+    max_worker_deaths: int = 5
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError(f"data: batch_size >= 1 and num_workers >= 0 needed, got {self.batch_size}, "
                               f"{self.num_workers}")
+        if self.max_worker_deaths < 1:
+            raise ConfigError(f"data.max_worker_deaths must be >= 1, got {self.max_worker_deaths}")
         if self.start_grid <= 0:
             raise ConfigError(f"data.start_grid must be > 0, got {self.start_grid}")
 
