@@ -468,3 +468,35 @@ def test_decode_workers_dying_every_time_end_the_run(tmp_path):
     with pytest.raises(DataError, match="died 2 times in a row.*max_worker_deaths=2"):
         tr.fit()
     assert tr.step == 0
+
+
+class SpikyWindows(PatternWindows):
+    """Every `every`-th batch (of 2 items, loaded in order in the main process) has NaN visual features."""
+
+    def __init__(self, n: int, every: int) -> None:
+        super().__init__(n)
+        self.every, self.calls = every, 0
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        if (self.calls // 2) % self.every == 0:
+            item["visual"] = torch.full_like(item["visual"], float("nan"))
+        self.calls += 1
+        return item
+
+
+def test_max_nonfinite_counts_skipped_steps_in_a_row_and_a_fraction_of_all(tmp_path):
+    """Scattered non-finite steps no longer add up to max_nonfinite (it stopped a long run after 20 rare spikes
+    over any number of steps): it limits skipped steps in a row; max_nonfinite_fraction limits their share of all
+    steps tried, from more than max_nonfinite skips on."""
+    cfg = tiny_cfg("max_steps=6", "max_nonfinite=2", "max_nonfinite_fraction=0.5")
+    tr = Trainer(cfg, tmp_path / "a", make_model(cfg), SpikyWindows(8, every=3), record_history=True)
+    tr.fit()  # batches 0, 3, 6 skipped: 3 skips, never 2 in a row, a third of the 9 steps tried
+    assert tr.step == 6 and tr.nonfinite == 3 and [h["skipped"] for h in tr.history].count(True) == 3
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["training"]["counters"]["nonfinite"] == 3
+    cfg = cfg.replace(max_nonfinite_fraction=0.2)
+    tr = Trainer(cfg, tmp_path / "b", make_model(cfg), SpikyWindows(8, every=3))
+    with pytest.raises(NonFiniteLossError, match="3 of 7 steps.*max_nonfinite_fraction=0.2"):
+        tr.fit()
+    with pytest.raises(ConfigError, match="max_nonfinite_fraction"):
+        tiny_cfg("max_nonfinite_fraction=0")

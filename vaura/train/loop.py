@@ -50,7 +50,7 @@ CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
 RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_every", "keep_best",
-                     "max_nonfinite", "data.num_workers", "data.max_worker_deaths",
+                     "max_nonfinite", "max_nonfinite_fraction", "data.num_workers", "data.max_worker_deaths",
                      # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
                      "encoder_checkpoint", "codec_checkpoint"}
 
@@ -147,6 +147,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.step = self.epoch = self.batch_in_epoch = 0
         self.nonfinite = self.scaler_skips = self.bad_clips = 0
+        self.nonfinite_in_a_row = 0  # skipped steps since the last step taken (`max_nonfinite`)
         # training-set indices whose decode worker was killed (segfault, OOM): bad clips for the rest of the run
         self.crashed: dict[int, str] = {}
         self._val_crashed: dict[int, str] = {}
@@ -328,17 +329,26 @@ class Trainer:
         bad_grad = not math.isfinite(record["grad_norm"]) and not self.scaler.is_enabled()
         if not math.isfinite(record["loss"]) or bad_grad:
             self.nonfinite += 1
+            self.nonfinite_in_a_row += 1
             self.opt.zero_grad(set_to_none=True)
             self.scaler.update()
             record["skipped"] = True
-            log.warning("step %d: non-finite %s (loss %s, grad norm %s); skipped (%d of at most %d)",
-                        self.step + 1, "loss" if not math.isfinite(record["loss"]) else "gradient",
-                        record["loss"], record["grad_norm"], self.nonfinite, self.cfg.max_nonfinite)
-            if self.nonfinite > self.cfg.max_nonfinite:
+            tried = self.step + self.nonfinite  # steps taken + skipped
+            log.warning("step %d: non-finite %s (loss %s, grad norm %s); skipped (%d in a row, at most %d; %d of %d "
+                        "steps so far)", self.step + 1, "loss" if not math.isfinite(record["loss"]) else "gradient",
+                        record["loss"], record["grad_norm"], self.nonfinite_in_a_row, self.cfg.max_nonfinite,
+                        self.nonfinite, tried)
+            hint = (f"lower optim.lr, use precision=bf16/fp32, or check the data. The last good checkpoint is "
+                    f"{self.out / 'last.pt'}")
+            if self.nonfinite_in_a_row > self.cfg.max_nonfinite:
                 raise NonFiniteLossError(
-                    f"stopping: {self.nonfinite} steps had a non-finite loss or gradient (limit max_nonfinite="
-                    f"{self.cfg.max_nonfinite}); lower optim.lr, use precision=bf16/fp32, or check the data. "
-                    f"The last good checkpoint is {self.out / 'last.pt'}")
+                    f"stopping: {self.nonfinite_in_a_row} steps in a row had a non-finite loss or gradient (limit "
+                    f"max_nonfinite={self.cfg.max_nonfinite}); {hint}")
+            if self.nonfinite > self.cfg.max_nonfinite and \
+                    self.nonfinite > self.cfg.max_nonfinite_fraction * tried:
+                raise NonFiniteLossError(
+                    f"stopping: {self.nonfinite} of {tried} steps had a non-finite loss or gradient, more than "
+                    f"max_nonfinite_fraction={self.cfg.max_nonfinite_fraction}; {hint}")
             return record
         if self.cfg.optim.grad_clip_value > 0:
             torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
@@ -349,6 +359,7 @@ class Trainer:
             self.scaler_skips += 1  # fp16 overflow: the scaler skipped the update and lowered its scale
         self.sched.step()
         self.step += 1
+        self.nonfinite_in_a_row = 0
         return record
 
     # -- validation ----------------------------------------------------------------------------------------------
@@ -467,7 +478,7 @@ class Trainer:
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "world_size": self.info.world, "positions": positions, "rng": rng, "best": self.best,
                 "counters": {"nonfinite": self.nonfinite, "scaler_skips": self.scaler_skips,
-                             "bad_clips": self.bad_clips},
+                             "bad_clips": self.bad_clips, "nonfinite_in_a_row": self.nonfinite_in_a_row},
                 # every rank's clips that killed a decode worker (a resume treats them as bad clips on every rank)
                 "crashed_clips": [[i, r] for i, r in sorted((self.crashed if crashed is None else crashed).items())],
             },
@@ -510,6 +521,7 @@ class Trainer:
         self.best = [tuple(b) for b in ck["best"]]
         c = ck["counters"]
         self.nonfinite, self.scaler_skips, self.bad_clips = c["nonfinite"], c["scaler_skips"], c["bad_clips"]
+        self.nonfinite_in_a_row = c.get("nonfinite_in_a_row", 0)
         self.crashed = {int(i): str(r) for i, r in ck.get("crashed_clips", [])}
         _set_rng_state(ck["rng"][self.info.rank], self.device)
         self._iter = None
