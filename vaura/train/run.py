@@ -52,11 +52,15 @@ def input_metadata(frozen: FrozenModels, data: str, val_data: str | None, train_
 
 def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str | None = None,
                 fixed_starts: str | None = None, grid: bool | None = None, shard_size: int = 256,
-                feature_dtype: str = "float16",
-                device: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                feature_dtype: str = "float16", device: str | None = None,
+                progress: Callable[[int, int], None] | None = None, part: tuple[int, int] = (0, 1)
+                ) -> dict[str, Any]:
     """`vaura extract`: cache the windows of the clips `spec` names. `split` (default: the spec's own, else
-    train) must agree with a split the spec names. ``grid`` defaults to ``split == "train"``."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    train) must agree with a split the spec names. ``grid`` defaults to ``split == "train"``. ``part=(i, n)``:
+    only the cache shards ``s % n == i`` (`vaura.train.cache`; ``--shard``)."""
+    from visualsound.utils.shard import rank_device
+
+    dev = torch.device(rank_device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     source = DataSource.parse(spec, **({"split": split} if split else {}))
     if split and source.split != split:  # the spec's own split=... wins in `parse`: never drop --split silently
         raise DataError(f"--split {split} contradicts the data spec's split={source.split} ({spec})")
@@ -66,7 +70,7 @@ def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: s
     frozen, _ = load_frozen_models(cfg, dev)
     use_grid = source.is_train if grid is None else grid
     return extract(clips, out, frozen, cfg.data, grid=use_grid, source=source.to_dict(), shard_size=shard_size,
-                   num_workers=cfg.data.num_workers, feature_dtype=feature_dtype, progress=progress)
+                   num_workers=cfg.data.num_workers, feature_dtype=feature_dtype, progress=progress, part=part)
 
 
 def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_data: str | None = None,
