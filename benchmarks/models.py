@@ -261,14 +261,15 @@ class VAuraModel:
             weights_id = "debug"
         else:
             from benchmarks.cache import weights_checksum
-            from vaura.checkpoint import is_own_checkpoint, own_checkpoint_metadata
+            from vaura.checkpoint import read_own_checkpoint
 
             self.checkpoint_path, self.checkpoint_sha = weights_checksum("vaura_release", checkpoint, False)
-            own = self.own = checkpoint is not None and is_own_checkpoint(checkpoint)
+            header = read_own_checkpoint(checkpoint) if checkpoint is not None else None  # tensors left unread
+            own = self.own = header is not None
             if debug_weights and not own:
                 raise ModelError(f"--debug-weights cannot be combined with the released V-AURA checkpoint "
                                  f"{checkpoint}: give one of our own checkpoints (e.g. runs/NAME/last.pt) or none")
-            if own and own_checkpoint_metadata(checkpoint).get("debug_weights", False):
+            if own and (header.get("metadata") or {}).get("debug_weights", False):
                 self.debug_weights = True  # load_pipeline pairs it with the debug encoder and codec
             weights_id = ("debug-" if self.debug_weights else "") + self.checkpoint_sha[:12]
         recipe = sorted(vars(self.params).items()) + [("generation", self.GENERATION_VERSION)]

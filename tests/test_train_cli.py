@@ -36,7 +36,7 @@ def test_extract_train_resume_generate(tmp_path):
     out = _ok(["extract", "--data", csv_path, "--out", str(tmp_path / "c_train"), *common])
     summary = _summary(out)
     assert summary == {"num_clips": 3, "windows": 6, "bad_clips": 0, "starts": "grid", "start_grid": 0.64,
-                       "debug_weights": True, "out": str(tmp_path / "c_train")}
+                       "debug_weights": True, "out": str(tmp_path / "c_train"), "complete": True}
     starts = tmp_path / "starts.csv"
     val_clip = next(r[0] for r in csv.reader(open(csv_path)) if r[3] == "test")
     starts.write_text(f"file,start_sec\n{val_clip}_000000,0.5\n")
@@ -99,3 +99,19 @@ def test_train_stopped_by_a_signal_exits_as_that_signal_would(tmp_path, monkeypa
     res = CliRunner().invoke(main, ["train", "--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
     assert res.exit_code == 143, res.output
     assert _summary(res.stdout)["stopped_by"] == "SIGTERM" and "--resume" in res.stderr
+
+
+def test_extract_shard_parts_share_one_cache(tmp_path):
+    """`vaura extract --shard i/n`: each part says what is still missing; the last one prints the complete cache."""
+    from visualsound.synth import SynthConfig, synthesize
+
+    synthesize(tmp_path / "syn", SynthConfig(count=3, duration=2.8, width=32, height=32, sample_rate=16000,
+                                             mismatched_fraction=0.0, test_fraction=0.0, max_events=1))
+    common = ["--data", str(tmp_path / "syn" / "video"), "--out", str(tmp_path / "cache"), "--config", "tiny",
+              "--debug-weights", "--shard-size", "1", "--device", "cpu", "--workers", "0"]
+    part = _summary(_ok(["extract", *common, "--shard", "1/2"]))
+    assert part["complete"] is False and part["shard"] == "1/2" and part["missing_shards"] == 2
+    done = _summary(_ok(["extract", *common, "--shard", "0/2"]))
+    assert done["complete"] is True and done["num_clips"] == 3 and done["windows"] >= 3
+    res = CliRunner().invoke(main, ["extract", *common, "--shard", "2/2"])
+    assert res.exit_code != 0 and "0 <= i < n" in res.output

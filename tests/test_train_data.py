@@ -354,3 +354,40 @@ def test_resume_compares_what_the_cache_holds_not_its_path(clips_dir, tmp_path):
             shard_size=2, feature_dtype="float32")
     with pytest.raises(ConfigError, match="holds other clips or windows"):
         trainer(str(tmp_path / "cache"), 2).resume(tmp_path / "run" / "last.pt")
+
+
+def test_extract_in_two_parts_fills_one_cache(clips_dir, tmp_path):
+    """`vaura extract --shard i/n`: part i writes the cache shards s with s % n == i into the one cache; the part
+    that ends with every shard present marks it complete, and the cache equals an extraction in one job (no merge
+    step). Each part resumes on its own shards only."""
+    import shutil
+
+    clips = DataSource.parse(str(clips_dir / "video")).clips()
+    models = _cheap_models()
+    whole = extract(clips, tmp_path / "whole", models, CFG, grid=True, shard_size=2, feature_dtype="float32")
+    out = tmp_path / "parts"
+    first = extract(clips, out, models, CFG, grid=True, shard_size=2, feature_dtype="float32", part=(1, 2))
+    assert not first["complete"] and first["missing_shards"] == [0, 2]
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["000001"]
+    with pytest.raises(CacheError, match="not finished.*--shard"):
+        CachedWindows(out, CFG, train=True)
+    done = extract(clips, out, models, CFG, grid=True, shard_size=2, feature_dtype="float32", part=(0, 2))
+    assert done["complete"] and "missing_shards" not in done
+    keys = ("num_clips", "windows", "bad_clips", "shards", "clips_sha256")
+    assert {k: done[k] for k in keys} == {k: whole[k] for k in keys}
+    for s in ("000000", "000001", "000002"):
+        for f in ("codes.npy", "visual.npy", "windows.json"):
+            assert (out / "shards" / s / f).read_bytes() == (tmp_path / "whole" / "shards" / s / f).read_bytes()
+    ds = CachedWindows(out, CFG, train=True, encoder_id=models.encoder_id, codec_id=models.codec_id)
+    assert len(ds) == 3
+    # resume per part: part 1 has nothing to redo for a deleted shard of part 0 (the cache is incomplete again);
+    # part 0 rewrites only that one
+    mtime = (out / "shards" / "000000" / "codes.npy").stat().st_mtime_ns
+    shutil.rmtree(out / "shards" / "000002")
+    again = extract(clips, out, models, CFG, grid=True, shard_size=2, feature_dtype="float32", part=(1, 2))
+    assert again["missing_shards"] == [2] and not json.loads((out / "manifest.json").read_text())["complete"]
+    again = extract(clips, out, models, CFG, grid=True, shard_size=2, feature_dtype="float32", part=(0, 2))
+    assert again["complete"] and again["windows"] == whole["windows"]
+    assert (out / "shards" / "000000" / "codes.npy").stat().st_mtime_ns == mtime
+    with pytest.raises(CacheError, match="part 2/2"):
+        extract(clips, out, models, CFG, grid=True, shard_size=2, part=(2, 2))

@@ -416,3 +416,89 @@ def test_tensorboard_hides_what_a_killed_run_logged_past_its_checkpoint(tmp_path
     acc = EventAccumulator(str(tmp_path / "r" / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
+class KillerWindows(WithBadClips):
+    """`PatternWindows` whose clips in `kill` kill the DataLoader worker loading them (a decoder segfault, the OOM
+    killer); loaded in the main process they are plain bad clips."""
+
+    def __init__(self, n: int, kill: set[int]) -> None:
+        super().__init__(n, set())
+        self.kill = kill
+        self.clip_ids = [f"c{i}" for i in range(n)]  # as `CachedWindows` names its clips
+
+    def __getitem__(self, i: int) -> dict:
+        if i in self.kill:
+            import signal
+
+            if torch.utils.data.get_worker_info() is not None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"index": i, "clip_id": f"c{i}", "bad": "broken"}
+        return super().__getitem__(i)
+
+
+def test_a_decode_worker_killed_by_a_signal_costs_only_its_clip(tmp_path, caplog):
+    """A worker killed while loading clip 3 used to end the run ("DataLoader worker ... is killed by signal"). Now
+    the loader restarts, clip 3 is a bad clip (counted, logged, recorded in the checkpoint) and the run takes the
+    same steps as one where clip 3 is an ordinary bad clip."""
+    from vaura.train.data import GlobalBatchSampler
+
+    cfg = tiny_cfg("max_steps=6", "data.num_workers=2")  # 5 clips, batch 2: 2 batches per epoch, 3 epochs
+    with caplog.at_level("WARNING", logger="vaura.train.loop"):
+        tr = _run(cfg, tmp_path / "k", KillerWindows(5, {3}))
+    drawn = sum(3 in sum(GlobalBatchSampler(5, 2, True, seed=cfg.seed, epoch=e), []) for e in range(3))
+    assert drawn >= 1 and tr.step == 6 and tr.bad_clips == drawn
+    # torch says "is killed by signal: Killed." or, when its status check finds the worker first, "exited
+    # unexpectedly"
+    assert "DataLoader worker (pid" in caplog.text and "clip c3 is a bad clip" in caplog.text
+    plain = _run(tiny_cfg("max_steps=6"), tmp_path / "p", WithBadClips(5, {3}))
+    assert [h["loss"] for h in tr.history] == [h["loss"] for h in plain.history]
+    assert [h["samples"] for h in tr.history] == [h["samples"] for h in plain.history]
+    rows = list(csv.DictReader(open(tmp_path / "k" / "metrics.csv")))
+    assert int(rows[-1]["bad_clips"]) == drawn
+    crashed = load_checkpoint(tmp_path / "k" / "last.pt")["training"]["crashed_clips"]
+    assert [i for i, _ in crashed] == [3] and "decode worker died: DataLoader worker" in crashed[0][1]
+
+
+def test_decode_workers_dying_every_time_end_the_run(tmp_path):
+    """Workers that die on every clip (e.g. each one OOM-killed): a `DataError` after data.max_worker_deaths deaths
+    in a row, instead of restarting for ever."""
+    from vaura.train.data import DataError
+
+    cfg = tiny_cfg("max_steps=2", "data.num_workers=2", "data.max_worker_deaths=2")
+    tr = Trainer(cfg, tmp_path / "r", make_model(cfg), KillerWindows(6, set(range(6))))
+    with pytest.raises(DataError, match="died 2 times in a row.*max_worker_deaths=2"):
+        tr.fit()
+    assert tr.step == 0
+
+
+class SpikyWindows(PatternWindows):
+    """Every `every`-th batch (of 2 items, loaded in order in the main process) has NaN visual features."""
+
+    def __init__(self, n: int, every: int) -> None:
+        super().__init__(n)
+        self.every, self.calls = every, 0
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        if (self.calls // 2) % self.every == 0:
+            item["visual"] = torch.full_like(item["visual"], float("nan"))
+        self.calls += 1
+        return item
+
+
+def test_max_nonfinite_counts_skipped_steps_in_a_row_and_a_fraction_of_all(tmp_path):
+    """Scattered non-finite steps no longer add up to max_nonfinite (it stopped a long run after 20 rare spikes
+    over any number of steps): it limits skipped steps in a row; max_nonfinite_fraction limits their share of all
+    steps tried, from more than max_nonfinite skips on."""
+    cfg = tiny_cfg("max_steps=6", "max_nonfinite=2", "max_nonfinite_fraction=0.5")
+    tr = Trainer(cfg, tmp_path / "a", make_model(cfg), SpikyWindows(8, every=3), record_history=True)
+    tr.fit()  # batches 0, 3, 6 skipped: 3 skips, never 2 in a row, a third of the 9 steps tried
+    assert tr.step == 6 and tr.nonfinite == 3 and [h["skipped"] for h in tr.history].count(True) == 3
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["training"]["counters"]["nonfinite"] == 3
+    cfg = cfg.replace(max_nonfinite_fraction=0.2)
+    tr = Trainer(cfg, tmp_path / "b", make_model(cfg), SpikyWindows(8, every=3))
+    with pytest.raises(NonFiniteLossError, match="3 of 7 steps.*max_nonfinite_fraction=0.2"):
+        tr.fit()
+    with pytest.raises(ConfigError, match="max_nonfinite_fraction"):
+        tiny_cfg("max_nonfinite_fraction=0")

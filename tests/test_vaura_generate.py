@@ -325,3 +325,34 @@ def test_encoder_and_codec_checkpoints_are_never_ignored(tmp_path):
     for loader in (load_codec, load_visual_encoder, load_sync_model):
         with pytest.raises(ConfigError, match="not both"):
             loader(enc, debug_weights=True)
+
+
+def test_generation_reads_a_training_checkpoint_once(tmp_path, monkeypatch):
+    """`vaura generate --checkpoint runs/X/last.pt` read the file twice (a format check, then the model: at paper
+    size with the optimiser state, gigabytes twice). One `torch.load` now (tensors mapped, so the training state is
+    never read); `vbench evaluate`'s model setup reads only its header, once."""
+    from benchmarks.models import VAuraModel
+    from vaura.checkpoint import save_checkpoint
+    from vaura.config import VAuraConfig
+    from vaura.model import build_model
+
+    model = build_model(VAuraConfig.preset("tiny"), debug_weights=True, seed=5)
+    path = save_checkpoint(tmp_path / "last.pt", model, {"debug_weights": True, "step": 3})
+    blob = torch.load(path, weights_only=True)
+    blob["training"] = {"optimizer": {"exp_avg": [torch.zeros_like(v) for v in blob["state_dict"].values()]}}
+    torch.save(blob, path)
+    loads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads.append((str(f), kwargs.get("mmap")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    pipe = load_pipeline(path)
+    assert [f for f, _ in loads] == [str(path)] and loads[0][1] is True
+    assert pipe.debug_weights and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                        pipe.transformer.state_dict().values()))
+    loads.clear()
+    VAuraModel(checkpoint=str(path), out_dir=tmp_path / "gen")
+    assert [f for f, _ in loads] == [str(path)]

@@ -199,34 +199,45 @@ def save_checkpoint(path: str | os.PathLike, model: Transformer, metadata: Mappi
     return path
 
 
-def is_own_checkpoint(path: str | os.PathLike) -> bool:
-    """True for a file written by `save_checkpoint` (reads the file)."""
+def read_own_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """One read of a `save_checkpoint` file (or a `vaura train` checkpoint, which adds ``training``): its blob,
+    tensors memory-mapped (only those used are read from disk: a training checkpoint's optimiser state never is);
+    None for a folder, a released ``.ckpt`` or a file of another format."""
     p = Path(path)
     if not p.is_file() or p.suffix == ".ckpt":
-        return False
-    blob = safe_torch_load(p)
-    return isinstance(blob, dict) and blob.get("format") == FORMAT
+        return None
+    blob = safe_torch_load(p, mmap=True)
+    return blob if isinstance(blob, dict) and blob.get("format") == FORMAT else None
+
+
+def is_own_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a file written by `save_checkpoint` (reads its header; tensors are mapped, not read)."""
+    return read_own_checkpoint(path) is not None
 
 
 def own_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``metadata`` dict of a `save_checkpoint` file (reads the file); `CheckpointError` for any other file."""
-    blob = safe_torch_load(path)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+    """The ``metadata`` dict of a `save_checkpoint` file (reads its header); `CheckpointError` for any other
+    file."""
+    blob = read_own_checkpoint(path)
+    if blob is None:
         raise CheckpointError(f"{path} is not a V-AURA checkpoint written by this toolkit (format {FORMAT!r})")
     return dict(blob.get("metadata") or {})
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu"
-                    ) -> tuple[Transformer, dict[str, Any]]:
-    """Read a `save_checkpoint` file: ``(model in eval mode, metadata)``."""
-    blob = safe_torch_load(path)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    blob: Mapping[str, Any] | None = None) -> tuple[Transformer, dict[str, Any]]:
+    """Read a `save_checkpoint` file: ``(model in eval mode, metadata)``; `blob`: what `read_own_checkpoint`
+    already read from `path` (the file is then not read again)."""
+    if blob is None:
+        blob = safe_torch_load(path)
+    if not isinstance(blob, Mapping) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a V-AURA checkpoint written by this toolkit (format {FORMAT!r})")
     if blob.get("version") != VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint version {blob.get('version')!r} (expected {VERSION})")
     cfg = VAuraConfig.from_dict(blob["config"])
     with torch.device("meta"):
         model = Transformer(cfg)
-    load_transformer_state(model, blob["state_dict"])
+    # own memory for every tensor: mapped ones (`read_own_checkpoint`) would stay backed by the file
+    load_transformer_state(model, {k: v.clone() for k, v in blob["state_dict"].items()})
     model.reset_rope()
     return model.to(device).eval(), dict(blob.get("metadata") or {})

@@ -180,11 +180,12 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
     `visual_checkpoint` / `codec_checkpoint` without one of our own checkpoints, or with one trained on debug
     weights, raise `ConfigError` (they would be ignored).
     """
-    from vaura.checkpoint import is_own_checkpoint, load_checkpoint, read_release
+    from vaura.checkpoint import load_checkpoint, read_own_checkpoint, read_release
     from vaura.codec import load_codec
     from vaura.synchformer import load_visual_encoder
 
-    own = checkpoint is not None and is_own_checkpoint(checkpoint)
+    blob = read_own_checkpoint(checkpoint) if checkpoint is not None else None  # the one read of the file
+    own = blob is not None
     if not own and (visual_checkpoint is not None or codec_checkpoint is not None):
         raise ConfigError("a visual encoder / codec checkpoint goes with one of our own V-AURA checkpoints only: "
                           "the released checkpoint carries both, the debug model uses random ones")
@@ -192,7 +193,8 @@ def load_pipeline(checkpoint: str | os.PathLike | None = None, debug_weights: bo
         log.warning("V-AURA with DEBUG WEIGHTS (seeded random tiny models)")
         return random_pipeline("tiny", device, seed)
     if own:
-        transformer, meta = load_checkpoint(checkpoint, device)
+        transformer, meta = load_checkpoint(checkpoint, device, blob=blob)
+        del blob  # a training checkpoint's optimiser state stays unread
         trained_on_debug = debug_weights or bool(meta.get("debug_weights", False))
         if trained_on_debug and (visual_checkpoint is not None or codec_checkpoint is not None):
             raise ConfigError(f"{checkpoint} runs with the debug visual encoder and codec (debug weights); a visual "

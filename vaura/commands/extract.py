@@ -27,6 +27,11 @@ from visualsound.utils.cli import threads_option, weights_options
                   "dac_44khz": ("--codec-checkpoint", "DAC 44 kHz weights")})
 @click.option("--debug-weights", is_flag=True, help="Seeded random tiny encoder and codec.")
 @click.option("--shard-size", type=int, default=256, show_default=True, help="Clips per shard.")
+@click.option("--shard", "shard_spec", default=None,
+              help="Extract part i of n: 'i/n' (e.g. one job of n on other machines, all with the same --out and "
+                   "arguments), or 'auto' for the SLURM job array task; under torchrun each rank takes its part of "
+                   "that. Part i writes the cache shards s (of --shard-size clips of the planned clip list) with "
+                   "s mod n = i into OUT; the job finishing the last one marks the cache complete (no merge step).")
 @click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--workers", type=int, default=None,
               help="Decoding workers (default: data.num_workers, capped at the available cores).")
@@ -34,14 +39,16 @@ from visualsound.utils.cli import threads_option, weights_options
 @threads_option
 def extract(data: str, out: str, split: str | None, fixed_starts: str | None, grid: bool | None, config: str,
             overrides: tuple[str, ...], weights: dict[str, str | None], debug_weights: bool,
-            shard_size: int, feature_dtype: str, workers: int | None, device: str | None,
+            shard_size: int, shard_spec: str | None, feature_dtype: str, workers: int | None, device: str | None,
             threads: int | None) -> None:
     """Cache codes (uint16) and visual features of the clips in DATA under OUT, with a manifest."""
     from tqdm import tqdm
 
     from vaura.train.config import TrainConfig
     from vaura.train.run import run_extract
+    from visualsound.utils.shard import resolve_shard
 
+    shard = resolve_shard(shard_spec)
     cfg = TrainConfig.resolve(config).with_overrides(list(overrides))
     changes = {"encoder_checkpoint": weights["avclip_vggsound"] or cfg.encoder_checkpoint,
                "codec_checkpoint": weights["dac_44khz"] or cfg.codec_checkpoint,
@@ -61,11 +68,18 @@ def extract(data: str, out: str, split: str | None, fixed_starts: str | None, gr
         bar.update(done - bar.n)
 
     manifest = run_extract(cfg, data, out, split=split, fixed_starts=fixed_starts, grid=grid, shard_size=shard_size,
-                           feature_dtype=feature_dtype, device=device, progress=progress)
+                           feature_dtype=feature_dtype, device=device, progress=progress, part=shard.pair)
     bar.close()
-    summary = {k: manifest[k] for k in ("num_clips", "windows", "bad_clips", "starts", "start_grid",
-                                        "debug_weights")}
-    summary["out"] = out
-    click.echo(json.dumps(summary))
+    if not manifest["complete"]:  # this part is done, others are not
+        summary = {k: manifest[k] for k in ("num_clips", "starts", "start_grid", "debug_weights")}
+        summary.update(out=out, shard=str(shard), complete=False, missing_shards=len(manifest["missing_shards"]))
+        click.echo(json.dumps(summary))
+        click.echo(f"part {shard} ({shard.source}) is done; {len(manifest['missing_shards'])} cache shards of other "
+                   f"parts are still missing: the cache is complete once they are written", err=True)
+    else:
+        summary = {k: manifest[k] for k in ("num_clips", "windows", "bad_clips", "starts", "start_grid",
+                                            "debug_weights")}
+        summary.update(out=out, complete=True, **({"shard": str(shard)} if shard.sharded else {}))
+        click.echo(json.dumps(summary))
     if manifest["debug_weights"]:
         click.echo("DEBUG WEIGHTS: features and codes come from random models", err=True)

@@ -16,6 +16,13 @@ a cache cannot hold every start, so a training cache holds the windows starting 
 cropped without flips (the random crop and flip of on-the-fly training are not reproduced). Evaluation caches
 (``"starts": "fixed"``) hold exactly the one window per clip at its fixed start, so validation is exact.
 
+Extraction splits over jobs (``vaura extract --shard i/n``, ``auto`` for a SLURM array, torchrun ranks): job
+``i`` of ``n`` extracts the cache shards ``s`` with ``s % n == i`` (shard ``s`` holds clips ``s * shard_size`` ..
+of the planned clip list, ``clips.txt``, which every job plans alike from the same data). Each shard directory is
+written by one job, atomically, into the one cache directory: there is nothing to merge. Every job writes the same
+manifest; the job that finds every shard present when it ends marks the cache complete (`finalize`), so training
+reads the union of all parts once the last one finishes (or after any rerun, sharded or not, that finds them all).
+
 Extraction is resumable: finished shards are kept, the manifest of a rerun must equal the stored one (same
 encoder, codec, grid and clip list), temp directories of shard writes a killed run left are removed, and bad
 clips (any exception while decoding one, or its decoding worker dying: `visualsound.utils.loader`) are recorded
@@ -185,7 +192,7 @@ def remove_stale_shard_temps(shards: Path, max_age: float = STALE_TEMP_SECONDS) 
 def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenModels, cfg: DataConfig, *,
             grid: bool, source: dict[str, Any] | None = None, shard_size: int = 256, window_batch: int = 16,
             num_workers: int = 0, feature_dtype: str = "float16", max_worker_crashes: int = 50,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[int, int], None] | None = None, part: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Precompute codes and visual features of every window of `clips` into the cache directory `out`.
 
     ``grid=True`` (training) stores every ``start_grid`` multiple; ``grid=False`` (evaluation) the clip's fixed
@@ -193,8 +200,13 @@ def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenMode
     A clip that cannot be used (any exception while decoding it, or its decoding worker dying) is recorded in its
     shard with the reason; past `max_worker_crashes` dead workers the job stops (`LoaderCrashError`).
     ``progress(done, total)`` counts every clip handled, bad ones included.
-    Returns the final manifest (with ``windows``, ``bad`` counts and ``complete: true``).
+    ``part=(i, n)``: extract only the cache shards ``s % n == i`` (the module docstring).
+    Returns the final manifest (with ``windows``, ``bad`` counts and ``complete: true``), or, when shards of other
+    parts are still missing, the manifest with ``complete: false`` and ``missing_shards`` (their indices).
     """
+    i_part, n_parts = part
+    if n_parts < 1 or not 0 <= i_part < n_parts:
+        raise CacheError(f"part {i_part}/{n_parts}: need 0 <= i < n")
     from visualsound.utils.loader import tolerant_batches
 
     if feature_dtype not in ("float16", "float32"):
@@ -216,8 +228,10 @@ def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenMode
     (out / "shards").mkdir(exist_ok=True)
     remove_stale_shard_temps(out / "shards")
     n_shards = math.ceil(len(clips) / shard_size)
-    todo = [s for s in range(n_shards) if not (out / "shards" / f"{s:06d}").is_dir()]
-    log.info("%d of %d shards to extract", len(todo), n_shards)
+    mine = [s for s in range(n_shards) if s % n_parts == i_part]
+    todo = [s for s in mine if not (out / "shards" / f"{s:06d}").is_dir()]
+    log.info("%d of %d shards to extract%s", len(todo), len(mine),
+             f" (part {i_part}/{n_parts} of {n_shards} shards)" if n_parts > 1 else "")
     pending = [i for s in todo for i in range(s * shard_size, min((s + 1) * shard_size, len(clips)))]
     records = [{"index": i, "clip_id": clips[i].clip_id, "path": clips[i].path, "start": clips[i].start}
                for i in pending]
@@ -248,7 +262,24 @@ def extract(clips: Sequence[ClipRef], out: str | os.PathLike, models: FrozenMode
                 _write_shard(out / "shards" / f"{s:06d}", [c for r in got for c in r.get("codes", [])],
                              [f for r in got for f in r.get("feats", [])], [x for r in got for x in r.get("rows", [])],
                              [r["bad"] for r in got if "bad" in r], feature_dtype)
+    missing = missing_shards(out)
+    if n_parts > 1 and missing:
+        log.info("part %d/%d of %s is done; %d shards of other parts are missing (the part that writes the last "
+                 "one marks the cache complete)", i_part, n_parts, out, len(missing))
+        manifest = json.loads(mpath.read_text())
+        if manifest.get("complete"):  # shards were deleted after it was finished: it is not complete any more
+            manifest["complete"] = False
+            atomic_write_json(mpath, manifest)
+        return {**manifest, "missing_shards": missing}
     return finalize(out)
+
+
+def missing_shards(out: str | os.PathLike) -> list[int]:
+    """The indices of the shards a cache's manifest plans that are not written yet."""
+    out = Path(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    n_shards = math.ceil(manifest["num_clips"] / manifest["shard_size"])
+    return [s for s in range(n_shards) if not (out / "shards" / f"{s:06d}").is_dir()]
 
 
 def _write_shard(path: Path, codes: list[torch.Tensor], feats: list[torch.Tensor], rows: list[dict[str, Any]],
@@ -307,7 +338,8 @@ def check_manifest(manifest: dict[str, Any], cfg: DataConfig, encoder_id: dict[s
         raise CacheError(f"{where}: format {manifest.get('format')!r} v{manifest.get('version')} is not "
                          f"{CACHE_FORMAT!r} v{CACHE_VERSION}; re-extract it")
     if not manifest.get("complete"):
-        raise CacheError(f"{where}: extraction is not finished; rerun `vaura extract` with the same arguments")
+        raise CacheError(f"{where}: extraction is not finished; rerun `vaura extract` with the same arguments (for "
+                         f"an extraction split with --shard i/n: the parts not yet finished)")
     grid = window_grid(cfg)
     diff = {k: (manifest["grid"].get(k), v) for k, v in grid.items() if manifest["grid"].get(k) != v}
     if diff:

@@ -69,12 +69,17 @@ class DataConfig(FrozenConfig):
     flip_prob: float = 0.5                 # training only
     start_margin: float = 0.01             # random starts stay this far from the clip end (the release's EPS)
     start_grid: float = 0.64               # cached mode: window starts are multiples of this (16 frames)
+    # a decode worker killed by a signal (segfault, OOM killer): the clip it was loading is a bad clip for the rest
+    # of the run and the loader restarts; this many deaths in a row (no batch arriving in between) end the run
+    max_worker_deaths: int = 5
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError(f"data: batch_size >= 1 and num_workers >= 0 needed, got {self.batch_size}, "
                               f"{self.num_workers}")
+        if self.max_worker_deaths < 1:
+            raise ConfigError(f"data.max_worker_deaths must be >= 1, got {self.max_worker_deaths}")
         if self.start_grid <= 0:
             raise ConfigError(f"data.start_grid must be > 0, got {self.start_grid}")
 
@@ -107,7 +112,12 @@ class TrainConfig(FrozenConfig):
     ckpt_every: int = 2000                 # last.pt is rewritten every this many steps
     keep_every: int = 0                    # also keep step-XXXXXXXX.pt every this many steps (0 = none)
     keep_best: int = 3                     # best-k checkpoints by validation loss (plus last.pt)
-    max_nonfinite: int = 20                # stop after this many skipped non-finite steps
+    # non-finite guard: a step whose loss (or, without fp16's scaler, gradient) is not finite is skipped. The run
+    # stops after `max_nonfinite` skipped steps IN A ROW (rare scattered spikes over a long run never add up to
+    # it), or when the skipped steps exceed `max_nonfinite_fraction` of all steps tried so far (skipped + taken)
+    # once there are more than `max_nonfinite` of them in total (so a few early skips cannot trip it)
+    max_nonfinite: int = 20
+    max_nonfinite_fraction: float = 0.01
     encoder_checkpoint: str | None = None  # Segment AVCLIP weights (None = the registry's cache path)
     codec_checkpoint: str | None = None    # DAC 44 kHz weights (None = the registry's cache path)
     debug_weights: bool = False            # seeded random tiny encoder/codec instead of pretrained weights
@@ -121,6 +131,9 @@ class TrainConfig(FrozenConfig):
         if self.log_every < 1 or self.ckpt_every < 1 or self.val_every < 0 or self.keep_best < 0 or \
                 self.keep_every < 0:
             raise ConfigError("log_every, ckpt_every >= 1 and val_every, keep_every, keep_best >= 0 needed")
+        if self.max_nonfinite < 0 or not 0.0 < self.max_nonfinite_fraction <= 1.0:
+            raise ConfigError(f"max_nonfinite >= 0 and max_nonfinite_fraction in (0, 1] needed, got "
+                              f"{self.max_nonfinite}, {self.max_nonfinite_fraction}")
         if self.debug_weights and (self.encoder_checkpoint or self.codec_checkpoint):
             raise ConfigError("encoder / codec checkpoints cannot be used with debug weights (the tiny preset sets "
                               "debug_weights=true; add --set debug_weights=false to use real weights)")

@@ -20,6 +20,7 @@ csv does not list, as in the release). Every random draw comes from a generator 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -469,6 +470,38 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
             vals = [it[key] for it in good]
             out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
     return out
+
+
+def clip_name(dataset: torch.utils.data.Dataset, index: int) -> str:
+    """The clip id of item `index` of a `ClipDataset` / `CachedWindows` without loading it (else ``item N``)."""
+    with contextlib.suppress(AttributeError, IndexError):
+        return dataset.clips[index].clip_id  # type: ignore[attr-defined]
+    with contextlib.suppress(AttributeError, IndexError):
+        return dataset.clip_ids[index]  # type: ignore[attr-defined]
+    return f"item {index}"
+
+
+class WorkerTracked(torch.utils.data.Dataset):
+    """`dataset` as the DataLoader workers load it: each worker records the index it is loading
+    (`visualsound.utils.loader.WorkerSlots`, so a dead worker's clip can be named), and the indices in `excluded`
+    (clips that killed a worker) are bad items ``{"index", "clip_id", "bad": reason}`` without being loaded."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, excluded: dict[int, str], workers: int) -> None:
+        from visualsound.utils.loader import WorkerSlots
+
+        self.dataset, self.excluded = dataset, dict(excluded)
+        self.slots = WorkerSlots(workers)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index in self.excluded:
+            return {"index": index, "clip_id": clip_name(self.dataset, index), "bad": self.excluded[index]}
+        self.slots.enter(index)
+        item = self.dataset[index]
+        self.slots.leave()
+        return item
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):

@@ -8,13 +8,23 @@ Launch multi-GPU / multi-node runs with ``torchrun`` (it sets ``RANK``, ``WORLD_
         "$(which vaura)" train ...                                                                # each node
 
 The backend is NCCL on CUDA and gloo on CPU. Without those variables the run is a single process.
+
+A rank that fails (`failure_watch`) posts its error to the process group's store; every other rank polls the
+store and, seeing it, logs the failing rank's error and exits at once (`PEER_FAILED_EXIT`). Without this a peer
+blocked in a collective waits for the process group's timeout (NCCL: ``timeout_s``, 30 min) whenever the failing
+process does not close its connections promptly (NCCL never reports a dead peer; another node's torchrun agent
+does not see the failure; a failing rank stuck in its own teardown).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +85,90 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# the exit status of a rank stopped because another rank failed (the failing rank exits with its own error)
+PEER_FAILED_EXIT = 3
+_FAILURES = "vaura/failures"  # store keys: a counter, and one message per failed rank
+
+
+def _failure_key(rank: int) -> str:
+    return f"vaura/failure/rank{rank}"
+
+
+def _store() -> Any:
+    return dist.distributed_c10d._get_default_store()
+
+
+def post_failure(info: DistInfo, error: BaseException) -> None:
+    """Tell the other ranks (through the process group's store) that this rank failed with `error`."""
+    if not (info.distributed and dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        store = _store()
+        store.set(_failure_key(info.rank), f"{type(error).__name__}: {error}"[:2000])
+        store.add(_FAILURES, 1)
+    except Exception as e:  # the store is gone (its host rank died): the peers find out through it anyway
+        log.debug("rank %d could not post its failure: %s", info.rank, e)
+
+
+def peer_failures(info: DistInfo) -> dict[int, str]:
+    """``{rank: error}`` of the other ranks that posted a failure."""
+    store = _store()
+    if store.add(_FAILURES, 0) == 0:  # one cheap call while nothing failed
+        return {}
+    out = {}
+    for r in range(info.world):
+        if r != info.rank and store.check([_failure_key(r)]):
+            out[r] = store.get(_failure_key(r)).decode(errors="replace")
+    return out
+
+
+def _exit_for_peer(info: DistInfo, failures: dict[int, str]) -> None:
+    """A peer failed: this rank cannot continue (its next collective would wait for the timeout); say why and
+    exit now, from the watcher thread, whatever the main thread is blocked in."""
+    what = "; ".join(f"rank {r} failed: {msg}" for r, msg in sorted(failures.items()))
+    message = f"rank {info.rank}: stopping because {what}"
+    log.error(message)
+    for h in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+    os._exit(PEER_FAILED_EXIT)
+
+
+@contextlib.contextmanager
+def failure_watch(info: DistInfo, poll_s: float = 0.5) -> Iterator[None]:
+    """Fail fast across ranks: while the body runs, a thread polls the store every `poll_s` seconds for a failure
+    posted by another rank and then exits this process (`_exit_for_peer`); an exception leaving the body is
+    posted for the others before it propagates. Single-process runs: a no-op."""
+    if not (info.distributed and dist.is_available() and dist.is_initialized()):
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            try:
+                failures = peer_failures(info)
+            except Exception as e:  # the store went away (its host ended): nothing more to learn from it
+                log.debug("rank %d stops watching for failed peers: %s", info.rank, e)
+                return
+            if failures and not done.is_set():
+                _exit_for_peer(info, failures)
+
+    thread = threading.Thread(target=watch, name="vaura-peer-failure-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException as e:
+        done.set()
+        post_failure(info, e)
+        raise
+    finally:
+        done.set()
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -35,11 +35,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vaura.train.cache import FrozenModels
 from vaura.train.config import TrainConfig
-from vaura.train.data import DataError, GlobalBatchSampler, collate_clips
+from vaura.train.data import DataError, GlobalBatchSampler, WorkerTracked, clip_name, collate_clips
 from vaura.train.ddp import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from visualsound.errors import CheckpointError, ConfigError, ToolkitError
 from visualsound.utils.atomic import atomic_link_or_copy, atomic_open, atomic_torch_save, atomic_write_text
 from visualsound.utils.checkpoint import safe_torch_load
+from visualsound.utils.loader import WORKER_DEATH_GATE, crashed_worker_pids
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ CHECKPOINT_FORMAT = "vaura"
 CHECKPOINT_VERSION = 1
 # config fields a resumed run may change (they do not alter the computation)
 RESUMABLE_CHANGES = {"max_steps", "log_every", "val_every", "val_batches", "ckpt_every", "keep_every", "keep_best",
-                     "max_nonfinite", "data.num_workers",
+                     "max_nonfinite", "max_nonfinite_fraction", "data.num_workers", "data.max_worker_deaths",
                      # weights staged at another path: their checksums are compared instead (`_inputs_diff`)
                      "encoder_checkpoint", "codec_checkpoint"}
 
@@ -146,6 +147,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.step = self.epoch = self.batch_in_epoch = 0
         self.nonfinite = self.scaler_skips = self.bad_clips = 0
+        self.nonfinite_in_a_row = 0  # skipped steps since the last step taken (`max_nonfinite`)
+        # training-set indices whose decode worker was killed (segfault, OOM): bad clips for the rest of the run
+        self.crashed: dict[int, str] = {}
+        self._val_crashed: dict[int, str] = {}
+        self._gate = WORKER_DEATH_GATE  # a dead decode worker is reported only where a batch is fetched
         self.best: list[tuple[float, int, str]] = []  # (val loss, step, file name), best first
         self.history: list[dict[str, Any]] | None = [] if record_history else None
         self._stop_signal: str | None = None  # set by a STOP_SIGNALS handler while `fit` runs
@@ -166,6 +172,50 @@ class Trainer:
                                            collate_fn=collate_clips, pin_memory=self.device.type == "cuda",
                                            generator=gen)
 
+    def _tolerant_batches(self, dataset: torch.utils.data.Dataset,
+                          make_sampler: Any, start: int, excluded: dict[int, str]) -> Any:
+        """The batches of ``make_sampler(start)`` (a `GlobalBatchSampler` from batch `start`), surviving decode
+        workers killed by a signal: the clip a dead worker was loading goes into `excluded` (a bad clip from then
+        on, with the reason), and a new loader resumes at the first batch not yet yielded. When the dead worker's
+        clip is unknown, that batch is yielded as bad clips only. ``data.max_worker_deaths`` deaths in a row (no
+        batch arriving in between) raise `DataError`."""
+        workers, limit = self.cfg.data.num_workers, self.cfg.data.max_worker_deaths
+        pos, deaths = start, 0
+        while True:
+            tracked = WorkerTracked(dataset, excluded, workers)
+            try:
+                it = iter(self._loader(tracked, make_sampler(pos)))
+                while True:
+                    try:
+                        batch = self._gate.next(it)
+                    except StopIteration:
+                        return
+                    pos, deaths = pos + 1, 0
+                    yield batch
+            except RuntimeError as e:
+                dead = crashed_worker_pids(e)
+                if workers == 0 or dead is None:
+                    raise
+                deaths += 1
+                if deaths >= limit:
+                    raise DataError(f"decode workers died {deaths} times in a row without loading a batch "
+                                    f"(data.max_worker_deaths={limit}); last: {e}. Check the memory limit (the "
+                                    f"OOM killer) and the clips") from e
+                culprits = [i for i in tracked.slots.in_progress(dead) if i not in excluded]
+                reason = f"its decode worker died: {e}"
+                if culprits:
+                    for i in culprits:
+                        excluded[i] = reason
+                    log.warning("%s; clip %s is a bad clip from now on; restarting the loader at batch %d (death %d "
+                                "in a row, at most %d)", e, ", ".join(clip_name(dataset, i) for i in culprits), pos,
+                                deaths, limit)
+                    continue
+                lost = next(iter(make_sampler(pos)), [])
+                log.warning("%s; the clip it was loading is unknown: batch %d (%d clips) is lost; restarting the "
+                            "loader (death %d in a row, at most %d)", e, pos, len(lost), deaths, limit)
+                pos += 1
+                yield {"bad": [(clip_name(dataset, i), reason) for i in lost], "size": 0}
+
     def _next_batch(self) -> dict[str, Any]:
         """The next non-empty training micro-batch; rolls over epochs and counts skipped bad clips. A whole epoch
         of batches without one usable clip raises `DataError` (it used to loop for ever)."""
@@ -174,9 +224,12 @@ class Trainer:
         while True:
             if self._iter is None:
                 self.train_set.set_epoch(self.epoch)
-                sampler = GlobalBatchSampler(len(self.train_set), self.cfg.data.batch_size, True, self.cfg.seed,
-                                             self.epoch, self.info.rank, self.info.world, self.batch_in_epoch)
-                self._iter = iter(self._loader(self.train_set, sampler))
+
+                def sampler(start: int, epoch: int = self.epoch) -> GlobalBatchSampler:
+                    return GlobalBatchSampler(len(self.train_set), self.cfg.data.batch_size, True, self.cfg.seed,
+                                              epoch, self.info.rank, self.info.world, start)
+
+                self._iter = self._tolerant_batches(self.train_set, sampler, self.batch_in_epoch, self.crashed)
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -276,17 +329,26 @@ class Trainer:
         bad_grad = not math.isfinite(record["grad_norm"]) and not self.scaler.is_enabled()
         if not math.isfinite(record["loss"]) or bad_grad:
             self.nonfinite += 1
+            self.nonfinite_in_a_row += 1
             self.opt.zero_grad(set_to_none=True)
             self.scaler.update()
             record["skipped"] = True
-            log.warning("step %d: non-finite %s (loss %s, grad norm %s); skipped (%d of at most %d)",
-                        self.step + 1, "loss" if not math.isfinite(record["loss"]) else "gradient",
-                        record["loss"], record["grad_norm"], self.nonfinite, self.cfg.max_nonfinite)
-            if self.nonfinite > self.cfg.max_nonfinite:
+            tried = self.step + self.nonfinite  # steps taken + skipped
+            log.warning("step %d: non-finite %s (loss %s, grad norm %s); skipped (%d in a row, at most %d; %d of %d "
+                        "steps so far)", self.step + 1, "loss" if not math.isfinite(record["loss"]) else "gradient",
+                        record["loss"], record["grad_norm"], self.nonfinite_in_a_row, self.cfg.max_nonfinite,
+                        self.nonfinite, tried)
+            hint = (f"lower optim.lr, use precision=bf16/fp32, or check the data. The last good checkpoint is "
+                    f"{self.out / 'last.pt'}")
+            if self.nonfinite_in_a_row > self.cfg.max_nonfinite:
                 raise NonFiniteLossError(
-                    f"stopping: {self.nonfinite} steps had a non-finite loss or gradient (limit max_nonfinite="
-                    f"{self.cfg.max_nonfinite}); lower optim.lr, use precision=bf16/fp32, or check the data. "
-                    f"The last good checkpoint is {self.out / 'last.pt'}")
+                    f"stopping: {self.nonfinite_in_a_row} steps in a row had a non-finite loss or gradient (limit "
+                    f"max_nonfinite={self.cfg.max_nonfinite}); {hint}")
+            if self.nonfinite > self.cfg.max_nonfinite and \
+                    self.nonfinite > self.cfg.max_nonfinite_fraction * tried:
+                raise NonFiniteLossError(
+                    f"stopping: {self.nonfinite} of {tried} steps had a non-finite loss or gradient, more than "
+                    f"max_nonfinite_fraction={self.cfg.max_nonfinite_fraction}; {hint}")
             return record
         if self.cfg.optim.grad_clip_value > 0:
             torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
@@ -297,6 +359,7 @@ class Trainer:
             self.scaler_skips += 1  # fp16 overflow: the scaler skipped the update and lowered its scale
         self.sched.step()
         self.step += 1
+        self.nonfinite_in_a_row = 0
         return record
 
     # -- validation ----------------------------------------------------------------------------------------------
@@ -308,19 +371,23 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         sums = torch.zeros(self.k + 1, device=self.device)
-        sampler = GlobalBatchSampler(len(self.val_set), self.cfg.data.batch_size, False,
-                                     rank=self.info.rank, world=self.info.world)
-        for i, batch in enumerate(self._loader(self.val_set, sampler)):
-            if self.cfg.val_batches and i >= self.cfg.val_batches:
-                break
-            if not batch["size"]:
-                continue
-            codes, visual = self._inputs(batch)
-            with self._autocast():
-                logits = self.model(codes, visual)
-            out = self.model.loss(logits.float(), codes)
-            sums[: self.k] += out.per_codebook * codes.shape[0]
-            sums[self.k] += codes.shape[0]
+        def sampler(start: int) -> GlobalBatchSampler:
+            return GlobalBatchSampler(len(self.val_set), self.cfg.data.batch_size, False, rank=self.info.rank,
+                                      world=self.info.world, start=start)
+
+        batches = self._tolerant_batches(self.val_set, sampler, 0, self._val_crashed)
+        with self._gate, contextlib.closing(batches):  # closing: its workers end with the validation
+            for i, batch in enumerate(batches):
+                if self.cfg.val_batches and i >= self.cfg.val_batches:
+                    break
+                if not batch["size"]:
+                    continue
+                codes, visual = self._inputs(batch)
+                with self._autocast():
+                    logits = self.model(codes, visual)
+                out = self.model.loss(logits.float(), codes)
+                sums[: self.k] += out.per_codebook * codes.shape[0]
+                sums[self.k] += codes.shape[0]
         self.model.train(was_training)
         tot = all_reduce_sum(sums, self.info)
         if tot[self.k] == 0:
@@ -400,7 +467,7 @@ class Trainer:
         return plot_loss_curve(self.out)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
-    def state(self, rng: list[Any], positions: list[Any]) -> dict[str, Any]:
+    def state(self, rng: list[Any], positions: list[Any], crashed: dict[int, str] | None = None) -> dict[str, Any]:
         """The checkpoint blob: `vaura.checkpoint`'s fields plus ``training`` (everything resume needs)."""
         return {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.model.cfg.to_dict(),
@@ -411,7 +478,9 @@ class Trainer:
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "world_size": self.info.world, "positions": positions, "rng": rng, "best": self.best,
                 "counters": {"nonfinite": self.nonfinite, "scaler_skips": self.scaler_skips,
-                             "bad_clips": self.bad_clips},
+                             "bad_clips": self.bad_clips, "nonfinite_in_a_row": self.nonfinite_in_a_row},
+                # every rank's clips that killed a decode worker (a resume treats them as bad clips on every rank)
+                "crashed_clips": [[i, r] for i, r in sorted((self.crashed if crashed is None else crashed).items())],
             },
         }
 
@@ -420,8 +489,9 @@ class Trainer:
         first is written, the others are hard links to it where the file system allows)."""
         rng = all_gather_objects(_rng_state(self.device), self.info)
         positions = all_gather_objects([self.epoch, self.batch_in_epoch], self.info)
+        crashed = {i: r for part in all_gather_objects(self.crashed, self.info) for i, r in part.items()}
         if self.info.is_main:
-            atomic_torch_save(self.state(rng, positions), self.out / names[0])
+            atomic_torch_save(self.state(rng, positions, crashed), self.out / names[0])
             for name in names[1:]:
                 atomic_link_or_copy(self.out / names[0], self.out / name)
         barrier(self.info)
@@ -451,6 +521,8 @@ class Trainer:
         self.best = [tuple(b) for b in ck["best"]]
         c = ck["counters"]
         self.nonfinite, self.scaler_skips, self.bad_clips = c["nonfinite"], c["scaler_skips"], c["bad_clips"]
+        self.nonfinite_in_a_row = c.get("nonfinite_in_a_row", 0)
+        self.crashed = {int(i): str(r) for i, r in ck.get("crashed_clips", [])}
         _set_rng_state(ck["rng"][self.info.rank], self.device)
         self._iter = None
         self._resumed_at = self.step
@@ -506,7 +578,7 @@ class Trainer:
         last, val = None, None
         self.stopped_by = None
         self._window = self._new_window()
-        with self._stop_on_signals():
+        with self._stop_on_signals(), self._gate:
             while self.step < self.cfg.max_steps:
                 rec = self.train_step()
                 last = rec

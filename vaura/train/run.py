@@ -14,7 +14,7 @@ import torch
 from vaura.train.cache import CachedWindows, FrozenModels, extract, is_cache
 from vaura.train.config import TrainConfig
 from vaura.train.data import ClipDataset, DataError, DataSource
-from vaura.train.ddp import init_distributed, shutdown
+from vaura.train.ddp import failure_watch, init_distributed, shutdown
 from vaura.train.frozen import build_training_model, load_frozen_models
 from vaura.train.loop import Trainer
 from visualsound.errors import CheckpointError, ToolkitError
@@ -52,11 +52,15 @@ def input_metadata(frozen: FrozenModels, data: str, val_data: str | None, train_
 
 def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: str | None = None,
                 fixed_starts: str | None = None, grid: bool | None = None, shard_size: int = 256,
-                feature_dtype: str = "float16",
-                device: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                feature_dtype: str = "float16", device: str | None = None,
+                progress: Callable[[int, int], None] | None = None, part: tuple[int, int] = (0, 1)
+                ) -> dict[str, Any]:
     """`vaura extract`: cache the windows of the clips `spec` names. `split` (default: the spec's own, else
-    train) must agree with a split the spec names. ``grid`` defaults to ``split == "train"``."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    train) must agree with a split the spec names. ``grid`` defaults to ``split == "train"``. ``part=(i, n)``:
+    only the cache shards ``s % n == i`` (`vaura.train.cache`; ``--shard``)."""
+    from visualsound.utils.shard import rank_device
+
+    dev = torch.device(rank_device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     source = DataSource.parse(spec, **({"split": split} if split else {}))
     if split and source.split != split:  # the spec's own split=... wins in `parse`: never drop --split silently
         raise DataError(f"--split {split} contradicts the data spec's split={source.split} ({spec})")
@@ -66,7 +70,7 @@ def run_extract(cfg: TrainConfig, spec: str, out: str | os.PathLike, *, split: s
     frozen, _ = load_frozen_models(cfg, dev)
     use_grid = source.is_train if grid is None else grid
     return extract(clips, out, frozen, cfg.data, grid=use_grid, source=source.to_dict(), shard_size=shard_size,
-                   num_workers=cfg.data.num_workers, feature_dtype=feature_dtype, progress=progress)
+                   num_workers=cfg.data.num_workers, feature_dtype=feature_dtype, progress=progress, part=part)
 
 
 def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_data: str | None = None,
@@ -90,23 +94,26 @@ def run_training(cfg: TrainConfig, data: str, out: str | os.PathLike, *, val_dat
                            f"--resume to continue it, or pick another --out")
     info = init_distributed(device)
     try:
-        cached = is_cache(data) and (val_data is None or is_cache(val_data))
-        # the frozen models only compute features on the fly; for caches they are loaded (on CPU) to check identities
-        frozen, codec = load_frozen_models(cfg, "cpu" if cached else info.device)
-        train_set = make_dataset(data, cfg, True, frozen)
-        val_set = make_dataset(val_data, cfg, False, frozen) if val_data else None
-        if val_set is None:
-            log.warning("no --val-data: no validation loss and no best-k checkpoints")
-        model = build_training_model(cfg, codec, frozen.visual_dim)
-        trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen, dist_info=info,
-                          debug_weights=cfg.debug_weights,
-                          metadata=input_metadata(frozen, data, val_data, train_set, val_set))
-        if resume:
-            trainer.resume(last)
-        result = trainer.fit()
-        result["out"] = str(out)
-        result["debug_weights"] = cfg.debug_weights
-        result["world_size"] = info.world
-        return result
+        # a rank that fails tells the others, which stop at once instead of waiting in a collective
+        with failure_watch(info):
+            cached = is_cache(data) and (val_data is None or is_cache(val_data))
+            # the frozen models only compute features on the fly; for caches they are loaded (on CPU) to check
+            # identities
+            frozen, codec = load_frozen_models(cfg, "cpu" if cached else info.device)
+            train_set = make_dataset(data, cfg, True, frozen)
+            val_set = make_dataset(val_data, cfg, False, frozen) if val_data else None
+            if val_set is None:
+                log.warning("no --val-data: no validation loss and no best-k checkpoints")
+            model = build_training_model(cfg, codec, frozen.visual_dim)
+            trainer = Trainer(cfg, out, model, train_set, val_set, frozen=None if cached else frozen,
+                              dist_info=info, debug_weights=cfg.debug_weights,
+                              metadata=input_metadata(frozen, data, val_data, train_set, val_set))
+            if resume:
+                trainer.resume(last)
+            result = trainer.fit()
+            result["out"] = str(out)
+            result["debug_weights"] = cfg.debug_weights
+            result["world_size"] = info.world
+            return result
     finally:
         shutdown()

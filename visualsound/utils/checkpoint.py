@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import types
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -164,12 +165,13 @@ def _looks_like_torch_file(path: str | os.PathLike) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)``; falls back to `restricted_torch_load` for files that pickle foreign
-    objects (never to an unrestricted unpickler). A missing file, a file that is not a ``torch.save`` file (its
-    first bytes are neither a zip archive nor a pickle) and any file the unpicklers fail on raise a one-line
-    `CheckpointError` naming the file and saying what it looks like (`describe_file`); a file of the weights cache
-    also gets what to do (delete it and download it again: the command and the URL)."""
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` (with `mmap`, a zip-format file's tensors are mapped, not read: reading
+    only some of them, or only the non-tensor entries, reads only those); falls back to `restricted_torch_load`
+    for files that pickle foreign objects (never to an unrestricted unpickler). A missing file, a file that is not
+    a ``torch.save`` file (its first bytes are neither a zip archive nor a pickle) and any file the unpicklers fail
+    on raise a one-line `CheckpointError` naming the file and saying what it looks like (`describe_file`); a file
+    of the weights cache also gets what to do (delete it and download it again: the command and the URL)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not _looks_like_torch_file(path):
@@ -177,7 +179,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                               f"{_cache_hint(path)}")
     try:
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True,
+                              mmap=mmap and zipfile.is_zipfile(path))
         except pickle.UnpicklingError as e:
             log.info("%s is not a plain weights file (%s); reading it with the restricted unpickler", path,
                      str(e).splitlines()[0])

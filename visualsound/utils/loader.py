@@ -6,6 +6,10 @@ worker (pid 12) is killed by signal ..."), the records those pids were loading g
 instead, and a new loader resumes with the records not yet yielded. Past `max_crashes` crashes it raises
 `LoaderCrashError`. With ``workers=0`` loading runs inline (a crash there is the process's own).
 
+torch reports a dead worker from its SIGCHLD handler in the middle of whatever the main thread is doing;
+`WorkerDeathGate` confines that report to the fetch of a batch, where it is caught (the caller's code between
+batches, e.g. a model's forward pass, never sees it).
+
 `load` must never raise for a bad item (it should return a failure item): an exception from `load` in a worker
 is re-raised by torch and ends the iteration.
 """
@@ -16,6 +20,8 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +41,95 @@ class LoaderCrashError(ToolkitError):
     """Loading workers died more often than allowed."""
 
 
+def crashed_worker_pids(error: BaseException) -> set[int] | None:
+    """The pids of the dead workers that torch's `error` names (empty when it names none), or None when `error` is
+    not torch's dead-worker error."""
+    if not isinstance(error, RuntimeError) or not str(error).startswith("DataLoader worker"):
+        return None
+    m = _CRASH_PIDS.match(str(error))
+    return {int(p) for p in re.findall(r"\d+", m.group(1))} if m else set()
+
+
+class WorkerDeathGate:
+    """Confine torch's dead-worker error to the calls that fetch a batch.
+
+    torch's SIGCHLD handler raises "DataLoader worker (pid N) is killed by signal" in the main thread at whatever
+    it is doing when a worker dies: the model's forward pass, a checkpoint write. Inside ``with gate:`` (main
+    thread only; elsewhere a no-op) that handler runs only during `gate.next(iterator)`; a worker that died
+    meanwhile is reported by the next `gate.next`, so the caller catches the error around its fetch alone. Use the
+    one process-wide `WORKER_DEATH_GATE` (nested ``with`` blocks share its installation)."""
+
+    def __init__(self) -> None:
+        self._open = self._pending = False
+        self._depth = 0
+        self._previous: Any = None
+
+    def __enter__(self) -> WorkerDeathGate:
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
+            from torch.utils.data._utils import signal_handling
+
+            signal_handling._set_SIGCHLD_handler()  # torch's own (idempotent), which the gate then wraps
+            self._previous = signal.getsignal(signal.SIGCHLD)
+            signal.signal(signal.SIGCHLD, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._previous is not None:
+            if threading.current_thread() is threading.main_thread() and \
+                    signal.getsignal(signal.SIGCHLD) == self._handler:
+                signal.signal(signal.SIGCHLD, self._previous)
+            self._previous = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self._open:
+            self._pending = True
+        elif callable(self._previous):
+            self._previous(signum, frame)
+
+    def next(self, iterator: Iterator[Any]) -> Any:
+        """``next(iterator)``, raising torch's dead-worker error for a worker that died since the last call."""
+        if self._pending:
+            self._pending = False
+            from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+
+            _error_if_any_worker_fails()
+        self._open = True
+        try:
+            return next(iterator)
+        finally:
+            self._open = False
+
+
+WORKER_DEATH_GATE = WorkerDeathGate()
+
+
+class WorkerSlots:
+    """Shared memory where each of `workers` DataLoader workers records ``(pid, index)`` of the item it is loading
+    (create it before the loader starts its workers; ``workers=0`` records nothing)."""
+
+    def __init__(self, workers: int) -> None:
+        self._slots = mp.Array("q", [-1] * (2 * workers), lock=False) if workers else None
+
+    def enter(self, index: int) -> None:
+        info = torch.utils.data.get_worker_info()
+        if self._slots is not None and info is not None:
+            self._slots[2 * info.id], self._slots[2 * info.id + 1] = os.getpid(), index
+
+    def leave(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        if self._slots is not None and info is not None:
+            self._slots[2 * info.id + 1] = -1
+
+    def in_progress(self, pids: set[int]) -> list[int]:
+        """Indices of the items being loaded by the workers with these pids."""
+        if self._slots is None:
+            return []
+        pairs = [(self._slots[k], self._slots[k + 1]) for k in range(0, len(self._slots), 2)]
+        return [i for pid, i in pairs if pid in pids and i >= 0]
+
+
 class _TrackedDataset(Dataset):
     """``records[i] -> (i, load(records[i]))``; with ``track_workers=W`` each worker records what it loads."""
 
@@ -42,27 +137,20 @@ class _TrackedDataset(Dataset):
                  track_workers: int) -> None:
         self.records = list(records)
         self.load = load
-        self._slots = mp.Array("q", [-1] * (2 * track_workers), lock=False) if track_workers else None
+        self.slots = WorkerSlots(track_workers)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[int, Any]:
-        info = torch.utils.data.get_worker_info()
-        if self._slots is None or info is None:
-            return i, self.load(self.records[i])
-        slot = 2 * info.id
-        self._slots[slot], self._slots[slot + 1] = os.getpid(), i
+        self.slots.enter(i)
         item = self.load(self.records[i])
-        self._slots[slot + 1] = -1
+        self.slots.leave()
         return i, item
 
     def in_progress(self, pids: set[int]) -> list[int]:
         """Indices of the records being loaded by the workers with these pids."""
-        if self._slots is None:
-            return []
-        pairs = [(self._slots[k], self._slots[k + 1]) for k in range(0, len(self._slots), 2)]
-        return [i for pid, i in pairs if pid in pids and i >= 0]
+        return self.slots.in_progress(pids)
 
 
 def _as_list(batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
@@ -89,19 +177,23 @@ def tolerant_batches(records: Sequence[Mapping[str, Any]], load: Callable[[Mappi
             kw.update(prefetch_factor=prefetch_factor, in_order=False, worker_init_fn=_worker_init)
         seen: set[int] = set()
         try:
-            for batch in DataLoader(dataset, **kw):
-                seen.update(i for i, _ in batch)
-                yield [item for _, item in batch]
-            return
+            with WORKER_DEATH_GATE as gate:  # a worker's death surfaces here, not in the caller's code
+                it = iter(DataLoader(dataset, **kw))
+                while True:
+                    try:
+                        batch = gate.next(it)
+                    except StopIteration:
+                        return
+                    seen.update(i for i, _ in batch)
+                    yield [item for _, item in batch]
         except RuntimeError as e:
-            if workers == 0 or not str(e).startswith("DataLoader worker"):
+            dead = crashed_worker_pids(e)
+            if workers == 0 or dead is None:
                 raise
             crashes += 1
             if crashes > max_crashes:
                 raise LoaderCrashError(f"loading workers crashed {crashes} times (max {max_crashes}); last: {e}") \
                     from e
-            m = _CRASH_PIDS.match(str(e))
-            dead = {int(p) for p in re.findall(r"\d+", m.group(1))} if m else set()
             blamed = [i for i in dataset.in_progress(dead) if i not in seen]
             message = str(e)
         log.warning("%s; blaming %s, restarting the loader (crash %d of at most %d)", message,
